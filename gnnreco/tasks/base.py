@@ -1,0 +1,199 @@
+"""``GraphTaskModule``: the Lightning module every task derives from.
+
+A task module only wires pure functions together (DESIGN.md, principle 2). The base class owns what is
+common to all four tasks:
+
+* optimizer and scheduler built from Hydra ``_partial_`` configs;
+* optional ``torch.compile`` of the network;
+* gradient clipping and gradient accumulation;
+* an out-of-memory guard: a batch that runs out of memory (forward *or* backward) is skipped with a
+  counted warning, and training aborts after ``max_consecutive_oom`` such batches in a row;
+* metric logging for train/val/test with the batch size taken from the graph batch.
+
+Optimisation is manual (``automatic_optimization = False``) so the OOM guard can also cover the
+backward pass; clipping and accumulation are therefore options of the module, not of the Trainer.
+
+Subclasses implement :meth:`forward`, :meth:`compute_loss` and, optionally, :meth:`compute_metrics`
+and :meth:`on_test_results`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GraphTaskModule", "TooManyOOMError", "is_oom_error"]
+
+
+class TooManyOOMError(RuntimeError):
+    """Raised when ``max_consecutive_oom`` batches in a row ran out of memory."""
+
+
+def is_oom_error(exc: BaseException) -> bool:
+    """True for CUDA/CPU out-of-memory errors (the exception types differ across torch versions)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError | MemoryError) and (
+        "out of memory" in str(exc).lower() or isinstance(exc, MemoryError)
+    )
+
+
+def _num_graphs(batch: Any) -> int:
+    n = getattr(batch, "num_graphs", None)
+    return int(n) if n is not None else 1
+
+
+class GraphTaskModule(pl.LightningModule):
+    """Base Lightning module of every gnnreco task.
+
+    Args:
+        net: the task network (an ``nn.Module`` with a tensor-only ``forward``; see DESIGN.md §6).
+        optimizer: ``functools.partial`` of an optimizer class taking ``params`` (Hydra ``_partial_``).
+        scheduler: optional partial of a learning-rate scheduler taking ``optimizer``.
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        scheduler_monitor: metric for ``ReduceLROnPlateau``-like schedulers.
+        compile: wrap ``net`` in ``torch.compile`` at ``setup("fit")``.
+        gradient_clip_val: clip the global gradient norm to this value (0 disables).
+        accumulate_grad_batches: optimizer step every this many batches.
+        max_consecutive_oom: abort after this many out-of-memory batches in a row.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str = "val/loss",
+        compile: bool = False,
+        gradient_clip_val: float = 0.0,
+        accumulate_grad_batches: int = 1,
+        max_consecutive_oom: int = 3,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.oom_skipped = 0
+        self._oom_in_a_row = 0
+        self._accum = 0
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def forward(self, batch: Any) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement forward(batch) -> dict of tensors")
+
+    def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        raise TypeError(f"{type(self).__name__} must implement compute_loss(batch, out)")  # pragma: no cover
+
+    def compute_metrics(self, batch: Any, out: dict[str, Tensor], stage: str) -> dict[str, float | Tensor]:
+        """Per-batch validation/test metrics (averaged over events by the logger). Default: none."""
+        return {}
+
+    # ------------------------------------------------------------------ optimisation
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net, dynamic=True)
+
+    def configure_optimizers(self):
+        opt = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return opt
+        sched = self.hparams.scheduler(optimizer=opt)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval,
+                             "monitor": self.hparams.scheduler_monitor},
+        }
+
+    def _step_scheduler(self, interval: str) -> None:
+        if self.hparams.scheduler is None or self.hparams.scheduler_interval != interval:
+            return
+        sched = self.lr_schedulers()
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.hparams.scheduler_monitor)
+            if value is not None:
+                sched.step(value)
+        else:
+            sched.step()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        opt = self.optimizers()
+        k = self.hparams.accumulate_grad_batches
+        try:
+            out = self(batch)
+            loss, parts = self.compute_loss(batch, out)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at batch {batch_idx}")
+            self.manual_backward(loss / k)
+        except Exception as exc:
+            if not is_oom_error(exc):
+                raise
+            self._handle_oom(exc, batch_idx)
+            opt.zero_grad(set_to_none=True)
+            return None
+        self._oom_in_a_row = 0
+        self._accum += 1
+        last = (batch_idx + 1) == self.trainer.num_training_batches
+        if self._accum >= k or last:
+            if self.hparams.gradient_clip_val and self.hparams.gradient_clip_val > 0:
+                self.clip_gradients(opt, gradient_clip_val=self.hparams.gradient_clip_val,
+                                    gradient_clip_algorithm="norm")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self._accum = 0
+            self._step_scheduler("step")
+        bs = _num_graphs(batch)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=bs)
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        self._step_scheduler("epoch")
+        self.log("train/oom_skipped", float(self.oom_skipped), on_epoch=True)
+
+    def _handle_oom(self, exc: BaseException, batch_idx: int) -> None:
+        self.oom_skipped += 1
+        self._oom_in_a_row += 1
+        log.warning("out of memory at batch %d (%d skipped so far, %d in a row): %s",
+                    batch_idx, self.oom_skipped, self._oom_in_a_row, str(exc).splitlines()[0])
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self._oom_in_a_row >= self.hparams.max_consecutive_oom:
+            raise TooManyOOMError(
+                f"{self._oom_in_a_row} batches in a row ran out of memory "
+                f"(max_consecutive_oom={self.hparams.max_consecutive_oom}); reduce the batch size "
+                "or graph size (e.g. data.batch_size, the graph builder's k or radius)"
+            ) from exc
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        out = self(batch)
+        loss, parts = self.compute_loss(batch, out)
+        bs = _num_graphs(batch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=(stage == "val"), batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs)
+        for name, value in self.compute_metrics(batch, out, stage).items():
+            if isinstance(value, float) and math.isnan(value):
+                continue
+            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs)
+        return out
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
