@@ -92,7 +92,3 @@ class MLP(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - Sequential semantics
         return super().forward(x)
 
-
-def _selftest() -> None:  # used by tests/nn/test_mlp.py
-    m = MLP(3, 8, 2, n_layers=3)
-    assert m(torch.zeros(4, 3)).shape == (4, 2)
