@@ -1,0 +1,451 @@
+"""``torch.library`` registration of the gnnreco kernels.
+
+Each op has a CPU kernel (PyTorch-native), a CUDA kernel (Triton, falling back to native code for
+layouts the kernels do not cover), a fake kernel (shape propagation for ``torch.compile`` and
+``torch.export``) and an autograd formula. The public functions in :mod:`gnnreco.ops` call these
+ops on CUDA and for the fused aggregations; being dispatcher ops they are also callable from
+TorchScript as ``torch.ops.gnnreco.<name>``.
+
+Ops:
+    ``gnnreco::scatter_reduce(src, index, dim, dim_size, reduce) -> (out, arg)``
+        ``index`` already broadcast to ``src``; reduce in sum|mean|min|max; ``arg`` is empty for
+        sum/mean.
+    ``gnnreco::multi_aggregate(src, index, reductions, dim_size, need_arg) -> (out, count, argmax, argmin)``
+        ``src`` ``[E, F]``, ``index`` ``[E]``; ``reductions`` comma-separated (``"mean,max"``);
+        ``out`` ``[N, R*F]``.
+    ``gnnreco::gather_scatter(x, src_index, dst_index, weight, reduce, dim_size) -> out``
+        :math:`o_j = \\bigoplus_{e: d_e=j} w_e x_{s_e}` for sum/mean without an ``[E, F]`` buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "native_scatter_reduce",
+    "native_multi_aggregate",
+    "native_gather_scatter",
+    "MULTI_REDUCTIONS",
+    "chunk_rows",
+]
+
+MULTI_REDUCTIONS = ("sum", "add", "mean", "min", "max", "std", "var")
+
+# Elements (rows x features) per chunk of the memory-lean gather-scatter on CPU.
+_CHUNK_ELEMS = int(os.environ.get("GNNRECO_OPS_CHUNK", str(1 << 21)))
+
+
+def chunk_rows(num_features: int) -> int:
+    """Rows per chunk so that one ``[rows, F]`` temporary holds about 2M elements."""
+    return max(1024, _CHUNK_ELEMS // max(1, num_features))
+
+
+# ---------------------------------------------------------------------------------------------
+# native (CPU / reference) kernels
+
+
+def _arg_of(src: Tensor, index: Tensor, res: Tensor, dim: int, op: str) -> Tensor:
+    """Smallest position ``k`` in each group with ``src[k] == res[group]``; ``src.size(dim)`` if none."""
+    e = src.size(dim)
+    shape = [1] * src.dim()
+    shape[dim] = e
+    pos = torch.arange(e, device=src.device).view(shape).expand(src.size())
+    hit = src == res.gather(dim, index)
+    cand = torch.where(hit, pos, torch.full_like(pos, e))
+    arg = torch.full(res.size(), e, dtype=torch.long, device=src.device)
+    return arg.scatter_reduce_(dim, index, cand, "amin", include_self=True)
+
+
+def native_scatter_reduce(
+    src: Tensor, index: Tensor, dim: int, dim_size: int, reduce: str
+) -> Tuple[Tensor, Tensor]:
+    """PyTorch-native forward of ``gnnreco::scatter_reduce`` (no autograd)."""
+    size = list(src.size())
+    size[dim] = dim_size
+    if reduce in ("sum", "mean"):
+        out = torch.zeros(size, dtype=src.dtype, device=src.device).scatter_add_(dim, index, src)
+        if reduce == "mean":
+            cnt = torch.zeros(size, dtype=src.dtype, device=src.device)
+            cnt.scatter_add_(dim, index, torch.ones_like(src)).clamp_(min=1)
+            if out.is_floating_point():
+                out.div_(cnt)
+            else:
+                out.div_(cnt, rounding_mode="floor")
+        return out, src.new_empty(0, dtype=torch.long)
+    if reduce in ("min", "max"):
+        op = "amax" if reduce == "max" else "amin"
+        out = torch.zeros(size, dtype=src.dtype, device=src.device)
+        out.scatter_reduce_(dim, index, src, op, include_self=False)
+        return out, _arg_of(src, index, out, dim, op)
+    raise ValueError(f"gnnreco.ops: argument 'reduce' must be sum|mean|min|max, got '{reduce}'")
+
+
+def _unbiased_den(cnt: Tensor, dtype: torch.dtype) -> Tensor:
+    return (cnt - 1).clamp(min=1).to(dtype) + 1e-6
+
+
+def native_multi_aggregate(
+    src: Tensor, index: Tensor, reductions: List[str], dim_size: int, need_arg: bool
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """PyTorch-native forward of ``gnnreco::multi_aggregate``; shares sum and count between reductions."""
+    n, f = dim_size, src.size(1)
+    ie = index.view(-1, 1).expand(src.size())
+    cnt = (
+        torch.bincount(index, minlength=n)
+        if index.numel() > 0
+        else torch.zeros(n, dtype=torch.long, device=src.device)
+    )
+    cntf = cnt.clamp(min=1).to(src.dtype).unsqueeze(1)
+    empty = src.new_empty(0, dtype=torch.long)
+    ssum: Optional[Tensor] = None
+    mean: Optional[Tensor] = None
+    sq: Optional[Tensor] = None
+    mx: Optional[Tensor] = None
+    mn: Optional[Tensor] = None
+    argmax, argmin = empty, empty
+    if any(r in ("sum", "add", "mean", "std", "var") for r in reductions):
+        ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
+        mean = ssum / cntf
+    if any(r in ("std", "var") for r in reductions):
+        assert mean is not None
+        d = src - mean.index_select(0, index)
+        sq = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, d * d)
+    if "max" in reductions:
+        mx = torch.zeros(n, f, dtype=src.dtype, device=src.device)
+        mx.scatter_reduce_(0, ie, src, "amax", include_self=False)
+        if need_arg:
+            argmax = _arg_of(src, ie, mx, 0, "amax")
+    if "min" in reductions:
+        mn = torch.zeros(n, f, dtype=src.dtype, device=src.device)
+        mn.scatter_reduce_(0, ie, src, "amin", include_self=False)
+        if need_arg:
+            argmin = _arg_of(src, ie, mn, 0, "amin")
+    parts: List[Tensor] = []
+    for r in reductions:
+        if r in ("sum", "add"):
+            assert ssum is not None
+            parts.append(ssum)
+        elif r == "mean":
+            assert mean is not None
+            parts.append(mean)
+        elif r == "var":
+            assert sq is not None
+            parts.append(sq / _unbiased_den(cnt, src.dtype).unsqueeze(1))
+        elif r == "std":
+            assert sq is not None
+            parts.append((sq / _unbiased_den(cnt, src.dtype).unsqueeze(1)).sqrt())
+        elif r == "max":
+            assert mx is not None
+            parts.append(mx)
+        elif r == "min":
+            assert mn is not None
+            parts.append(mn)
+    out = torch.cat(parts, dim=1) if parts else src.new_zeros(n, 0)
+    return out, cnt, argmax, argmin
+
+
+def native_gather_scatter(
+    x: Tensor, src_index: Tensor, dst_index: Tensor, weight: Optional[Tensor], reduce: str, dim_size: int
+) -> Tensor:
+    """Chunked :math:`o_j = \\sum_{e: d_e=j} w_e x_{s_e}` (``/deg`` for mean); temporaries stay ``[chunk, F]``."""
+    f = x.size(1)
+    out = torch.zeros(dim_size, f, dtype=x.dtype, device=x.device)
+    e = src_index.numel()
+    step = chunk_rows(f)
+    for start in range(0, e, step):
+        s = src_index[start : start + step]
+        d = dst_index[start : start + step]
+        msg = x.index_select(0, s)
+        if weight is not None:
+            msg.mul_(weight[start : start + step].unsqueeze(1).to(msg.dtype))
+        out.scatter_add_(0, d.view(-1, 1).expand(msg.size()), msg)
+    if reduce == "mean":
+        cnt = torch.bincount(dst_index, minlength=dim_size) if e > 0 else torch.zeros(
+            dim_size, dtype=torch.long, device=x.device
+        )
+        out.div_(cnt.clamp(min=1).to(out.dtype).unsqueeze(1))
+    return out
+
+
+def _edge_dot(g: Tensor, dst_index: Tensor, x: Tensor, src_index: Tensor) -> Tensor:
+    """:math:`\\langle g_{d_e}, x_{s_e}\\rangle` per edge, in chunks."""
+    e = src_index.numel()
+    out = torch.empty(e, dtype=x.dtype, device=x.device)
+    step = chunk_rows(x.size(1))
+    for start in range(0, e, step):
+        gd = g.index_select(0, dst_index[start : start + step])
+        xs = x.index_select(0, src_index[start : start + step])
+        out[start : start + step] = (gd * xs).sum(1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA kernels: Triton where it covers the layout, native otherwise
+
+
+def _triton_mod():
+    from gnnreco.ops import _triton
+
+    return _triton
+
+
+def _cuda_scatter_reduce(src: Tensor, index: Tensor, dim: int, dim_size: int, reduce: str):
+    tr = _triton_mod()
+    res = tr.scatter_reduce_nd(src, index, dim, dim_size, reduce)
+    if res is None:
+        return native_scatter_reduce(src, index, dim, dim_size, reduce)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# op: scatter_reduce
+
+
+@torch.library.custom_op("gnnreco::scatter_reduce", mutates_args=(), device_types=None)
+def _scatter_reduce_op(src: Tensor, index: Tensor, dim: int, dim_size: int, reduce: str) -> Tuple[Tensor, Tensor]:
+    if src.is_cuda:
+        out, arg = _cuda_scatter_reduce(src, index, dim, dim_size, reduce)
+    else:
+        out, arg = native_scatter_reduce(src, index, dim, dim_size, reduce)
+    return out, arg
+
+
+@_scatter_reduce_op.register_fake
+def _(src, index, dim, dim_size, reduce):
+    size = list(src.size())
+    size[dim] = dim_size
+    out = src.new_empty(size)
+    arg = src.new_empty(size if reduce in ("min", "max") else [0], dtype=torch.long)
+    return out, arg
+
+
+def _scatter_reduce_setup(ctx, inputs, output):
+    src, index, dim, dim_size, reduce = inputs
+    out, arg = output
+    ctx.dim, ctx.reduce, ctx.e = dim, reduce, src.size(dim)
+    ctx.src_shape = list(src.size())
+    ctx.save_for_backward(index, arg)
+    ctx.mark_non_differentiable(arg)
+
+
+def _scatter_reduce_backward(ctx, grad_out, grad_arg):
+    index, arg = ctx.saved_tensors
+    dim, reduce, e = ctx.dim, ctx.reduce, ctx.e
+    if reduce in ("sum", "mean"):
+        g = grad_out
+        if reduce == "mean":
+            cnt = torch.zeros_like(grad_out).scatter_add_(dim, index, torch.ones(index.size(), dtype=g.dtype, device=g.device))
+            g = g / cnt.clamp(min=1)
+        return g.gather(dim, index), None, None, None, None
+    shape = list(ctx.src_shape)
+    shape[dim] = e + 1
+    gsrc = torch.zeros(shape, dtype=grad_out.dtype, device=grad_out.device)
+    gsrc.scatter_add_(dim, arg, grad_out)
+    return gsrc.narrow(dim, 0, e), None, None, None, None
+
+
+torch.library.register_autograd(
+    "gnnreco::scatter_reduce", _scatter_reduce_backward, setup_context=_scatter_reduce_setup
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# op: multi_aggregate
+
+
+@torch.library.custom_op("gnnreco::multi_aggregate", mutates_args=())
+def _multi_aggregate_op(
+    src: Tensor, index: Tensor, reductions: str, dim_size: int, need_arg: bool
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    red = reductions.split(",")
+    if src.is_cuda:
+        res = _triton_mod().multi_aggregate(src, index, red, dim_size, need_arg)
+        if res is not None:
+            return res
+    return native_multi_aggregate(src, index, red, dim_size, need_arg)
+
+
+@_multi_aggregate_op.register_fake
+def _(src, index, reductions, dim_size, need_arg):
+    n, f = dim_size, src.size(1)
+    reductions = reductions.split(",")
+    out = src.new_empty(n, f * len(reductions))
+    cnt = src.new_empty(n, dtype=torch.long)
+    amax = src.new_empty((n, f) if need_arg and "max" in reductions else (0,), dtype=torch.long)
+    amin = src.new_empty((n, f) if need_arg and "min" in reductions else (0,), dtype=torch.long)
+    return out, cnt, amax, amin
+
+
+def _multi_setup(ctx, inputs, output):
+    src, index, reductions, dim_size, need_arg = inputs
+    out, cnt, amax, amin = output
+    ctx.reductions = reductions.split(",")
+    ctx.save_for_backward(src, index, out, cnt, amax, amin)
+    ctx.mark_non_differentiable(cnt, amax, amin)
+
+
+def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
+    src, index, out, cnt, amax, amin = ctx.saved_tensors
+    reductions = ctx.reductions
+    e, f = src.shape
+    n = cnt.numel()
+    cntf = cnt.clamp(min=1).to(src.dtype).unsqueeze(1)
+    grads = grad_out.split(f, dim=1) if f > 0 else [grad_out] * len(reductions)
+    coeff = torch.zeros(n, f, dtype=src.dtype, device=src.device)  # per-group factor of 1 (sum/mean)
+    dev_coeff: Optional[Tensor] = None  # per-group factor of (x - mean)
+    grad_src = torch.zeros_like(src)
+    mean: Optional[Tensor] = None
+    for k, r in enumerate(reductions):
+        g = grads[k]
+        if r in ("sum", "add"):
+            coeff = coeff + g
+        elif r == "mean":
+            coeff = coeff + g / cntf
+        elif r in ("std", "var"):
+            den = _unbiased_den(cnt, src.dtype).unsqueeze(1)
+            if r == "std":
+                std = out[:, k * f : (k + 1) * f]
+                c = torch.where(std > 0, g / (den * std), torch.zeros_like(g))
+            else:
+                c = 2.0 * g / den
+            dev_coeff = c if dev_coeff is None else dev_coeff + c
+        else:
+            arg = amax if r == "max" else amin
+            if arg.numel() == 0:
+                raise RuntimeError(
+                    "gnnreco.ops.multi_aggregate: backward through min/max needs need_arg=True in forward"
+                )
+            tmp = torch.zeros(e + 1, f, dtype=src.dtype, device=src.device)
+            tmp.scatter_add_(0, arg, g)
+            grad_src = grad_src + tmp[:e]
+    if e > 0:
+        grad_src = grad_src + coeff.index_select(0, index)
+        if dev_coeff is not None:
+            ie = index.view(-1, 1).expand(src.size())
+            ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
+            mean = ssum / cntf
+            grad_src = grad_src + dev_coeff.index_select(0, index) * (src - mean.index_select(0, index))
+    return grad_src, None, None, None, None
+
+
+torch.library.register_autograd("gnnreco::multi_aggregate", _multi_backward, setup_context=_multi_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# op: gather_scatter
+
+
+@torch.library.custom_op("gnnreco::gather_scatter", mutates_args=())
+def _gather_scatter_op(
+    x: Tensor, src_index: Tensor, dst_index: Tensor, weight: Optional[Tensor], reduce: str, dim_size: int
+) -> Tensor:
+    if x.is_cuda:
+        res = _triton_mod().gather_scatter(x, src_index, dst_index, weight, reduce, dim_size)
+        if res is not None:
+            return res
+    return native_gather_scatter(x, src_index, dst_index, weight, reduce, dim_size)
+
+
+@_gather_scatter_op.register_fake
+def _(x, src_index, dst_index, weight, reduce, dim_size):
+    return x.new_empty(dim_size, x.size(1))
+
+
+def _gs_setup(ctx, inputs, output):
+    x, src_index, dst_index, weight, reduce, dim_size = inputs
+    ctx.reduce = reduce
+    ctx.n_src = x.size(0)
+    ctx.has_weight = weight is not None
+    ctx.save_for_backward(x, src_index, dst_index, weight)
+
+
+def _gs_backward(ctx, grad_out):
+    x, src_index, dst_index, weight = ctx.saved_tensors
+    g = grad_out
+    if ctx.reduce == "mean":
+        cnt = torch.bincount(dst_index, minlength=g.size(0)) if dst_index.numel() > 0 else torch.zeros(
+            g.size(0), dtype=torch.long, device=g.device
+        )
+        g = g / cnt.clamp(min=1).to(g.dtype).unsqueeze(1)
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.gnnreco.gather_scatter(g, dst_index, src_index, weight, "sum", ctx.n_src)
+    if ctx.has_weight and ctx.needs_input_grad[3]:
+        grad_w = _edge_dot(g, dst_index, x, src_index).to(weight.dtype)
+    return grad_x, None, None, grad_w, None, None
+
+
+torch.library.register_autograd("gnnreco::gather_scatter", _gs_backward, setup_context=_gs_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# op: segment_csr (1-D indptr; the deterministic sorted path on CUDA)
+
+
+def native_segment_csr(src: Tensor, indptr: Tensor, reduce: str) -> Tuple[Tensor, Tensor]:
+    """PyTorch-native forward of ``gnnreco::segment_csr`` (segments along dim 0 of ``src``)."""
+    n = indptr.numel() - 1
+    e = src.size(0)
+    pos = torch.arange(e, device=src.device)
+    seg = torch.searchsorted(indptr, pos, right=True) - 1
+    seg = torch.where((seg < 0) | (seg >= n), torch.full_like(seg, n), seg)
+    shape = [e] + [1] * (src.dim() - 1)
+    out, arg = native_scatter_reduce(src, seg.view(shape).expand(src.size()), 0, n + 1, reduce)
+    out = out[:n].contiguous()
+    if arg.numel() > 0:
+        arg = arg[:n].contiguous()
+    return out, arg
+
+
+@torch.library.custom_op("gnnreco::segment_csr", mutates_args=())
+def _segment_csr_op(src: Tensor, indptr: Tensor, reduce: str) -> Tuple[Tensor, Tensor]:
+    if src.is_cuda:
+        res = _triton_mod().segment_csr(src, indptr, reduce)
+        if res is not None:
+            return res
+    return native_segment_csr(src, indptr, reduce)
+
+
+@_segment_csr_op.register_fake
+def _(src, indptr, reduce):
+    size = list(src.size())
+    size[0] = indptr.size(0) - 1
+    arg = src.new_empty(size if reduce in ("min", "max") else [0], dtype=torch.long)
+    return src.new_empty(size), arg
+
+
+def _seg_setup(ctx, inputs, output):
+    src, indptr, reduce = inputs
+    out, arg = output
+    ctx.reduce, ctx.e = reduce, src.size(0)
+    ctx.save_for_backward(indptr, arg)
+    ctx.mark_non_differentiable(arg)
+
+
+def _seg_backward(ctx, grad_out, _grad_arg):
+    indptr, arg = ctx.saved_tensors
+    e = ctx.e
+    n = indptr.numel() - 1
+    if ctx.reduce in ("sum", "mean"):
+        g = grad_out
+        lengths = indptr.diff()
+        if ctx.reduce == "mean":
+            shape = [n] + [1] * (g.dim() - 1)
+            g = g / lengths.clamp(min=1).to(g.dtype).view(shape)
+        # positions outside [indptr[0], indptr[-1]) get zero gradient
+        gz = torch.cat([g, torch.zeros_like(g[:1])], 0)
+        pos = torch.arange(e, device=g.device)
+        seg = torch.searchsorted(indptr, pos, right=True) - 1
+        seg = torch.where((seg < 0) | (seg >= n), torch.full_like(seg, n), seg)
+        return gz.index_select(0, seg), None, None
+    shape = [e + 1] + list(grad_out.shape[1:])
+    gsrc = torch.zeros(shape, dtype=grad_out.dtype, device=grad_out.device)
+    gsrc.scatter_add_(0, arg, grad_out)
+    return gsrc[:e], None, None
+
+
+torch.library.register_autograd("gnnreco::segment_csr", _seg_backward, setup_context=_seg_setup)

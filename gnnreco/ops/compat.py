@@ -1,0 +1,92 @@
+"""A ``torch_scatter``-shaped namespace backed by gnnreco.
+
+``gnnreco.ops.install_as_torch_scatter()`` puts this module into ``sys.modules["torch_scatter"]``
+(with ``torch_scatter.testing``, ``torch_scatter.utils`` and ``torch_scatter.composite``), so code
+written against torch_scatter 2.1.2 runs unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from gnnreco.ops import testing
+from gnnreco.ops._utils import broadcast
+from gnnreco.ops.composite import scatter_log_softmax, scatter_logsumexp, scatter_softmax, scatter_std
+from gnnreco.ops.scatter import (
+    scatter,
+    scatter_add,
+    scatter_max,
+    scatter_mean,
+    scatter_min,
+    scatter_mul,
+    scatter_sum,
+)
+from gnnreco.ops.segment import (
+    gather_coo,
+    gather_csr,
+    segment_add_coo,
+    segment_add_csr,
+    segment_coo,
+    segment_csr,
+    segment_max_coo,
+    segment_max_csr,
+    segment_mean_coo,
+    segment_mean_csr,
+    segment_min_coo,
+    segment_min_csr,
+    segment_sum_coo,
+    segment_sum_csr,
+)
+
+__version__ = "2.1.2"
+__gnnreco__ = True
+
+__all__ = [
+    "scatter_sum",
+    "scatter_add",
+    "scatter_mul",
+    "scatter_mean",
+    "scatter_min",
+    "scatter_max",
+    "scatter",
+    "segment_sum_csr",
+    "segment_add_csr",
+    "segment_mean_csr",
+    "segment_min_csr",
+    "segment_max_csr",
+    "segment_csr",
+    "gather_csr",
+    "segment_sum_coo",
+    "segment_add_coo",
+    "segment_mean_coo",
+    "segment_min_coo",
+    "segment_max_coo",
+    "segment_coo",
+    "gather_coo",
+    "scatter_std",
+    "scatter_logsumexp",
+    "scatter_softmax",
+    "scatter_log_softmax",
+    "__version__",
+]
+
+utils = types.ModuleType("torch_scatter.utils", "broadcast() as in torch_scatter.utils")
+utils.broadcast = broadcast  # type: ignore[attr-defined]
+
+composite = types.ModuleType("torch_scatter.composite", "composite ops as in torch_scatter.composite")
+for _name in ("scatter_std", "scatter_logsumexp", "scatter_softmax", "scatter_log_softmax"):
+    setattr(composite, _name, globals()[_name])
+
+
+def install(force: bool = False) -> bool:
+    """Alias this module as ``torch_scatter`` (see :func:`gnnreco.ops.install_as_torch_scatter`)."""
+    current = sys.modules.get("torch_scatter")
+    if current is not None and not getattr(current, "__gnnreco__", False) and not force:
+        return False
+    this = sys.modules[__name__]
+    sys.modules["torch_scatter"] = this
+    sys.modules["torch_scatter.testing"] = testing
+    sys.modules["torch_scatter.utils"] = utils
+    sys.modules["torch_scatter.composite"] = composite
+    return True

@@ -1,0 +1,278 @@
+"""``scatter_*`` reductions with torch_scatter 2.1.2 semantics.
+
+For a source :math:`x` and an index :math:`i` (broadcast to the shape of :math:`x`), reducing over
+dimension ``dim`` with a reduction :math:`\\bigoplus`:
+
+.. math::
+    \\mathrm{out}_{\\ldots, j, \\ldots} = \\bigoplus_{k \\,:\\, i_{\\ldots, k, \\ldots} = j} x_{\\ldots, k, \\ldots}
+
+Empty groups give 0 (1 for ``mul``); ``scatter_min``/``scatter_max`` also return the arg index,
+``src.size(dim)`` for empty groups. A given ``out`` is accumulated into (and returned).
+
+Backends: on CPU (and as the reference everywhere) the functions call PyTorch's native
+``scatter_add_`` / ``scatter_reduce_`` with an *expanded* index, which hits PyTorch's parallel
+sorted-segment kernel; autograd comes from those native ops, except for min/max whose gradient is
+routed through the arg index (one ``gather``) instead of ``scatter_reduce``'s tie-splitting backward.
+On CUDA with Triton available the calls are dispatched to ``torch.ops.gnnreco.*`` Triton kernels
+(see :mod:`gnnreco.ops._dispatch`). Every function here is ``torch.jit.script``-able.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from gnnreco.ops._dispatch import cuda_scatter, use_triton
+from gnnreco.ops._utils import broadcast, normalize_dim, output_size
+
+__all__ = [
+    "scatter",
+    "scatter_sum",
+    "scatter_add",
+    "scatter_mul",
+    "scatter_mean",
+    "scatter_min",
+    "scatter_max",
+]
+
+
+def _out_shape(src: torch.Tensor, dim: int, n: int) -> list[int]:
+    size = list(src.size())
+    size[dim] = n
+    return size
+
+
+def _prepare(
+    src: torch.Tensor, index: torch.Tensor, dim: int, out: Optional[torch.Tensor], dim_size: Optional[int]
+) -> Tuple[torch.Tensor, int, int]:
+    """Normalise ``dim``, validate ``index`` and broadcast it; returns ``(index, dim, n_out)``."""
+    if src.dim() == 0:
+        raise ValueError("gnnreco.ops: argument 'src' must have at least one dimension")
+    dim = normalize_dim(dim, src.dim())
+    if out is not None:
+        if out.dim() != src.dim():
+            raise ValueError(
+                f"gnnreco.ops: argument 'out' has {out.dim()} dimensions, expected {src.dim()} like 'src'"
+            )
+        dim_size = out.size(dim)
+    n = output_size(index, dim_size, "index")
+    if index.dtype != torch.long:
+        index = index.long()
+    return broadcast(index, src, dim), dim, n
+
+
+def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.Tensor:
+    """Group sizes, clamped to >= 1, shaped to broadcast against ``like`` (the reduced output)."""
+    if index.dtype != torch.long:
+        index = index.long()
+    if index.dim() == 1:
+        cnt = torch.bincount(index, minlength=n) if index.numel() > 0 else torch.zeros(
+            n, dtype=torch.long, device=index.device
+        )
+        shape = [1] * like.dim()
+        shape[dim] = n
+        cnt = cnt.view(shape)
+    else:
+        cdim = dim if index.dim() > dim else index.dim() - 1
+        size = list(index.size())
+        size[cdim] = n
+        cnt = torch.zeros(size, dtype=torch.long, device=index.device)
+        cnt.scatter_add_(cdim, index, torch.ones_like(index))
+        cnt = broadcast(cnt, like, dim)
+    return cnt.clamp(min=1)
+
+
+def scatter_sum(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Sum ``src`` into groups given by ``index`` along ``dim``: :math:`o_j = \\sum_{i_k=j} x_k`.
+
+    Args:
+        src: source tensor :math:`x`.
+        index: group index :math:`i` (1-D along ``dim`` or broadcastable to ``src``), int64/int32.
+        dim: dimension reduced over.
+        out: optional output, accumulated into in place.
+        dim_size: output size along ``dim``; default ``index.max() + 1``.
+
+    Shapes:
+        src ``(*, E, *)``; index ``(E,)`` or broadcastable to src; out ``(*, N, *)``.
+    """
+    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    if use_triton(src):
+        res = cuda_scatter(src, idx, dim, n, "sum")[0]
+        if out is not None:
+            return out.add_(res)
+        return res
+    if out is None:
+        out = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+    return out.scatter_add_(dim, idx, src)
+
+
+def scatter_add(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Alias of :func:`scatter_sum`."""
+    return scatter_sum(src, index, dim, out, dim_size)
+
+
+def scatter_mul(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Product over groups, :math:`o_j = \\prod_{i_k=j} x_k`; empty groups give 1.
+
+    Shapes:
+        as :func:`scatter_sum`.
+    """
+    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    if out is None:
+        out = torch.ones(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+    return out.scatter_reduce_(dim, idx, src, "prod", include_self=True)
+
+
+def scatter_mean(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Group mean, :math:`o_j = \\frac{1}{\\max(1, n_j)} \\sum_{i_k=j} x_k`.
+
+    Integer inputs use floor division. With ``out`` given, ``(out + sum) / count`` is returned
+    (torch_scatter's behaviour).
+
+    Shapes:
+        as :func:`scatter_sum`.
+    """
+    dim_n = normalize_dim(dim, src.dim())
+    res = scatter_sum(src, index, dim_n, out, dim_size)
+    cnt = _count(index, dim_n, res.size(dim_n), res)
+    if res.is_floating_point() or res.is_complex():
+        res.div_(cnt.to(res.dtype))
+    else:
+        res.div_(cnt.to(res.dtype), rounding_mode="floor")
+    return res
+
+
+def _minmax(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    reduce: str,
+    need_arg: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    e = src.size(dim)
+    needs_grad = torch.is_grad_enabled() and src.requires_grad
+    if use_triton(src) and out is None:
+        res, arg = cuda_scatter(src, idx, dim, n, reduce)
+        return res, arg
+    op = "amax" if reduce == "max" else "amin"
+    if out is None:
+        res = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+        with torch.no_grad():
+            res.scatter_reduce_(dim, idx, src.detach(), op, include_self=False)
+    else:
+        res = out.scatter_reduce_(dim, idx, src, op, include_self=True)
+    arg = torch.empty(0, dtype=torch.long, device=src.device)
+    if need_arg or (needs_grad and out is None):
+        with torch.no_grad():
+            pos_shape = [1] * src.dim()
+            pos_shape[dim] = e
+            pos = torch.arange(e, device=src.device).view(pos_shape).expand(src.size())
+            hit = src.detach() == res.detach().gather(dim, idx)
+            cand = torch.where(hit, pos, torch.full_like(pos, e))
+            arg = torch.full(res.size(), e, dtype=torch.long, device=src.device)
+            arg.scatter_reduce_(dim, idx, cand, "amin", include_self=True)
+    if needs_grad and out is None:
+        if e > 0:
+            valid = arg < e
+            picked = src.gather(dim, arg.clamp(max=e - 1))
+            res = torch.where(valid, picked, torch.zeros_like(picked))
+        else:
+            res = res + src.sum(dim, keepdim=True) * 0
+    return res, arg
+
+
+def scatter_min(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Group minimum and its arg index: :math:`o_j = \\min_{i_k=j} x_k`, :math:`a_j = \\arg\\min`.
+
+    Empty groups give value 0 and arg ``src.size(dim)``; ties pick the first position. The
+    gradient flows to the arg position only.
+
+    Returns:
+        ``(out, argmin)``.
+    """
+    return _minmax(src, index, dim, out, dim_size, "min", True)
+
+
+def scatter_max(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Group maximum and its arg index: :math:`o_j = \\max_{i_k=j} x_k`, :math:`a_j = \\arg\\max`.
+
+    Empty groups give value 0 and arg ``src.size(dim)``; ties pick the first position. The
+    gradient flows to the arg position only.
+
+    Returns:
+        ``(out, argmax)``.
+    """
+    return _minmax(src, index, dim, out, dim_size, "max", True)
+
+
+def scatter(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int = -1,
+    out: Optional[torch.Tensor] = None,
+    dim_size: Optional[int] = None,
+    reduce: str = "sum",
+) -> torch.Tensor:
+    """Reduce ``src`` into groups of ``index`` along ``dim`` with ``reduce``.
+
+    ``reduce`` is one of ``"sum"``, ``"add"``, ``"mul"``, ``"mean"``, ``"min"``, ``"max"``; min and
+    max return only the values. Also callable PyG-style:
+    ``scatter(src, index, dim=0, dim_size=n, reduce="mean")``.
+
+    Raises:
+        ValueError: unknown ``reduce``.
+
+    Shapes:
+        src ``(*, E, *)``; index ``(E,)`` or broadcastable to src; out ``(*, N, *)``.
+    """
+    if reduce == "sum" or reduce == "add":
+        return scatter_sum(src, index, dim, out, dim_size)
+    if reduce == "mul":
+        return scatter_mul(src, index, dim, out, dim_size)
+    if reduce == "mean":
+        return scatter_mean(src, index, dim, out, dim_size)
+    if reduce == "min" or reduce == "max":
+        return _minmax(src, index, dim, out, dim_size, reduce, False)[0]
+    raise ValueError(
+        f"gnnreco.ops.scatter: argument 'reduce' must be one of sum, add, mul, mean, min, max; got '{reduce}'"
+    )
