@@ -1,0 +1,684 @@
+r"""Exact k-nearest-neighbour and radius search, with PyG / torch_cluster conventions.
+
+Two exact engines, both plain PyTorch (device agnostic, so they run on CUDA unchanged):
+
+* ``"brute"``: per event, tiles of queries against all points of the event. Squared distances
+  come from one GEMM, :math:`d^2_{ij} = \|y_i\|^2 - 2\,y_i\cdot x_j + \|x_j\|^2`, the best
+  :math:`k + 8` candidates are re-scored with the exact difference :math:`\|y_i - x_j\|^2`, so
+  the result is exact to float rounding. Memory is one tile (``_BUDGET`` entries).
+* ``"grid"``: a cell list on the (up to three) widest coordinates, with the event id as an
+  extra key. Points are sorted by cell key; a query looks at the :math:`(2w+1)^g` block of cells
+  around its own, whose rows along the first grid axis are contiguous in the sorted order (so a
+  query's candidates are :math:`(2w+1)^{g-1}` index ranges, found with ``searchsorted``). A
+  query is *resolved* when its :math:`k`-th candidate distance is not larger than the distance
+  from the query to the boundary of the searched block (then no point outside can be closer);
+  otherwise it is searched again with a larger :math:`w` (or a coarser grid). The cell size
+  starts at the median :math:`k`-th neighbour distance of a sample of queries, which adapts to
+  the point density. For ``radius`` the cell size is :math:`r` and :math:`w = 1` is always exact.
+
+``method="auto"`` picks the grid for low dimension (:math:`D \le 4`) or many events, and brute
+force otherwise (see ``docs/graph.md`` for the measurements behind this choice).
+
+Conventions (identical to ``torch_cluster`` / PyG):
+
+* ``knn(x, y, k)`` and ``radius(x, y, r)`` return ``[2, E]`` with row 0 indexing ``y`` (queries)
+  and row 1 indexing ``x``; edges are grouped by query in increasing query index, and within a
+  query sorted by increasing distance.
+* ``knn_graph`` / ``radius_graph`` with ``flow="source_to_target"`` return
+  ``[neighbour, centre]`` (messages flow from the neighbour to the centre), without self loops
+  unless ``loop=True``.
+* ``radius`` keeps points with :math:`\|x_j - y_i\| < r` (strict).
+
+Memory stays :math:`O(N k)` (kNN) or :math:`O(E)` (radius) plus a fixed tile: no ``N x N``
+matrix is ever formed.
+
+``max_num_neighbors`` truncation is *reported*: the nearest ``max_num_neighbors`` are kept, a
+``RuntimeWarning`` gives the number of queries truncated and edges dropped, and
+:func:`last_truncation` returns the numbers of the latest call.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import batch_to_ptr, check_batch, check_points
+
+__all__ = [
+    "knn",
+    "knn_graph",
+    "radius",
+    "radius_graph",
+    "edge_sq_distance",
+    "last_truncation",
+    "Truncation",
+]
+
+_BUDGET = 1 << 22  # distance-matrix entries per tile (x D for gathered coordinates)
+_WMAX = 4  # largest block half-width before the grid is coarsened
+_EXTRA = 8  # brute force: candidates re-scored exactly beyond k
+_HFACTOR = 1.25  # initial cell size / median k-th neighbour distance
+
+
+@dataclass
+class Truncation:
+    """What ``max_num_neighbors`` dropped in the latest :func:`radius` call of this process."""
+
+    queries_truncated: int = 0
+    edges_dropped: int = 0
+
+
+_LAST_TRUNCATION = Truncation()
+
+
+def last_truncation() -> Truncation:
+    """Numbers of queries truncated and edges dropped by the latest ``radius``/``radius_graph``."""
+    return Truncation(_LAST_TRUNCATION.queries_truncated, _LAST_TRUNCATION.edges_dropped)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _prepare(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None,
+             names: tuple[str, str, str, str]):
+    x = check_points(x, names[0])
+    y = check_points(y, names[1])
+    if x.size(1) != y.size(1):
+        raise ValueError(f"'{names[0]}' and '{names[1]}' must have the same number of columns, "
+                         f"got {x.size(1)} and {y.size(1)}")
+    if x.device != y.device:
+        raise ValueError(f"'{names[0]}' and '{names[1]}' must be on the same device")
+    if x.dtype != y.dtype:
+        dt = torch.promote_types(x.dtype, y.dtype)
+        x, y = x.to(dt), y.to(dt)
+    bx = check_batch(batch_x, x.size(0), names[2], names[0])
+    by = check_batch(batch_y, y.size(0), names[3], names[1])
+    if (bx is None) != (by is None):
+        raise ValueError(f"'{names[2]}' and '{names[3]}' must both be given or both be None")
+    if bx is not None:
+        bx, by = bx.to(x.device), by.to(x.device)
+        nb = 0
+        if bx.numel():
+            nb = int(bx[-1]) + 1
+        if by.numel():
+            nb = max(nb, int(by[-1]) + 1)
+    else:
+        nb = 1
+    return x, y, bx, by, nb
+
+
+def _resolve_method(method: str, dim: int, num_events: int, nx: int) -> str:
+    if method not in ("auto", "grid", "brute"):
+        raise ValueError(f"'method' must be 'auto', 'grid' or 'brute', got {method!r}")
+    if method != "auto":
+        return method
+    if nx <= 2048 and num_events <= 8:
+        return "brute"
+    if dim <= 4 or num_events > 8:
+        return "grid"
+    return "brute"
+
+
+# ----------------------------------------------------------------------------------------------
+# result assembly: (query, rank, neighbour) triples -> [2, E] grouped by query, sorted by rank
+# ----------------------------------------------------------------------------------------------
+
+
+class _Collector:
+    def __init__(self, ny: int, device: torch.device):
+        self.ny = ny
+        self.device = device
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def add(self, q: Tensor, rank: Tensor, nb: Tensor) -> None:
+        if q.numel():
+            self.parts.append((q, rank, nb))
+
+    def result(self) -> Tensor:
+        if not self.parts:
+            return torch.empty(2, 0, dtype=torch.long, device=self.device)
+        q = torch.cat([p[0] for p in self.parts])
+        rank = torch.cat([p[1] for p in self.parts])
+        nb = torch.cat([p[2] for p in self.parts])
+        counts = torch.bincount(q, minlength=self.ny)
+        ptr = torch.cumsum(counts, 0) - counts
+        pos = ptr[q] + rank
+        out = torch.empty(2, q.numel(), dtype=torch.long, device=self.device)
+        out[0, pos] = q
+        out[1, pos] = nb
+        return out
+
+
+def _take_sorted(vals: Tensor, nb: Tensor, q: Tensor, coll: _Collector, r2: float | None) -> None:
+    """Add the finite (and inside-radius) entries of sorted ``[Q, K]`` candidate rows."""
+    ok = torch.isfinite(vals)
+    if r2 is not None:
+        ok &= vals < r2
+    rows, rank = ok.nonzero(as_tuple=True)
+    coll.add(q[rows], rank, nb[rows, rank])
+
+
+# ----------------------------------------------------------------------------------------------
+# brute force, per event, tiled
+# ----------------------------------------------------------------------------------------------
+
+
+def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float | None,
+           exclude_self: bool, coll: _Collector, trunc: Truncation) -> None:
+    px = ptr_x.tolist()
+    py = ptr_y.tolist()
+    xn_all = (x * x).sum(-1)
+    yn_all = (y * y).sum(-1)
+    for e in range(len(px) - 1):
+        x0, x1, y0, y1 = px[e], px[e + 1], py[e], py[e + 1]
+        nx, ny = x1 - x0, y1 - y0
+        if nx == 0 or ny == 0:
+            continue
+        xe = x[x0:x1]
+        xn = xn_all[x0:x1]
+        chunk = max(1, _BUDGET // nx)
+        kk = min(k + _EXTRA, nx)
+        for q0 in range(y0, y1, chunk):
+            q1 = min(y1, q0 + chunk)
+            ye = y[q0:q1]
+            d = torch.addmm(xn.unsqueeze(0), ye, xe.t(), beta=1.0, alpha=-2.0)
+            d += yn_all[q0:q1].unsqueeze(1)
+            qidx = torch.arange(q0, q1, device=x.device)
+            if exclude_self:
+                loc = qidx - x0
+                inside = (loc >= 0) & (loc < nx)
+                d[inside.nonzero(as_tuple=True)[0], loc[inside]] = math.inf
+            if r2 is not None:
+                # a little slack so points just inside r are not lost to GEMM rounding
+                slack = 1e-4 * r2 + 1e-6 * float(xn.max().clamp(min=1.0))
+                within = d < r2
+                cnt = within.sum(1)
+                d = d.masked_fill(d >= r2 + slack, math.inf)
+            vals, pos = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+            nb = pos + x0
+            ex = ((x[nb] - ye.unsqueeze(1)) ** 2).sum(-1)
+            ex = ex.masked_fill(~torch.isfinite(vals), math.inf)
+            ex, order = torch.sort(ex, dim=1)
+            nb = nb.gather(1, order)
+            ex, nb = ex[:, :k], nb[:, :k]
+            if r2 is not None:
+                over = (cnt - k).clamp(min=0)
+                trunc.queries_truncated += int((over > 0).sum())
+                trunc.edges_dropped += int(over.sum())
+            _take_sorted(ex, nb, qidx, coll, r2)
+
+
+# ----------------------------------------------------------------------------------------------
+# grid (cell list)
+# ----------------------------------------------------------------------------------------------
+
+
+class _Grid:
+    """Points of ``x`` sorted by cell key ``(event, c_{g-1}, ..., c_0)``."""
+
+    def __init__(self, xg: Tensor, xfull: Tensor, bx: Tensor | None, lo: Tensor, ext: Tensor,
+                 h: float, num_events: int):
+        g = xg.size(1)
+        cap = int(min(1 << 16, max(2.0, (2.0 ** 61 / max(num_events, 1)) ** (1.0 / g))))
+        hd = torch.clamp(ext / (cap - 1), min=h)
+        n = (torch.floor(ext / hd).long() + 1).clamp(1, cap)
+        self.hd, self.n, self.lo = hd, n, lo
+        strides = [1]
+        for d in range(1, g):
+            strides.append(strides[-1] * int(n[d - 1]))
+        self.strides = strides
+        self.total = strides[-1] * int(n[g - 1])
+        c = self.cells(xg)
+        key = (c * torch.tensor(strides, device=xg.device)).sum(1)
+        if bx is not None:
+            key = key + bx * self.total
+        key, perm = torch.sort(key)
+        self.perm = perm
+        self.xs = xfull[perm]
+        self.uniq, counts = torch.unique_consecutive(key, return_counts=True)
+        self.cptr = torch.zeros(counts.numel() + 1, dtype=torch.long, device=xg.device)
+        torch.cumsum(counts, 0, out=self.cptr[1:])
+
+    def cells(self, pg: Tensor) -> Tensor:
+        c = torch.floor((pg - self.lo) / self.hd).long()
+        return torch.minimum(c.clamp(min=0), self.n - 1)
+
+    def ranges(self, qc: Tensor, qb: Tensor | None, w: int) -> tuple[Tensor, Tensor]:
+        """Start and length of the contiguous candidate ranges of each query, ``[Q, (2w+1)^(g-1)]``."""
+        g = qc.size(1)
+        dev = qc.device
+        span = torch.arange(-w, w + 1, device=dev)
+        if g > 1:
+            offs = torch.cartesian_prod(*([span] * (g - 1))).reshape(-1, g - 1)
+            co = qc[:, 1:].unsqueeze(1) + offs.unsqueeze(0)  # [Q, R, g-1]
+            valid = ((co >= 0) & (co < self.n[1:])).all(-1)
+            base = (co * torch.tensor(self.strides[1:], device=dev)).sum(-1)
+        else:
+            base = torch.zeros(qc.size(0), 1, dtype=torch.long, device=dev)
+            valid = torch.ones_like(base, dtype=torch.bool)
+        if qb is not None:
+            base = base + (qb * self.total).unsqueeze(1)
+        c0 = qc[:, :1]
+        klo = base + (c0 - w).clamp(min=0)
+        khi = base + torch.minimum(c0 + w, self.n[0] - 1)
+        s = torch.searchsorted(self.uniq, klo.contiguous())
+        e = torch.searchsorted(self.uniq, khi.contiguous(), right=True)
+        start = self.cptr[s]
+        length = (self.cptr[e] - start) * valid
+        return start, length
+
+    def bound2(self, qg: Tensor, qc: Tensor, w: int) -> Tensor:
+        """Squared distance from each query to the boundary of its searched block (inf at the edges)."""
+        rel = qg - self.lo
+        low = torch.where(qc - w > 0, rel - (qc - w) * self.hd, torch.full_like(rel, math.inf))
+        high = torch.where(qc + w < self.n - 1, (qc + w + 1) * self.hd - rel, torch.full_like(rel, math.inf))
+        b = torch.minimum(low, high).amin(1).clamp(min=0)
+        return b * b
+
+
+def _expand(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """For ranges of the given lengths: the range id and the offset inside it of every element."""
+    rid = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    return rid, torch.arange(rid.numel(), device=counts.device) - first[rid]
+
+
+def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None, q: Tensor, w: int,
+               k: int, r2: float | None, exclude_self: bool, coll: _Collector,
+               trunc: Truncation) -> tuple[Tensor, Tensor]:
+    """Search queries ``q`` with block half-width ``w``; return unresolved queries and their k-th d^2.
+
+    Queries in the same cell share one candidate list, so the lists are built per cell and the
+    coordinates of a cell's candidates are gathered once.
+    """
+    dev = x.device
+    qg = yg[q]
+    qc = grid.cells(qg)
+    key = (qc * torch.tensor(grid.strides, device=dev)).sum(1)
+    if by is not None:
+        key = key + by[q] * grid.total
+    key, qperm = torch.sort(key)
+    q, qc, qg = q[qperm], qc[qperm], qg[qperm]
+    _, qcount = torch.unique_consecutive(key, return_counts=True)
+    qfirst = torch.cumsum(qcount, 0) - qcount
+    cb = None if by is None else by[q[qfirst]]
+    start, length = grid.ranges(qc[qfirst], cb, w)  # [C, R]
+    tot = length.sum(1)
+    need_check = r2 is None
+    b2 = grid.bound2(qg, qc, w) if need_check else None
+    tot_sorted, corder = torch.sort(tot)
+    qcount_sorted = qcount[corder]
+    un_q, un_d = [], []
+    D = x.size(1)
+    # tiles of cells: (#queries in tile) * L <= budget
+    budget = max(1, _BUDGET // (D + 2))
+    ts = tot_sorted.tolist()
+    cq = torch.cumsum(qcount_sorted, 0).tolist()
+    bounds, s, C = [], 0, len(ts)
+    while s < C:
+        base = cq[s - 1] if s else 0
+        e = s + 1
+        lo_e, hi_e = s + 1, C
+        # largest e with (cq[e-1]-base) * ts[e-1] <= budget (monotone in e)
+        while lo_e < hi_e:
+            mid = (lo_e + hi_e + 1) // 2
+            if (cq[mid - 1] - base) * max(1, ts[mid - 1]) <= budget:
+                lo_e = mid
+            else:
+                hi_e = mid - 1
+        e = max(lo_e, s + 1)
+        bounds.append((s, e))
+        s = e
+    for s, e in bounds:
+        cells = corder[s:e]
+        L = int(ts[e - 1])
+        cnt = qcount[cells]
+        rq, off_in = _expand(cnt)  # tile-local cell of each query
+        qi = qfirst[cells][rq] + off_in  # position in the sorted query list
+        qs = q[qi]
+        if L == 0:
+            if need_check:
+                bad = ~torch.isinf(b2[qi])
+                if bad.any():
+                    un_q.append(qs[bad])
+                    un_d.append(torch.full((int(bad.sum()),), math.inf, device=dev, dtype=x.dtype))
+            continue
+        st, ln = start[cells], length[cells]
+        cum = torch.cumsum(ln, 1)
+        p = torch.arange(L, device=dev)
+        rid = torch.searchsorted(cum, p.unsqueeze(0).expand(cells.numel(), L).contiguous(), right=True)
+        rid = rid.clamp(max=ln.size(1) - 1)
+        local = st.gather(1, rid) + p - (cum - ln).gather(1, rid)
+        valid = p.unsqueeze(0) < tot[cells].unsqueeze(1)
+        local = torch.where(valid, local, torch.zeros_like(local))
+        cand = grid.perm[local]  # [Cc, L] original x index
+        xc = grid.xs[local]  # [Cc, L, D]
+        d2 = (xc[rq] - y[qs].unsqueeze(1)).pow_(2).sum(-1)
+        d2 = d2.masked_fill_(~valid[rq], math.inf)
+        if exclude_self:
+            d2 = d2.masked_fill_(cand[rq] == qs.unsqueeze(1), math.inf)
+        kk = min(k, L)
+        vals, pos = torch.topk(d2, kk, dim=1, largest=False, sorted=True)
+        nb = cand[rq.unsqueeze(1), pos]
+        if r2 is not None:
+            over = ((d2 < r2).sum(1) - k).clamp(min=0)
+            trunc.queries_truncated += int((over > 0).sum())
+            trunc.edges_dropped += int(over.sum())
+            _take_sorted(vals, nb, qs, coll, r2)
+            continue
+        bb = b2[qi]
+        if kk == k:
+            kth = vals[:, k - 1]
+            done = torch.isinf(bb) | (kth <= bb)
+        else:
+            kth = torch.full((qs.numel(),), math.inf, device=dev, dtype=x.dtype)
+            done = torch.isinf(bb)
+        if bool(done.all()):
+            _take_sorted(vals, nb, qs, coll, None)
+        else:
+            _take_sorted(vals[done], nb[done], qs[done], coll, None)
+            un_q.append(qs[~done])
+            un_d.append(kth[~done])
+    if un_q:
+        return torch.cat(un_q), torch.cat(un_d)
+    empty = torch.empty(0, dtype=torch.long, device=dev)
+    return empty, torch.empty(0, dtype=x.dtype, device=dev)
+
+
+def _sample_kth(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, k: int,
+                exclude_self: bool, num: int = 32) -> float:
+    """Median k-th neighbour distance of a few sampled queries (sets the grid cell size)."""
+    ny = y.size(0)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(ny, generator=gen)[: min(num, ny)].to(y.device)
+    kths = []
+    step = max(1, _BUDGET // max(1, x.size(0)))
+    for s in range(0, idx.numel(), step):
+        qi = idx[s:s + step]
+        d2 = torch.cdist(y[qi], x).pow(2)
+        if bx is not None:
+            d2 = d2.masked_fill(by[qi].unsqueeze(1) != bx.unsqueeze(0), math.inf)
+        if exclude_self:
+            d2[torch.arange(qi.numel(), device=x.device), qi] = math.inf
+        kk = min(k, x.size(0))
+        kths.append(torch.topk(d2, kk, dim=1, largest=False).values[:, -1])
+    kth = torch.cat(kths)
+    kth = kth[torch.isfinite(kth)]
+    if kth.numel() == 0:
+        return math.inf
+    return float(kth.median().clamp(min=0).sqrt())
+
+
+def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+          r2: float | None, exclude_self: bool, coll: _Collector, trunc: Truncation) -> None:
+    D = x.size(1)
+    g = min(D, 3)
+    lo_all = torch.minimum(x.amin(0), y.amin(0))
+    hi_all = torch.maximum(x.amax(0), y.amax(0))
+    dims = torch.argsort(hi_all - lo_all, descending=True)[:g]
+    xg, yg = x[:, dims], y[:, dims]
+    lo, ext = lo_all[dims], (hi_all - lo_all)[dims]
+    big = float(ext.max()) * 2 + 1.0
+    if r2 is not None:
+        h = math.sqrt(r2) * (1 + 1e-5) + 1e-12
+        grid = _Grid(xg, x, bx, lo, ext, h, num_events)
+        q = torch.arange(y.size(0), device=x.device)
+        _grid_pass(grid, x, y, yg, by, q, 1, k, r2, exclude_self, coll, trunc)
+        return
+    h = _sample_kth(x, y, bx, by, k, exclude_self) * _HFACTOR
+    if not math.isfinite(h) or h <= 0:
+        h = big if not math.isfinite(h) else max(float(ext.max()) / 1024, 1e-12)
+    h = min(h, big)
+    grid = _Grid(xg, x, bx, lo, ext, h, num_events)
+    pending = torch.arange(y.size(0), device=x.device)
+    w_req = torch.ones_like(pending)
+    while pending.numel():
+        new_q, new_d = [], []
+        for w in torch.unique(w_req).tolist():
+            sel = pending[w_req == w]
+            uq, ud = _grid_pass(grid, x, y, yg, by, sel, int(w), k, None, exclude_self, coll, trunc)
+            new_q.append(uq)
+            new_d.append(ud)
+        pending = torch.cat(new_q)
+        if pending.numel() == 0:
+            break
+        kth = torch.cat(new_d)
+        hcell = float(grid.hd.min())
+        # half-width that covers the k-th candidate found; unknown (inf) -> grow geometrically
+        prev = torch.cat([torch.full_like(u, int(w)) for u, w in zip(new_q, torch.unique(w_req).tolist())])
+        w_need = torch.where(torch.isfinite(kth), torch.ceil(kth.clamp(min=0).sqrt() / hcell), prev * 2 + 1)
+        w_req = torch.maximum(w_need.long(), prev + 1)
+        if int(w_req.max()) > _WMAX:
+            if bool((grid.n == 1).all()):
+                w_req = torch.ones_like(pending)  # single cell: bound is infinite, resolves
+                continue
+            factor = 4.0
+            grid = _Grid(xg, x, bx, lo, ext, min(float(grid.hd.min()) * factor, big), num_events)
+            w_req = torch.clamp(torch.ceil(w_req.double() / factor).long(), min=1)
+
+
+def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+            r: float | None, exclude_self: bool, method: str) -> tuple[Tensor, Truncation]:
+    trunc = Truncation()
+    coll = _Collector(y.size(0), x.device)
+    if x.size(0) == 0 or y.size(0) == 0 or k <= 0:
+        return coll.result(), trunc
+    r2 = None if r is None else float(r) ** 2
+    m = _resolve_method(method, x.size(1), num_events, x.size(0))
+    with torch.no_grad():
+        if m == "brute":
+            ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
+            ptr_y = batch_to_ptr(by, y.size(0), num_events, x.device)
+            _brute(x, y, ptr_x, ptr_y, k, r2, exclude_self, coll, trunc)
+        else:
+            _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc)
+    return coll.result(), trunc
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+
+def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Tensor | None = None,
+        cosine: bool = False, num_workers: int = 1, batch_size: int | None = None, *,
+        method: str = "auto") -> Tensor:
+    r"""For each point :math:`\mathbf{y}_i`, the :math:`k` nearest points of :math:`\mathbf{X}`.
+
+    .. math::
+        \mathcal{N}_k(i) = \operatorname*{arg\,min}_{S \subseteq \{j : b^x_j = b^y_i\}, |S| = k}
+        \sum_{j \in S} \| \mathbf{x}_j - \mathbf{y}_i \|_2
+
+    Args:
+        x: points :math:`\mathbf{X} \in \mathbb{R}^{N \times D}`.
+        y: queries :math:`\mathbf{Y} \in \mathbb{R}^{M \times D}`.
+        k: number of neighbours; an event with fewer than :math:`k` points gives all of them.
+        batch_x: sorted event index :math:`\mathbf{b}^x` of each row of ``x`` (optional).
+        batch_y: sorted event index :math:`\mathbf{b}^y` of each row of ``y`` (optional).
+        cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{y}_i)` instead.
+        num_workers: accepted for PyG compatibility; CPU parallelism follows ``torch.get_num_threads()``.
+        batch_size: accepted for PyG compatibility (number of events; derived when ``None``).
+        method: ``"auto"``, ``"grid"`` or ``"brute"`` (see the module docstring).
+
+    Returns:
+        ``[2, E]`` long tensor: row 0 indexes ``y``, row 1 indexes ``x``; grouped by query,
+        nearest first.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``y`` :math:`(M, D)`, ``batch_x`` :math:`(N)`,
+          ``batch_y`` :math:`(M)`
+        - **output:** :math:`(2, E)` with :math:`E \le M k`
+    """
+    x, y, bx, by, nb = _prepare(x, y, batch_x, batch_y, ("x", "y", "batch_x", "batch_y"))
+    if batch_size is not None and bx is not None:
+        nb = max(nb, int(batch_size))
+    if cosine:
+        x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    out, _ = _search(x, y, bx, by, nb, int(k), None, False, method)
+    return out
+
+
+def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False,
+              flow: str = "source_to_target", cosine: bool = False, num_workers: int = 1,
+              batch_size: int | None = None, *, method: str = "auto") -> Tensor:
+    r"""Directed :math:`k`-nearest-neighbour graph of the points of each event.
+
+    Every point :math:`i` receives edges from its :math:`k` nearest other points
+    (itself included when ``loop=True``).
+
+    Args:
+        x: points :math:`\mathbf{X} \in \mathbb{R}^{N \times D}`.
+        k: number of neighbours per point.
+        batch: sorted event index of each point (optional).
+        loop: include self loops (the point counts as one of its :math:`k` neighbours).
+        flow: ``"source_to_target"`` gives ``[neighbour, centre]``; ``"target_to_source"`` the
+            reverse.
+        cosine: use cosine distance.
+        num_workers: PyG compatibility, unused.
+        batch_size: PyG compatibility, unused.
+        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+
+    Returns:
+        ``[2, E]`` edge index, :math:`E \le N k`.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``batch`` :math:`(N)`
+        - **output:** :math:`(2, E)`
+    """
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source', got {flow!r}")
+    x = check_points(x, "x")
+    b = check_batch(batch, x.size(0), "batch", "x")
+    nb = 1 if b is None or b.numel() == 0 else int(b[-1]) + 1
+    if cosine:
+        x = F.normalize(x, dim=-1)
+    if b is not None:
+        b = b.to(x.device)
+    out, _ = _search(x, x, b, b, nb, int(k), None, not loop, method)
+    return out.flip(0) if flow == "source_to_target" else out
+
+
+def _radius_report(trunc: Truncation, max_num_neighbors: int, where: str) -> None:
+    _LAST_TRUNCATION.queries_truncated = trunc.queries_truncated
+    _LAST_TRUNCATION.edges_dropped = trunc.edges_dropped
+    if trunc.queries_truncated:
+        warnings.warn(
+            f"{where}: max_num_neighbors={max_num_neighbors} truncated {trunc.queries_truncated} "
+            f"queries, dropping {trunc.edges_dropped} edges (the nearest neighbours were kept); "
+            "raise max_num_neighbors to keep them all",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None,
+           batch_y: Tensor | None = None, max_num_neighbors: int = 32, num_workers: int = 1,
+           batch_size: int | None = None, *, method: str = "auto") -> Tensor:
+    r"""For each query :math:`\mathbf{y}_i`, the points of :math:`\mathbf{X}` closer than :math:`r`.
+
+    .. math::
+        \mathcal{N}_r(i) = \{ j : b^x_j = b^y_i,\ \| \mathbf{x}_j - \mathbf{y}_i \|_2 < r \}
+
+    At most ``max_num_neighbors`` per query are returned: the nearest ones. Truncation is
+    reported with a ``RuntimeWarning`` and by :func:`last_truncation`.
+
+    Args:
+        x: points :math:`\mathbf{X} \in \mathbb{R}^{N \times D}`.
+        y: queries :math:`\mathbf{Y} \in \mathbb{R}^{M \times D}`.
+        r: radius :math:`r` (strict inequality).
+        batch_x: sorted event index of each row of ``x`` (optional).
+        batch_y: sorted event index of each row of ``y`` (optional).
+        max_num_neighbors: cap on neighbours per query.
+        num_workers: PyG compatibility, unused.
+        batch_size: PyG compatibility, unused.
+        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+
+    Returns:
+        ``[2, E]`` long tensor, row 0 indexes ``y`` and row 1 indexes ``x``; grouped by query,
+        nearest first.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``y`` :math:`(M, D)`
+        - **output:** :math:`(2, E)`
+    """
+    x, y, bx, by, nb = _prepare(x, y, batch_x, batch_y, ("x", "y", "batch_x", "batch_y"))
+    _check_r(r)
+    out, trunc = _search(x, y, bx, by, nb, int(max_num_neighbors), float(r), False, method)
+    _radius_report(trunc, max_num_neighbors, "radius")
+    return out
+
+
+def _check_r(r: float) -> None:
+    if not (isinstance(r, (int, float)) and math.isfinite(r) and r >= 0):
+        raise ValueError(f"'r' must be a finite non-negative number, got {r!r}")
+
+
+def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = False,
+                 max_num_neighbors: int = 32, flow: str = "source_to_target", num_workers: int = 1,
+                 batch_size: int | None = None, *, method: str = "auto") -> Tensor:
+    r"""Directed graph linking each point to the points of its event closer than :math:`r`.
+
+    Self loops are excluded before ``max_num_neighbors`` is applied (each point gets up to
+    ``max_num_neighbors`` other points), as in PyG >= 2.8.
+
+    Args:
+        x: points :math:`\mathbf{X} \in \mathbb{R}^{N \times D}`.
+        r: radius (strict).
+        batch: sorted event index of each point (optional).
+        loop: include self loops.
+        max_num_neighbors: cap on neighbours per point (nearest kept, truncation reported).
+        flow: ``"source_to_target"`` gives ``[neighbour, centre]``.
+        num_workers: PyG compatibility, unused.
+        batch_size: PyG compatibility, unused.
+        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+
+    Returns:
+        ``[2, E]`` edge index.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``batch`` :math:`(N)`
+        - **output:** :math:`(2, E)`
+    """
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source', got {flow!r}")
+    x = check_points(x, "x")
+    b = check_batch(batch, x.size(0), "batch", "x")
+    _check_r(r)
+    nb = 1 if b is None or b.numel() == 0 else int(b[-1]) + 1
+    if b is not None:
+        b = b.to(x.device)
+    out, trunc = _search(x, x, b, b, nb, int(max_num_neighbors), float(r), not loop, method)
+    _radius_report(trunc, max_num_neighbors, "radius_graph")
+    return out.flip(0) if flow == "source_to_target" else out
+
+
+def edge_sq_distance(x: Tensor, edge_index: Tensor, y: Tensor | None = None) -> Tensor:
+    r"""Squared distance of each edge, differentiable in the coordinates.
+
+    .. math::
+        d^2_{e} = \| \mathbf{x}_{s(e)} - \mathbf{y}_{t(e)} \|_2^2
+
+    with :math:`s(e)` = ``edge_index[0]``, :math:`t(e)` = ``edge_index[1]`` and
+    :math:`\mathbf{Y} = \mathbf{X}` unless ``y`` is given (bipartite graphs). GravNet uses
+    :math:`\exp(-10\, d^2_e)` as edge weight.
+
+    Args:
+        x: coordinates of the source nodes, :math:`(N, D)`.
+        edge_index: ``[2, E]`` long tensor.
+        y: coordinates of the target nodes, :math:`(M, D)` (default: ``x``).
+
+    Returns:
+        :math:`(E,)` tensor with gradients flowing to ``x`` (and ``y``).
+    """
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"'edge_index' must have shape [2, E], got {tuple(edge_index.shape)}")
+    y = x if y is None else y
+    diff = x.index_select(0, edge_index[0]) - y.index_select(0, edge_index[1])
+    return (diff * diff).sum(-1)
