@@ -19,9 +19,20 @@ __all__ = ["use_triton", "cuda_scatter", "TRITON_ON_CUDA"]
 TRITON_ON_CUDA: bool = bool(WITH_TRITON and WITH_CUDA)
 
 
-def use_triton(src: torch.Tensor) -> bool:
-    """``True`` when ``src`` lives on CUDA and Triton is importable."""
+@torch.jit.unused
+def _use_triton_eager(src: torch.Tensor) -> bool:
     return TRITON_ON_CUDA and src.is_cuda
+
+
+def use_triton(src: torch.Tensor) -> bool:
+    """``True`` when ``src`` lives on CUDA and Triton is importable.
+
+    In TorchScript every CUDA tensor takes the ``torch.ops.gnnreco`` route; those ops fall back to
+    native code themselves when Triton is missing.
+    """
+    if not torch.jit.is_scripting():
+        return _use_triton_eager(src)
+    return src.is_cuda
 
 
 def cuda_scatter(

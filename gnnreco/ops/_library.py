@@ -187,7 +187,21 @@ def _edge_dot(g: Tensor, dst_index: Tensor, x: Tensor, src_index: Tensor) -> Ten
 # CUDA kernels: Triton where it covers the layout, native otherwise
 
 
+class _NoTriton:
+    """Stand-in when Triton is not importable: every kernel entry declines (returns ``None``)."""
+
+    @staticmethod
+    def scatter_reduce_nd(*args, **kwargs):
+        return None
+
+    multi_aggregate = gather_scatter = segment_csr = scatter_reduce_nd
+
+
 def _triton_mod():
+    from gnnreco._compat import WITH_TRITON
+
+    if not WITH_TRITON:
+        return _NoTriton
     from gnnreco.ops import _triton
 
     return _triton

@@ -28,8 +28,7 @@ def _group_max(src: torch.Tensor, index: torch.Tensor, dim: int, n: int) -> torc
     size = list(src.size())
     size[dim] = n
     m = torch.full(size, float("-inf"), dtype=src.dtype, device=src.device)
-    with torch.no_grad():
-        m.scatter_reduce_(dim, index, src.detach(), "amax", include_self=True)
+    m.scatter_reduce_(dim, index, src.detach(), "amax", include_self=True)
     return m
 
 

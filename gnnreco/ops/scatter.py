@@ -183,22 +183,21 @@ def _minmax(
         res, arg = cuda_scatter(src, idx, dim, n, reduce)
         return res, arg
     op = "amax" if reduce == "max" else "amin"
+    sd = src.detach()
     if out is None:
         res = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
-        with torch.no_grad():
-            res.scatter_reduce_(dim, idx, src.detach(), op, include_self=False)
+        res.scatter_reduce_(dim, idx, sd, op, include_self=False)
     else:
         res = out.scatter_reduce_(dim, idx, src, op, include_self=True)
     arg = torch.empty(0, dtype=torch.long, device=src.device)
     if need_arg or (needs_grad and out is None):
-        with torch.no_grad():
-            pos_shape = [1] * src.dim()
-            pos_shape[dim] = e
-            pos = torch.arange(e, device=src.device).view(pos_shape).expand(src.size())
-            hit = src.detach() == res.detach().gather(dim, idx)
-            cand = torch.where(hit, pos, torch.full_like(pos, e))
-            arg = torch.full(res.size(), e, dtype=torch.long, device=src.device)
-            arg.scatter_reduce_(dim, idx, cand, "amin", include_self=True)
+        pos_shape = [1] * src.dim()
+        pos_shape[dim] = e
+        pos = torch.arange(e, device=src.device).view(pos_shape).expand(src.size())
+        hit = sd == res.detach().gather(dim, idx)
+        cand = torch.where(hit, pos, torch.full_like(pos, e))
+        arg = torch.full(res.size(), e, dtype=torch.long, device=src.device)
+        arg.scatter_reduce_(dim, idx, cand, "amin", include_self=True)
     if needs_grad and out is None:
         if e > 0:
             valid = arg < e
