@@ -33,7 +33,7 @@ from gnnreco.data.store import EventStore, EventStoreWriter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EventDataModule", "StoreDataset", "event_to_data", "event_seed"]
+__all__ = ["EventDataModule", "StoreDataset", "EpochSeededSampler", "event_to_data", "event_seed"]
 
 
 def event_seed(base_seed: int, index: int) -> int:
@@ -70,6 +70,31 @@ class StoreDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.to_data(self.store[int(self.indices[i])])
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """Random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed from a checkpoint at
+    epoch *e* sees exactly the batches an uninterrupted run sees at epoch *e*: resumed and
+    uninterrupted training end with the same weights.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(event_seed(self.seed, 1_000_003 + self.epoch))
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def _generate_one(args: tuple) -> tuple[int, dict | None]:
@@ -220,10 +245,10 @@ class EventDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool):
         from torch_geometric.loader import DataLoader
 
-        g = torch.Generator()
-        g.manual_seed(self.seed)
+        ds = self.dataset(split)
+        sampler = EpochSeededSampler(len(ds), self.seed) if shuffle else None
         return DataLoader(
-            self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=g,
+            ds, batch_size=self.batch_size, shuffle=False, sampler=sampler,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )

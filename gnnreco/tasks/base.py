@@ -84,7 +84,11 @@ class GraphTaskModule(pl.LightningModule):
         if accumulate_grad_batches < 1:
             raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # The network and the optimizer/scheduler factories are not hyper-parameters: keeping them out
+        # of the checkpoint keeps checkpoints loadable with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.net = net
         self.oom_skipped = 0
         self._oom_in_a_row = 0
@@ -107,10 +111,10 @@ class GraphTaskModule(pl.LightningModule):
             self.net = torch.compile(self.net, dynamic=True)
 
     def configure_optimizers(self):
-        opt = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        opt = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return opt
-        sched = self.hparams.scheduler(optimizer=opt)
+        sched = self.scheduler_factory(optimizer=opt)
         return {
             "optimizer": opt,
             "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval,
@@ -118,7 +122,7 @@ class GraphTaskModule(pl.LightningModule):
         }
 
     def _step_scheduler(self, interval: str) -> None:
-        if self.hparams.scheduler is None or self.hparams.scheduler_interval != interval:
+        if self.scheduler_factory is None or self.hparams.scheduler_interval != interval:
             return
         sched = self.lr_schedulers()
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -1,0 +1,142 @@
+"""Pieces shared by the CLI verbs: building objects from a config, checkpoints, metric tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger("gnnreco")
+
+__all__ = [
+    "seed_everything", "build_datamodule", "build_model", "resolve_ckpt", "load_checkpoint_weights",
+    "merge_run_config", "print_metrics", "output_dir", "to_float_dict",
+]
+
+
+def seed_everything(seed: int) -> None:
+    import pytorch_lightning as pl
+
+    pl.seed_everything(int(seed), workers=True, verbose=False)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run directory (Hydra's output dir, or ``paths.output_dir`` when composed in tests)."""
+    p = Path(cfg.paths.output_dir)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def build_datamodule(cfg: DictConfig):
+    from hydra.utils import instantiate
+
+    if "data" not in cfg or cfg.data is None:
+        raise ValueError("no data config selected: pass data=<name> (see `gnnreco train --help`)")
+    return instantiate(cfg.data, _recursive_=True)
+
+
+def build_model(cfg: DictConfig):
+    from hydra.utils import instantiate
+
+    if "model" not in cfg or cfg.model is None:
+        raise ValueError("no model config selected: pass model=<name> (see `gnnreco train --help`)")
+    return instantiate(cfg.model)
+
+
+def resolve_ckpt(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """``None`` → None; ``"last"`` → the newest ``last.ckpt`` of earlier runs; else a checked path."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        roots = [Path(cfg.paths.log_dir)]
+        found = sorted(
+            (p for r in roots if r.exists() for p in r.glob("**/checkpoints/last.ckpt")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not found:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no 'checkpoints/last.ckpt' under '{cfg.paths.log_dir}'; "
+                "train once first or pass an explicit ckpt_path"
+            )
+        log.info("ckpt_path=last resolved to %s", found[-1])
+        return str(found[-1])
+    p = Path(ckpt_path)
+    if not p.exists():
+        raise FileNotFoundError(f"ckpt_path '{ckpt_path}' does not exist")
+    return str(p)
+
+
+def load_checkpoint_weights(model: torch.nn.Module, ckpt_path: str) -> dict:
+    """Load the ``state_dict`` of a Lightning checkpoint into ``model``; returns the checkpoint."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read checkpoint '{ckpt_path}': {exc}") from exc
+    if "state_dict" not in ckpt:
+        raise RuntimeError(f"'{ckpt_path}' is not a Lightning checkpoint (no 'state_dict')")
+    model.load_state_dict(ckpt["state_dict"])
+    return ckpt
+
+
+def merge_run_config(cfg: DictConfig, ckpt_path: str, keys=("task", "data", "model")) -> DictConfig:
+    """Reuse the task/data/model configs of the training run that wrote ``ckpt_path``.
+
+    A checkpoint in ``<run>/checkpoints/x.ckpt`` has its run config in ``<run>/.hydra/config.yaml``.
+    Values given on the command line (``hydra.overrides.task``) are applied again on top.
+    """
+    run_cfg_path = Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not run_cfg_path.exists():
+        return cfg
+    run_cfg = OmegaConf.load(run_cfg_path)
+    with open_dict(cfg):
+        for k in keys:
+            if k in run_cfg:
+                cfg[k] = run_cfg[k]
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except Exception:  # composed without a Hydra run (tests)
+        overrides = []
+    with open_dict(cfg):
+        for ov in overrides:
+            key, _, value = ov.partition("=")
+            key = key.lstrip("+~")
+            if key.split(".")[0] in keys and "." in key:
+                OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None, merge=True)
+    log.info("reusing task/data/model configs of the training run: %s", run_cfg_path)
+    return cfg
+
+
+def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().float().mean().item() if v.numel() else float("nan")
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def print_metrics(metrics: dict[str, float], title: str = "metrics") -> str:
+    """Print a rich table of metrics (sorted by name) and return its plain-text form."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lines = []
+    for k in sorted(metrics):
+        v = metrics[k]
+        s = "nan" if (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+        table.add_row(k, s)
+        lines.append(f"{k:40s} {s}")
+    Console().print(table)
+    return "\n".join(lines)

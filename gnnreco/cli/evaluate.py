@@ -1,0 +1,45 @@
+"""``gnnreco evaluate``: test a trained checkpoint, print the metrics table and write plots."""
+
+from __future__ import annotations
+
+import json
+
+from omegaconf import DictConfig
+
+from gnnreco.cli.common import (build_datamodule, build_model, load_checkpoint_weights, merge_run_config,
+                                output_dir, print_metrics, resolve_ckpt, seed_everything, to_float_dict)
+from gnnreco.cli.config import instantiate_dict_of
+
+__all__ = ["run_evaluate"]
+
+
+def run_evaluate(cfg: DictConfig) -> dict[str, float]:
+    from hydra.utils import instantiate
+
+    ckpt = resolve_ckpt(cfg.ckpt_path, cfg)
+    if ckpt is None:
+        raise ValueError("gnnreco evaluate needs ckpt_path=<checkpoint> (or ckpt_path=last)")
+    if cfg.get("reuse_run_config", True):
+        cfg = merge_run_config(cfg, ckpt)
+    seed_everything(cfg.seed)
+    out = output_dir(cfg)
+    dm = build_datamodule(cfg)
+    model = build_model(cfg)
+    load_checkpoint_weights(model, ckpt)
+    loggers = instantiate_dict_of(cfg.get("logger"), "logger")
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    split = cfg.get("split", "test")
+    if split == "val":
+        results = trainer.validate(model=model, datamodule=dm, verbose=False)
+    elif split == "test":
+        results = trainer.test(model=model, datamodule=dm, verbose=False)
+    else:
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    metrics: dict[str, float] = {}
+    for r in results:
+        metrics.update(to_float_dict(r))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    print_metrics(metrics, title=f"evaluation of {ckpt}")
+    if cfg.get("plots", True) and hasattr(model, "evaluation_plots") and split == "test":
+        model.evaluation_plots(out / "plots")
+    return metrics
