@@ -1,0 +1,987 @@
+"""Fast tracking-detector simulation that writes the TrackML format.
+
+Charged particles from pile-up vertices (and an optional hard scatter) are propagated on helices in a
+uniform solenoidal field ``B ẑ`` through the surfaces of a :class:`~gnnreco.sim.tracker_geometry.TrackerGeometry`.
+The propagation is vectorised over all particles: at every step each live particle moves to its
+nearest surface crossing (analytic helix–cylinder and helix–plane intersections for all particles and
+surfaces at once), records a hit, and receives a multiple-scattering kick (Highland formula) and
+optionally an energy loss. Hits are then assigned to modules, smeared by the module pitch, given cell
+clusters from the crossing angle, thinned by the module inefficiency, and mixed with noise hits.
+
+Helix in transverse arc length s (mm), with signed curvature ``k = −q c B / p_T`` (c = 0.299792458e-3
+GeV/(T·mm), so that the transverse radius is ``ρ = 1/|k| = p_T / (0.3 B)`` in GeV, T, m)::
+
+    φ(s) = φ₀ + k s,   x(s) = x_c + sin φ(s) / k,   y(s) = y_c − cos φ(s) / k,   z(s) = z₀ + s · p_z / p_T
+
+Highland: ``θ₀ = 13.6 MeV / (β c p) · |q| √(x/X₀) · (1 + 0.038 ln(x q² / (X₀ β²)))`` with
+``x/X₀ = (x/X₀)_layer / cos α`` for incidence angle α.
+
+Use :class:`TrackerSimulator` (``.simulate(seed)``) for one event and :func:`generate_dataset` to write
+a directory of TrackML CSV files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gnnreco.data.trackml import (
+    TrackMLEvent,
+    encode_particle_id,
+    event_prefix,
+    weight_hits,
+    write_detector,
+)
+from gnnreco.sim.tracker_geometry import TrackerGeometry, load_geometry, load_preset
+
+__all__ = [
+    "C_LIGHT",
+    "TrackerSimulator",
+    "TrackMLEvent",
+    "generate_dataset",
+    "simulate_event",
+    "helix_cylinder_intersection",
+    "highland_theta0",
+]
+
+#: c in GeV / (T · mm): p_T [GeV] = C_LIGHT · B [T] · ρ [mm].
+C_LIGHT = 0.299792458e-3
+_MASS = {211: 0.13957, 321: 0.493677, 2212: 0.938272, 11: 0.000511, 13: 0.105658}
+_TWO_PI = 2.0 * np.pi
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure physics helpers
+# --------------------------------------------------------------------------------------------------
+def highland_theta0(p: np.ndarray, beta: np.ndarray, x_x0: np.ndarray, q: np.ndarray | float = 1.0) -> np.ndarray:
+    """Highland width of the projected multiple-scattering angle (rad).
+
+    ``θ₀ = 0.0136 GeV / (β p) · |q| √(x/X₀) · (1 + 0.038 ln(x q² / (X₀ β²)))``
+
+    Args:
+        p: momentum |p| (GeV).
+        beta: velocity β.
+        x_x0: traversed material in radiation lengths (x/X₀ > 0).
+        q: charge in units of e.
+    """
+    q = np.abs(np.asarray(q, float))
+    x_x0 = np.maximum(np.asarray(x_x0, float), 1e-12)
+    corr = 1.0 + 0.038 * np.log(x_x0 * q * q / (beta * beta))
+    return 0.0136 / (beta * p) * q * np.sqrt(x_x0) * np.maximum(corr, 0.0)
+
+
+def _helix_centre(x, y, phi0, k):
+    return x - np.sin(phi0) / k, y + np.cos(phi0) / k
+
+
+def helix_cylinder_intersection(
+    x: np.ndarray,
+    y: np.ndarray,
+    phi0: np.ndarray,
+    k: np.ndarray,
+    radius: np.ndarray,
+    eps: float = 1e-6,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Transverse path lengths to the two crossings of a helix with cylinders ``r = R``.
+
+    Intersects the helix's transverse circle (centre ``c``, radius ρ = 1/|k|) with the circle of
+    radius R about the origin. With ``d = |c|``, ``a = (R² − ρ² + d²) / (2d)`` and ``h = √(R² − a²)``
+    the crossing points are ``a ĉ ± h ĉ⊥``; their path length is ``s = ((φ − φ₀)/k) mod 2πρ``,
+    smallest value ≥ ``eps``.
+
+    Args:
+        x, y, phi0, k: particle state (N,) — position, momentum azimuth, signed curvature (1/mm).
+        radius: cylinder radii (C,).
+        eps: crossings closer than this (mm) are moved one turn further (the current surface).
+
+    Returns:
+        ``(s1, s2)``, each (N, C), ``inf`` where the circles do not meet.
+
+    Shapes:
+        x, y, phi0, k: (N,); radius: (C,); outputs (N, C).
+    """
+    xc, yc = _helix_centre(x, y, phi0, k)
+    rho = 1.0 / np.abs(k)
+    d = np.hypot(xc, yc)
+    d = np.maximum(d, 1e-12)
+    R = radius[None, :]
+    a = (R * R - (rho * rho)[:, None] + (d * d)[:, None]) / (2.0 * d[:, None])
+    h2 = R * R - a * a
+    ok = h2 >= 0
+    h = np.sqrt(np.where(ok, h2, 0.0))
+    ux, uy = (xc / d)[:, None], (yc / d)[:, None]
+    period = (_TWO_PI * rho)[:, None]
+    kk = k[:, None]
+    out = []
+    for sign in (1.0, -1.0):
+        px = a * ux - sign * h * uy
+        py = a * uy + sign * h * ux
+        ang = np.arctan2(kk * (px - xc[:, None]), -kk * (py - yc[:, None]))
+        s = np.mod((ang - phi0[:, None]) / kk, period)
+        s = np.where(s < eps, s + period, s)
+        out.append(np.where(ok, s, np.inf))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulator
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class TrackerSimulator:
+    """Pile-up + hard-scatter events through a tracker, written in TrackML form.
+
+    Args:
+        geometry: a :class:`TrackerGeometry`, a preset name (``'trackml'``, ``'itk'``, ``'toy'``) or
+            a YAML path.
+        field: solenoid field B (T) along +z.
+        mu: mean number of pile-up interactions ⟨μ⟩ (0-200+).
+        poisson_pileup: draw the number of vertices from Poisson(μ) (else exactly round(μ)).
+        n_charged_mean: mean number of charged particles per min-bias vertex in |η| < ``eta_max``.
+        n_charged_k: negative-binomial shape k of the multiplicity (0: Poisson).
+        pt_min: lowest generated p_T (GeV).
+        pt_mean: mean p_T of the min-bias spectrum (GeV); p_T − p_T,min follows a Lomax (power-law)
+            distribution with tail exponent ``pt_power``.
+        pt_power: tail index a of ``dN/dp_T ∝ (1 + (p_T − p_T,min)/λ)^(−a−1)``.
+        eta_max: particles are generated flat in η ∈ [−η_max, η_max].
+        vertex_sigma_z, vertex_sigma_xy: luminous-region widths (mm).
+        hard_scatter: ``'none'``, ``'pythia8'`` (ttbar through pythia8mc), ``'jet'`` (parametric
+            dijet) or ``'auto'`` (pythia8 if installed, else jet).
+        noise_fraction: fraction of noise hits among all hits (particle_id 0 in truth).
+        inefficiency: probability to lose a particle hit (per module crossing); a layer's own
+            ``inefficiency`` overrides it.
+        multiple_scattering: apply Highland kicks at every crossing.
+        energy_loss: subtract a mean ionisation loss ``dE = e_loss_per_x0 · x/X₀`` at every crossing.
+        e_loss_per_x0: energy loss per radiation length of silicon-like material (GeV).
+        smearing: ``'gaussian'`` (σ = pitch/√12), ``'uniform'`` (± pitch/2) or ``'none'``.
+        secondary_fraction: fraction of primaries that interact/decay and produce daughters.
+        secondary_r_range: transverse radius range (mm) of the secondary vertices.
+        n_daughters: charged daughters per secondary vertex (charges q, +1, −1, +1, ...).
+        max_turns: stop following a particle after this many transverse turns (0.5 = outgoing
+            half-turn only; larger values keep loopers).
+        max_hits_per_particle: hard cap on the propagation steps.
+        max_cells: cap on the cells of one cluster.
+        write_particle_type: add the PDG ``particle_type`` column (throughput-phase layout).
+        event_id_offset: event_id = seed-derived index + offset in :func:`generate_dataset`.
+    """
+
+    geometry: Any = "trackml"
+    field: float = 2.0
+    mu: float = 200.0
+    poisson_pileup: bool = True
+    n_charged_mean: float = 50.0
+    n_charged_k: float = 3.0
+    pt_min: float = 0.1
+    pt_mean: float = 0.5
+    pt_power: float = 5.0
+    eta_max: float = 4.0
+    vertex_sigma_z: float = 55.0
+    vertex_sigma_xy: float = 0.015
+    hard_scatter: str = "none"
+    noise_fraction: float = 0.15
+    inefficiency: float = 0.01
+    multiple_scattering: bool = True
+    energy_loss: bool = False
+    e_loss_per_x0: float = 0.0365
+    smearing: str = "gaussian"
+    secondary_fraction: float = 0.0
+    secondary_r_range: tuple[float, float] = (10.0, 600.0)
+    n_daughters: int = 2
+    max_turns: float = 0.5
+    max_hits_per_particle: int = 40
+    max_cells: int = 24
+    write_particle_type: bool = False
+
+    def __post_init__(self) -> None:
+        self.geometry = load_geometry(self.geometry)
+        if self.field == 0:
+            raise ValueError("field: B must be non-zero (straight tracks are not supported)")
+        if not 0 <= self.noise_fraction < 1:
+            raise ValueError(f"noise_fraction must be in [0, 1), got {self.noise_fraction}")
+        if not 0 <= self.inefficiency <= 1:
+            raise ValueError(f"inefficiency must be in [0, 1], got {self.inefficiency}")
+        if self.mu < 0:
+            raise ValueError(f"mu must be >= 0, got {self.mu}")
+        if self.smearing not in ("gaussian", "uniform", "none"):
+            raise ValueError(f"smearing must be 'gaussian', 'uniform' or 'none', got {self.smearing!r}")
+        if self.hard_scatter not in ("none", "pythia8", "jet", "auto"):
+            raise ValueError(f"hard_scatter must be 'none', 'pythia8', 'jet' or 'auto', got {self.hard_scatter!r}")
+        if self.pt_mean <= self.pt_min or self.pt_power <= 1:
+            raise ValueError("pt_mean must exceed pt_min and pt_power must be > 1")
+        self.secondary_r_range = tuple(float(v) for v in self.secondary_r_range)  # type: ignore[assignment]
+        self._detector: pd.DataFrame | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrackerSimulator:
+        """Simulator for a preset (``gnnreco/conf/sim/tracker_<name>.yaml``): geometry + defaults."""
+        cfg = load_preset(name)
+        sim = dict(cfg.get("simulation", {}) or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(sim) - known
+        if unknown:
+            raise ValueError(f"preset '{name}': unknown simulation key(s) {sorted(unknown)}")
+        sim.update(overrides)
+        geo = sim.pop("geometry", None) or TrackerGeometry.from_dict(cfg["geometry"], name=cfg["geometry"].get("name", name))
+        return cls(geometry=geo, **sim)
+
+    def config(self) -> dict[str, Any]:
+        """Settings as a plain dict (geometry by name), recorded in every event's metadata."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "geometry"}
+        d["geometry"] = self.geometry.name
+        d["secondary_r_range"] = list(self.secondary_r_range)
+        return d
+
+    def detector_table(self) -> pd.DataFrame:
+        """The TrackML ``detectors.csv`` table of the geometry (cached)."""
+        if self._detector is None:
+            self._detector = self.geometry.detector_table()
+        return self._detector
+
+    # ------------------------------------------------------------------ generation
+    def _sample_minbias(self, rng: np.random.Generator, n_vertices: int) -> dict[str, np.ndarray]:
+        m = self.n_charged_mean
+        if n_vertices == 0:
+            counts = np.zeros(0, np.int64)
+        elif self.n_charged_k > 0:
+            lam = rng.gamma(self.n_charged_k, m / self.n_charged_k, size=n_vertices)
+            counts = rng.poisson(lam)
+        else:
+            counts = rng.poisson(m, size=n_vertices)
+        n = int(counts.sum())
+        vtx = np.repeat(np.arange(n_vertices), counts)
+        a = self.pt_power
+        lam_pt = (self.pt_mean - self.pt_min) * (a - 1.0)
+        u = rng.random(n)
+        pt = self.pt_min + lam_pt * ((1.0 - u) ** (-1.0 / a) - 1.0)
+        eta = rng.uniform(-self.eta_max, self.eta_max, n)
+        phi = rng.uniform(-np.pi, np.pi, n)
+        q = np.where(rng.random(n) < 0.5, -1, 1)
+        species = rng.choice(np.array([211, 321, 2212]), size=n, p=[0.8, 0.12, 0.08])
+        return dict(vertex=vtx, pt=pt, eta=eta, phi=phi, q=q, pdg=species)
+
+    def _sample_hard_scatter(self, rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
+        mode = self.hard_scatter
+        if mode == "auto":
+            from gnnreco import _compat
+
+            mode = "pythia8" if _compat.WITH_PYTHIA8 else "jet"
+        if mode == "pythia8":
+            return _pythia_hard_scatter(seed, self.eta_max, self.pt_min)
+        return _parametric_dijet(rng, self.eta_max, self.pt_min)
+
+    def simulate(self, seed: int, event_id: int | None = None) -> TrackMLEvent:
+        """Simulate one event; deterministic in ``seed``.
+
+        Args:
+            seed: random seed (recorded in ``event.seed`` and ``event.meta``).
+            event_id: event number (default: ``seed``).
+
+        Returns:
+            A :class:`~gnnreco.data.trackml.TrackMLEvent` with hits, cells, particles and truth.
+        """
+        t0 = time.perf_counter()
+        seed = int(seed)
+        rng = np.random.default_rng(seed)
+        geo = self.geometry
+        # ---------------- primaries
+        n_pu = int(rng.poisson(self.mu)) if self.poisson_pileup else int(round(self.mu))
+        parts = []
+        n_vertices = n_pu
+        if self.hard_scatter != "none":
+            hs = self._sample_hard_scatter(rng, seed)
+            hs["vertex"] = np.zeros(len(hs["pt"]), np.int64)
+            parts.append(hs)
+            mb = self._sample_minbias(rng, n_pu)
+            mb["vertex"] = mb["vertex"] + 1
+            parts.append(mb)
+            n_vertices = n_pu + 1
+        else:
+            parts.append(self._sample_minbias(rng, n_pu))
+        prim = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        vx = rng.normal(0.0, self.vertex_sigma_xy, n_vertices)
+        vy = rng.normal(0.0, self.vertex_sigma_xy, n_vertices)
+        vz = rng.normal(0.0, self.vertex_sigma_z, n_vertices)
+        n_prim = len(prim["pt"])
+        v = prim["vertex"]
+        # primary index within its vertex (1-based)
+        order = np.argsort(v, kind="stable")
+        first = np.searchsorted(v[order], v[order])
+        prim_id = np.empty(n_prim, np.int64)
+        prim_id[order] = np.arange(n_prim) - first + 1
+        pt = prim["pt"]
+        P = {
+            "x": vx[v],
+            "y": vy[v],
+            "z": vz[v],
+            "px": pt * np.cos(prim["phi"]),
+            "py": pt * np.sin(prim["phi"]),
+            "pz": pt * np.sinh(prim["eta"]),
+            "q": prim["q"].astype(np.int64),
+            "pdg": (prim["pdg"] * prim["q"]).astype(np.int64),
+            "vertex_id": v + 1,
+            "primary_id": prim_id,
+            "generation": np.zeros(n_prim, np.int64),
+            "secondary_id": np.zeros(n_prim, np.int64),
+            "process": np.zeros(n_prim, np.int64),
+            "s_max": np.full(n_prim, np.inf),
+        }
+        # ---------------- secondaries
+        if self.secondary_fraction > 0 and n_prim > 0:
+            P = self._add_secondaries(P, rng)
+        # ---------------- propagation
+        hits = self._propagate(P, rng)
+        # ---------------- digitisation
+        event = self._digitise(P, hits, rng)
+        event.event_id = int(seed if event_id is None else event_id)
+        event.seed = seed
+        event.meta = {
+            "generator": "gnnreco.sim.tracker.TrackerSimulator",
+            "n_vertices": int(n_vertices),
+            "n_pileup": int(n_pu),
+            "config": self.config(),
+            "generation_time_s": round(time.perf_counter() - t0, 4),
+        }
+        return event
+
+    # ------------------------------------------------------------------ secondaries
+    def _add_secondaries(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        n = len(P["x"])
+        sel = np.nonzero(rng.random(n) < self.secondary_fraction)[0]
+        if len(sel) == 0:
+            return P
+        r_lo, r_hi = self.secondary_r_range
+        r_dec = rng.uniform(r_lo, r_hi, len(sel))
+        pt = np.hypot(P["px"][sel], P["py"][sel])
+        phi0 = np.arctan2(P["py"][sel], P["px"][sel])
+        k = -P["q"][sel] * C_LIGHT * self.field / pt
+        # one radius per particle: intersect each helix with its own cylinder (diagonal of the C=N case)
+        xc, yc = _helix_centre(P["x"][sel], P["y"][sel], phi0, k)
+        rho = 1.0 / np.abs(k)
+        d = np.maximum(np.hypot(xc, yc), 1e-12)
+        a = (r_dec**2 - rho**2 + d**2) / (2 * d)
+        h2 = r_dec**2 - a**2
+        ok = h2 >= 0
+        h = np.sqrt(np.where(ok, h2, 0))
+        best = np.full(len(sel), np.inf)
+        for sign in (1.0, -1.0):
+            px_ = a * xc / d - sign * h * yc / d
+            py_ = a * yc / d + sign * h * xc / d
+            ang = np.arctan2(k * (px_ - xc), -k * (py_ - yc))
+            s = np.mod((ang - phi0) / k, _TWO_PI * rho)
+            best = np.minimum(best, np.where(ok, s, np.inf))
+        s_d = best
+        tanl = P["pz"][sel] / pt
+        zd = P["z"][sel] + tanl * s_d
+        ok = np.isfinite(s_d) & (np.abs(zd) < 3000)
+        sel, s_d, phi0, k, pt, tanl = sel[ok], s_d[ok], phi0[ok], k[ok], pt[ok], tanl[ok]
+        if len(sel) == 0:
+            return P
+        P["s_max"][sel] = s_d
+        xc, yc = _helix_centre(P["x"][sel], P["y"][sel], phi0, k)
+        phid = phi0 + k * s_d
+        x_d = xc + np.sin(phid) / k
+        y_d = yc - np.cos(phid) / k
+        z_d = P["z"][sel] + tanl * s_d
+        p_par = pt * np.sqrt(1 + tanl**2)
+        dir_par = np.stack([np.cos(phid), np.sin(phid), tanl], 1) / np.sqrt(1 + tanl**2)[:, None]
+        nd = int(self.n_daughters)
+        frac = rng.dirichlet(np.ones(nd), size=len(sel)) * 0.9
+        charges = np.array([0] + [1 if i % 2 == 1 else -1 for i in range(1, nd)])
+        rows = []
+        for j in range(nd):
+            q = P["q"][sel] if j == 0 else np.full(len(sel), charges[j])
+            theta = np.abs(rng.normal(0, 0.15, len(sel)))
+            azim = rng.uniform(0, _TWO_PI, len(sel))
+            dvec = _rotate_directions(dir_par, theta, azim)
+            pm = np.maximum(frac[:, j] * p_par, 0.02)
+            rows.append(
+                dict(
+                    x=x_d,
+                    y=y_d,
+                    z=z_d,
+                    px=pm * dvec[:, 0],
+                    py=pm * dvec[:, 1],
+                    pz=pm * dvec[:, 2],
+                    q=q.astype(np.int64),
+                    pdg=(211 * q).astype(np.int64),
+                    vertex_id=P["vertex_id"][sel],
+                    primary_id=P["primary_id"][sel],
+                    generation=np.ones(len(sel), np.int64),
+                    secondary_id=np.full(len(sel), j + 1, np.int64),
+                    process=np.ones(len(sel), np.int64),
+                    s_max=np.full(len(sel), np.inf),
+                )
+            )
+        return {key: np.concatenate([P[key]] + [r[key] for r in rows]) for key in P}
+
+    # ------------------------------------------------------------------ propagation
+    def _propagate(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Step all particles from surface to surface; returns the list of crossings."""
+        geo = self.geometry
+        S = geo.surfaces
+        n_cyl = geo.n_cylinders
+        R = S["radius"][:n_cyl]
+        zlo = -S["half_length"][:n_cyl]
+        zhi = S["half_length"][:n_cyl]
+        Zd = S["z"][n_cyl:]
+        rmin = S["r_min"][n_cyl:]
+        rmax = S["r_max"][n_cyl:]
+        xx0 = S["x_x0"]
+        B = self.field
+        n = len(P["x"])
+        x = P["x"].astype(float).copy()
+        y = P["y"].astype(float).copy()
+        z = P["z"].astype(float).copy()
+        px = P["px"].astype(float).copy()
+        py = P["py"].astype(float).copy()
+        pz = P["pz"].astype(float).copy()
+        q = P["q"].astype(float)
+        mass = np.full(n, _MASS[211])
+        apdg = np.abs(P["pdg"])
+        for code, m in _MASS.items():
+            mass[apdg == code] = m
+        s_left = P["s_max"].astype(float).copy()
+        turn_left = np.full(n, self.max_turns * _TWO_PI)
+        alive = np.nonzero(q != 0)[0]
+        rec: dict[str, list[np.ndarray]] = {k: [] for k in ("pidx", "surf", "x", "y", "z", "px", "py", "pz", "step")}
+        eps = 1e-6
+        for step in range(self.max_hits_per_particle):
+            if len(alive) == 0:
+                break
+            ax, ay, az = x[alive], y[alive], z[alive]
+            apx, apy, apz, aq = px[alive], py[alive], pz[alive], q[alive]
+            pt = np.hypot(apx, apy)
+            pt = np.maximum(pt, 1e-9)
+            phi0 = np.arctan2(apy, apx)
+            k = -aq * C_LIGHT * B / pt
+            tanl = apz / pt
+            period = _TWO_PI / np.abs(k)
+            cand = []
+            if n_cyl:
+                s1, s2 = helix_cylinder_intersection(ax, ay, phi0, k, R, eps)
+                # s-range where z is inside the cylinder
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    t = tanl[:, None]
+                    sa = (zlo[None, :] - az[:, None]) / t
+                    sb = (zhi[None, :] - az[:, None]) / t
+                    s_lo = np.where(t > 0, sa, np.where(t < 0, sb, np.where((az[:, None] >= zlo) & (az[:, None] <= zhi), 0.0, np.inf)))
+                    s_hi = np.where(t > 0, sb, np.where(t < 0, sa, np.where((az[:, None] >= zlo) & (az[:, None] <= zhi), np.inf, -np.inf)))
+                per = period[:, None]
+                for s in (s1, s2):
+                    nturn = np.ceil(np.maximum(s_lo - s, 0.0) / per)
+                    s_ok = s + nturn * per
+                    cand.append(np.where(np.isfinite(s) & (s_ok <= s_hi), s_ok, np.inf))
+            if len(Zd):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    sd = (Zd[None, :] - az[:, None]) / tanl[:, None]
+                sd = np.where(np.isfinite(sd) & (sd > eps), sd, np.inf)
+                fin = np.isfinite(sd)
+                xc, yc = _helix_centre(ax, ay, phi0, k)
+                ph = phi0[:, None] + k[:, None] * np.where(fin, sd, 0.0)
+                xd = xc[:, None] + np.sin(ph) / k[:, None]
+                yd = yc[:, None] - np.cos(ph) / k[:, None]
+                rd = np.hypot(xd, yd)
+                cand.append(np.where(fin & (rd >= rmin[None, :]) & (rd <= rmax[None, :]), sd, np.inf))
+            # candidates: [cyl s1 (C), cyl s2 (C), disks (D)]
+            allc = np.concatenate(cand, axis=1)
+            j = np.argmin(allc, axis=1)
+            smin = allc[np.arange(len(alive)), j]
+            surf = np.where(j < 2 * n_cyl, j % max(n_cyl, 1), j - 2 * n_cyl + n_cyl)
+            go = np.isfinite(smin) & (smin <= s_left[alive]) & (np.abs(k) * smin <= turn_left[alive])
+            if not go.any():
+                break
+            idx = alive[go]
+            smin, surf, k_, phi0_, tanl_ = smin[go], surf[go], k[go], phi0[go], tanl[go]
+            xc, yc = _helix_centre(ax[go], ay[go], phi0_, k_)
+            phi1 = phi0_ + k_ * smin
+            nx = xc + np.sin(phi1) / k_
+            ny = yc - np.cos(phi1) / k_
+            nz = az[go] + tanl_ * smin
+            barrel = surf < n_cyl
+            # snap onto the surface (removes round-off)
+            rr = np.hypot(nx, ny)
+            scale = np.where(barrel, S["radius"][surf] / np.maximum(rr, 1e-12), 1.0)
+            nx, ny = nx * scale, ny * scale
+            nz = np.where(barrel, nz, S["z"][surf])
+            ptg = pt[go]
+            npx = ptg * np.cos(phi1)
+            npy = ptg * np.sin(phi1)
+            npz = apz[go]
+            for key, val in (("pidx", idx), ("surf", surf), ("x", nx), ("y", ny), ("z", nz), ("px", npx), ("py", npy), ("pz", npz), ("step", np.full(len(idx), step))):
+                rec[key].append(val)
+            # material effects
+            p = np.sqrt(ptg**2 + npz**2)
+            cos_inc = np.where(barrel, np.abs(npx * nx + npy * ny) / (p * np.maximum(np.hypot(nx, ny), 1e-12)), np.abs(npz) / p)
+            cos_inc = np.maximum(cos_inc, 0.05)
+            t_mat = xx0[surf] / cos_inc
+            m = mass[idx]
+            d = np.stack([npx, npy, npz], 1) / p[:, None]
+            if self.energy_loss:
+                E = np.sqrt(p**2 + m**2) - self.e_loss_per_x0 * t_mat
+                stopped = E <= m * 1.0001
+                p = np.where(stopped, 1e-6, np.sqrt(np.maximum(E**2 - m**2, 1e-12)))
+                turn_left[idx[stopped]] = -1.0
+            if self.multiple_scattering:
+                beta = p / np.sqrt(p**2 + m**2)
+                th0 = highland_theta0(p, beta, t_mat, q[idx])
+                d = _scatter(d, th0, rng)
+            x[idx], y[idx], z[idx] = nx, ny, nz
+            px[idx], py[idx], pz[idx] = p * d[:, 0], p * d[:, 1], p * d[:, 2]
+            s_left[idx] -= smin
+            turn_left[idx] -= np.abs(k_) * smin
+            alive = idx[turn_left[idx] > 0]
+        out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rec.items()}
+        out["pidx"] = out["pidx"].astype(np.int64)
+        out["surf"] = out["surf"].astype(np.int64)
+        out["step"] = out["step"].astype(np.int64)
+        return out
+
+    # ------------------------------------------------------------------ digitisation
+    def _locate(self, surf: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Global module index of points on their surfaces."""
+        geo = self.geometry
+        S = geo.surfaces
+        n_cyl = geo.n_cylinders
+        phi = np.arctan2(y, x)
+        r = np.hypot(x, y)
+        barrel = surf < n_cyl
+        mod = np.zeros(len(surf), np.int64)
+        if barrel.any():
+            sb = surf[barrel]
+            nphi = S["n_phi"][sb]
+            nz = S["n_z"][sb]
+            iphi = np.floor(np.mod(phi[barrel] - S["phi_offset"][sb], _TWO_PI) / (_TWO_PI / nphi)).astype(np.int64)
+            iphi = np.clip(iphi, 0, nphi - 1)
+            hl = S["half_length"][sb]
+            iz = np.clip(np.floor((z[barrel] + hl) / (2 * hl / nz)).astype(np.int64), 0, nz - 1)
+            mod[barrel] = S["module_offset"][sb] + iz * nphi + iphi
+        if (~barrel).any():
+            sd = surf[~barrel]
+            nr = S["n_rings"][sd]
+            rmin, rmax = S["r_min"][sd], S["r_max"][sd]
+            ring = np.clip(np.floor((r[~barrel] - rmin) / ((rmax - rmin) / nr)).astype(np.int64), 0, nr - 1)
+            g = S["ring_first"][sd] + ring
+            nphi = S["ring_n_phi"][g]
+            iphi = np.floor(np.mod(phi[~barrel] - S["phi_offset"][sd], _TWO_PI) / (_TWO_PI / nphi)).astype(np.int64)
+            iphi = np.clip(iphi, 0, nphi - 1)
+            mod[~barrel] = S["module_offset"][sd] + S["ring_module0"][g] + iphi
+        return mod
+
+    def _to_local(self, mod: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Local (u, v) of points on module ``mod`` (barrel: arc length and z offset from the centre)."""
+        M = self.geometry.modules
+        barrel = M["is_barrel"][mod]
+        phic = M["phi_c"][mod]
+        rc = M["r_c"][mod]
+        phi = np.arctan2(y, x)
+        dphi = np.mod(phi - phic + np.pi, _TWO_PI) - np.pi
+        r = np.hypot(x, y)
+        u = np.where(barrel, rc * dphi, r * np.sin(dphi))
+        v = np.where(barrel, z - M["z_c"][mod], r * np.cos(dphi) - rc)
+        return u, v
+
+    def _to_global(self, mod: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        M = self.geometry.modules
+        barrel = M["is_barrel"][mod]
+        phic = M["phi_c"][mod]
+        rc = M["r_c"][mod]
+        # barrel: phi = phic + u / R on the cylinder; endcap: planar
+        phib = phic + u / rc
+        xb, yb, zb = rc * np.cos(phib), rc * np.sin(phib), M["z_c"][mod] + v
+        c, s = np.cos(phic), np.sin(phic)
+        xe = (rc + v) * c - u * s
+        ye = (rc + v) * s + u * c
+        return np.stack([np.where(barrel, xb, xe), np.where(barrel, yb, ye), np.where(barrel, zb, M["z_c"][mod])], 1)
+
+    def _clip_local(self, mod: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        M = self.geometry.modules
+        hv = M["hv"][mod]
+        v = np.clip(v, -hv * (1 - 1e-9), hv * (1 - 1e-9))
+        minhu, maxhu = M["minhu"][mod], M["maxhu"][mod]
+        hu = minhu + (maxhu - minhu) * (v + hv) / (2 * hv)
+        u = np.clip(u, -hu * (1 - 1e-9), hu * (1 - 1e-9))
+        return u, v
+
+    def _digitise(self, P: dict[str, np.ndarray], H: dict[str, np.ndarray], rng: np.random.Generator) -> TrackMLEvent:
+        geo = self.geometry
+        S = geo.surfaces
+        M = geo.modules
+        n_part = len(P["x"])
+        # ---- inefficiency
+        ineff = np.where(np.isnan(S["inefficiency"]), self.inefficiency, S["inefficiency"])[H["surf"]]
+        keep = rng.random(len(H["surf"])) >= ineff
+        H = {k: v[keep] for k, v in H.items()}
+        n_sig = len(H["surf"])
+        mod = self._locate(H["surf"], H["x"], H["y"], H["z"])
+        u_true, v_true = self._to_local(mod, H["x"], H["y"], H["z"])
+        pu, pv = S["pitch_u"][H["surf"]], S["pitch_v"][H["surf"]]
+        if self.smearing == "gaussian":
+            du, dv = rng.normal(0, 1, n_sig) * pu / math.sqrt(12), rng.normal(0, 1, n_sig) * pv / math.sqrt(12)
+        elif self.smearing == "uniform":
+            du, dv = rng.uniform(-0.5, 0.5, n_sig) * pu, rng.uniform(-0.5, 0.5, n_sig) * pv
+        else:
+            du = dv = np.zeros(n_sig)
+        u_m, v_m = self._clip_local(mod, u_true + du, v_true + dv)
+        pos = self._to_global(mod, u_m, v_m)
+        # local direction at the crossing for the cluster size
+        rot = geo.module_frames(mod, phi=np.arctan2(H["y"], H["x"]))
+        pvec = np.stack([H["px"], H["py"], H["pz"]], 1)
+        dloc = np.einsum("nji,nj->ni", rot, pvec)
+        # ---- noise
+        n_noise = int(round(self.noise_fraction / (1 - self.noise_fraction) * n_sig)) if self.noise_fraction > 0 else 0
+        nmod = rng.integers(0, len(M["surface"]), n_noise)
+        hv = M["hv"][nmod]
+        nv = rng.uniform(-1, 1, n_noise) * hv
+        hu = M["minhu"][nmod] + (M["maxhu"][nmod] - M["minhu"][nmod]) * (nv + hv) / (2 * hv)
+        nu = rng.uniform(-1, 1, n_noise) * hu
+        npos = self._to_global(nmod, nu, nv)
+        ndir = np.stack([rng.normal(0, 0.3, n_noise), rng.normal(0, 0.3, n_noise), np.ones(n_noise)], 1)
+        # ---- all hits
+        all_mod = np.concatenate([mod, nmod])
+        all_u = np.concatenate([u_m, nu])
+        all_v = np.concatenate([v_m, nv])
+        all_pos = np.concatenate([pos, npos])
+        all_dir = np.concatenate([dloc, ndir])
+        surf_all = M["surface"][all_mod]
+        vol = S["volume_id"][surf_all]
+        lay = S["layer_id"][surf_all]
+        mid = M["module_id"][all_mod]
+        n_all = len(all_mod)
+        order = np.lexsort((rng.random(n_all), mid, lay, vol))
+        hit_id = np.empty(n_all, np.int64)
+        hit_id[order] = np.arange(1, n_all + 1)
+        # ---- particles table
+        pid = encode_particle_id(P["vertex_id"], P["primary_id"], P["generation"], P["secondary_id"], P["process"])
+        nhits = np.bincount(H["pidx"], minlength=n_part)
+        particles = pd.DataFrame(
+            {
+                "particle_id": pid,
+                "vx": P["x"].astype(np.float32),
+                "vy": P["y"].astype(np.float32),
+                "vz": P["z"].astype(np.float32),
+                "px": P["px"].astype(np.float32),
+                "py": P["py"].astype(np.float32),
+                "pz": P["pz"].astype(np.float32),
+                "q": P["q"].astype(np.int32),
+                "nhits": nhits.astype(np.int32),
+            }
+        )
+        if self.write_particle_type:
+            particles.insert(1, "particle_type", P["pdg"].astype(np.int32))
+        # ---- truth
+        hit_pid = np.concatenate([pid[H["pidx"]], np.zeros(n_noise, np.int64)])
+        tpos = np.concatenate([np.stack([H["x"], H["y"], H["z"]], 1), npos])
+        tmom = np.concatenate([pvec, np.zeros((n_noise, 3))])
+        # hit rank along the trajectory (after inefficiency)
+        rank = np.zeros(n_all, np.int64)
+        if n_sig:
+            o = np.lexsort((H["step"], H["pidx"]))
+            first = np.searchsorted(H["pidx"][o], H["pidx"][o])
+            rank[o] = np.arange(n_sig) - first
+        truth = pd.DataFrame(
+            {
+                "hit_id": hit_id.astype(np.int32),
+                "particle_id": hit_pid,
+                "tx": tpos[:, 0].astype(np.float32),
+                "ty": tpos[:, 1].astype(np.float32),
+                "tz": tpos[:, 2].astype(np.float32),
+                "tpx": tmom[:, 0].astype(np.float32),
+                "tpy": tmom[:, 1].astype(np.float32),
+                "tpz": tmom[:, 2].astype(np.float32),
+            }
+        )
+        truth["weight"] = weight_hits(truth, particles, order=rank).astype(np.float32)
+        hits = pd.DataFrame(
+            {
+                "hit_id": hit_id.astype(np.int32),
+                "x": all_pos[:, 0].astype(np.float32),
+                "y": all_pos[:, 1].astype(np.float32),
+                "z": all_pos[:, 2].astype(np.float32),
+                "volume_id": vol.astype(np.int32),
+                "layer_id": lay.astype(np.int32),
+                "module_id": mid.astype(np.int32),
+            }
+        )
+        cells = self._cells(all_mod, all_u, all_v, all_dir, hit_id, rng)
+        hits = hits.iloc[order].reset_index(drop=True)
+        truth = truth.iloc[order].reset_index(drop=True)
+        return TrackMLEvent(hits=hits, cells=cells, particles=particles, truth=truth)
+
+    def _cells(
+        self,
+        mod: np.ndarray,
+        u: np.ndarray,
+        v: np.ndarray,
+        dloc: np.ndarray,
+        hit_id: np.ndarray,
+        rng: np.random.Generator,
+    ) -> pd.DataFrame:
+        """Cell clusters: the track crosses the sensor thickness 2t, spanning Δu = 2t |d_u/d_w| and
+        Δv = 2t |d_v/d_w| around the measured position; cells are sampled along that segment."""
+        S = self.geometry.surfaces
+        M = self.geometry.modules
+        surf = M["surface"][mod]
+        pu, pv, t = S["pitch_u"][surf], S["pitch_v"][surf], S["module_t"][surf]
+        dw = np.maximum(np.abs(dloc[:, 2]), 1e-3 * np.linalg.norm(dloc, axis=1) + 1e-12)
+        span_u = np.minimum(2 * t * np.abs(dloc[:, 0]) / dw, self.max_cells * pu)
+        span_v = np.minimum(2 * t * np.abs(dloc[:, 1]) / dw, self.max_cells * pv)
+        hu0, hv0 = M["maxhu"][mod], M["hv"][mod]
+        nu_max = np.floor(2 * hu0 / pu).astype(np.int64)
+        nv_max = np.floor(2 * hv0 / pv).astype(np.int64)
+        u0, u1 = u - span_u / 2 + hu0, u + span_u / 2 + hu0
+        v0, v1 = v - span_v / 2 + hv0, v + span_v / 2 + hv0
+        n_u = np.floor(u1 / pu).astype(np.int64) - np.floor(u0 / pu).astype(np.int64) + 1
+        n_v = np.floor(v1 / pv).astype(np.int64) - np.floor(v0 / pv).astype(np.int64) + 1
+        n = np.clip(np.maximum(n_u, n_v), 1, self.max_cells)
+        rows = np.repeat(np.arange(len(mod)), n)
+        start = np.concatenate([[0], np.cumsum(n)[:-1]])
+        i = np.arange(len(rows)) - np.repeat(start, n)
+        frac = (i + 0.5) / n[rows]
+        ch0 = np.clip(np.floor((u0[rows] + frac * (u1 - u0)[rows]) / pu[rows]).astype(np.int64), 0, nu_max[rows])
+        ch1 = np.clip(np.floor((v0[rows] + frac * (v1 - v0)[rows]) / pv[rows]).astype(np.int64), 0, nv_max[rows])
+        key = (rows << 32) | (ch0 << 16) | ch1
+        uk, first_idx, counts = np.unique(key, return_index=True, return_counts=True)
+        rows_u = rows[first_idx]
+        # deposited charge: path length in silicon × 0.39 MeV/mm shared among the unique cells, with
+        # Landau-like (log-normal) fluctuations
+        path = 2 * t / (dw / np.maximum(np.linalg.norm(dloc, axis=1), 1e-12))
+        path = np.minimum(path, 2 * t * 20)
+        n_unique = np.bincount(rows_u, minlength=len(mod))
+        val = 0.39 * path[rows_u] * counts / n[rows_u] * rng.lognormal(0.0, 0.25, len(uk))
+        return pd.DataFrame(
+            {
+                "hit_id": hit_id[rows_u].astype(np.int32),
+                "ch0": ch0[first_idx].astype(np.int32),
+                "ch1": ch1[first_idx].astype(np.int32),
+                "value": val.astype(np.float32),
+            }
+        ).sort_values(["hit_id", "ch0", "ch1"], kind="stable", ignore_index=True)
+
+
+def _rotate_directions(d: np.ndarray, theta: np.ndarray, azim: np.ndarray) -> np.ndarray:
+    """Tilt unit vectors ``d`` (N, 3) by polar angle θ around them, at azimuth ``azim``."""
+    ref = np.where(np.abs(d[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
+    e1 = np.cross(d, ref)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 = np.cross(d, e1)
+    out = (
+        d * np.cos(theta)[:, None]
+        + np.sin(theta)[:, None] * (np.cos(azim)[:, None] * e1 + np.sin(azim)[:, None] * e2)
+    )
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _scatter(d: np.ndarray, theta0: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Multiple-scattering kick: two independent Gaussian projected angles of width θ₀."""
+    n = len(d)
+    ref = np.where(np.abs(d[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
+    e1 = np.cross(d, ref)
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 = np.cross(d, e1)
+    a1 = rng.normal(0, 1, n) * theta0
+    a2 = rng.normal(0, 1, n) * theta0
+    out = d + np.tan(a1)[:, None] * e1 + np.tan(a2)[:, None] * e2
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hard scatter
+# --------------------------------------------------------------------------------------------------
+_PYTHIA: Any = None
+
+
+def _pythia_hard_scatter(seed: int, eta_max: float, pt_min: float) -> dict[str, np.ndarray]:
+    """Charged final-state particles of one pp → tt̄ event at 14 TeV from Pythia 8 (pythia8mc)."""
+    global _PYTHIA
+    from gnnreco import _compat
+
+    if not _compat.WITH_PYTHIA8:
+        raise RuntimeError("hard_scatter='pythia8' needs the pythia8mc package (pip install pythia8mc)")
+    py8 = _compat.pythia8mc
+    if _PYTHIA is None:
+        p = py8.Pythia("", False)
+        for s in (
+            "Beams:eCM = 14000.",
+            "Top:gg2ttbar = on",
+            "Top:qqbar2ttbar = on",
+            "Next:numberCount = 0",
+            "Random:setSeed = on",
+            "Random:seed = 1",
+        ):
+            p.readString(s)
+        if not p.init():
+            raise RuntimeError("Pythia 8 initialisation failed")
+        _PYTHIA = p
+    p = _PYTHIA
+    p.rndm.init(int(seed % 900_000_000) + 1)
+    for _ in range(10):
+        if p.next():
+            break
+    rows = []
+    for prt in p.event:
+        if prt.isFinal() and prt.isCharged():
+            rows.append((prt.px(), prt.py(), prt.pz(), prt.id(), prt.charge()))
+    arr = np.array(rows, float).reshape(-1, 5)
+    pt = np.hypot(arr[:, 0], arr[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.arcsinh(arr[:, 2] / np.maximum(pt, 1e-12))
+    sel = (pt >= pt_min) & (np.abs(eta) <= eta_max)
+    arr, pt, eta = arr[sel], pt[sel], eta[sel]
+    q = np.sign(arr[:, 4]).astype(np.int64)
+    return dict(
+        vertex=np.zeros(len(pt), np.int64),
+        pt=pt,
+        eta=eta,
+        phi=np.arctan2(arr[:, 1], arr[:, 0]),
+        q=q,
+        pdg=np.abs(arr[:, 3]).astype(np.int64),
+    )
+
+
+def _parametric_dijet(rng: np.random.Generator, eta_max: float, pt_min: float) -> dict[str, np.ndarray]:
+    """Two back-to-back jets of charged particles (a stand-in when Pythia 8 is not installed)."""
+    pts, etas, phis = [], [], []
+    jet_pt = 50.0 + rng.exponential(50.0)
+    phi_axis = rng.uniform(-np.pi, np.pi)
+    for j in range(2):
+        eta_axis = rng.uniform(-min(2.5, eta_max), min(2.5, eta_max))
+        phi_j = phi_axis + j * np.pi
+        n = max(2, int(rng.poisson(12)))
+        z = rng.dirichlet(np.full(n, 0.7)) * jet_pt * 0.65
+        pts.append(z)
+        spread = 0.05 + 0.1 / np.sqrt(np.maximum(z, 0.1))
+        etas.append(eta_axis + rng.normal(0, 1, n) * spread)
+        phis.append(phi_j + rng.normal(0, 1, n) * spread)
+    pt, eta, phi = np.concatenate(pts), np.concatenate(etas), np.concatenate(phis)
+    sel = (pt >= pt_min) & (np.abs(eta) <= eta_max)
+    n = int(sel.sum())
+    q = np.where(rng.random(n) < 0.5, -1, 1)
+    return dict(
+        vertex=np.zeros(n, np.int64),
+        pt=pt[sel],
+        eta=eta[sel],
+        phi=np.mod(phi[sel] + np.pi, _TWO_PI) - np.pi,
+        q=q,
+        pdg=np.full(n, 211, np.int64),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Convenience and datasets
+# --------------------------------------------------------------------------------------------------
+def simulate_event(seed: int, preset: str = "trackml", event_id: int | None = None, **kwargs: Any) -> TrackMLEvent:
+    """One event from a preset (``kwargs`` override the preset's simulation settings)."""
+    return TrackerSimulator.from_preset(preset, **kwargs).simulate(seed, event_id=event_id)
+
+
+def event_seeds(seed: int, n_events: int) -> list[int]:
+    """Independent per-event seeds derived from a base seed (``numpy.random.SeedSequence.spawn``)."""
+    return [int(s.generate_state(1, np.uint32)[0]) for s in np.random.SeedSequence(int(seed)).spawn(n_events)]
+
+
+_WORKER_SIM: TrackerSimulator | None = None
+
+
+def _worker_init(kwargs: dict[str, Any]) -> None:
+    global _WORKER_SIM
+    _WORKER_SIM = _make_sim(kwargs)
+
+
+def _make_sim(kwargs: dict[str, Any]) -> TrackerSimulator:
+    kwargs = dict(kwargs)
+    preset = kwargs.pop("preset", None)
+    if preset is not None:
+        return TrackerSimulator.from_preset(preset, **kwargs)
+    return TrackerSimulator(**kwargs)
+
+
+def _worker_run(args: tuple[int, int, str, bool]) -> tuple[int, float, int]:
+    seed, event_id, out_dir, compress = args
+    assert _WORKER_SIM is not None
+    ev = _WORKER_SIM.simulate(seed, event_id=event_id)
+    ev.write(out_dir, compress=compress)
+    return event_id, float(ev.meta["generation_time_s"]), len(ev.hits)
+
+
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    n_events: int,
+    seed: int = 0,
+    workers: int = 1,
+    first_event_id: int = 0,
+    compress: bool = True,
+    progress: bool = True,
+    **sim_kwargs: Any,
+) -> dict[str, Any]:
+    """Simulate ``n_events`` and write them as TrackML CSV files plus ``detectors.csv.gz``.
+
+    Every event gets its own seed from :func:`event_seeds` (recorded in ``event*-meta.json``), so
+    the output does not depend on ``workers``.
+
+    Args:
+        out_dir: output directory (created).
+        n_events: number of events.
+        seed: base seed.
+        workers: worker processes (1: in this process).
+        first_event_id: event_id of the first event.
+        compress: write ``.csv.gz`` (else ``.csv``).
+        progress: show a tqdm progress bar.
+        **sim_kwargs: :class:`TrackerSimulator` arguments, or ``preset='toy'`` plus overrides.
+
+    Returns:
+        Summary dict (events, hits, total and per-event generation time), also written as
+        ``dataset.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sim = _make_sim(sim_kwargs)
+    write_detector(sim.detector_table(), out / "detectors.csv.gz")
+    seeds = event_seeds(seed, n_events)
+    jobs = [(s, first_event_id + i, str(out), compress) for i, s in enumerate(seeds)]
+    t0 = time.perf_counter()
+    results: list[tuple[int, float, int]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_events, desc="simulating events", unit="event")
+    try:
+        if workers <= 1:
+            global _WORKER_SIM
+            _WORKER_SIM = sim
+            for job in jobs:
+                results.append(_worker_run(job))
+                if bar is not None:
+                    bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(sim_kwargs,)) as ex:
+                for res in ex.map(_worker_run, jobs, chunksize=1):
+                    results.append(res)
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    summary = {
+        "n_events": n_events,
+        "base_seed": int(seed),
+        "seeds": seeds,
+        "first_event_id": first_event_id,
+        "n_hits": [r[2] for r in results],
+        "generation_time_s": [r[1] for r in results],
+        "wall_time_s": round(wall, 3),
+        "config": sim.config(),
+    }
+    (out / "dataset.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
