@@ -43,9 +43,12 @@ class ToyNet(nn.Module):
         self.dec = MLP(2 * hidden, hidden, 1, n_layers=2)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        # scatter_add_ (not index_add_): the legacy ONNX exporter turns index_add_ into a ScatterND
+        # that overwrites duplicate indices instead of summing them.
         h = self.enc(x)
-        agg = torch.zeros_like(h).index_add_(0, edge_index[1], h[edge_index[0]])
-        deg = torch.zeros(x.shape[0], 1, dtype=h.dtype).index_add_(0, edge_index[1], torch.ones(edge_index.shape[1], 1))
+        dst = edge_index[1].unsqueeze(1)
+        agg = torch.zeros_like(h).scatter_add_(0, dst.expand(-1, h.shape[1]), h[edge_index[0]])
+        deg = torch.zeros(x.shape[0], 1, dtype=h.dtype).scatter_add_(0, dst, torch.ones(edge_index.shape[1], 1, dtype=h.dtype))
         return self.dec(torch.cat([h, agg / deg.clamp(min=1)], 1)).squeeze(-1)
 
 
