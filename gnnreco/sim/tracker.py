@@ -338,10 +338,7 @@ class TrackerSimulator:
         # ---------------- secondaries
         if self.secondary_fraction > 0 and n_prim > 0:
             P = self._add_secondaries(P, rng)
-        # ---------------- propagation
-        hits = self._propagate(P, rng)
-        # ---------------- digitisation
-        event = self._digitise(P, hits, rng)
+        event = self._digitise(P, self._propagate(P, rng), rng)
         event.event_id = int(seed if event_id is None else event_id)
         event.seed = seed
         event.meta = {
@@ -351,6 +348,59 @@ class TrackerSimulator:
             "config": self.config(),
             "generation_time_s": round(time.perf_counter() - t0, 4),
         }
+        return event
+
+    def simulate_particles(
+        self,
+        vertex: np.ndarray,
+        momentum: np.ndarray,
+        charge: np.ndarray,
+        seed: int = 0,
+        pdg: np.ndarray | None = None,
+        event_id: int = 0,
+    ) -> TrackMLEvent:
+        """Propagate and digitise given particles (no pile-up generation, no secondaries).
+
+        Args:
+            vertex: production points (N, 3), mm.
+            momentum: momenta (N, 3), GeV.
+            charge: charges (N,), units of e.
+            seed: random seed for scattering, smearing, inefficiency and noise.
+            pdg: PDG ids (N,) for the mass in the scattering formula (default: π±).
+            event_id: event number.
+
+        Shapes:
+            vertex, momentum: (N, 3); charge, pdg: (N,).
+        """
+        vertex = np.asarray(vertex, float).reshape(-1, 3)
+        momentum = np.asarray(momentum, float).reshape(-1, 3)
+        charge = np.asarray(charge, np.int64).reshape(-1)
+        n = len(vertex)
+        if len(momentum) != n or len(charge) != n:
+            raise ValueError("simulate_particles: vertex, momentum and charge need the same length N")
+        if pdg is None:
+            pdg = 211 * np.where(charge != 0, np.sign(charge), 1)
+        rng = np.random.default_rng(int(seed))
+        P = {
+            "x": vertex[:, 0].copy(),
+            "y": vertex[:, 1].copy(),
+            "z": vertex[:, 2].copy(),
+            "px": momentum[:, 0].copy(),
+            "py": momentum[:, 1].copy(),
+            "pz": momentum[:, 2].copy(),
+            "q": charge,
+            "pdg": np.asarray(pdg, np.int64),
+            "vertex_id": np.ones(n, np.int64),
+            "primary_id": np.arange(1, n + 1, dtype=np.int64),
+            "generation": np.zeros(n, np.int64),
+            "secondary_id": np.zeros(n, np.int64),
+            "process": np.zeros(n, np.int64),
+            "s_max": np.full(n, np.inf),
+        }
+        event = self._digitise(P, self._propagate(P, rng), rng)
+        event.event_id = int(event_id)
+        event.seed = int(seed)
+        event.meta = {"generator": "gnnreco.sim.tracker.TrackerSimulator.simulate_particles", "config": self.config()}
         return event
 
     # ------------------------------------------------------------------ secondaries
@@ -744,7 +794,7 @@ class TrackerSimulator:
         n_v = np.floor(v1 / pv).astype(np.int64) - np.floor(v0 / pv).astype(np.int64) + 1
         n = np.clip(np.maximum(n_u, n_v), 1, self.max_cells)
         rows = np.repeat(np.arange(len(mod)), n)
-        start = np.concatenate([[0], np.cumsum(n)[:-1]])
+        start = np.cumsum(n) - n
         i = np.arange(len(rows)) - np.repeat(start, n)
         frac = (i + 0.5) / n[rows]
         ch0 = np.clip(np.floor((u0[rows] + frac * (u1 - u0)[rows]) / pu[rows]).astype(np.int64), 0, nu_max[rows])
