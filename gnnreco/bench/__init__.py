@@ -5,4 +5,8 @@ that returns a Markdown table (ratios against the reference implementation measu
 the same process). :func:`gnnreco.bench.report.write_section` records it in ``docs/benchmarks.md``.
 """
 
-SUITES = ("ops", "graph", "io", "tracking", "calo")
+from pathlib import Path
+
+#: every module of this package except the report helpers is a suite
+SUITES = tuple(sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_")
+                      and p.stem != "report"))

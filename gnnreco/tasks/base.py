@@ -13,8 +13,15 @@ common to all four tasks:
 Optimisation is manual (``automatic_optimization = False``) so the OOM guard can also cover the
 backward pass; clipping and accumulation are therefore options of the module, not of the Trainer.
 
-Subclasses implement :meth:`forward`, :meth:`compute_loss` and, optionally, :meth:`compute_metrics`
-and :meth:`on_test_results`.
+Subclasses implement :meth:`forward` and :meth:`compute_loss`, and optionally:
+
+* :meth:`compute_metrics` — per-batch validation/test metrics;
+* ``evaluation_plots(out_dir) -> list[Path]`` — PNG plots of results cached during ``test_step``
+  (called by ``gnnreco train``/``evaluate``);
+* ``reconstruct(batch, out) -> list[dict]`` — one record of reconstructed objects per event
+  (``gnnreco infer``);
+* ``export_inputs(batch) -> tuple[Tensor, ...]``, ``export_input_names``, ``export_output_names`` and
+  ``export_manifest() -> dict`` — the tensor-only inputs of ``net`` (``gnnreco export``).
 """
 
 from __future__ import annotations
