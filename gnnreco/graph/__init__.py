@@ -1,10 +1,31 @@
 """gnnreco.graph: neighbour search and graph builders shared by every task.
 
-* :mod:`~gnnreco.graph.neighbors`: exact ``knn``/``radius`` (PyG / torch_cluster conventions),
-  ``edge_sq_distance``.
+* :mod:`~gnnreco.graph.neighbors`: exact ``knn``/``radius`` (PyG / torch_cluster conventions)
+  and the differentiable ``edge_sq_distance``.
+* :mod:`~gnnreco.graph.tracking`: layer-pair cuts, module map, metric-learning graphs.
+* :mod:`~gnnreco.graph.truth`: truth graphs, edge labels, target weights, construction metrics.
+
+See ``docs/graph.md``.
 """
 
-from .neighbors import edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
+from .neighbors import Truncation, edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
+from .tracking import (
+    LAYER_PAIR_PRESETS,
+    LayerPairBuilder,
+    ModuleMap,
+    adjacent_layer_pairs,
+    layer_pair_graph,
+    metric_learning_graph,
+    pair_features,
+)
+from .truth import (
+    construction_metrics,
+    edge_labels,
+    edge_target_weights,
+    edge_truth_labels,
+    target_hit_mask,
+    truth_graph,
+)
 
 __all__ = [
     "knn",
@@ -13,4 +34,18 @@ __all__ = [
     "radius_graph",
     "edge_sq_distance",
     "last_truncation",
+    "Truncation",
+    "LayerPairBuilder",
+    "layer_pair_graph",
+    "adjacent_layer_pairs",
+    "pair_features",
+    "LAYER_PAIR_PRESETS",
+    "ModuleMap",
+    "metric_learning_graph",
+    "truth_graph",
+    "edge_labels",
+    "edge_truth_labels",
+    "target_hit_mask",
+    "edge_target_weights",
+    "construction_metrics",
 ]

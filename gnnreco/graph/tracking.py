@@ -1,0 +1,483 @@
+r"""Graph construction for tracking: layer-pair geometric cuts, module map, metric learning.
+
+Hit pairs :math:`(1, 2)` with hit 1 on the inner layer are described by (HEP.TrkX / Exa.TrkX)
+
+.. math::
+    \Delta\phi = \phi_2 - \phi_1 \ (\text{wrapped to } [-\pi, \pi)), \qquad
+    \phi_\text{slope} = \frac{\Delta\phi}{\Delta r}, \qquad
+    z_0 = z_1 - r_1 \frac{\Delta z}{\Delta r}, \qquad
+    \Delta\eta = \eta_2 - \eta_1,
+
+with :math:`\Delta r = r_2 - r_1`, :math:`\Delta z = z_2 - z_1` (units: mm, rad). Edges point
+from the inner hit (source) to the outer hit (target).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._util import as_tensor, check_finite, eta_of, expand_ranges, wrap_phi
+from .neighbors import knn_graph, radius_graph
+
+__all__ = [
+    "pair_features",
+    "LayerPairBuilder",
+    "layer_pair_graph",
+    "adjacent_layer_pairs",
+    "ModuleMap",
+    "metric_learning_graph",
+    "LAYER_PAIR_PRESETS",
+]
+
+#: Published cut values per truth-pT threshold (IN paper / HEP.TrkX geometric graphs):
+#: pT threshold (GeV) -> (phi_slope_max [rad/mm], z0_max [mm]).
+LAYER_PAIR_PRESETS: dict[float, tuple[float, float]] = {
+    2.0: (0.006, 275.0),
+    1.0: (0.007, 350.0),
+    0.5: (0.0085, 500.0),
+}
+
+FEATURES = ("z0", "dphi", "phi_slope", "deta")
+
+
+def pair_features(r: Tensor, phi: Tensor, z: Tensor, src: Tensor, dst: Tensor) -> dict[str, Tensor]:
+    r"""Doublet features :math:`z_0`, :math:`\Delta\phi`, :math:`\phi_\text{slope}`, :math:`\Delta\eta`.
+
+    Args:
+        r, phi, z: hit cylindrical coordinates, :math:`(N,)`.
+        src, dst: inner and outer hit of each pair, :math:`(E,)`.
+
+    Returns:
+        dict of :math:`(E,)` tensors keyed ``z0``, ``dphi``, ``phi_slope``, ``deta``, ``dr``, ``dz``.
+    """
+    r1, r2 = r[src], r[dst]
+    z1, z2 = z[src], z[dst]
+    dr = r2 - r1
+    dz = z2 - z1
+    dphi = wrap_phi(phi[dst] - phi[src])
+    safe = torch.where(dr == 0, torch.full_like(dr, 1e-12), dr)
+    phi_slope = dphi / safe
+    z0 = z1 - r1 * dz / safe
+    deta = eta_of(r2, z2) - eta_of(r1, z1)
+    return {"z0": z0, "dphi": dphi, "phi_slope": phi_slope, "deta": deta, "dr": dr, "dz": dz}
+
+
+def _layer_keys(layer: Tensor, volume: Tensor | None) -> Tensor:
+    layer = layer.long()
+    if volume is None:
+        return layer
+    return volume.long() * 100000 + layer
+
+
+def adjacent_layer_pairs(layer, volume=None) -> list[tuple[int, int]]:
+    """Consecutive layer ids (within the same volume when ``volume`` is given).
+
+    Layer ids are assumed to be numbered outwards (as in TrackML, where ``layer_id`` grows with
+    :math:`r` in the barrel and with :math:`|z|` in the end caps). Cross-volume pairs (barrel to
+    end cap) must be listed explicitly.
+
+    Returns:
+        list of ``(inner, outer)`` layer keys; with ``volume`` the key is ``volume * 100000 + layer``.
+    """
+    layer = as_tensor(layer, "layer")
+    vol = None if volume is None else as_tensor(volume, "volume")
+    keys = torch.unique(_layer_keys(layer, vol)).tolist()
+    pairs = []
+    for a, b in zip(keys[:-1], keys[1:]):
+        if vol is None or a // 100000 == b // 100000:
+            pairs.append((int(a), int(b)))
+    return pairs
+
+
+def _pair_key(p) -> int:
+    if isinstance(p, (tuple, list)) and len(p) == 2:
+        return int(p[0]) * 100000 + int(p[1])
+    return int(p)
+
+
+class LayerPairBuilder:
+    r"""Geometric layer-pair graph builder (HEP.TrkX / Interaction Network paper).
+
+    An edge :math:`1 \to 2` between hits on an allowed layer pair is kept when
+
+    .. math::
+        |\phi_\text{slope}| < \phi_\text{slope}^\text{max}, \quad |z_0| < z_0^\text{max}
+        \ [,\ |\Delta\eta| < \Delta\eta^\text{max}]
+
+    and, optionally, when its straight line in :math:`(r, z)` does not cross one of the given
+    barrel cylinders between the two hits ("intersecting" edges removed).
+
+    Candidates are generated without any Python loop over hits: the outer layer's hits are sorted
+    by :math:`(z\text{-bin}, \phi)` and each inner hit looks up the :math:`\phi` window implied by
+    :math:`\phi_\text{slope}^\text{max}` in every :math:`z` bin allowed by :math:`z_0^\text{max}`.
+
+    Args:
+        phi_slope_max: :math:`\phi_\text{slope}^\text{max}` in rad/mm.
+        z0_max: :math:`z_0^\text{max}` in mm.
+        deta_max: optional :math:`\Delta\eta^\text{max}`.
+        layer_pairs: allowed ``(inner, outer)`` layer pairs; with volumes, each layer is a
+            ``(volume, layer)`` tuple or the key ``volume * 100000 + layer``. ``None``: consecutive
+            layers (:func:`adjacent_layer_pairs`).
+        intersecting_cylinders: optional ``[(radius, half_length), ...]`` of barrel layers; an
+            edge whose line crosses one of them strictly between its hits is removed.
+        num_z_bins: number of :math:`z` bins used to prune candidates (speed only).
+        pt_min: informational, the truth-pT threshold the cuts were tuned for.
+    """
+
+    def __init__(self, phi_slope_max: float = 0.007, z0_max: float = 350.0, deta_max: float | None = None,
+                 layer_pairs: Sequence | None = None,
+                 intersecting_cylinders: Sequence[Sequence[float]] | None = None,
+                 num_z_bins: int = 32, pt_min: float | None = None):
+        if phi_slope_max <= 0 or z0_max <= 0:
+            raise ValueError(f"'phi_slope_max' and 'z0_max' must be > 0, got {phi_slope_max}, {z0_max}")
+        self.phi_slope_max = float(phi_slope_max)
+        self.z0_max = float(z0_max)
+        self.deta_max = None if deta_max is None else float(deta_max)
+        self.layer_pairs = None
+        if layer_pairs is not None:
+            self.layer_pairs = [(self._key(a), self._key(b)) for a, b in layer_pairs]
+        self.intersecting_cylinders = [tuple(map(float, c)) for c in (intersecting_cylinders or [])]
+        self.num_z_bins = int(num_z_bins)
+        self.pt_min = pt_min
+
+    @classmethod
+    def from_pt(cls, pt_min: float, **kwargs) -> LayerPairBuilder:
+        """Builder with the published cuts for ``pt_min`` in {2, 1, 0.5} GeV."""
+        if float(pt_min) not in LAYER_PAIR_PRESETS:
+            raise ValueError(f"'pt_min' must be one of {sorted(LAYER_PAIR_PRESETS)}, got {pt_min}")
+        ps, z0 = LAYER_PAIR_PRESETS[float(pt_min)]
+        return cls(phi_slope_max=ps, z0_max=z0, pt_min=pt_min, **kwargs)
+
+    @staticmethod
+    def _key(a) -> int:
+        return _pair_key(a)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(phi_slope_max={self.phi_slope_max}, z0_max={self.z0_max}, "
+                f"deta_max={self.deta_max})")
+
+    def __call__(self, r, phi, z, layer, volume=None) -> Tensor:
+        """Build the graph of one event.
+
+        Args:
+            r, phi, z: hit coordinates :math:`(N,)` (mm, rad).
+            layer: layer id per hit :math:`(N,)`.
+            volume: optional volume id per hit.
+
+        Returns:
+            ``[2, E]`` long edge index, inner hit -> outer hit.
+        """
+        r = as_tensor(r, "r", torch.float64)
+        dev = r.device
+        phi = as_tensor(phi, "phi", torch.float64, dev)
+        z = as_tensor(z, "z", torch.float64, dev)
+        layer = as_tensor(layer, "layer", device=dev)
+        n = r.numel()
+        for name, t in (("phi", phi), ("z", z), ("layer", layer)):
+            if t.numel() != n:
+                raise ValueError(f"'{name}' has {t.numel()} entries, expected {n} (one per hit, like 'r')")
+        for name, t in (("r", r), ("phi", phi), ("z", z)):
+            check_finite(t, name)
+        vol = None
+        if volume is not None:
+            vol = as_tensor(volume, "volume", device=dev)
+            if vol.numel() != n:
+                raise ValueError(f"'volume' has {vol.numel()} entries, expected {n}")
+        keys = _layer_keys(layer, vol)
+        pairs = self.layer_pairs if self.layer_pairs is not None else adjacent_layer_pairs(layer, vol)
+        if n == 0 or not pairs:
+            return torch.empty(2, 0, dtype=torch.long, device=dev)
+        order = torch.argsort(keys, stable=True)
+        skeys = keys[order]
+        ukeys, counts = torch.unique_consecutive(skeys, return_counts=True)
+        ptr = torch.cumsum(counts, 0) - counts
+        lut = {int(k): (int(p), int(c)) for k, p, c in zip(ukeys.tolist(), ptr.tolist(), counts.tolist())}
+        parts = []
+        for a, b in pairs:
+            if a not in lut or b not in lut:
+                continue
+            pa, ca = lut[a]
+            pb, cb = lut[b]
+            parts.append(self._pair(r, phi, z, order[pa:pa + ca], order[pb:pb + cb]))
+        if not parts:
+            return torch.empty(2, 0, dtype=torch.long, device=dev)
+        return torch.cat(parts, 1)
+
+    def _pair(self, r: Tensor, phi: Tensor, z: Tensor, h1: Tensor, h2: Tensor) -> Tensor:
+        dev = r.device
+        r1, z1, p1 = r[h1], z[h1], phi[h1]
+        r2all, z2all = r[h2], z[h2]
+        r2lo, r2hi = float(r2all.min()), float(r2all.max())
+        zlo2, zhi2 = float(z2all.min()), float(z2all.max())
+        nzb = max(1, self.num_z_bins)
+        zw = max((zhi2 - zlo2) / nzb, 1e-9)
+        zb2 = ((z2all - zlo2) / zw).floor().clamp(0, nzb - 1).long()
+        two_pi = 2 * math.pi
+        key2 = zb2.double() * 8.0 + torch.remainder(phi[h2], two_pi)
+        key2, o2 = torch.sort(key2)
+        h2s = h2[o2]
+        # phi window: |dphi| < slope_max * max|dr| over the outer layer
+        drmax = torch.maximum((r2hi - r1).abs(), (r2lo - r1).abs())
+        half = self.phi_slope_max * drmax
+        # z window of the outer hit from |z0| < z0_max (bilinear in (z0, r2): extremes at corners)
+        pos = (r1 > 0) & (r2lo > r1)
+        corners = []
+        for rr in (r2lo, r2hi):
+            for s in (-1.0, 1.0):
+                corners.append(z1 + (z1 - s * self.z0_max) * (rr - r1) / r1.clamp(min=1e-9))
+        cz = torch.stack(corners)
+        zmin = torch.where(pos, cz.amin(0), torch.full_like(z1, -math.inf))
+        zmax = torch.where(pos, cz.amax(0), torch.full_like(z1, math.inf))
+        b_lo = ((zmin - zlo2) / zw).floor().clamp(0, nzb - 1).long()
+        b_hi = ((zmax - zlo2) / zw).floor().clamp(0, nzb - 1).long()
+        empty_z = (zmax < zlo2) | (zmin > zhi2)
+        nb = torch.where(empty_z, torch.zeros_like(b_lo), b_hi - b_lo + 1)
+        q, boff = expand_ranges(torch.zeros_like(nb), nb)  # (inner hit, bin offset)
+        zbin = b_lo[q] + boff
+        full = half[q] >= math.pi
+        lo_phi = torch.remainder(p1[q] - half[q], two_pi)
+        hi_phi = torch.remainder(p1[q] + half[q], two_pi)
+        base = zbin.double() * 8.0
+        wraps = (lo_phi > hi_phi) & ~full
+        # range A: [lo, hi] (or [lo, 2pi) when wrapping, or the whole bin when full)
+        a_lo = torch.where(full, base, base + lo_phi)
+        a_hi = torch.where(full | wraps, base + two_pi, base + hi_phi)
+        # range B (wrapping only): [0, hi]
+        b_lo_k = base
+        b_hi_k = torch.where(wraps, base + hi_phi, base - 1.0)
+        s_a = torch.searchsorted(key2, a_lo)
+        e_a = torch.searchsorted(key2, a_hi, right=True)
+        s_b = torch.searchsorted(key2, b_lo_k)
+        e_b = torch.searchsorted(key2, b_hi_k, right=True)
+        starts = torch.cat([s_a, s_b])
+        cnts = torch.cat([e_a - s_a, (e_b - s_b).clamp(min=0)])
+        owners = torch.cat([q, q])
+        which, idx = expand_ranges(starts, cnts)
+        src = h1[owners[which]]
+        dst = h2s[idx]
+        keep = self._cuts(r, phi, z, src, dst)
+        return torch.stack([src[keep], dst[keep]])
+
+    def _cuts(self, r: Tensor, phi: Tensor, z: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        f = pair_features(r, phi, z, src, dst)
+        keep = (f["phi_slope"].abs() < self.phi_slope_max) & (f["z0"].abs() < self.z0_max) & (src != dst)
+        if self.deta_max is not None:
+            keep &= f["deta"].abs() < self.deta_max
+        if self.intersecting_cylinders:
+            r1, z1 = r[src], z[src]
+            dr = f["dr"]
+            slope = f["dz"] / torch.where(dr == 0, torch.full_like(dr, 1e-12), dr)
+            for rc, half_len in self.intersecting_cylinders:
+                between = (r1 < rc) & (r[dst] > rc)
+                z_at = z1 + (rc - r1) * slope
+                keep &= ~(between & (z_at.abs() < half_len))
+        return keep
+
+
+def layer_pair_graph(r, phi, z, layer, volume=None, *, phi_slope_max: float = 0.007, z0_max: float = 350.0,
+                     deta_max: float | None = None, layer_pairs: Sequence | None = None,
+                     intersecting_cylinders: Sequence[Sequence[float]] | None = None) -> Tensor:
+    """Functional form of :class:`LayerPairBuilder` (same arguments); returns ``[2, E]``."""
+    return LayerPairBuilder(phi_slope_max, z0_max, deta_max, layer_pairs, intersecting_cylinders)(
+        r, phi, z, layer, volume)
+
+
+# ----------------------------------------------------------------------------------------------
+# module map
+# ----------------------------------------------------------------------------------------------
+
+
+class ModuleMap:
+    r"""Data-driven doublet module map (L2IT / GNN4ITk, doublet level).
+
+    Learning: for every true doublet :math:`(1 \to 2)` of the training events, the module pair
+    :math:`(m_1, m_2)` is recorded together with the running minimum and maximum of
+    :math:`z_0, \Delta\phi, \phi_\text{slope}, \Delta\eta`. Applying: every hit pair whose modules
+    form a known pair and whose features lie inside the learned windows (widened by
+    ``tolerance`` times the window width, plus ``abs_tolerance``) becomes an edge.
+
+    Everything is vectorised: module pairs are 64-bit keys :math:`m_1 M + m_2`, merged across
+    events with ``unique`` and looked up with ``searchsorted``; hit pairs are enumerated by range
+    expansion over hits sorted by module.
+
+    Args:
+        tolerance: relative widening of each learned window (0 = the exact min/max).
+        abs_tolerance: absolute widening per feature, ``{name: value}``.
+    """
+
+    def __init__(self, tolerance: float = 0.0, abs_tolerance: dict[str, float] | None = None):
+        self.tolerance = float(tolerance)
+        self.abs_tolerance = dict(abs_tolerance or {})
+        self.keys = torch.empty(0, dtype=torch.long)  # sorted m1 * M + m2
+        self.lo = torch.empty(0, len(FEATURES), dtype=torch.float64)
+        self.hi = torch.empty(0, len(FEATURES), dtype=torch.float64)
+        self.counts = torch.empty(0, dtype=torch.long)
+        self.num_modules = 0
+
+    def __len__(self) -> int:
+        return int(self.keys.numel())
+
+    def __repr__(self) -> str:
+        return f"ModuleMap(pairs={len(self)}, num_modules={self.num_modules}, tolerance={self.tolerance})"
+
+    # -- learning ------------------------------------------------------------------------------
+    def update(self, r, phi, z, module_id, truth_edge_index) -> ModuleMap:
+        """Add one training event's true doublets (``truth_edge_index``: inner -> outer)."""
+        r = as_tensor(r, "r", torch.float64).cpu()
+        phi = as_tensor(phi, "phi", torch.float64).cpu()
+        z = as_tensor(z, "z", torch.float64).cpu()
+        mod = as_tensor(module_id, "module_id", torch.long).cpu()
+        ei = as_tensor(truth_edge_index, "truth_edge_index", torch.long).cpu()
+        if ei.dim() != 2 or ei.size(0) != 2:
+            raise ValueError(f"'truth_edge_index' must have shape [2, E], got {tuple(ei.shape)}")
+        if mod.numel() and int(mod.min()) < 0:
+            raise ValueError("'module_id' must be non-negative")
+        src, dst = ei
+        f = pair_features(r, phi, z, src, dst)
+        vals = torch.stack([f[n] for n in FEATURES], 1)
+        M = max(self.num_modules, int(mod.max()) + 1 if mod.numel() else 0)
+        if M != self.num_modules and len(self):
+            m1, m2 = self.keys // self.num_modules, self.keys % self.num_modules
+            self.keys = m1 * M + m2
+        self.num_modules = M
+        keys = mod[src] * M + mod[dst]
+        allk = torch.cat([self.keys, keys])
+        alllo = torch.cat([self.lo, vals])
+        allhi = torch.cat([self.hi, vals])
+        allc = torch.cat([self.counts, torch.ones_like(keys)])
+        uk, inv = torch.unique(allk, return_inverse=True)
+        lo = torch.full((uk.numel(), len(FEATURES)), math.inf, dtype=torch.float64)
+        hi = torch.full((uk.numel(), len(FEATURES)), -math.inf, dtype=torch.float64)
+        idx = inv.unsqueeze(1).expand(-1, len(FEATURES))
+        lo.scatter_reduce_(0, idx, alllo, "amin")
+        hi.scatter_reduce_(0, idx, allhi, "amax")
+        self.keys, self.lo, self.hi = uk, lo, hi
+        self.counts = torch.zeros(uk.numel(), dtype=torch.long).index_add_(0, inv, allc)
+        return self
+
+    @classmethod
+    def fit(cls, events, tolerance: float = 0.0, abs_tolerance: dict[str, float] | None = None) -> ModuleMap:
+        """Learn a map from an iterable of ``(r, phi, z, module_id, truth_edge_index)`` tuples."""
+        mm = cls(tolerance, abs_tolerance)
+        for ev in events:
+            mm.update(*ev)
+        return mm
+
+    # -- applying ------------------------------------------------------------------------------
+    def _windows(self) -> tuple[Tensor, Tensor]:
+        width = (self.hi - self.lo).clamp(min=0)
+        extra = torch.tensor([self.abs_tolerance.get(n, 0.0) for n in FEATURES], dtype=torch.float64)
+        return self.lo - self.tolerance * width - extra, self.hi + self.tolerance * width + extra
+
+    def __call__(self, r, phi, z, module_id) -> Tensor:
+        """Edges of one event: hit pairs on known module pairs passing the learned windows."""
+        r = as_tensor(r, "r", torch.float64)
+        dev = r.device
+        phi = as_tensor(phi, "phi", torch.float64, dev)
+        z = as_tensor(z, "z", torch.float64, dev)
+        mod = as_tensor(module_id, "module_id", torch.long, dev)
+        if mod.numel() != r.numel():
+            raise ValueError(f"'module_id' has {mod.numel()} entries, expected {r.numel()}")
+        if len(self) == 0 or r.numel() == 0:
+            return torch.empty(2, 0, dtype=torch.long, device=dev)
+        M = self.num_modules
+        known = (mod >= 0) & (mod < M)
+        order = torch.argsort(torch.where(known, mod, torch.full_like(mod, M)), stable=True)
+        smod = mod[order]
+        umod, cnt = torch.unique_consecutive(smod, return_counts=True)
+        first = torch.cumsum(cnt, 0) - cnt
+        keys = self.keys.to(dev)
+        m1, m2 = keys // M, keys % M
+        # module -> (first hit, count) via searchsorted on the event's modules
+        def lookup(m: Tensor) -> tuple[Tensor, Tensor]:
+            i = torch.searchsorted(umod, m).clamp(max=umod.numel() - 1)
+            hit = umod[i] == m
+            return first[i], torch.where(hit, cnt[i], torch.zeros_like(cnt[i]))
+        f1, c1 = lookup(m1)
+        f2, c2 = lookup(m2)
+        npairs = c1 * c2
+        act = npairs > 0
+        pidx = act.nonzero(as_tuple=True)[0]
+        owner, t = expand_ranges(torch.zeros_like(pidx), npairs[pidx])
+        p = pidx[owner]
+        src = order[f1[p] + t // c2[p]]
+        dst = order[f2[p] + t % c2[p]]
+        f = pair_features(r, phi, z, src, dst)
+        vals = torch.stack([f[n] for n in FEATURES], 1)
+        lo, hi = self._windows()
+        lo, hi = lo.to(dev)[p], hi.to(dev)[p]
+        keep = ((vals >= lo) & (vals <= hi)).all(1) & (src != dst)
+        return torch.stack([src[keep], dst[keep]])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the map to ``path`` (``.npz``), atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, keys=self.keys.numpy(), lo=self.lo.numpy(), hi=self.hi.numpy(),
+                 counts=self.counts.numpy(), num_modules=np.int64(self.num_modules),
+                 features=np.array(FEATURES), tolerance=np.float64(self.tolerance))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, tolerance: float | None = None,
+             abs_tolerance: dict[str, float] | None = None) -> ModuleMap:
+        """Read a map written by :meth:`save`."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"module map file '{path}' does not exist")
+        with np.load(path) as d:
+            for name in ("keys", "lo", "hi", "num_modules", "features"):
+                if name not in d:
+                    raise ValueError(f"module map file '{path}' lacks the array '{name}'")
+            if tuple(d["features"].tolist()) != FEATURES:
+                raise ValueError(f"module map file '{path}' has features {d['features'].tolist()}, "
+                                 f"expected {list(FEATURES)}")
+            mm = cls(float(d["tolerance"]) if tolerance is None else tolerance, abs_tolerance)
+            mm.keys = torch.from_numpy(d["keys"]).long()
+            mm.lo = torch.from_numpy(d["lo"]).double()
+            mm.hi = torch.from_numpy(d["hi"]).double()
+            mm.counts = torch.from_numpy(d["counts"]).long() if "counts" in d else torch.ones_like(mm.keys)
+            mm.num_modules = int(d["num_modules"])
+        return mm
+
+
+# ----------------------------------------------------------------------------------------------
+# metric learning
+# ----------------------------------------------------------------------------------------------
+
+
+def metric_learning_graph(embedding: Tensor, r: float | None = 0.1, k: int | None = 1000,
+                          batch: Tensor | None = None, loop: bool = False,
+                          flow: str = "source_to_target", method: str = "auto") -> Tensor:
+    r"""Graph of hits that are close in a learned embedding (Exa.TrkX / acorn metric learning).
+
+    With ``r`` given: all pairs :math:`\|e_i - e_j\| < r`, at most ``k`` per hit (nearest kept,
+    truncation reported as in :func:`~gnnreco.graph.radius_graph`). With ``r=None``: the ``k``
+    nearest neighbours.
+
+    Args:
+        embedding: :math:`(N, d)` embedded hits.
+        r: radius :math:`r_\text{infer}` or ``None``.
+        k: neighbour cap :math:`k_\text{infer}` (or the ``k`` of kNN).
+        batch: sorted event index per hit (optional).
+        loop: keep self loops.
+        flow: edge direction convention, as in PyG.
+        method: neighbour-search engine.
+
+    Returns:
+        ``[2, E]`` edge index.
+    """
+    if r is None:
+        if k is None:
+            raise ValueError("metric_learning_graph needs 'r' or 'k'")
+        return knn_graph(embedding, k, batch, loop=loop, flow=flow, method=method)
+    return radius_graph(embedding, r, batch, loop=loop, max_num_neighbors=k if k is not None else 1 << 30,
+                        flow=flow, method=method)
