@@ -100,13 +100,13 @@ def native_multi_aggregate(
         else torch.zeros(n, dtype=torch.long, device=src.device)
     )
     cntf = cnt.clamp(min=1).to(src.dtype).unsqueeze(1)
-    empty = src.new_empty(0, dtype=torch.long)
     ssum: Optional[Tensor] = None
     mean: Optional[Tensor] = None
     sq: Optional[Tensor] = None
     mx: Optional[Tensor] = None
     mn: Optional[Tensor] = None
-    argmax, argmin = empty, empty
+    argmax = src.new_empty(0, dtype=torch.long)
+    argmin = src.new_empty(0, dtype=torch.long)
     if any(r in ("sum", "add", "mean", "std", "var") for r in reductions):
         ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
         mean = ssum / cntf
@@ -144,7 +144,7 @@ def native_multi_aggregate(
         elif r == "min":
             assert mn is not None
             parts.append(mn)
-    out = torch.cat(parts, dim=1) if parts else src.new_zeros(n, 0)
+    out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0].clone()
     return out, cnt, argmax, argmin
 
 

@@ -371,7 +371,6 @@ def scatter_reduce_nd(src: Tensor, index: Tensor, dim: int, dim_size: int, reduc
     for d in range(index.dim()):
         if d != dim and index.size(d) > 1 and strides[d] != 0:
             return None  # index varies along another dimension: native path
-    sel = [0] * index.dim()
     idx = index
     for d in reversed(range(index.dim())):
         if d != dim:
@@ -380,14 +379,16 @@ def scatter_reduce_nd(src: Tensor, index: Tensor, dim: int, dim_size: int, reduc
     e = src.size(dim)
     moved = src.movedim(dim, 0)
     rest = list(moved.shape[1:])
-    src2 = moved.reshape(e, -1)
+    f = 1
+    for v in rest:
+        f *= v
+    src2 = moved.reshape(e, f)
     out2, arg2 = reduce_rows(src2, idx, dim_size, reduce)
     out = out2.reshape([dim_size] + rest).movedim(0, dim)
     if arg2.numel() > 0:
         arg = arg2.reshape([dim_size] + rest).movedim(0, dim).contiguous()
     else:
         arg = arg2
-    del sel
     return out.contiguous(), arg
 
 
@@ -398,7 +399,10 @@ def segment_csr(src: Tensor, indptr: Tensor, reduce: str):
     e = src.size(0)
     rest = list(src.shape[1:])
     n = indptr.numel() - 1
-    out2, arg2 = csr_reduce_2d(src.reshape(e, -1), indptr.long(), reduce)
+    f = 1
+    for v in rest:
+        f *= v
+    out2, arg2 = csr_reduce_2d(src.reshape(e, f), indptr.long(), reduce)
     out = out2.reshape([n] + rest)
     arg = arg2.reshape([n] + rest) if arg2.numel() > 0 else arg2
     return out, arg

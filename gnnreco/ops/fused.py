@@ -49,6 +49,8 @@ def multi_aggregate(
         src ``[E, F]`` (or ``[E]``, treated as ``[E, 1]``); index ``[E]``; out ``[N, len(R)·F]``.
     """
     red: List[str] = [str(r) for r in reductions]
+    if len(red) == 0:
+        raise ValueError("gnnreco.ops.multi_aggregate: argument 'reductions' must name at least one reduction")
     for r in red:
         if r not in MULTI_REDUCTIONS:
             raise ValueError(
