@@ -9,6 +9,7 @@ See ``docs/graph.md``.
 """
 
 from .neighbors import Truncation, edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
+from .pyg_patch import patch_pyg
 from .tracking import (
     LAYER_PAIR_PRESETS,
     LayerPairBuilder,
@@ -48,4 +49,5 @@ __all__ = [
     "target_hit_mask",
     "edge_target_weights",
     "construction_metrics",
+    "patch_pyg",
 ]
