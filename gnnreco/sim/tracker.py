@@ -26,9 +26,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ import pandas as pd
 from gnnreco.data.trackml import (
     TrackMLEvent,
     encode_particle_id,
-    event_prefix,
     weight_hits,
     write_detector,
 )
@@ -160,7 +158,9 @@ class TrackerSimulator:
         inefficiency: probability to lose a particle hit (per module crossing); a layer's own
             ``inefficiency`` overrides it.
         multiple_scattering: apply Highland kicks at every crossing.
-        energy_loss: subtract a mean ionisation loss ``dE = e_loss_per_x0 · x/X₀`` at every crossing.
+        energy_loss: subtract a mean ionisation loss ``dE = e_loss_per_x0 · (x/X₀) / β²`` at every
+            crossing (the 1/β² rise of Bethe–Bloch below minimum ionisation, capped at 100×); a
+            particle that stops is not followed further.
         e_loss_per_x0: energy loss per radiation length of silicon-like material (GeV).
         smearing: ``'gaussian'`` (σ = pitch/√12), ``'uniform'`` (± pitch/2) or ``'none'``.
         secondary_fraction: fraction of primaries that interact/decay and produce daughters.
@@ -292,7 +292,6 @@ class TrackerSimulator:
         t0 = time.perf_counter()
         seed = int(seed)
         rng = np.random.default_rng(seed)
-        geo = self.geometry
         # ---------------- primaries
         n_pu = int(rng.poisson(self.mu)) if self.poisson_pileup else int(round(self.mu))
         parts = []
@@ -577,7 +576,8 @@ class TrackerSimulator:
             m = mass[idx]
             d = np.stack([npx, npy, npz], 1) / p[:, None]
             if self.energy_loss:
-                E = np.sqrt(p**2 + m**2) - self.e_loss_per_x0 * t_mat
+                beta2 = p**2 / (p**2 + m**2)
+                E = np.sqrt(p**2 + m**2) - self.e_loss_per_x0 * t_mat * np.minimum(1.0 / beta2, 100.0)
                 stopped = E <= m * 1.0001
                 p = np.where(stopped, 1e-6, np.sqrt(np.maximum(E**2 - m**2, 1e-12)))
                 turn_left[idx[stopped]] = -1.0
@@ -799,14 +799,14 @@ class TrackerSimulator:
         frac = (i + 0.5) / n[rows]
         ch0 = np.clip(np.floor((u0[rows] + frac * (u1 - u0)[rows]) / pu[rows]).astype(np.int64), 0, nu_max[rows])
         ch1 = np.clip(np.floor((v0[rows] + frac * (v1 - v0)[rows]) / pv[rows]).astype(np.int64), 0, nv_max[rows])
-        key = (rows << 32) | (ch0 << 16) | ch1
+        hid = hit_id.astype(np.int64)[rows]
+        key = (hid << 32) | (ch0 << 16) | ch1  # sorted unique keys = cells ordered by (hit_id, ch0, ch1)
         uk, first_idx, counts = np.unique(key, return_index=True, return_counts=True)
         rows_u = rows[first_idx]
         # deposited charge: path length in silicon × 0.39 MeV/mm shared among the unique cells, with
         # Landau-like (log-normal) fluctuations
         path = 2 * t / (dw / np.maximum(np.linalg.norm(dloc, axis=1), 1e-12))
         path = np.minimum(path, 2 * t * 20)
-        n_unique = np.bincount(rows_u, minlength=len(mod))
         val = 0.39 * path[rows_u] * counts / n[rows_u] * rng.lognormal(0.0, 0.25, len(uk))
         return pd.DataFrame(
             {
@@ -815,7 +815,7 @@ class TrackerSimulator:
                 "ch1": ch1[first_idx].astype(np.int32),
                 "value": val.astype(np.float32),
             }
-        ).sort_values(["hit_id", "ch0", "ch1"], kind="stable", ignore_index=True)
+        )
 
 
 def _rotate_directions(d: np.ndarray, theta: np.ndarray, azim: np.ndarray) -> np.ndarray:

@@ -242,7 +242,7 @@ class TrackerGeometry:
             for attr in ("module_width", "module_length", "pitch_u", "pitch_v", "module_t"):
                 if getattr(s, attr) <= 0:
                     raise ValueError(f"geometry '{self.name}': layer {key} has {attr} <= 0")
-            if getattr(s, "x_x0") < 0:
+            if s.x_x0 < 0:
                 raise ValueError(f"geometry '{self.name}': layer {key} has x_x0 < 0")
         for d in self.disks:
             if not 0 <= d.r_min < d.r_max:

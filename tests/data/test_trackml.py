@@ -351,3 +351,16 @@ def test_event_container_round_trip(tmp_path):
     back = tm.TrackMLEvent.read(prefix)
     assert back.event_id == 77 and back.seed == 1234 and back.meta["note"] == "x"
     pd.testing.assert_frame_equal(back.truth, truth)
+
+
+def test_vectorised_score_matches_loop_reference():
+    rng = np.random.default_rng(5)
+    _, _, _, truth = _toy_event(seed=3, n_particles=30, hits_per_particle=8, n_noise=20)
+    for flip in (0.0, 0.2, 0.45, 0.7):
+        tid = truth["particle_id"].to_numpy().copy()
+        swap = rng.random(len(tid)) < flip
+        tid[swap] = rng.choice(tid, swap.sum())
+        sub = pd.DataFrame({"hit_id": truth["hit_id"], "track_id": tid})
+        keep = rng.random(len(sub)) > 0.05  # some hits left out of the submission
+        sub = sub[keep]
+        assert tm.score_event(truth, sub) == pytest.approx(tm.score_event_loop(truth, sub), abs=1e-9)
