@@ -157,6 +157,9 @@ class TrackerSimulator:
         noise_fraction: fraction of noise hits among all hits (particle_id 0 in truth).
         inefficiency: probability to lose a particle hit (per module crossing); a layer's own
             ``inefficiency`` overrides it.
+        dead_module_fraction: fraction of modules that give no hits at all (noise included); the
+            dead modules are drawn once from ``dead_module_seed`` and are the same in every event.
+        dead_module_seed: seed of the dead-module map.
         multiple_scattering: apply Highland kicks at every crossing.
         energy_loss: subtract a mean ionisation loss ``dE = e_loss_per_x0 · (x/X₀) / β²`` at every
             crossing (the 1/β² rise of Bethe–Bloch below minimum ionisation, capped at 100×); a
@@ -165,7 +168,8 @@ class TrackerSimulator:
         smearing: ``'gaussian'`` (σ = pitch/√12), ``'uniform'`` (± pitch/2) or ``'none'``.
         secondary_fraction: fraction of primaries that interact/decay and produce daughters.
         secondary_r_range: transverse radius range (mm) of the secondary vertices.
-        n_daughters: charged daughters per secondary vertex (charges q, +1, −1, +1, ...).
+        n_daughters: charged daughters per secondary vertex with charges q, +1, −1, +1, −1, ... (charge
+            is conserved for odd counts; the default 3 mimics a hadronic interaction q → q π⁺ π⁻).
         max_turns: stop following a particle after this many transverse turns (0.5 = outgoing
             half-turn only; larger values keep loopers).
         max_hits_per_particle: hard cap on the propagation steps.
@@ -189,13 +193,15 @@ class TrackerSimulator:
     hard_scatter: str = "none"
     noise_fraction: float = 0.15
     inefficiency: float = 0.01
+    dead_module_fraction: float = 0.0
+    dead_module_seed: int = 0
     multiple_scattering: bool = True
     energy_loss: bool = False
     e_loss_per_x0: float = 0.0365
     smearing: str = "gaussian"
     secondary_fraction: float = 0.0
     secondary_r_range: tuple[float, float] = (10.0, 600.0)
-    n_daughters: int = 2
+    n_daughters: int = 3
     max_turns: float = 0.5
     max_hits_per_particle: int = 40
     max_cells: int = 24
@@ -218,7 +224,13 @@ class TrackerSimulator:
         if self.pt_mean <= self.pt_min or self.pt_power <= 1:
             raise ValueError("pt_mean must exceed pt_min and pt_power must be > 1")
         self.secondary_r_range = tuple(float(v) for v in self.secondary_r_range)  # type: ignore[assignment]
+        if not 0 <= self.dead_module_fraction < 1:
+            raise ValueError(f"dead_module_fraction must be in [0, 1), got {self.dead_module_fraction}")
         self._detector: pd.DataFrame | None = None
+        n_mod = self.geometry.n_modules
+        dead_rng = np.random.default_rng(int(self.dead_module_seed))
+        self._dead = dead_rng.random(n_mod) < self.dead_module_fraction
+        self._live_modules = np.nonzero(~self._dead)[0]
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -267,7 +279,8 @@ class TrackerSimulator:
         phi = rng.uniform(-np.pi, np.pi, n)
         q = np.where(rng.random(n) < 0.5, -1, 1)
         species = rng.choice(np.array([211, 321, 2212]), size=n, p=[0.8, 0.12, 0.08])
-        return dict(vertex=vtx, pt=pt, eta=eta, phi=phi, q=q, pdg=species)
+        zeros = np.zeros(n)
+        return dict(vertex=vtx, pt=pt, eta=eta, phi=phi, q=q, pdg=species * q, dx=zeros, dy=zeros, dz=zeros)
 
     def _sample_hard_scatter(self, rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
         mode = self.hard_scatter
@@ -319,14 +332,14 @@ class TrackerSimulator:
         prim_id[order] = np.arange(n_prim) - first + 1
         pt = prim["pt"]
         P = {
-            "x": vx[v],
-            "y": vy[v],
-            "z": vz[v],
+            "x": vx[v] + prim["dx"],
+            "y": vy[v] + prim["dy"],
+            "z": vz[v] + prim["dz"],
             "px": pt * np.cos(prim["phi"]),
             "py": pt * np.sin(prim["phi"]),
             "pz": pt * np.sinh(prim["eta"]),
             "q": prim["q"].astype(np.int64),
-            "pdg": (prim["pdg"] * prim["q"]).astype(np.int64),
+            "pdg": prim["pdg"].astype(np.int64),
             "vertex_id": v + 1,
             "primary_id": prim_id,
             "generation": np.zeros(n_prim, np.int64),
@@ -431,7 +444,8 @@ class TrackerSimulator:
         s_d = best
         tanl = P["pz"][sel] / pt
         zd = P["z"][sel] + tanl * s_d
-        ok = np.isfinite(s_d) & (np.abs(zd) < 3000)
+        z_max = float(np.nanmax(np.abs(np.r_[self.geometry.surfaces["z"], self.geometry.surfaces["half_length"]])))
+        ok = np.isfinite(s_d) & (np.abs(zd) < z_max)
         sel, s_d, phi0, k, pt, tanl = sel[ok], s_d[ok], phi0[ok], k[ok], pt[ok], tanl[ok]
         if len(sel) == 0:
             return P
@@ -669,10 +683,11 @@ class TrackerSimulator:
         n_part = len(P["x"])
         # ---- inefficiency
         ineff = np.where(np.isnan(S["inefficiency"]), self.inefficiency, S["inefficiency"])[H["surf"]]
-        keep = rng.random(len(H["surf"])) >= ineff
-        H = {k: v[keep] for k, v in H.items()}
-        n_sig = len(H["surf"])
         mod = self._locate(H["surf"], H["x"], H["y"], H["z"])
+        keep = (rng.random(len(H["surf"])) >= ineff) & ~self._dead[mod]
+        H = {k: v[keep] for k, v in H.items()}
+        mod = mod[keep]
+        n_sig = len(H["surf"])
         u_true, v_true = self._to_local(mod, H["x"], H["y"], H["z"])
         pu, pv = S["pitch_u"][H["surf"]], S["pitch_v"][H["surf"]]
         if self.smearing == "gaussian":
@@ -689,7 +704,7 @@ class TrackerSimulator:
         dloc = np.einsum("nji,nj->ni", rot, pvec)
         # ---- noise
         n_noise = int(round(self.noise_fraction / (1 - self.noise_fraction) * n_sig)) if self.noise_fraction > 0 else 0
-        nmod = rng.integers(0, len(M["surface"]), n_noise)
+        nmod = self._live_modules[rng.integers(0, len(self._live_modules), n_noise)]
         hv = M["hv"][nmod]
         nv = rng.uniform(-1, 1, n_noise) * hv
         hu = M["minhu"][nmod] + (M["maxhu"][nmod] - M["minhu"][nmod]) * (nv + hv) / (2 * hv)
@@ -851,7 +866,12 @@ _PYTHIA: Any = None
 
 
 def _pythia_hard_scatter(seed: int, eta_max: float, pt_min: float) -> dict[str, np.ndarray]:
-    """Charged final-state particles of one pp → tt̄ event at 14 TeV from Pythia 8 (pythia8mc)."""
+    """Charged final-state particles of one pp → tt̄ event at 14 TeV from Pythia 8 (pythia8mc).
+
+    Production vertices of decay products (K⁰_S, Λ, b/c hadrons, ...) are kept (Pythia uses mm), so
+    the hard scatter contains displaced tracks. The generator is initialised once per process and
+    re-seeded per event with ``Rndm.init``, which makes the event a function of the seed only.
+    """
     global _PYTHIA
     from gnnreco import _compat
 
@@ -880,8 +900,8 @@ def _pythia_hard_scatter(seed: int, eta_max: float, pt_min: float) -> dict[str, 
     rows = []
     for prt in p.event:
         if prt.isFinal() and prt.isCharged():
-            rows.append((prt.px(), prt.py(), prt.pz(), prt.id(), prt.charge()))
-    arr = np.array(rows, float).reshape(-1, 5)
+            rows.append((prt.px(), prt.py(), prt.pz(), prt.id(), prt.charge(), prt.xProd(), prt.yProd(), prt.zProd()))
+    arr = np.array(rows, float).reshape(-1, 8)
     pt = np.hypot(arr[:, 0], arr[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         eta = np.arcsinh(arr[:, 2] / np.maximum(pt, 1e-12))
@@ -894,7 +914,10 @@ def _pythia_hard_scatter(seed: int, eta_max: float, pt_min: float) -> dict[str, 
         eta=eta,
         phi=np.arctan2(arr[:, 1], arr[:, 0]),
         q=q,
-        pdg=np.abs(arr[:, 3]).astype(np.int64),
+        pdg=arr[:, 3].astype(np.int64),
+        dx=arr[:, 5],
+        dy=arr[:, 6],
+        dz=arr[:, 7],
     )
 
 
@@ -922,7 +945,10 @@ def _parametric_dijet(rng: np.random.Generator, eta_max: float, pt_min: float) -
         eta=eta[sel],
         phi=np.mod(phi[sel] + np.pi, _TWO_PI) - np.pi,
         q=q,
-        pdg=np.full(n, 211, np.int64),
+        pdg=211 * q,
+        dx=np.zeros(n),
+        dy=np.zeros(n),
+        dz=np.zeros(n),
     )
 
 

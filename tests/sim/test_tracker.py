@@ -211,7 +211,11 @@ def test_secondaries_have_displaced_vertices_and_ids():
     sec = dec[dec.generation == 1]
     assert len(sec) > 0
     assert ((sec.radius > 45) & (sec.radius < 405)).all()
-    assert set(sec.process) == {1} and set(sec.secondary_id) <= {1, 2}
+    assert set(sec.process) == {1} and set(sec.secondary_id) <= {1, 2, 3}
+    # charge conservation at every secondary vertex (3 daughters: q, +1, -1)
+    prim = dec[dec.generation == 0].set_index(["vertex_id", "primary_id"])["q"]
+    dq = sec.groupby(["vertex_id", "primary_id"])["q"].sum()
+    assert (dq == prim.loc[dq.index]).all()
     assert not ev.particles["particle_id"].duplicated().any()
 
 
@@ -269,3 +273,16 @@ def test_mu200_event_is_trackml_sized():
     assert 70_000 < len(ev.hits) < 140_000
     assert 7_000 < len(ev.particles) < 14_000
     assert float((ev.truth.particle_id == 0).mean()) == pytest.approx(0.15, abs=0.005)
+
+
+def test_dead_modules_give_no_hits_and_are_fixed():
+    sim = TrackerSimulator.from_preset("trackml", mu=20, dead_module_fraction=0.2, dead_module_seed=3)
+    det = sim.detector_table()
+    dead_rows = np.nonzero(sim._dead)[0]
+    assert 0.17 < len(dead_rows) / len(det) < 0.23
+    for seed in (1, 2):
+        ev = sim.simulate(seed)
+        rows = tm.lookup_modules(ev.hits, det)
+        assert not np.isin(rows, dead_rows).any()
+    again = TrackerSimulator.from_preset("trackml", mu=20, dead_module_fraction=0.2, dead_module_seed=3)
+    assert np.array_equal(again._dead, sim._dead)
