@@ -3,11 +3,13 @@
 * :mod:`~gnnreco.graph.neighbors`: exact ``knn``/``radius`` (PyG / torch_cluster conventions)
   and the differentiable ``edge_sq_distance``.
 * :mod:`~gnnreco.graph.tracking`: layer-pair cuts, module map, metric-learning graphs.
+* :mod:`~gnnreco.graph.dense`: fully connected (DFEI) and LSH-binned (MLPF) graphs.
 * :mod:`~gnnreco.graph.truth`: truth graphs, edge labels, target weights, construction metrics.
 
 See ``docs/graph.md``.
 """
 
+from .dense import LSHBinning, fully_connected_graph, lsh_bins, unbin
 from .neighbors import Truncation, edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
 from .pyg_patch import patch_pyg
 from .tracking import (
@@ -50,4 +52,8 @@ __all__ = [
     "edge_target_weights",
     "construction_metrics",
     "patch_pyg",
+    "fully_connected_graph",
+    "lsh_bins",
+    "LSHBinning",
+    "unbin",
 ]
