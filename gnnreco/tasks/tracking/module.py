@@ -1,0 +1,337 @@
+"""``TrackingModule``: Lightning wiring of the GNN tracking pipeline.
+
+The network scores the edges of each event's graph; the loss is the weighted BCE (or focal) loss with
+the processor's declarative weights; validation logs edge efficiency/purity/AUC at the edge cut and a
+cheap connected-components track efficiency; test additionally caches per-event results for the
+evaluation plots and the chosen track builder; :meth:`reconstruct` returns track candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnnreco.tasks.base import GraphTaskModule
+from gnnreco.tasks.tracking.loss import make_edge_loss
+from gnnreco.tasks.tracking.metrics import edge_metrics, track_metrics, trackml_score
+from gnnreco.tasks.tracking.reco import build_tracks, candidates_from_labels
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrackingModule"]
+
+
+def _plain(obj: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, DictConfig | ListConfig):
+            return OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+class TrackingModule(GraphTaskModule):
+    """GNN edge classification + track building.
+
+    Args:
+        net: an edge classifier with ``forward(x, edge_index, edge_attr) -> logits``
+            (:mod:`gnnreco.tasks.tracking.model`).
+        optimizer, scheduler, ...: see :class:`gnnreco.tasks.base.GraphTaskModule` (``**base``).
+        loss: ``{name: bce|focal, norm: proportional|equal, pos_weight, alpha, gamma}``.
+        edge_cut: score cut of the edge metrics and of the ``cc``/``junction`` builders.
+        track_builder: ``{method: cc|junction|walk, **options}`` used in test and :meth:`reconstruct`.
+        val_builder: builder of the (cheap) validation track metrics; None disables them in val.
+        min_track_hits: minimum hits of a track and of a particle in the efficiency denominator.
+        eff_pt_min: pT threshold (GeV) of the efficiency denominator.
+        eff_eta_max: |η| bound of the efficiency denominator.
+        eff_targets_only: restrict the denominator to the processor's target particles.
+        definitions: matching definitions evaluated in test (val uses only double majority).
+        max_training_graph_size: graphs (batches) with more edges are skipped or subsampled in training.
+        oversize: ``skip`` or ``subsample``.
+        n_chunks: edge chunks at inference (memory guard; same result).
+        features / edge_feature_names / node_scales: recorded in the export manifest.
+    """
+
+    export_input_names = ("x", "edge_index", "edge_attr")
+    export_output_names = ("logits",)
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
+        edge_cut: float = 0.5,
+        track_builder: Mapping[str, Any] | None = None,
+        val_builder: Mapping[str, Any] | None = None,
+        min_track_hits: int = 3,
+        eff_pt_min: float = 1.0,
+        eff_eta_max: float = 4.0,
+        eff_targets_only: bool = True,
+        definitions: Sequence[str] = ("double_majority", "atlas", "one_way", "perfect", "lhc"),
+        max_training_graph_size: int | None = None,
+        oversize: str = "skip",
+        n_chunks: int = 1,
+        features: Sequence[str] | None = None,
+        edge_feature_names: Sequence[str] | None = None,
+        node_scales: Mapping[str, float] | None = None,
+        **base: Any,
+    ) -> None:
+        super().__init__(net=net, optimizer=optimizer, scheduler=scheduler, **base)
+        if oversize not in ("skip", "subsample"):
+            raise ValueError(f"model.oversize must be 'skip' or 'subsample', got {oversize!r}")
+        self.loss_fn = make_edge_loss(**(_plain(loss) or {}))
+        self.edge_cut = float(edge_cut)
+        self.track_builder = dict(_plain(track_builder) or {"method": "cc", "score_cut": edge_cut})
+        vb = _plain(val_builder)
+        self.val_builder = None if vb is None else dict(vb)
+        self.min_track_hits = int(min_track_hits)
+        self.eff_pt_min = float(eff_pt_min)
+        self.eff_eta_max = float(eff_eta_max)
+        self.eff_targets_only = bool(eff_targets_only)
+        self.definitions = tuple(definitions)
+        self.max_training_graph_size = max_training_graph_size
+        self.oversize = oversize
+        self.n_chunks = int(n_chunks)
+        self.features = list(features) if features is not None else None
+        self.edge_feature_names = list(edge_feature_names) if edge_feature_names is not None else None
+        self.node_scales = dict(_plain(node_scales) or {})
+        self.oversize_count = 0
+        self._test_cache: list[dict[str, np.ndarray]] = []
+        self._gen = torch.Generator().manual_seed(0)
+
+    # ------------------------------------------------------------------ network
+    def _edge_attr(self, batch: Any) -> Tensor | None:
+        return getattr(batch, "edge_attr", None)
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        x, ei, ea = batch.x, batch.edge_index, self._edge_attr(batch)
+        if ei.shape[1] == 0:
+            return {"logits": x.new_zeros(0)}
+        if not self.training and self.n_chunks > 1 and hasattr(self.net, "predict_chunked"):
+            return {"logits": self.net.predict_chunked(x, ei, ea, n_chunks=self.n_chunks)}
+        return {"logits": self.net(x, ei, ea)}
+
+    def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = out["logits"]
+        if logits.numel() == 0:
+            zero = sum(p.sum() * 0.0 for p in self.parameters())
+            return zero, {}
+        w = getattr(batch, "weight", None)
+        return self.loss_fn(logits, batch.y, w), {}
+
+    # ------------------------------------------------------------------ memory guard
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        limit = self.max_training_graph_size
+        if limit is not None and batch.edge_index.shape[1] > limit:
+            self.oversize_count += 1
+            if self.oversize == "skip":
+                log.warning("training batch %d has %d edges > max_training_graph_size=%d: skipped "
+                            "(%d so far)", batch_idx, batch.edge_index.shape[1], limit, self.oversize_count)
+                return None
+            log.warning("training batch %d has %d edges > max_training_graph_size=%d: subsampled "
+                        "(%d so far)", batch_idx, batch.edge_index.shape[1], limit, self.oversize_count)
+            batch = self._subsample_edges(batch, limit)
+        return super().training_step(batch, batch_idx)
+
+    def _subsample_edges(self, batch: Any, limit: int) -> Any:
+        n_e = batch.edge_index.shape[1]
+        keep = torch.randperm(n_e, generator=self._gen)[:limit].sort().values.to(batch.edge_index.device)
+        b = batch.clone()
+        for key in ("edge_index",):
+            b[key] = batch[key][:, keep]
+        for key in ("edge_attr", "y", "weight", "edge_target"):
+            if getattr(batch, key, None) is not None and batch[key].shape[0] == n_e:
+                b[key] = batch[key][keep]
+        return b
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log("train/oversize_graphs", float(self.oversize_count), on_epoch=True)
+
+    # ------------------------------------------------------------------ per-event helpers
+    def _events(self, batch: Any, out: dict[str, Tensor]) -> list[dict[str, np.ndarray]]:
+        """Split a batch into per-event NumPy dicts (hits, edges, particles)."""
+        n_graphs = int(getattr(batch, "num_graphs", 1))
+        ptr = batch.ptr.cpu().numpy() if getattr(batch, "ptr", None) is not None else np.array([0, batch.num_nodes])
+        ei = batch.edge_index.cpu().numpy()
+        scores = torch.sigmoid(out["logits"].detach().float()).cpu().numpy()
+        node_graph = np.repeat(np.arange(n_graphs), np.diff(ptr))
+        edge_graph = node_graph[ei[0]] if ei.shape[1] else np.zeros(0, np.int64)
+        n_part = batch.num_particles.cpu().numpy().reshape(-1) if getattr(batch, "num_particles", None) is not None \
+            else np.zeros(n_graphs, np.int64)
+        pptr = np.concatenate([[0], np.cumsum(n_part)])
+        events = []
+        for g in range(n_graphs):
+            a, b = int(ptr[g]), int(ptr[g + 1])
+            em = edge_graph == g
+            ev = {"num_nodes": b - a, "edge_index": ei[:, em] - a, "scores": scores[em]}
+            for key in ("y", "weight", "edge_target"):
+                if getattr(batch, key, None) is not None:
+                    ev[key] = batch[key].cpu().numpy()[em]
+            for key in ("hit_id", "hit_particle_id", "hit_pt", "hit_eta", "hit_target", "hit_weight", "hit_coords"):
+                if getattr(batch, key, None) is not None:
+                    ev[key] = batch[key].cpu().numpy()[a:b]
+            for key in ("particle_id", "particle_pt", "particle_eta", "particle_nhits", "particle_is_target"):
+                if getattr(batch, key, None) is not None:
+                    ev[key] = batch[key].cpu().numpy()[pptr[g]:pptr[g + 1]]
+            events.append(ev)
+        return events
+
+    def _build(self, ev: Mapping[str, Any], builder: Mapping[str, Any]) -> np.ndarray:
+        opts = dict(builder)
+        method = opts.pop("method", "cc")
+        opts.setdefault("min_hits", self.min_track_hits)
+        if method in ("cc", "junction"):
+            opts.setdefault("score_cut", self.edge_cut)
+        return build_tracks(method, ev["num_nodes"], ev["edge_index"], ev["scores"], coords=ev.get("hit_coords"),
+                            **opts)
+
+    def _denominator(self, ev: Mapping[str, Any]) -> np.ndarray:
+        den = (ev["particle_pt"] > self.eff_pt_min) & (np.abs(ev["particle_eta"]) < self.eff_eta_max)
+        if self.eff_targets_only and "particle_is_target" in ev:
+            den &= ev["particle_is_target"].astype(bool)
+        return den
+
+    def _event_track_metrics(self, ev: Mapping[str, Any], labels: np.ndarray, definitions: Sequence[str],
+                             details: bool = False) -> dict[str, Any]:
+        return track_metrics(labels, ev["hit_particle_id"], ev["particle_id"], ev["particle_nhits"],
+                             denominator=self._denominator(ev), definitions=definitions,
+                             min_hits=self.min_track_hits, return_details=details)
+
+    # ------------------------------------------------------------------ metrics
+    def compute_metrics(self, batch: Any, out: dict[str, Tensor], stage: str) -> dict[str, float | Tensor]:
+        scores = torch.sigmoid(out["logits"].detach().float())
+        if scores.numel() == 0:
+            return {}
+        y = batch.y
+        target = getattr(batch, "edge_target", None)
+        m = edge_metrics(scores, y, target, getattr(batch, "weight", None), cut=self.edge_cut, auc=True)
+        res: dict[str, float | Tensor] = {f"edge_{k}": v for k, v in m.items() if k != "n_edges"}
+        if getattr(batch, "particle_id", None) is None:
+            return res
+        builder = self.val_builder if stage == "val" else self.track_builder
+        if builder is None:
+            return res
+        defs = ("double_majority",) if stage == "val" else self.definitions
+        vals: dict[str, list[float]] = {}
+        for ev in self._events(batch, out):
+            tm = self._event_track_metrics(ev, self._build(ev, builder), defs)
+            for k, v in tm.items():
+                if not (isinstance(v, float) and math.isnan(v)):
+                    vals.setdefault(k, []).append(v)
+        for k, v in vals.items():
+            if k.endswith(("efficiency", "fake_rate", "duplicate_rate")):
+                res[f"track_{k}"] = float(np.mean(v))
+        return res
+
+    # ------------------------------------------------------------------ test caching and plots
+    def on_test_epoch_start(self) -> None:
+        self._test_cache = []
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        out = super()._eval_step(batch, "test")
+        for ev in self._events(batch, out):
+            labels = self._build(ev, self.track_builder)
+            tm = self._event_track_metrics(ev, labels, self.definitions, details=True)
+            det = tm.pop("details")
+            dm = det.get("double_majority", det[self.definitions[0]])
+            major = det["track_major_row"]
+            rec = {
+                "scores": ev["scores"].astype(np.float32),
+                "y": ev.get("y", np.zeros(0, bool)).astype(bool),
+                "edge_target": ev.get("edge_target", np.zeros(0, bool)).astype(bool),
+                "particle_pt": ev["particle_pt"], "particle_eta": ev["particle_eta"],
+                "particle_den": det["denominator"], "particle_reco": dm["particle_reconstructed"],
+                "track_matched": dm["track_matched"],
+                "track_eta": np.where(major >= 0, ev["particle_eta"][np.clip(major, 0, None)], np.nan)
+                if ev["particle_eta"].size else np.full(major.size, np.nan),
+                "metrics": tm,
+            }
+            if "hit_weight" in ev and "hit_id" in ev:
+                rec["trackml_score"] = trackml_score(ev["hit_id"], ev["hit_particle_id"], ev["hit_weight"], labels)
+            self._test_cache.append(rec)
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_cache:
+            return
+        summary = self.test_summary()
+        for k, v in summary.items():
+            if not math.isnan(v):
+                self.log(f"test/total_{k}", v)
+
+    def test_summary(self) -> dict[str, float]:
+        """Event-pooled results of the cached test events (counts summed over events)."""
+        c = self._test_cache
+        if not c:
+            return {}
+        den = np.concatenate([r["particle_den"] for r in c])
+        reco = np.concatenate([r["particle_reco"] for r in c])
+        matched = np.concatenate([r["track_matched"] for r in c])
+        scores = np.concatenate([r["scores"] for r in c])
+        y = np.concatenate([r["y"] for r in c])
+        tgt = np.concatenate([r["edge_target"] for r in c])
+        em = edge_metrics(scores, y, tgt, cut=self.edge_cut, auc=False)
+        out = {
+            "track_efficiency_dm": float(reco[den].mean()) if den.any() else float("nan"),
+            "track_fake_rate_dm": float(1 - matched.mean()) if matched.size else float("nan"),
+            "edge_efficiency": em["efficiency"],
+            "edge_purity": em["purity"],
+        }
+        s = [r["trackml_score"] for r in c if "trackml_score" in r and not math.isnan(r["trackml_score"])]
+        if s:
+            out["trackml_score"] = float(np.mean(s))
+        return out
+
+    def evaluation_plots(self, out_dir: str | Path) -> list[Path]:
+        """Write the PNG plots of the cached test results (see :mod:`gnnreco.tasks.tracking.plots`)."""
+        from gnnreco.tasks.tracking.plots import make_plots
+
+        if not self._test_cache:
+            log.warning("evaluation_plots: no cached test results (run the test loop first)")
+            return []
+        return make_plots(self._test_cache, Path(out_dir), edge_cut=self.edge_cut)
+
+    # ------------------------------------------------------------------ inference
+    def reconstruct(self, batch: Any, out: dict[str, Tensor]) -> list[dict[str, Any]]:
+        """Per event: ``track_labels`` per hit (−1 unassigned), ``hit_id``, ``tracks`` (hit-id lists),
+        ``edge_scores`` and ``edge_index``."""
+        records = []
+        for ev in self._events(batch, out):
+            labels = self._build(ev, self.track_builder)
+            hid = ev.get("hit_id", np.arange(ev["num_nodes"]))
+            records.append({
+                "hit_id": hid.astype(np.int64),
+                "track_labels": labels.astype(np.int64),
+                "tracks": [t.astype(np.int64) for t in candidates_from_labels(labels, hid)],
+                "edge_index": ev["edge_index"].astype(np.int64),
+                "edge_scores": ev["scores"].astype(np.float32),
+            })
+        return records
+
+    # ------------------------------------------------------------------ export
+    def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
+        ea = self._edge_attr(batch)
+        if ea is None:
+            ea = batch.x.new_zeros((batch.edge_index.shape[1], 0))
+        return batch.x, batch.edge_index, ea
+
+    def export_manifest(self) -> dict[str, Any]:
+        return {
+            "task": "tracking",
+            "node_features": self.features,
+            "edge_features": self.edge_feature_names,
+            "normalisation": self.node_scales or None,
+            "edge_cut": self.edge_cut,
+            "output": "edge logits; score = sigmoid(logit)",
+            "track_builder": self.track_builder,
+        }
