@@ -286,3 +286,31 @@ def test_dead_modules_give_no_hits_and_are_fixed():
         assert not np.isin(rows, dead_rows).any()
     again = TrackerSimulator.from_preset("trackml", mu=20, dead_module_fraction=0.2, dead_module_seed=3)
     assert np.array_equal(again._dead, sim._dead)
+
+
+def test_scattering_angle_follows_highland():
+    n, p = 3000, 1.0
+    mom = np.tile([[p, 0.0, 0.0]], (n, 1))
+    kw = dict(geometry="toy", smearing="none", noise_fraction=0.0, inefficiency=0.0)
+    ev = TrackerSimulator(**kw).simulate_particles(np.zeros((n, 3)), mom, np.ones(n), seed=4)
+    ref = TrackerSimulator(**kw, multiple_scattering=False).simulate_particles(np.zeros((1, 3)), mom[:1], [1])
+    # momentum direction at layer 4 (second crossing) was kicked once, at layer 2 (x/X0 = 0.02, normal incidence)
+    at = lambda e: e.truth[e.hits.layer_id.to_numpy() == 4]  # noqa: E731
+    phi = np.arctan2(at(ev).tpy, at(ev).tpx).to_numpy()
+    phi_ref = float(np.arctan2(at(ref).tpy, at(ref).tpx).iloc[0])
+    beta = p / np.hypot(p, 0.13957)
+    theta0 = highland_theta0(np.array([p]), np.array([beta]), np.array([0.02]))[0]
+    assert np.std(phi - phi_ref) == pytest.approx(theta0, rel=0.08)
+
+
+def test_loopers_and_energy_loss():
+    base = dict(geometry="trackml", multiple_scattering=False, smearing="none", noise_fraction=0.0, inefficiency=0.0)
+    mom = [[0.15, 0.0, 0.02]]  # ρ = 250 mm: curls inside the short-strip barrel
+    half = TrackerSimulator(**base, max_turns=0.5).simulate_particles([[0, 0, 0]], mom, [1])
+    loop = TrackerSimulator(**base, max_turns=1.0).simulate_particles([[0, 0, 0]], mom, [1])
+    assert len(loop.hits) == 2 * len(half.hits)  # each layer crossed going out and coming back
+    assert loop.hits.groupby(["volume_id", "layer_id"]).size().eq(2).all()
+    slow = TrackerSimulator(**base, energy_loss=True).simulate_particles([[0, 0, 0]], [[0.3, 0.0, 0.1]], [1], pdg=[2212])
+    order = np.argsort(np.hypot(slow.truth.tx, slow.truth.ty).to_numpy())
+    p = np.sqrt(slow.truth.tpx**2 + slow.truth.tpy**2 + slow.truth.tpz**2).to_numpy()[order]
+    assert (np.diff(p) < 0).all() and p[0] < np.hypot(0.3, 0.1)
