@@ -1,0 +1,172 @@
+"""Tracking builders: layer-pair cuts against a brute-force pair loop, module map, presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gnnreco.graph import (
+    LAYER_PAIR_PRESETS,
+    LayerPairBuilder,
+    ModuleMap,
+    adjacent_layer_pairs,
+    construction_metrics,
+    layer_pair_graph,
+    metric_learning_graph,
+    pair_features,
+    truth_graph,
+)
+from gnnreco.graph._synthetic import helix_event
+
+CONF = Path(__file__).resolve().parents[2] / "gnnreco" / "conf" / "graph"
+
+
+def edge_set(ei):
+    return set(map(tuple, torch.as_tensor(ei).t().tolist()))
+
+
+def brute_layer_pairs(ev, pairs, phi_slope_max, z0_max, deta_max=None, cylinders=()):
+    r, phi, z, layer = (torch.as_tensor(ev[k]) for k in ("r", "phi", "z", "layer"))
+    n = r.numel()
+    s, d = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    s, d = s.flatten(), d.flatten()
+    allowed = torch.zeros(n * n, dtype=torch.bool)
+    for a, b in pairs:
+        allowed |= (layer[s] == a) & (layer[d] == b)
+    s, d = s[allowed], d[allowed]
+    f = pair_features(r.double(), phi.double(), z.double(), s, d)
+    keep = (f["phi_slope"].abs() < phi_slope_max) & (f["z0"].abs() < z0_max)
+    if deta_max is not None:
+        keep &= f["deta"].abs() < deta_max
+    for rc, hl in cylinders:
+        zc = z[s] + (rc - r[s]) * f["dz"] / f["dr"]
+        keep &= ~((r[s] < rc) & (r[d] > rc) & (zc.abs() < hl))
+    return set(zip(s[keep].tolist(), d[keep].tolist()))
+
+
+@pytest.fixture(scope="module")
+def small_event():
+    return helix_event(150, seed=3, noise_fraction=0.2, smear=0.05)
+
+
+@pytest.mark.parametrize("pt", sorted(LAYER_PAIR_PRESETS))
+def test_layer_pairs_equal_brute_force(small_event, pt):
+    ev = small_event
+    b = LayerPairBuilder.from_pt(pt, num_z_bins=7)
+    pairs = adjacent_layer_pairs(ev["layer"])
+    got = b(ev["r"], ev["phi"], ev["z"], ev["layer"])
+    assert got.dtype == torch.long
+    assert edge_set(got) == brute_layer_pairs(ev, pairs, b.phi_slope_max, b.z0_max)
+    # edges point outwards
+    assert bool((torch.as_tensor(ev["r"])[got[1]] > torch.as_tensor(ev["r"])[got[0]]).all())
+
+
+def test_layer_pairs_tight_cuts_skip_pairs_deta_and_intersections(small_event):
+    ev = small_event
+    pairs = [(0, 1), (1, 2), (0, 2), (2, 3), (5, 7)]
+    cyl = [(72.0, 300.0), (172.0, 500.0)]
+    got = layer_pair_graph(ev["r"], ev["phi"], ev["z"], ev["layer"], phi_slope_max=0.0006, z0_max=150,
+                           deta_max=0.05, layer_pairs=pairs, intersecting_cylinders=cyl)
+    ref = brute_layer_pairs(ev, pairs, 0.0006, 150, 0.05, cyl)
+    assert edge_set(got) == ref and len(ref) > 0
+
+
+def test_layer_pairs_keep_true_edges_of_high_pt_tracks():
+    ev = helix_event(300, seed=4, pt_range=(2.0, 20.0), sigma_vz=30.0)
+    got = LayerPairBuilder.from_pt(2.0)(ev["r"], ev["phi"], ev["z"], ev["layer"])
+    truth = truth_graph(ev["particle_id"], "modulewise", order=ev["r"])
+    m = construction_metrics(got, truth)
+    assert m.loc[0, "efficiency"] == 1.0
+
+
+def test_layer_pair_volume_keys_and_errors():
+    r = torch.tensor([30.0, 70.0, 30.0, 70.0])
+    phi = torch.zeros(4)
+    z = torch.tensor([1.0, 2.0, 1.0, 2.0])
+    layer = torch.tensor([0, 1, 0, 1])
+    vol = torch.tensor([7, 7, 8, 8])
+    e = LayerPairBuilder(0.01, 100)(r, phi, z, layer, vol)
+    assert edge_set(e) == {(0, 1), (2, 3)}
+    e2 = LayerPairBuilder(0.01, 100, layer_pairs=[((7, 0), (8, 1))])(r, phi, z, layer, vol)
+    assert edge_set(e2) == {(0, 3)}
+    bad = z.clone()
+    bad[1] = float("nan")
+    with pytest.raises(ValueError, match="'z'"):
+        LayerPairBuilder()(r, phi, bad, layer)
+    with pytest.raises(ValueError, match="'layer'"):
+        LayerPairBuilder()(r, phi, z, layer[:3])
+    assert LayerPairBuilder()(r[:0], phi[:0], z[:0], layer[:0]).shape == (2, 0)
+
+
+def test_presets_are_yaml_configs():
+    hydra_utils = pytest.importorskip("hydra.utils")
+    from omegaconf import OmegaConf
+
+    for name, pt in (("2gev", 2.0), ("1gev", 1.0), ("0p5gev", 0.5)):
+        b = hydra_utils.instantiate(OmegaConf.load(CONF / f"layer_pairs_{name}.yaml"))
+        assert isinstance(b, LayerPairBuilder)
+        assert (b.phi_slope_max, b.z0_max) == LAYER_PAIR_PRESETS[pt]
+
+
+def test_module_map_learn_apply_save_load(tmp_path):
+    train = [helix_event(400, seed=s, smear=0.02) for s in range(6)]
+    events = []
+    for ev in train:
+        t = truth_graph(ev["particle_id"], "modulewise", order=ev["r"], module_id=ev["module_id"])
+        events.append((ev["r"], ev["phi"], ev["z"], ev["module_id"], t))
+    mm = ModuleMap.fit(events)
+    assert len(mm) > 0
+    # on a training event every true doublet passes (windows are min/max over it)
+    ev = train[0]
+    got = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+    truth = events[0][4]
+    m = construction_metrics(got, truth, num_nodes=len(ev["r"]))
+    assert m.loc[0, "efficiency"] == 1.0
+    # the result equals a brute-force check of every hit pair against the map
+    r, phi, z, mod = (torch.as_tensor(ev[k]) for k in ("r", "phi", "z", "module_id"))
+    n = r.numel()
+    s, d = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    s, d = s.flatten(), d.flatten()
+    keys = mod[s] * mm.num_modules + mod[d]
+    i = torch.searchsorted(mm.keys, keys).clamp(max=len(mm) - 1)
+    known = (mm.keys[i] == keys) & (s != d)
+    s, d, i = s[known], d[known], i[known]
+    f = pair_features(r.double(), phi.double(), z.double(), s, d)
+    vals = torch.stack([f[k] for k in ("z0", "dphi", "phi_slope", "deta")], 1)
+    ok = ((vals >= mm.lo[i]) & (vals <= mm.hi[i])).all(1)
+    assert edge_set(got) == set(zip(s[ok].tolist(), d[ok].tolist()))
+    path = mm.save(tmp_path / "mm.npz")
+    mm2 = ModuleMap.load(path)
+    assert torch.equal(mm2.keys, mm.keys) and torch.equal(mm2.lo, mm.lo)
+    assert edge_set(mm2(ev["r"], ev["phi"], ev["z"], ev["module_id"])) == edge_set(got)
+    # tolerance widens the windows (superset)
+    wide = ModuleMap.load(path, tolerance=0.5)(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+    assert edge_set(got) <= edge_set(wide)
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        ModuleMap.load(tmp_path / "nope.npz")
+    np.savez(tmp_path / "bad.npz", keys=np.zeros(1))
+    with pytest.raises(ValueError, match="lacks"):
+        ModuleMap.load(tmp_path / "bad.npz")
+
+
+def test_module_map_incremental_update_equals_fit():
+    evs = [helix_event(100, seed=s) for s in (10, 11)]
+    tr = [truth_graph(e["particle_id"], "modulewise", order=e["r"]) for e in evs]
+    a = ModuleMap.fit([(e["r"], e["phi"], e["z"], e["module_id"], t) for e, t in zip(evs, tr)])
+    b = ModuleMap()
+    b.update(evs[1]["r"], evs[1]["phi"], evs[1]["z"], evs[1]["module_id"] * 0 + evs[1]["module_id"], tr[1])
+    b.update(evs[0]["r"], evs[0]["phi"], evs[0]["z"], evs[0]["module_id"], tr[0])
+    assert torch.equal(a.keys, b.keys) and torch.allclose(a.lo, b.lo) and torch.allclose(a.hi, b.hi)
+
+
+def test_metric_learning_graph():
+    emb = torch.nn.functional.normalize(torch.randn(500, 12, generator=torch.Generator().manual_seed(0)), dim=1)
+    e = metric_learning_graph(emb, r=0.9, k=50)
+    d = (emb[e[0]] - emb[e[1]]).norm(dim=1)
+    assert bool((d < 0.9).all())
+    assert int(torch.bincount(e[1], minlength=500).max()) <= 50
+    ek = metric_learning_graph(emb, r=None, k=5)
+    assert ek.size(1) == 500 * 5
