@@ -555,26 +555,29 @@ def analyze_tracks(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFram
     tid = np.where(missing, 0, tid).astype(np.int64)
     if missing.any():
         tid[missing] = tid[~missing].min(initial=0) - 1 - np.arange(int(missing.sum()))
-    _, pinv, pcount = np.unique(pid, return_inverse=True, return_counts=True)
-    particle_nhits = pcount[pinv]
-    df = pd.DataFrame({"track_id": tid, "particle_id": pid, "weight": w, "pn": particle_nhits})
-    grp = df.groupby(["track_id", "particle_id"], sort=True).agg(
-        n=("weight", "size"), w=("weight", "sum"), pn=("pn", "first")
-    )
-    grp = grp.reset_index()
-    track_n = grp.groupby("track_id", sort=True)["n"].transform("sum")
-    # majority: most hits, ties -> smallest particle_id (grp is sorted by particle_id within a track)
-    grp["track_nhits"] = track_n
-    grp = grp.sort_values(["track_id", "n", "particle_id"], ascending=[True, False, True], kind="stable")
-    major = grp.drop_duplicates("track_id", keep="first")
+    # dense indices by hashing (O(n)); only the (track, particle) pairs are sorted
+    pinv, uniq_p = pd.factorize(pid)
+    tinv, uniq_t = pd.factorize(tid)
+    pcount = np.bincount(pinv, minlength=len(uniq_p))
+    n_p = len(uniq_p)
+    pair_inv, pair = pd.factorize(tinv.astype(np.int64) * n_p + pinv)
+    pair_n = np.bincount(pair_inv, minlength=len(pair))
+    pair_w = np.bincount(pair_inv, weights=w, minlength=len(pair))
+    pair_t, pair_p = np.divmod(pair, n_p)
+    track_n = np.bincount(pair_t, weights=pair_n, minlength=len(uniq_t)).astype(np.int64)
+    # majority: most hits, ties -> smallest particle_id
+    order = np.lexsort((uniq_p[pair_p], -pair_n, uniq_t[pair_t]))
+    first = np.ones(len(order), bool)
+    first[1:] = pair_t[order][1:] != pair_t[order][:-1]
+    major = order[first]
     return pd.DataFrame(
         {
-            "track_id": major["track_id"].to_numpy(),
-            "nhits": major["track_nhits"].to_numpy(),
-            "major_particle_id": major["particle_id"].to_numpy(),
-            "major_particle_nhits": major["pn"].to_numpy(),
-            "major_nhits": major["n"].to_numpy(),
-            "major_weight": major["w"].to_numpy() / total_weight if total_weight > 0 else 0.0,
+            "track_id": uniq_t[pair_t[major]],
+            "nhits": track_n[pair_t[major]],
+            "major_particle_id": uniq_p[pair_p[major]],
+            "major_particle_nhits": pcount[pair_p[major]],
+            "major_nhits": pair_n[major],
+            "major_weight": pair_w[major] / total_weight if total_weight > 0 else np.zeros(len(major)),
         }
     )
 
