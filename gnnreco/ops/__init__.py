@@ -11,6 +11,9 @@ Example:
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from gnnreco.ops import testing
 from gnnreco.ops._utils import broadcast, set_index_validation
 from gnnreco.ops.composite import scatter_log_softmax, scatter_logsumexp, scatter_softmax, scatter_std
 from gnnreco.ops.fused import gather_scatter, gather_scatter_weighted, multi_aggregate
@@ -41,19 +44,20 @@ from gnnreco.ops.segment import (
 )
 
 
-def install_as_torch_scatter(force: bool = False) -> bool:
+def install_as_torch_scatter() -> ModuleType:
     """Register :mod:`gnnreco.ops.compat` as ``torch_scatter`` in ``sys.modules``.
 
     Third-party code doing ``import torch_scatter`` (or ``from torch_scatter import scatter``,
-    ``torch_scatter.testing``, ``torch_scatter.utils``, ``torch_scatter.composite``) then runs on
-    gnnreco. If a real ``torch_scatter`` was already imported it is kept unless ``force=True``.
+    ``torch_scatter.testing``, ``torch_scatter.utils``, ``torch_scatter.composite``) afterwards runs
+    on gnnreco. A real torch_scatter that was already imported is set aside and restored by
+    ``gnnreco.ops.compat.uninstall()``; modules that bound it before the call keep it.
 
     Returns:
-        ``True`` if the alias was installed.
+        The alias module (``torch_scatter.__version__ == "2.1.2"``).
     """
     from gnnreco.ops.compat import install
 
-    return install(force=force)
+    return install()
 
 
 __all__ = [

@@ -45,6 +45,21 @@ def index_validation_enabled() -> bool:
         return True
 
 
+@torch.jit.unused
+def _onnx_exporting_eager() -> bool:
+    try:
+        return bool(torch.onnx.is_in_onnx_export())
+    except AttributeError:  # pragma: no cover
+        return False
+
+
+def onnx_exporting() -> bool:
+    """``True`` while ``torch.onnx.export`` traces the model (pick ONNX-friendly ops then)."""
+    if not torch.jit.is_scripting():
+        return _onnx_exporting_eager()
+    return False
+
+
 def normalize_dim(dim: int, ndim: int, name: str = "dim") -> int:
     """Map a negative ``dim`` into ``[0, ndim)``, raising ``IndexError`` naming ``name``."""
     if ndim == 0:

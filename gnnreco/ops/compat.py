@@ -79,14 +79,33 @@ for _name in ("scatter_std", "scatter_logsumexp", "scatter_softmax", "scatter_lo
     setattr(composite, _name, globals()[_name])
 
 
-def install(force: bool = False) -> bool:
-    """Alias this module as ``torch_scatter`` (see :func:`gnnreco.ops.install_as_torch_scatter`)."""
-    current = sys.modules.get("torch_scatter")
-    if current is not None and not getattr(current, "__gnnreco__", False) and not force:
-        return False
+_SAVED: dict[str, types.ModuleType] = {}
+_ALIASES = ("torch_scatter", "torch_scatter.testing", "torch_scatter.utils", "torch_scatter.composite")
+
+
+def install() -> types.ModuleType:
+    """Alias this module as ``torch_scatter`` (see :func:`gnnreco.ops.install_as_torch_scatter`).
+
+    A real ``torch_scatter`` already in ``sys.modules`` (``gnnreco._compat`` imports it to detect
+    it) is remembered and put back by :func:`uninstall`. Modules that bound ``torch_scatter``
+    before the call keep their reference, so install early.
+    """
     this = sys.modules[__name__]
+    if sys.modules.get("torch_scatter") is not this:
+        _SAVED.clear()
+        for name in list(sys.modules):
+            if name == "torch_scatter" or name.startswith("torch_scatter."):
+                _SAVED[name] = sys.modules.pop(name)
     sys.modules["torch_scatter"] = this
     sys.modules["torch_scatter.testing"] = testing
     sys.modules["torch_scatter.utils"] = utils
     sys.modules["torch_scatter.composite"] = composite
-    return True
+    return this
+
+
+def uninstall() -> None:
+    """Undo :func:`install`, restoring a previously imported real ``torch_scatter``."""
+    for name in _ALIASES:
+        sys.modules.pop(name, None)
+    sys.modules.update(_SAVED)
+    _SAVED.clear()

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 
 from gnnreco.ops._dispatch import cuda_scatter, use_triton
-from gnnreco.ops._utils import broadcast, normalize_dim, output_size
+from gnnreco.ops._utils import broadcast, normalize_dim, onnx_exporting, output_size
 
 __all__ = [
     "scatter",
@@ -66,7 +66,7 @@ def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.T
     """Group sizes, clamped to >= 1, shaped to broadcast against ``like`` (the reduced output)."""
     if index.dtype != torch.long:
         index = index.long()
-    if index.dim() == 1:
+    if index.dim() == 1 and not onnx_exporting():
         cnt = torch.bincount(index, minlength=n) if index.numel() > 0 else torch.zeros(
             n, dtype=torch.long, device=index.device
         )
@@ -184,6 +184,9 @@ def _minmax(
         return res, arg
     op = "amax" if reduce == "max" else "amin"
     sd = src.detach()
+    if not torch.jit.is_scripting():
+        if out is None and onnx_exporting():
+            return _minmax_onnx(src, idx, dim, n, op), torch.empty(0, dtype=torch.long, device=src.device)
     if out is None:
         res = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
         res.scatter_reduce_(dim, idx, sd, op, include_self=False)
@@ -206,6 +209,37 @@ def _minmax(
         else:
             res = res + src.sum(dim, keepdim=True) * 0
     return res, arg
+
+
+def _minmax_onnx(src: torch.Tensor, idx: torch.Tensor, dim: int, n: int, op: str) -> torch.Tensor:
+    """ONNX-exportable min/max values: ``include_self=True`` from the identity, then 0 for empty groups."""
+    size = _out_shape(src, dim, n)
+    if src.is_floating_point():
+        ident = float("inf") if op == "amin" else float("-inf")
+    else:
+        info = torch.iinfo(src.dtype)
+        ident = info.max if op == "amin" else info.min
+    # Flatten to 1-D: the exporter's scatter_reduce symbolic wraps N-D inputs in an If whose
+    # branches differ in rank, which onnxruntime's shape inference rejects.
+    lin = torch.zeros(src.size(), dtype=torch.long, device=src.device)
+    stride = 1
+    for d in range(src.dim() - 1, -1, -1):
+        if d == dim:
+            coord = idx
+        else:
+            view = [1] * src.dim()
+            view[d] = src.size(d)
+            coord = torch.arange(src.size(d), device=src.device).view(view)
+        lin = lin + coord * stride
+        stride *= size[d]
+    lin = lin.reshape(-1)
+    flat = src.reshape(-1)
+    total = stride
+    res = torch.full((total,), ident, dtype=src.dtype, device=src.device).scatter_reduce(0, lin, flat, op)
+    cnt = torch.zeros(total, dtype=src.dtype, device=src.device).scatter_add(0, lin, torch.ones_like(flat))
+    res = res.view(size)
+    cnt = cnt.view(size)
+    return torch.where(cnt > 0, res, torch.zeros_like(res))
 
 
 def scatter_min(
