@@ -73,28 +73,50 @@ class StoreDataset(Dataset):
 
 
 class EpochSeededSampler(torch.utils.data.Sampler[int]):
-    """Random permutation that depends only on ``(seed, epoch)``.
+    """Event order that depends only on ``(seed, epoch)``, sharded over distributed ranks.
 
     Lightning calls ``set_epoch`` at the start of every epoch, so a run resumed from a checkpoint at
     epoch *e* sees exactly the batches an uninterrupted run sees at epoch *e*: resumed and
-    uninterrupted training end with the same weights.
+    uninterrupted training end with the same weights. With ``world_size > 1`` each rank takes every
+    ``world_size``-th index of the (padded) order, like ``DistributedSampler``, so gnnreco does its own
+    sharding (the trainer configs set ``use_distributed_sampler: false``).
+
+    Args:
+        n: number of events.
+        seed: base seed.
+        shuffle: random order (training) or identity order (evaluation).
+        rank: this process's rank.
+        world_size: number of processes.
     """
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"invalid rank {rank} for world_size {world_size}")
         self.n = int(n)
         self.seed = int(seed)
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world_size) if self.n else 0
 
     def __iter__(self):
-        g = torch.Generator()
-        g.manual_seed(event_seed(self.seed, 1_000_003 + self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(event_seed(self.seed, 1_000_003 + self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.world_size > 1 and order:
+            total = len(self) * self.world_size
+            order = (order * (total // len(order) + 1))[:total]
+            order = order[self.rank::self.world_size]
+        return iter(order)
 
 
 def _generate_one(args: tuple) -> tuple[int, dict | None]:
@@ -246,7 +268,11 @@ class EventDataModule(pl.LightningDataModule):
         from torch_geometric.loader import DataLoader
 
         ds = self.dataset(split)
-        sampler = EpochSeededSampler(len(ds), self.seed) if shuffle else None
+        rank, world = 0, 1
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+            rank, world = trainer.global_rank, trainer.world_size
+        sampler = EpochSeededSampler(len(ds), self.seed, shuffle=shuffle, rank=rank, world_size=world)
         return DataLoader(
             ds, batch_size=self.batch_size, shuffle=False, sampler=sampler,
             num_workers=self.num_workers, pin_memory=self.pin_memory,

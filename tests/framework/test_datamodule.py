@@ -80,3 +80,11 @@ def test_epoch_seeded_sampler():
     assert e1 != e0
     s.set_epoch(0)
     assert list(s) == e0
+
+
+def test_sampler_shards_over_ranks():
+    shards = [list(EpochSeededSampler(10, seed=1, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)
+    assert set(sum(shards, [])) == set(range(10))
+    ordered = list(EpochSeededSampler(5, seed=1, shuffle=False))
+    assert ordered == [0, 1, 2, 3, 4]
