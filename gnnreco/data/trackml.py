@@ -403,41 +403,43 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _frame_for_writing(df: pd.DataFrame, part: str) -> pd.DataFrame:
+def _frame_for_writing(df: pd.DataFrame, part: str) -> dict[str, np.ndarray]:
+    """The format columns of ``df`` as numpy arrays of the format dtypes (checked for NaN)."""
     dtypes = DTYPES[part]
     optional = OPTIONAL_COLUMNS.get(part, set())
     cols = [c for c in dtypes if c in df.columns or c not in optional]
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise TrackMLFormatError(f"write_event: '{part}' DataFrame lacks column(s) {missing}")
-    out = df[cols].copy()
+    out: dict[str, np.ndarray] = {}
     for c in cols:
-        if out[c].isna().any():
+        arr = df[c].to_numpy()
+        if arr.dtype.kind in "fO" and pd.isna(arr).any():
             raise TrackMLFormatError(f"write_event: '{part}' column '{c}' holds NaN")
-        out[c] = out[c].astype(dtypes[c])
+        out[c] = arr.astype(dtypes[c], copy=False)
     return out
 
 
-def _csv_bytes(df: pd.DataFrame) -> bytes:
-    """CSV text of ``df`` (header unquoted, floats in shortest round-trip form).
+def _csv_bytes(columns: dict[str, np.ndarray]) -> bytes:
+    """CSV text of named columns (header unquoted, floats in shortest round-trip form).
 
     pyarrow's writer is ~10× faster than ``DataFrame.to_csv``; pandas is the fallback.
     """
-    header = (",".join(df.columns) + "\n").encode()
+    header = (",".join(columns) + "\n").encode()
     try:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         buf = io.BytesIO()
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = pa.table({c: pa.array(v) for c, v in columns.items()})
         pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="none"))
         return header + buf.getvalue()
     except (ImportError, TypeError, ValueError, AttributeError):
-        return df.to_csv(index=False, float_format="%.9g").encode()
+        return pd.DataFrame(columns).to_csv(index=False, float_format="%.9g").encode()
 
 
-def _write_csv(df: pd.DataFrame, path: Path, compress: bool) -> None:
-    data = _csv_bytes(df)
+def _write_csv(columns: dict[str, np.ndarray], path: Path, compress: bool) -> None:
+    data = _csv_bytes(columns)
     if compress:
         data = gzip.compress(data, compresslevel=1, mtime=0)
     _atomic_write_bytes(path, data)
