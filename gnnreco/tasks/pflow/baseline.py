@@ -1,0 +1,141 @@
+"""Rule-based particle flow (the baseline MLPF is measured against), in the spirit of Delphes EFlow/PandoraPFA.
+
+Input: the PF elements of one event (Delphes schema). Output: one candidate row per element in the
+target format ``[class, q, p_T, η, sinφ, cosφ, E]`` (class 0 = no candidate), so the baseline goes
+through exactly the same evaluation as MLPF.
+
+Algorithm:
+
+1. **Links.** Each track is linked to the nearest ECAL cluster within ΔR < ``ecal_link`` and the nearest
+   HCAL cluster within ΔR < ``hcal_link`` of its calorimeter impact (η_out, φ_out); each ECAL cluster is
+   linked to the nearest HCAL cluster within ``hcal_link``. Connected components are *blocks*.
+2. **Charged candidates.** Every track gives a candidate with the track momentum: μ if the muon system
+   flagged it, e if electron ID did, else a charged hadron.
+3. **Energy subtraction.** In a block with tracks, the calibrated calorimeter energy
+   E_cal = E_em,e-subtracted + (E_ECAL,rest + E_HCAL)/r_h is compared with Σp of the hadron tracks; if the
+   excess exceeds ``n_sigma``·σ (σ = S·√Σp ⊕ C·Σp, the HCAL resolution), the excess becomes a photon
+   (up to the ECAL energy, placed at the leading ECAL cluster) and the rest a neutral hadron (at the
+   leading HCAL cluster, or ECAL cluster when there is none).
+4. **Unlinked clusters.** A block without tracks is a photon (ECAL only, E) or a neutral hadron
+   (with HCAL, (E_ECAL + E_HCAL)/r_h) at its leading cluster.
+
+``r_h`` is one constant hadron response (no energy-dependent calibration). The default constants
+(r_h = 0.9, 2σ, 0.5 GeV photons, 2 GeV neutral hadrons) come from a small scan on 30 tt̄ events of
+the default detector that brings the baseline jet response closest to 1 (0.97–1.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+__all__ = ["rule_based_pf"]
+
+
+def _nearest(eta_a, phi_a, eta_b, phi_b, r_max: float) -> np.ndarray:
+    """Index of the nearest b within ΔR < r_max for each a (−1 if none)."""
+    if len(eta_a) == 0 or len(eta_b) == 0:
+        return np.full(len(eta_a), -1)
+    dphi = (phi_a[:, None] - phi_b[None, :] + np.pi) % (2 * np.pi) - np.pi
+    dr2 = (eta_a[:, None] - eta_b[None, :]) ** 2 + dphi**2
+    j = dr2.argmin(1)
+    return np.where(dr2[np.arange(len(eta_a)), j] < r_max**2, j, -1)
+
+
+def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.15, hadron_response: float = 0.9,
+                  hcal_stochastic: float = 1.0, hcal_constant: float = 0.05, n_sigma: float = 2.0,
+                  min_photon: float = 0.5, min_neutral_hadron: float = 2.0) -> np.ndarray:
+    """Rule-based PF candidates of one event.
+
+    Args:
+        X: elements [N, 12] (Delphes schema).
+        ecal_link: ΔR of track–ECAL links.
+        hcal_link: ΔR of track–HCAL and ECAL–HCAL links.
+        hadron_response: r_h, the constant hadron calorimeter response used for calibration.
+        hcal_stochastic: S of the HCAL resolution used for the excess significance.
+        hcal_constant: C of the HCAL resolution.
+        n_sigma: excess significance needed for a neutral candidate in a block with tracks.
+        min_photon: minimum photon energy (GeV).
+        min_neutral_hadron: minimum neutral-hadron energy (GeV).
+
+    Returns:
+        candidates [N, 7] ``[class, q, p_T, η, sinφ, cosφ, E]`` aligned with the elements.
+    """
+    X = np.asarray(X, np.float64)
+    n = len(X)
+    cand = np.zeros((n, 7))
+    if n == 0:
+        return cand.astype(np.float32)
+    typ = X[:, 0]
+    trk = np.flatnonzero(typ == 2)
+    ecal = np.flatnonzero((typ == 1) & (X[:, 6] > 0))
+    hcal = np.flatnonzero((typ == 1) & (X[:, 6] <= 0))
+    phi = np.arctan2(X[:, 3], X[:, 4])
+    phi_out = np.arctan2(X[:, 7], X[:, 8])
+    # charged candidates
+    is_mu, is_e = X[trk, 10] > 0.5, X[trk, 11] > 0.5
+    cand[trk, 0] = np.where(is_mu, 5, np.where(is_e, 4, 1))
+    cand[trk, 1] = X[trk, 9]
+    cand[trk, 2:6] = X[trk, 1:5]
+    cand[trk, 6] = X[trk, 5]
+    # links
+    te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
+    th = _nearest(X[trk, 6], phi_out[trk], X[hcal, 2], phi[hcal], hcal_link)
+    eh = _nearest(X[ecal, 2], phi[ecal], X[hcal, 2], phi[hcal], hcal_link)
+    src = np.concatenate([trk[te >= 0], trk[th >= 0], ecal[eh >= 0]])
+    dst = np.concatenate([ecal[te[te >= 0]], hcal[th[th >= 0]], hcal[eh[eh >= 0]]])
+    adj = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    _, block = connected_components(adj, directed=False)
+    energy = X[:, 5]
+    is_ecal = np.zeros(n, bool)
+    is_ecal[ecal] = True
+    is_hcal = np.zeros(n, bool)
+    is_hcal[hcal] = True
+    n_blocks = block.max() + 1
+    p_had = np.bincount(block[trk], np.where(is_mu | is_e, 0.0, X[trk, 5]), n_blocks)
+    p_ele = np.bincount(block[trk], np.where(is_e, X[trk, 5], 0.0), n_blocks)
+    n_trk = np.bincount(block[trk], minlength=n_blocks)
+    e_ecal = np.bincount(block[ecal], energy[ecal], n_blocks)
+    e_hcal = np.bincount(block[hcal], energy[hcal], n_blocks)
+
+    def leading(mask_type: np.ndarray) -> np.ndarray:
+        lead = np.full(n_blocks, -1)
+        idx = np.flatnonzero(mask_type)
+        order = idx[np.argsort(energy[idx])]  # ascending: the last write is the leading cluster
+        lead[block[order]] = order
+        return lead
+
+    lead_e, lead_h = leading(is_ecal), leading(is_hcal)
+    e_ecal_rest = np.maximum(e_ecal - p_ele, 0.0)
+    e_cal = (e_ecal_rest + e_hcal) / hadron_response
+    sigma = np.sqrt(hcal_stochastic**2 * np.maximum(p_had, 1e-9) + (hcal_constant * p_had) ** 2)
+    with_trk = n_trk > 0
+    excess = np.where(with_trk, e_cal - p_had, 0.0)
+    significant = with_trk & (excess > n_sigma * sigma)
+    gamma_e = np.where(significant, np.minimum(excess, e_ecal_rest), 0.0)
+    nh_e = np.where(significant, excess - gamma_e, 0.0)
+    # blocks without tracks: photon (ECAL only) or neutral hadron (with HCAL)
+    no_trk = ~with_trk
+    gamma_e = np.where(no_trk & (lead_h < 0), e_ecal, gamma_e)
+    nh_e = np.where(no_trk & (lead_h >= 0), e_cal, nh_e)
+
+    def place(e_blk: np.ndarray, where: np.ndarray, cls: int, e_min: float) -> None:
+        ok = (e_blk >= e_min) & (where >= 0)
+        el = where[ok]
+        e = e_blk[ok]
+        eta = X[el, 2]
+        cand[el, 0] = cls
+        cand[el, 1] = 0.0
+        cand[el, 2] = e / np.cosh(eta)
+        cand[el, 3] = eta
+        cand[el, 4] = X[el, 3]
+        cand[el, 5] = X[el, 4]
+        cand[el, 6] = e
+
+    # a block without HCAL cluster keeps all its neutral excess as one photon at its ECAL cluster
+    gamma_e = np.where(lead_h < 0, gamma_e + nh_e, gamma_e)
+    nh_e = np.where(lead_h < 0, 0.0, nh_e)
+    place(gamma_e, lead_e, 3, min_photon)
+    place(nh_e, lead_h, 2, min_neutral_hadron)
+    return cand.astype(np.float32)
