@@ -152,8 +152,11 @@ class TrackerSimulator:
         pt_power: tail index a of ``dN/dp_T ∝ (1 + (p_T − p_T,min)/λ)^(−a−1)``.
         eta_max: particles are generated flat in η ∈ [−η_max, η_max].
         vertex_sigma_z, vertex_sigma_xy: luminous-region widths (mm).
-        hard_scatter: ``'none'``, ``'pythia8'`` (ttbar through pythia8mc), ``'jet'`` (parametric
-            dijet) or ``'auto'`` (pythia8 if installed, else jet).
+        hard_scatter: ``'none'``, ``'pythia8'`` (Pythia 8 through pythia8mc), ``'jet'`` (the
+            parametric stand-in of :mod:`gnnreco.sim.pythia`) or ``'auto'`` (Pythia 8 if installed,
+            else the stand-in); its charged particles form vertex 1.
+        hard_scatter_process: ``'ttbar'``, ``'qcd'``, ``'ztautau'`` or ``'minbias'``.
+        hard_scatter_ecm: √s (GeV).
         noise_fraction: fraction of noise hits among all hits (particle_id 0 in truth).
         inefficiency: probability to lose a particle hit (per module crossing); a layer's own
             ``inefficiency`` overrides it.
@@ -191,6 +194,8 @@ class TrackerSimulator:
     vertex_sigma_z: float = 55.0
     vertex_sigma_xy: float = 0.015
     hard_scatter: str = "none"
+    hard_scatter_process: str = "ttbar"
+    hard_scatter_ecm: float = 14000.0
     noise_fraction: float = 0.15
     inefficiency: float = 0.01
     dead_module_fraction: float = 0.0
@@ -282,15 +287,38 @@ class TrackerSimulator:
         zeros = np.zeros(n)
         return dict(vertex=vtx, pt=pt, eta=eta, phi=phi, q=q, pdg=species * q, dx=zeros, dy=zeros, dz=zeros)
 
-    def _sample_hard_scatter(self, rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
-        mode = self.hard_scatter
-        if mode == "auto":
-            from gnnreco import _compat
+    def _sample_hard_scatter(self, seed: int) -> dict[str, np.ndarray]:
+        """Charged final-state particles of the hard process from :mod:`gnnreco.sim.pythia`.
 
-            mode = "pythia8" if _compat.WITH_PYTHIA8 else "jet"
-        if mode == "pythia8":
-            return _pythia_hard_scatter(seed, self.eta_max, self.pt_min)
-        return _parametric_dijet(rng, self.eta_max, self.pt_min)
+        ``'pythia8'`` uses Pythia 8 (production vertices kept, so K⁰_S/Λ/b/c decay products are
+        displaced), ``'jet'`` the parametric stand-in, ``'auto'`` Pythia when installed. Particles
+        outside p_T ≥ ``pt_min`` and |η| ≤ ``eta_max`` are dropped.
+        """
+        from gnnreco.sim.pythia import generate_event
+
+        backend = {"pythia8": "pythia", "jet": "parametric", "auto": "auto"}[self.hard_scatter]
+        gen = generate_event(int(seed), process=self.hard_scatter_process, ecm=self.hard_scatter_ecm, backend=backend)
+        px, py, pz = (gen[k].astype(np.float64) for k in ("px", "py", "pz"))
+        pt = np.hypot(px, py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eta = np.arcsinh(pz / np.maximum(pt, 1e-12))
+        sel = (gen["charge"] != 0) & (pt >= self.pt_min) & (np.abs(eta) <= self.eta_max)
+        if "is_pu" in gen:
+            sel &= ~gen["is_pu"]
+        # production points relative to the hard-scatter vertex (most particles come from it)
+        offs = {k: gen[v].astype(np.float64) - np.median(gen[v][sel]) if sel.any() else gen[v].astype(np.float64)
+                for k, v in (("dx", "vx"), ("dy", "vy"), ("dz", "vz"))}
+        return dict(
+            vertex=np.zeros(int(sel.sum()), np.int64),
+            pt=pt[sel],
+            eta=eta[sel],
+            phi=np.arctan2(py[sel], px[sel]),
+            q=np.sign(gen["charge"][sel]).astype(np.int64),
+            pdg=gen["pid"][sel].astype(np.int64),
+            dx=offs["dx"][sel],
+            dy=offs["dy"][sel],
+            dz=offs["dz"][sel],
+        )
 
     def simulate(self, seed: int, event_id: int | None = None) -> TrackMLEvent:
         """Simulate one event; deterministic in ``seed``.
@@ -310,7 +338,7 @@ class TrackerSimulator:
         parts = []
         n_vertices = n_pu
         if self.hard_scatter != "none":
-            hs = self._sample_hard_scatter(rng, seed)
+            hs = self._sample_hard_scatter(seed)
             hs["vertex"] = np.zeros(len(hs["pt"]), np.int64)
             parts.append(hs)
             mb = self._sample_minbias(rng, n_pu)
@@ -857,100 +885,6 @@ def _scatter(d: np.ndarray, theta0: np.ndarray, rng: np.random.Generator) -> np.
     a2 = rng.normal(0, 1, n) * theta0
     out = d + np.tan(a1)[:, None] * e1 + np.tan(a2)[:, None] * e2
     return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Hard scatter
-# --------------------------------------------------------------------------------------------------
-_PYTHIA: Any = None
-
-
-def _pythia_hard_scatter(seed: int, eta_max: float, pt_min: float) -> dict[str, np.ndarray]:
-    """Charged final-state particles of one pp → tt̄ event at 14 TeV from Pythia 8 (pythia8mc).
-
-    Production vertices of decay products (K⁰_S, Λ, b/c hadrons, ...) are kept (Pythia uses mm), so
-    the hard scatter contains displaced tracks. The generator is initialised once per process and
-    re-seeded per event with ``Rndm.init``, which makes the event a function of the seed only.
-    """
-    global _PYTHIA
-    from gnnreco import _compat
-
-    if not _compat.WITH_PYTHIA8:
-        raise RuntimeError("hard_scatter='pythia8' needs the pythia8mc package (pip install pythia8mc)")
-    py8 = _compat.pythia8mc
-    if _PYTHIA is None:
-        p = py8.Pythia("", False)
-        for s in (
-            "Beams:eCM = 14000.",
-            "Top:gg2ttbar = on",
-            "Top:qqbar2ttbar = on",
-            "Print:quiet = on",
-            "Next:numberCount = 0",
-            "Random:setSeed = on",
-            "Random:seed = 1",
-        ):
-            p.readString(s)
-        if not p.init():
-            raise RuntimeError("Pythia 8 initialisation failed")
-        _PYTHIA = p
-    p = _PYTHIA
-    p.rndm.init(int(seed % 900_000_000) + 1)
-    for _ in range(10):
-        if p.next():
-            break
-    rows = []
-    for prt in p.event:
-        if prt.isFinal() and prt.isCharged():
-            rows.append((prt.px(), prt.py(), prt.pz(), prt.id(), prt.charge(), prt.xProd(), prt.yProd(), prt.zProd()))
-    arr = np.array(rows, float).reshape(-1, 8)
-    pt = np.hypot(arr[:, 0], arr[:, 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.arcsinh(arr[:, 2] / np.maximum(pt, 1e-12))
-    sel = (pt >= pt_min) & (np.abs(eta) <= eta_max)
-    arr, pt, eta = arr[sel], pt[sel], eta[sel]
-    q = np.sign(arr[:, 4]).astype(np.int64)
-    return dict(
-        vertex=np.zeros(len(pt), np.int64),
-        pt=pt,
-        eta=eta,
-        phi=np.arctan2(arr[:, 1], arr[:, 0]),
-        q=q,
-        pdg=arr[:, 3].astype(np.int64),
-        dx=arr[:, 5],
-        dy=arr[:, 6],
-        dz=arr[:, 7],
-    )
-
-
-def _parametric_dijet(rng: np.random.Generator, eta_max: float, pt_min: float) -> dict[str, np.ndarray]:
-    """Two back-to-back jets of charged particles (a stand-in when Pythia 8 is not installed)."""
-    pts, etas, phis = [], [], []
-    jet_pt = 50.0 + rng.exponential(50.0)
-    phi_axis = rng.uniform(-np.pi, np.pi)
-    for j in range(2):
-        eta_axis = rng.uniform(-min(2.5, eta_max), min(2.5, eta_max))
-        phi_j = phi_axis + j * np.pi
-        n = max(2, int(rng.poisson(12)))
-        z = rng.dirichlet(np.full(n, 0.7)) * jet_pt * 0.65
-        pts.append(z)
-        spread = 0.05 + 0.1 / np.sqrt(np.maximum(z, 0.1))
-        etas.append(eta_axis + rng.normal(0, 1, n) * spread)
-        phis.append(phi_j + rng.normal(0, 1, n) * spread)
-    pt, eta, phi = np.concatenate(pts), np.concatenate(etas), np.concatenate(phis)
-    sel = (pt >= pt_min) & (np.abs(eta) <= eta_max)
-    n = int(sel.sum())
-    q = np.where(rng.random(n) < 0.5, -1, 1)
-    return dict(
-        vertex=np.zeros(n, np.int64),
-        pt=pt[sel],
-        eta=eta[sel],
-        phi=np.mod(phi[sel] + np.pi, _TWO_PI) - np.pi,
-        q=q,
-        pdg=211 * q,
-        dx=np.zeros(n),
-        dy=np.zeros(n),
-        dz=np.zeros(n),
-    )
 
 
 # --------------------------------------------------------------------------------------------------
