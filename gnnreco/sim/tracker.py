@@ -82,6 +82,28 @@ def _helix_centre(x, y, phi0, k):
     return x - np.sin(phi0) / k, y + np.cos(phi0) / k
 
 
+def _crossing_lengths(x, y, phi0, k, radius, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Both helix–cylinder path lengths for broadcastable arrays (see :func:`helix_cylinder_intersection`)."""
+    xc, yc = _helix_centre(x, y, phi0, k)
+    rho = 1.0 / np.abs(k)
+    d = np.maximum(np.hypot(xc, yc), 1e-12)
+    a = (radius * radius - rho * rho + d * d) / (2.0 * d)
+    h2 = radius * radius - a * a
+    ok = h2 >= 0
+    h = np.sqrt(np.where(ok, h2, 0.0))
+    ux, uy = xc / d, yc / d
+    period = _TWO_PI * rho
+    out = []
+    for sign in (1.0, -1.0):
+        px = a * ux - sign * h * uy
+        py = a * uy + sign * h * ux
+        ang = np.arctan2(k * (px - xc), -k * (py - yc))
+        s = np.mod((ang - phi0) / k, period)
+        s = np.where(s < eps, s + period, s)
+        out.append(np.where(ok, s, np.inf))
+    return out[0], out[1]
+
+
 def helix_cylinder_intersection(
     x: np.ndarray,
     y: np.ndarray,
@@ -108,27 +130,7 @@ def helix_cylinder_intersection(
     Shapes:
         x, y, phi0, k: (N,); radius: (C,); outputs (N, C).
     """
-    xc, yc = _helix_centre(x, y, phi0, k)
-    rho = 1.0 / np.abs(k)
-    d = np.hypot(xc, yc)
-    d = np.maximum(d, 1e-12)
-    R = radius[None, :]
-    a = (R * R - (rho * rho)[:, None] + (d * d)[:, None]) / (2.0 * d[:, None])
-    h2 = R * R - a * a
-    ok = h2 >= 0
-    h = np.sqrt(np.where(ok, h2, 0.0))
-    ux, uy = (xc / d)[:, None], (yc / d)[:, None]
-    period = (_TWO_PI * rho)[:, None]
-    kk = k[:, None]
-    out = []
-    for sign in (1.0, -1.0):
-        px = a * ux - sign * h * uy
-        py = a * uy + sign * h * ux
-        ang = np.arctan2(kk * (px - xc[:, None]), -kk * (py - yc[:, None]))
-        s = np.mod((ang - phi0[:, None]) / kk, period)
-        s = np.where(s < eps, s + period, s)
-        out.append(np.where(ok, s, np.inf))
-    return out[0], out[1]
+    return _crossing_lengths(x[:, None], y[:, None], phi0[:, None], k[:, None], np.asarray(radius)[None, :], eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,7 +180,6 @@ class TrackerSimulator:
         max_hits_per_particle: hard cap on the propagation steps.
         max_cells: cap on the cells of one cluster.
         write_particle_type: add the PDG ``particle_type`` column (throughput-phase layout).
-        event_id_offset: event_id = seed-derived index + offset in :func:`generate_dataset`.
     """
 
     geometry: Any = "trackml"
@@ -375,10 +376,11 @@ class TrackerSimulator:
             "process": np.zeros(n_prim, np.int64),
             "s_max": np.full(n_prim, np.inf),
         }
-        # ---------------- secondaries
+        # ---------------- secondaries, propagation, digitisation
         if self.secondary_fraction > 0 and n_prim > 0:
-            P = self._add_secondaries(P, rng)
-        event = self._digitise(P, self._propagate(P, rng), rng)
+            self._choose_decays(P, rng)
+        P, H = self._propagate_all(P, rng)
+        event = self._digitise(P, H, rng)
         event.event_id = int(seed if event_id is None else event_id)
         event.seed = seed
         event.meta = {
@@ -437,87 +439,93 @@ class TrackerSimulator:
             "process": np.zeros(n, np.int64),
             "s_max": np.full(n, np.inf),
         }
-        event = self._digitise(P, self._propagate(P, rng), rng)
+        P, H = self._propagate_all(P, rng)
+        event = self._digitise(P, H, rng)
         event.event_id = int(event_id)
         event.seed = int(seed)
         event.meta = {"generator": "gnnreco.sim.tracker.TrackerSimulator.simulate_particles", "config": self.config()}
         return event
 
     # ------------------------------------------------------------------ secondaries
-    def _add_secondaries(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _choose_decays(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        """Mark a fraction of the primaries to interact at a radius drawn from ``secondary_r_range``.
+
+        Sets the parent's transverse path limit ``s_max`` to the path length at which its helix
+        reaches that radius; the propagation stops it there and reports its state (see
+        :meth:`_daughters`).
+        """
         n = len(P["x"])
-        sel = np.nonzero(rng.random(n) < self.secondary_fraction)[0]
+        sel = np.nonzero((rng.random(n) < self.secondary_fraction) & (P["q"] != 0))[0]
         if len(sel) == 0:
-            return P
+            return
         r_lo, r_hi = self.secondary_r_range
         r_dec = rng.uniform(r_lo, r_hi, len(sel))
         pt = np.hypot(P["px"][sel], P["py"][sel])
         phi0 = np.arctan2(P["py"][sel], P["px"][sel])
         k = -P["q"][sel] * C_LIGHT * self.field / pt
-        # one radius per particle: intersect each helix with its own cylinder (diagonal of the C=N case)
-        xc, yc = _helix_centre(P["x"][sel], P["y"][sel], phi0, k)
-        rho = 1.0 / np.abs(k)
-        d = np.maximum(np.hypot(xc, yc), 1e-12)
-        a = (r_dec**2 - rho**2 + d**2) / (2 * d)
-        h2 = r_dec**2 - a**2
-        ok = h2 >= 0
-        h = np.sqrt(np.where(ok, h2, 0))
-        best = np.full(len(sel), np.inf)
-        for sign in (1.0, -1.0):
-            px_ = a * xc / d - sign * h * yc / d
-            py_ = a * yc / d + sign * h * xc / d
-            ang = np.arctan2(k * (px_ - xc), -k * (py_ - yc))
-            s = np.mod((ang - phi0) / k, _TWO_PI * rho)
-            best = np.minimum(best, np.where(ok, s, np.inf))
-        s_d = best
-        tanl = P["pz"][sel] / pt
-        zd = P["z"][sel] + tanl * s_d
+        s_d = np.minimum(*_crossing_lengths(P["x"][sel], P["y"][sel], phi0, k, r_dec))
+        zd = P["z"][sel] + P["pz"][sel] / pt * s_d
         z_max = float(np.nanmax(np.abs(np.r_[self.geometry.surfaces["z"], self.geometry.surfaces["half_length"]])))
         ok = np.isfinite(s_d) & (np.abs(zd) < z_max)
-        sel, s_d, phi0, k, pt, tanl = sel[ok], s_d[ok], phi0[ok], k[ok], pt[ok], tanl[ok]
-        if len(sel) == 0:
-            return P
-        P["s_max"][sel] = s_d
-        xc, yc = _helix_centre(P["x"][sel], P["y"][sel], phi0, k)
-        phid = phi0 + k * s_d
-        x_d = xc + np.sin(phid) / k
-        y_d = yc - np.cos(phid) / k
-        z_d = P["z"][sel] + tanl * s_d
-        p_par = pt * np.sqrt(1 + tanl**2)
-        dir_par = np.stack([np.cos(phid), np.sin(phid), tanl], 1) / np.sqrt(1 + tanl**2)[:, None]
+        P["s_max"][sel[ok]] = s_d[ok]
+
+    def _daughters(self, P: dict[str, np.ndarray], decays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Charged daughters at the parents' end points (charges q, +1, −1, ...; 90 % of |p| shared
+        by a flat Dirichlet draw; directions within ~0.15 rad of the parent)."""
+        par = decays["pidx"]
+        m = len(par)
+        pvec = np.stack([decays["px"], decays["py"], decays["pz"]], 1)
+        p_par = np.linalg.norm(pvec, axis=1)
+        dir_par = pvec / p_par[:, None]
         nd = int(self.n_daughters)
-        frac = rng.dirichlet(np.ones(nd), size=len(sel)) * 0.9
-        charges = np.array([0] + [1 if i % 2 == 1 else -1 for i in range(1, nd)])
+        frac = rng.dirichlet(np.ones(nd), size=m) * 0.9
         rows = []
         for j in range(nd):
-            q = P["q"][sel] if j == 0 else np.full(len(sel), charges[j])
-            theta = np.abs(rng.normal(0, 0.15, len(sel)))
-            azim = rng.uniform(0, _TWO_PI, len(sel))
-            dvec = _rotate_directions(dir_par, theta, azim)
+            q = P["q"][par] if j == 0 else np.full(m, 1 if j % 2 == 1 else -1)
+            dvec = _rotate_directions(dir_par, np.abs(rng.normal(0, 0.15, m)), rng.uniform(0, _TWO_PI, m))
             pm = np.maximum(frac[:, j] * p_par, 0.02)
             rows.append(
                 dict(
-                    x=x_d,
-                    y=y_d,
-                    z=z_d,
+                    x=decays["x"],
+                    y=decays["y"],
+                    z=decays["z"],
                     px=pm * dvec[:, 0],
                     py=pm * dvec[:, 1],
                     pz=pm * dvec[:, 2],
                     q=q.astype(np.int64),
                     pdg=(211 * q).astype(np.int64),
-                    vertex_id=P["vertex_id"][sel],
-                    primary_id=P["primary_id"][sel],
-                    generation=np.ones(len(sel), np.int64),
-                    secondary_id=np.full(len(sel), j + 1, np.int64),
-                    process=np.ones(len(sel), np.int64),
-                    s_max=np.full(len(sel), np.inf),
+                    vertex_id=P["vertex_id"][par],
+                    primary_id=P["primary_id"][par],
+                    generation=np.ones(m, np.int64),
+                    secondary_id=np.full(m, j + 1, np.int64),
+                    process=np.ones(m, np.int64),
+                    s_max=np.full(m, np.inf),
                 )
             )
-        return {key: np.concatenate([P[key]] + [r[key] for r in rows]) for key in P}
+        return {key: np.concatenate([r[key] for r in rows]) for key in P}
+
+    def _propagate_all(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[dict, dict]:
+        """Propagate primaries, then the daughters of those that interacted; merged particles and hits."""
+        H = self._propagate(P, rng)
+        dec = H.pop("decays")
+        if len(dec["pidx"]) == 0:
+            return P, H
+        D = self._daughters(P, dec, rng)
+        HD = self._propagate(D, rng)
+        HD.pop("decays")
+        HD["pidx"] = HD["pidx"] + len(P["x"])
+        P = {k: np.concatenate([P[k], D[k]]) for k in P}
+        H = {k: np.concatenate([H[k], HD[k]]) for k in H}
+        return P, H
 
     # ------------------------------------------------------------------ propagation
     def _propagate(self, P: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Step all particles from surface to surface; returns the list of crossings."""
+        """Step all particles from surface to surface.
+
+        Returns:
+            The crossings (``pidx, surf, x, y, z, px, py, pz, step``) and, under ``'decays'``, the
+            end states of the particles stopped by their ``s_max`` (secondary interactions).
+        """
         geo = self.geometry
         S = geo.surfaces
         n_cyl = geo.n_cylinders
@@ -545,6 +553,7 @@ class TrackerSimulator:
         turn_left = np.full(n, self.max_turns * _TWO_PI)
         alive = np.nonzero(q != 0)[0]
         rec: dict[str, list[np.ndarray]] = {k: [] for k in ("pidx", "surf", "x", "y", "z", "px", "py", "pz", "step")}
+        decays: dict[str, list[np.ndarray]] = {k: [] for k in ("pidx", "x", "y", "z", "px", "py", "pz")}
         eps = 1e-6
         for step in range(self.max_hits_per_particle):
             if len(alive) == 0:
@@ -588,7 +597,24 @@ class TrackerSimulator:
             j = np.argmin(allc, axis=1)
             smin = allc[np.arange(len(alive)), j]
             surf = np.where(j < 2 * n_cyl, j % max(n_cyl, 1), j - 2 * n_cyl + n_cyl)
-            go = np.isfinite(smin) & (smin <= s_left[alive]) & (np.abs(k) * smin <= turn_left[alive])
+            s_rem = s_left[alive]
+            go = np.isfinite(smin) & (smin <= s_rem) & (np.abs(k) * smin <= turn_left[alive])
+            # particles that interact before their next crossing: record their state there
+            dec = ~go & np.isfinite(s_rem) & (np.abs(k) * s_rem <= turn_left[alive])
+            if dec.any():
+                sd_, kd, p0d = s_rem[dec], k[dec], phi0[dec]
+                xcd, ycd = _helix_centre(ax[dec], ay[dec], p0d, kd)
+                phid = p0d + kd * sd_
+                for key, val in (
+                    ("pidx", alive[dec]),
+                    ("x", xcd + np.sin(phid) / kd),
+                    ("y", ycd - np.cos(phid) / kd),
+                    ("z", az[dec] + tanl[dec] * sd_),
+                    ("px", pt[dec] * np.cos(phid)),
+                    ("py", pt[dec] * np.sin(phid)),
+                    ("pz", apz[dec]),
+                ):
+                    decays[key].append(val)
             if not go.any():
                 break
             idx = alive[go]
@@ -633,6 +659,8 @@ class TrackerSimulator:
             turn_left[idx] -= np.abs(k_) * smin
             alive = idx[turn_left[idx] > 0]
         out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rec.items()}
+        out["decays"] = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in decays.items()}
+        out["decays"]["pidx"] = out["decays"]["pidx"].astype(np.int64)
         out["pidx"] = out["pidx"].astype(np.int64)
         out["surf"] = out["surf"].astype(np.int64)
         out["step"] = out["step"].astype(np.int64)

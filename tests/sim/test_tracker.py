@@ -217,6 +217,13 @@ def test_secondaries_have_displaced_vertices_and_ids():
     dq = sec.groupby(["vertex_id", "primary_id"])["q"].sum()
     assert (dq == prim.loc[dq.index]).all()
     assert not ev.particles["particle_id"].duplicated().any()
+    # parents stop at the interaction point: none of their hits lies beyond it
+    t = ev.truth.merge(dec[["particle_id", "vertex_id", "primary_id", "generation"]], on="particle_id")
+    t["r"] = np.hypot(t.tx, t.ty)
+    parent_rmax = t[t.generation == 0].groupby(["vertex_id", "primary_id"])["r"].max()
+    vtx_r = sec.groupby(["vertex_id", "primary_id"])["radius"].first()
+    both = parent_rmax.index.intersection(vtx_r.index)
+    assert len(both) > 0 and (parent_rmax.loc[both] <= vtx_r.loc[both] + 1e-3).all()
 
 
 def test_hard_scatter_jet_adds_high_pt_particles():
