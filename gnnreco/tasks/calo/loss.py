@@ -163,10 +163,11 @@ def _block_rows(n: int, max_elements: int) -> int:
 
 
 class _ChunkedPairSum(torch.autograd.Function):
-    r""":math:`S_k = \sum_j a_j\,[o_j \ne k]\,\phi(c_k \lVert\mathbf{x}_j-\mathbf{y}_k\rVert^2)`, blockwise over k."""
+    r""":math:`S_k = \sum_j a_j\,[o_j \ne k][b_j = b_k]\,\phi(c_k \lVert\mathbf{x}_j-\mathbf{y}_k\rVert^2)`, blockwise over k."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, y: Tensor, c: Tensor, obj: Tensor, kind: str, max_elements: int):
+    def forward(ctx, x: Tensor, a: Tensor, y: Tensor, c: Tensor, obj: Tensor, ev: Tensor, ev_k: Tensor,
+                kind: str, max_elements: int):
         n, k = x.shape[0], y.shape[0]
         out = x.new_zeros(k)
         xx = (x * x).sum(1)
@@ -176,15 +177,15 @@ class _ChunkedPairSum(torch.autograd.Function):
             yb = y[s:e]
             d2 = (xx[:, None] + (yb * yb).sum(1)[None, :] - 2.0 * (x @ yb.T)).clamp_(min=0.0)
             u = d2 * c[None, s:e]
-            m = obj[:, None] != torch.arange(s, e, device=x.device)[None, :]
+            m = (obj[:, None] != torch.arange(s, e, device=x.device)[None, :]) & (ev[:, None] == ev_k[None, s:e])
             out[s:e] = ((_phi(u, kind) * m) * a[:, None]).sum(0)
-        ctx.save_for_backward(x, a, y, c, obj)
+        ctx.save_for_backward(x, a, y, c, obj, ev, ev_k)
         ctx.kind, ctx.max_elements = kind, max_elements
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, a, y, c, obj = ctx.saved_tensors
+        x, a, y, c, obj, ev, ev_k = ctx.saved_tensors
         kind = ctx.kind
         n, k = x.shape[0], y.shape[0]
         gx = torch.zeros_like(x)
@@ -199,7 +200,8 @@ class _ChunkedPairSum(torch.autograd.Function):
             d2 = (xx[:, None] + (yb * yb).sum(1)[None, :] - 2.0 * (x @ yb.T)).clamp_(min=0.0)
             cb = c[None, s:e]
             u = d2 * cb
-            m = (obj[:, None] != torch.arange(s, e, device=x.device)[None, :]).to(x.dtype)
+            m = ((obj[:, None] != torch.arange(s, e, device=x.device)[None, :])
+                 & (ev[:, None] == ev_k[None, s:e])).to(x.dtype)
             gm = g[None, s:e] * m
             if ctx.needs_input_grad[1]:
                 ga += (gm * _phi(u, kind)).sum(1)
@@ -210,7 +212,7 @@ class _ChunkedPairSum(torch.autograd.Function):
             rs = G.sum(1)
             gx += x * rs[:, None] - G @ yb
             gy[s:e] = yb * G.sum(0)[:, None] - G.T @ x
-        return gx, ga, gy, gc, None, None, None
+        return gx, ga, gy, gc, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,6 +237,7 @@ def condensation_loss(
     max_n_rep: int = 0,
     max_elements: int = 1 << 22,
     generator: torch.Generator | None = None,
+    batch: Tensor | None = None,
 ) -> dict[str, Tensor]:
     r"""Object-condensation potentials and β terms of one event (or of a batch with offset ids).
 
@@ -254,6 +257,9 @@ def condensation_loss(
             random subsampling and re-weighting (0 keeps all).
         max_elements: block size (pairs) of the chunked evaluation; bounds the peak memory.
         generator: random generator of the subsampling.
+        batch: event index per hit for a batch of events: hits only repel condensation points of
+            their own event and the repulsive normaliser counts the hits of that event; the object
+            terms are averaged over all objects of the batch. Object ids must differ across events.
 
     Returns:
         ``{"attractive", "repulsive", "coward", "noise"}`` scalar tensors, plus ``"n_objects"``,
@@ -302,14 +308,23 @@ def condensation_loss(
     v_att_k = scatter_sum(wq[sig_idx] * f_att, o_s, dim=0, dim_size=k) * q_a / (n_k + eps)
     attractive = v_att_k.mean()
 
-    n_rep_k = x.shape[0] - n_k
+    if batch is None:
+        ev = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    else:
+        ev = _flat(batch, "batch", x.shape[0]).long()
+    ev_k = ev[alpha]
+    if batch is not None and bool((ev[sig_idx] != ev_k[o_s]).any()):
+        raise OCInputError("condensation_loss: an object id spans several events of 'batch'; offset the ids per event")
+    n_ev = torch.bincount(ev).to(q.dtype)
+    n_rep_k = n_ev[ev_k] - n_k
     extra = {}
     if repulsive == "chunked":
-        s_k = _ChunkedPairSum.apply(x, wq, x_a, c, obj, potential, max_elements)
+        s_k = _ChunkedPairSum.apply(x, wq, x_a, c, obj, ev, ev_k, potential, max_elements)
         v_rep_k = q_a * s_k / (n_rep_k + eps)
         rep = v_rep_k.mean()
     else:
-        rep, n_rep = _radius_repulsive(x, wq, x_a, q_a, obj, n_rep_k + eps, k, max_n_rep, max_elements, generator)
+        rep, n_rep = _radius_repulsive(x, wq, x_a, q_a, obj, ev, ev_k, n_rep_k + eps, k, max_n_rep, max_elements,
+                                       generator)
         extra["n_rep"] = n_rep
 
     if potential == "soft":
@@ -324,7 +339,7 @@ def condensation_loss(
     return {"attractive": attractive, "repulsive": rep, "coward": coward, "noise": noise, **out_extra, **extra}
 
 
-def _radius_repulsive(x, wq, x_a, q_a, obj, norm_k, k, max_n_rep, max_elements, generator):
+def _radius_repulsive(x, wq, x_a, q_a, obj, ev, ev_k, norm_k, k, max_n_rep, max_elements, generator):
     """Hinge repulsion over the (hit, condensation point) pairs closer than 1, found blockwise."""
     n = x.shape[0]
     step = _block_rows(n, max_elements)
@@ -336,7 +351,8 @@ def _radius_repulsive(x, wq, x_a, q_a, obj, norm_k, k, max_n_rep, max_elements, 
             e = min(k, s + step)
             yb = yd[s:e]
             d2 = xx[:, None] + (yb * yb).sum(1)[None, :] - 2.0 * (xd @ yb.T)
-            close = (d2 < 1.0) & (obj[:, None] != torch.arange(s, e, device=x.device)[None, :])
+            close = ((d2 < 1.0) & (obj[:, None] != torch.arange(s, e, device=x.device)[None, :])
+                     & (ev[:, None] == ev_k[None, s:e]))
             j, kk = torch.nonzero(close, as_tuple=True)
             rows.append(j)
             cols.append(kk + s)

@@ -165,3 +165,26 @@ def test_payload_weights_and_losses():
     total = oc_total({"attractive": torch.tensor(1.0), "repulsive": torch.tensor(2.0),
                       "coward": torch.tensor(0.5), "noise": torch.tensor(0.5), **parts}, s_b=2.0)
     assert float(total) == pytest.approx(1 + 2 + 0.5 + 1.0 + np.log(3))
+
+
+@pytest.mark.parametrize("repulsive", ["chunked", "radius"])
+def test_batch_equals_objectwise_mean_of_separate_events(repulsive):
+    """With ``batch``, events do not interact: the batch loss is the object-weighted mean of the events'."""
+    g = torch.Generator().manual_seed(2)
+    evs = []
+    for n, k in ((200, 10), (300, 25)):
+        evs.append((torch.rand(n, generator=g, dtype=torch.float64) * 0.9, torch.rand(n, 3, generator=g, dtype=torch.float64),
+                    torch.randint(0, k + 1, (n,), generator=g)))
+    singles = [condensation_loss(beta=b, x=x, object_id=o, q_min=1.0, repulsive=repulsive) for b, x, o in evs]
+    off = int(evs[0][2].max())
+    oid = torch.cat([evs[0][2], torch.where(evs[1][2] > 0, evs[1][2] + off, 0)])
+    batch = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(300, dtype=torch.long)])
+    both = condensation_loss(beta=torch.cat([evs[0][0], evs[1][0]]), x=torch.cat([evs[0][1], evs[1][1]]),
+                             object_id=oid, q_min=1.0, batch=batch, repulsive=repulsive)
+    ks = [float(s["n_objects"]) for s in singles]
+    for key in ("attractive", "repulsive", "coward"):
+        expect = sum(float(s[key]) * k for s, k in zip(singles, ks)) / sum(ks)
+        assert float(both[key]) == pytest.approx(expect, rel=1e-10), key
+    with pytest.raises(OCInputError, match="spans several events"):
+        condensation_loss(beta=torch.cat([evs[0][0], evs[1][0]]), x=torch.cat([evs[0][1], evs[1][1]]),
+                          object_id=torch.cat([evs[0][2], evs[1][2]]), q_min=1.0, batch=batch)

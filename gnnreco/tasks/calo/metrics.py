@@ -1,0 +1,214 @@
+r"""Shower-level metrics of calorimeter clustering.
+
+For every event, truth and predicted showers are matched with :func:`~gnnreco.tasks.calo.reco.match_showers`
+(energy-weighted IoU ≥ threshold, Hungarian assignment). Over a set of events:
+
+* **efficiency** = matched truth showers / truth showers (above ``min_energy``);
+* **fake rate** = unmatched predicted showers / predicted showers (predicted energy above ``min_energy``);
+* **merge rate**: a truth shower is *merged* when the predicted shower holding most of its energy
+  also holds at least half of another truth shower's energy, and both contribute ≥ 50 % of their
+  own energy to it;
+* **split rate**: a truth shower is *split* when two or more predicted showers are each made up
+  ≥ 50 % of its hits' energy and each hold ≥ 10 % of it;
+* **energy response** :math:`E_{pred}/E_{true}` of matched pairs (generated energy), with the
+  **resolution** :math:`\mathrm{IQR}/(1.349\,\mathrm{median})`, in bins of :math:`E_{true}` and
+  :math:`\eta`; the same for the *truth-assignment hit sum* (the summed hit energy of the truth hits,
+  calibrated per true PID class by its median response), the reference the network is compared with;
+* **PID confusion** of matched pairs (true class × predicted class at the condensation point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gnnreco.sim.calo import PID_CLASSES
+from gnnreco.tasks.calo.reco import Matching
+
+__all__ = ["EventResult", "CaloMetricsAccumulator", "robust_resolution", "binned_response"]
+
+
+@dataclass
+class EventResult:
+    """Per-event inputs of the metrics (numpy arrays).
+
+    Attributes:
+        matching: the IoU matching of the event.
+        truth_energy: generated energy per truth shower ``[T]``.
+        truth_hit_energy: summed hit energy of the truth hits per shower ``[T]``.
+        truth_eta: η per truth shower ``[T]``.
+        truth_pid: PID class per truth shower ``[T]``.
+        pred_energy: predicted (regressed) energy per predicted shower ``[P]``.
+        pred_pid: predicted PID class per predicted shower ``[P]``.
+    """
+
+    matching: Matching
+    truth_energy: np.ndarray
+    truth_hit_energy: np.ndarray
+    truth_eta: np.ndarray
+    truth_pid: np.ndarray
+    pred_energy: np.ndarray
+    pred_pid: np.ndarray
+
+
+def robust_resolution(r: np.ndarray) -> tuple[float, float]:
+    """(median, IQR/(1.349·median)) of a response sample; NaN for fewer than 3 entries."""
+    r = np.asarray(r, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < 3:
+        return float("nan"), float("nan")
+    q25, q50, q75 = np.percentile(r, [25, 50, 75])
+    return float(q50), float((q75 - q25) / 1.349 / q50) if q50 != 0 else float("nan")
+
+
+def binned_response(resp: np.ndarray, var: np.ndarray, edges: Sequence[float]) -> dict[str, np.ndarray]:
+    """Median response and resolution of ``resp`` in bins of ``var``."""
+    edges = np.asarray(edges, dtype=float)
+    med, res, cnt = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (var >= lo) & (var < hi)
+        m, s = robust_resolution(resp[sel])
+        med.append(m)
+        res.append(s)
+        cnt.append(int(sel.sum()))
+    return {"edges": edges, "median": np.array(med), "resolution": np.array(res), "count": np.array(cnt)}
+
+
+def _truth_sum_response(t: dict[str, np.ndarray], sel: np.ndarray) -> np.ndarray:
+    """Truth-assignment hit sum over generated energy, calibrated per PID class by its median."""
+    r = t["hit_energy"][sel] / t["energy"][sel]
+    pid = t["pid"][sel]
+    out = r.copy()
+    for c in np.unique(pid):
+        s = pid == c
+        med = np.median(r[s])
+        if med > 0:
+            out[s] = r[s] / med
+    return out
+
+
+@dataclass
+class CaloMetricsAccumulator:
+    """Collects :class:`EventResult` objects and summarises them.
+
+    Args:
+        min_energy: showers (truth: generated energy; predicted: regressed energy) below this are
+            ignored in efficiency and fake rate (GeV).
+        n_pid: number of PID classes.
+    """
+
+    min_energy: float = 0.0
+    n_pid: int = len(PID_CLASSES)
+    events: list[EventResult] = field(default_factory=list)
+
+    def add(self, ev: EventResult) -> None:
+        self.events.append(ev)
+
+    def extend(self, evs: Iterable[EventResult]) -> None:
+        self.events.extend(evs)
+
+    def reset(self) -> None:
+        self.events.clear()
+
+    # ------------------------------------------------------------------ per-shower tables
+    def truth_table(self) -> dict[str, np.ndarray]:
+        """One row per truth shower: energy, η, pid, matched, merged, split, matched prediction."""
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "energy", "hit_energy", "eta", "pid", "matched", "merged", "split", "pred_energy", "pred_pid")}
+        for ev in self.events:
+            m = ev.matching
+            t_n = len(ev.truth_energy)
+            matched = np.zeros(t_n, bool)
+            matched[m.truth_idx] = True
+            pe = np.full(t_n, np.nan)
+            pp = np.full(t_n, -1)
+            pe[m.truth_idx] = ev.pred_energy[m.pred_idx]
+            pp[m.truth_idx] = ev.pred_pid[m.pred_idx]
+            merged = np.zeros(t_n, bool)
+            split = np.zeros(t_n, bool)
+            inter = m.intersection
+            if inter.size:
+                te = np.maximum(m.truth_energy[:t_n], 1e-12)
+                frac_t = inter / te[:, None]  # share of truth t's energy in p
+                best_p = np.argmax(inter, axis=1)
+                big = frac_t >= 0.5
+                n_big = big.sum(0)  # truth showers contributing ≥50 % of themselves to p
+                merged = big[np.arange(t_n), best_p] & (n_big[best_p] >= 2)
+                frac_p = inter / np.maximum(m.pred_energy[None, :], 1e-12)
+                split = ((frac_p >= 0.5) & (frac_t >= 0.1)).sum(1) >= 2
+            for k, v in (("energy", ev.truth_energy), ("hit_energy", ev.truth_hit_energy), ("eta", ev.truth_eta),
+                         ("pid", ev.truth_pid), ("matched", matched), ("merged", merged), ("split", split),
+                         ("pred_energy", pe), ("pred_pid", pp)):
+                cols[k].append(np.asarray(v))
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+
+    def pred_table(self) -> dict[str, np.ndarray]:
+        """One row per predicted shower: regressed energy and whether it is matched."""
+        e, mt = [], []
+        for ev in self.events:
+            p_n = len(ev.pred_energy)
+            matched = np.zeros(p_n, bool)
+            matched[ev.matching.pred_idx] = True
+            e.append(ev.pred_energy)
+            mt.append(matched)
+        return {"energy": np.concatenate(e) if e else np.zeros(0), "matched": np.concatenate(mt) if mt else np.zeros(0, bool)}
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, float]:
+        """Scalar metrics: efficiency, fake_rate, merge_rate, split_rate, response, resolution, ..."""
+        t = self.truth_table()
+        p = self.pred_table()
+        out: dict[str, float] = {}
+        sel = t["energy"] > self.min_energy
+        n_t = int(sel.sum())
+        out["n_truth"] = float(n_t)
+        out["efficiency"] = float(t["matched"][sel].mean()) if n_t else float("nan")
+        out["merge_rate"] = float(t["merged"][sel].mean()) if n_t else float("nan")
+        out["split_rate"] = float(t["split"][sel].mean()) if n_t else float("nan")
+        psel = p["energy"] > self.min_energy
+        n_p = int(psel.sum())
+        out["n_pred"] = float(n_p)
+        out["fake_rate"] = float(1.0 - p["matched"][psel].mean()) if n_p else float("nan")
+        m = sel & t["matched"]
+        resp = t["pred_energy"][m] / t["energy"][m]
+        out["response"], out["resolution"] = robust_resolution(resp)
+        _, out["resolution_truth_sum"] = robust_resolution(_truth_sum_response(t, sel))
+        out["resolution_ratio"] = out["resolution"] / out["resolution_truth_sum"] \
+            if out["resolution_truth_sum"] and np.isfinite(out["resolution_truth_sum"]) else float("nan")
+        if m.any():
+            out["pid_accuracy"] = float((t["pred_pid"][m] == t["pid"][m]).mean())
+        return out
+
+    def response_vs(self, var: str, edges: Sequence[float]) -> dict[str, dict[str, np.ndarray]]:
+        """Binned response/resolution versus ``"energy"`` or ``"eta"``, for the network and the truth sum."""
+        t = self.truth_table()
+        sel = t["energy"] > self.min_energy
+        m = sel & t["matched"]
+        return {
+            "network": binned_response(t["pred_energy"][m] / t["energy"][m], t[var][m], edges),
+            "truth_sum": binned_response(_truth_sum_response(t, sel), t[var][sel], edges),
+        }
+
+    def efficiency_vs(self, var: str, edges: Sequence[float]) -> dict[str, np.ndarray]:
+        """Efficiency, merge and split rates in bins of a truth variable."""
+        t = self.truth_table()
+        edges = np.asarray(edges, float)
+        out = {"edges": edges}
+        idx = np.digitize(t[var], edges) - 1
+        for name in ("matched", "merged", "split"):
+            vals = []
+            for b in range(len(edges) - 1):
+                s = idx == b
+                vals.append(float(t[name][s].mean()) if s.any() else np.nan)
+            out["efficiency" if name == "matched" else name] = np.array(vals)
+        return out
+
+    def pid_confusion(self) -> np.ndarray:
+        """``[n_pid, n_pid]`` counts of (true class, predicted class) over matched showers."""
+        t = self.truth_table()
+        m = t["matched"] & (t["energy"] > self.min_energy) & (t["pred_pid"] >= 0)
+        conf = np.zeros((self.n_pid, self.n_pid), dtype=np.int64)
+        np.add.at(conf, (t["pid"][m].astype(int), t["pred_pid"][m].astype(int)), 1)
+        return conf

@@ -1,0 +1,194 @@
+"""``CaloModule``: GravNet + object condensation as a :class:`~gnnreco.tasks.base.GraphTaskModule`.
+
+It only wires pure functions together: the network (:mod:`.model`), the loss (:mod:`.loss`),
+condensation and matching (:mod:`.reco`), metrics (:mod:`.metrics`) and plots (:mod:`.plots`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnnreco.ops import scatter_sum
+from gnnreco.tasks.base import GraphTaskModule
+from gnnreco.tasks.calo.loss import OCInputError, condensation_loss, oc_total, payload_loss, payload_weights
+from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult
+from gnnreco.tasks.calo.reco import condense, match_showers
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CaloModule", "global_object_id"]
+
+
+def global_object_id(hit_shower: Tensor, num_showers: Tensor, batch: Tensor) -> Tensor:
+    """Object ids unique over a batch: ``shower + 1 + showers of earlier events``; 0 for noise."""
+    off = torch.cumsum(num_showers.reshape(-1), 0) - num_showers.reshape(-1)
+    return torch.where(hit_shower >= 0, hit_shower + 1 + off[batch], torch.zeros_like(hit_shower))
+
+
+class CaloModule(GraphTaskModule):
+    """Calorimeter clustering with object condensation.
+
+    Args:
+        net: a :class:`~gnnreco.tasks.calo.model.CaloGravNet` (tensor-only ``forward(x, batch)``).
+        optimizer, scheduler, ...: see :class:`~gnnreco.tasks.base.GraphTaskModule` (``**base``).
+        q_min: minimal charge :math:`q_{min}`.
+        s_c: weight :math:`s_C` of the condensation terms.
+        s_b: weight :math:`s_B` of the noise term.
+        repulsive_scale: extra weight of the repulsive potential.
+        payload_scale: weight of the payload terms.
+        payload_kind: ``"paper"`` (arctanh²β) or ``"beta2"`` (β²) payload hit weights.
+        payload_weights: per-head weights (``energy``, ``energy_quantile``, ``position``, ``time``, ``pid``).
+        potential: ``"hinge"`` or ``"soft"`` OC potential.
+        repulsive: ``"chunked"`` or ``"radius"`` repulsion.
+        max_n_rep: tiger-style subsampling of repulsive pairs (radius only).
+        t_beta, t_d, local_radius: condensation thresholds (``local_radius`` uses the predicted
+            distance scale).
+        iou_threshold: matching threshold.
+        metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], *, q_min: float = 0.5,
+                 s_c: float = 1.0, s_b: float = 1.0, repulsive_scale: float = 1.0, payload_scale: float = 0.5,
+                 payload_kind: str = "beta2", payload_weights: Mapping[str, float] | None = None,
+                 potential: str = "hinge", repulsive: str = "chunked", max_n_rep: int = 0, t_beta: float = 0.3,
+                 t_d: float = 0.5, local_radius: bool = False, iou_threshold: float = 0.1,
+                 metric_min_energy: float = 1.0, **base: Any) -> None:
+        super().__init__(net=net, optimizer=optimizer, **base)
+        self.skipped_bad_events = 0
+        self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
+
+    # ------------------------------------------------------------------ forward and loss
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.net(batch.x, batch.batch)
+
+    def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        hp = self.hparams
+        gid = global_object_id(batch.hit_shower, batch.num_showers, batch.batch)
+        try:
+            oc = condensation_loss(beta=out["beta"], x=out["coords"], object_id=gid, q_min=hp.q_min,
+                                   potential=hp.potential, repulsive=hp.repulsive, max_n_rep=hp.max_n_rep,
+                                   distance_scale=out.get("distance_scale"), batch=batch.batch)
+        except OCInputError as exc:  # a counted skip, never a crash inside the loss
+            self.skipped_bad_events += 1
+            log.warning("calo: skipping a batch the OC loss rejects (%d so far): %s", self.skipped_bad_events, exc)
+            zero = sum(torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0 for v in out.values())
+            return zero, {"skipped_bad": torch.tensor(float(self.skipped_bad_events))}
+        xi = payload_weights(out["beta"], gid, kind=hp.payload_kind)
+        shower_sum = scatter_sum(batch.hit_energy[gid > 0], gid[gid > 0] - 1, dim=0,
+                                 dim_size=int(batch.num_showers.sum()))
+        s_hit = torch.where(gid > 0, shower_sum[(gid - 1).clamp(min=0)], torch.ones_like(batch.hit_energy))
+        pred = {"energy": out["energy_factor"] * s_hit, "position": out["position"], "time": out["time"],
+                "pid_logits": out["pid_logits"]}
+        if "energy_q" in out:
+            pred["energy_q"] = out["energy_q"] * s_hit[:, None]
+        tgt = {"energy": batch.hit_true_energy, "position": batch.hit_impact[:, :2] - batch.hit_pos[:, :2],
+               "time": batch.hit_dt, "pid": batch.hit_pid_class}
+        parts = payload_loss(pred, tgt, xi, energy_quantiles="energy_q" in out)
+        oc_parts = {k: oc[k] for k in ("attractive", "repulsive", "coward", "noise")}
+        oc_parts["repulsive"] = hp.repulsive_scale * oc_parts["repulsive"]
+        total = oc_total({**oc_parts, **parts}, s_c=hp.s_c, s_b=hp.s_b, payload_scale=hp.payload_scale,
+                         payload_weights_by_name=hp.payload_weights)
+        return total, {**{k: v.detach() for k, v in oc_parts.items()}, **{k: v.detach() for k, v in parts.items()}}
+
+    # ------------------------------------------------------------------ reconstruction
+    @torch.no_grad()
+    def reconstruct(self, batch: Any, out: dict[str, Tensor]) -> list[dict[str, np.ndarray]]:
+        """Condense each event and regress its showers: one dict of numpy arrays per event.
+
+        Keys: ``assignment`` (cluster per hit, −1 noise), ``cp_index`` (hit index within the event),
+        ``energy`` (GeV), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
+        ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``.
+        """
+        hp = self.hparams
+        b = batch.batch
+        cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
+                        distance_scale=out.get("distance_scale") if hp.local_radius else None)
+        cp = cond.cp_index
+        k = cp.numel()
+        asg = cond.assignment
+        ok = asg >= 0
+        e_sum = scatter_sum(batch.hit_energy[ok], asg[ok], dim=0, dim_size=k)
+        energy = out["energy_factor"][cp] * e_sum
+        pos = batch.hit_pos[cp, :2] + out["position"][cp]
+        time = batch.hit_pos.new_zeros(k) + out["time"][cp]
+        pid = out["pid_logits"][cp].argmax(-1)
+        counts = torch.bincount(b, minlength=int(b.max()) + 1 if b.numel() else 1)
+        ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        cp_event = b[cp]
+        first_cluster = torch.cat([cp_event.new_zeros(1), torch.cumsum(torch.bincount(cp_event, minlength=len(counts)), 0)])
+        # clusters are numbered in beta order over the batch; renumber them within each event
+        perm = torch.argsort(cp_event, stable=True)
+        local = torch.empty_like(perm)
+        local[perm] = torch.arange(k, device=perm.device) - first_cluster[cp_event[perm]]
+        res = []
+        for ev in range(len(counts)):
+            s, e = int(ptr[ev]), int(ptr[ev + 1])
+            sel = cp_event == ev
+            a = asg[s:e]
+            a = torch.where(a >= 0, local[a.clamp(min=0)], a) if k else torch.full_like(a, -1)
+            r = {"assignment": a.cpu().numpy(), "cp_index": (cp[sel] - s).cpu().numpy(),
+                 "energy": energy[sel].cpu().numpy(), "position": pos[sel].cpu().numpy(),
+                 "time": time[sel].cpu().numpy(), "pid": pid[sel].cpu().numpy(),
+                 "beta": out["beta"][cp[sel]].cpu().numpy()}
+            if "energy_q" in out:
+                q = out["energy_q"][cp[sel]] * e_sum[sel][:, None]
+                r["energy_low"], r["energy_high"] = q[:, 0].cpu().numpy(), q[:, 1].cpu().numpy()
+            res.append(r)
+        return res
+
+    def event_results(self, batch: Any, out: dict[str, Tensor]) -> list[EventResult]:
+        """Reconstruct and match every event of ``batch`` against its truth."""
+        recos = self.reconstruct(batch, out)
+        b = batch.batch
+        counts = torch.bincount(b, minlength=len(recos)).tolist()
+        n_sh = batch.num_showers.reshape(-1).tolist()
+        hs = batch.hit_shower.cpu().numpy()
+        he = batch.hit_energy.cpu().numpy()
+        s_e = batch.shower_energy.cpu().numpy()
+        s_eta = batch.shower_eta.cpu().numpy()
+        s_pid = batch.shower_pid_class.cpu().numpy()
+        s_hit = batch.shower_hit_energy.cpu().numpy()
+        results, h0, k0 = [], 0, 0
+        for ev, r in enumerate(recos):
+            n, k = counts[ev], int(n_sh[ev])
+            m = match_showers(hs[h0:h0 + n], r["assignment"], he[h0:h0 + n], n_truth=k, n_pred=len(r["energy"]),
+                              iou_threshold=self.hparams.iou_threshold)
+            results.append(EventResult(m, s_e[k0:k0 + k], s_hit[k0:k0 + k], s_eta[k0:k0 + k], s_pid[k0:k0 + k],
+                                       r["energy"], r["pid"]))
+            h0 += n
+            k0 += k
+        return results
+
+    def compute_metrics(self, batch: Any, out: dict[str, Tensor], stage: str) -> dict[str, float]:
+        results = self.event_results(batch, out)
+        if stage == "test":
+            self._test_acc.extend(results)
+        acc = CaloMetricsAccumulator(min_energy=self.hparams.metric_min_energy, events=results)
+        s = acc.summary()
+        return {k: s[k] for k in ("efficiency", "fake_rate", "merge_rate", "split_rate", "response", "resolution")
+                if k in s}
+
+    def on_test_epoch_start(self) -> None:
+        self._test_acc.reset()
+
+    def test_results(self) -> CaloMetricsAccumulator:
+        """The events matched during the last ``trainer.test``."""
+        return self._test_acc
+
+    def evaluation_plots(self, out_dir: str | Path) -> list[Path]:
+        from gnnreco.tasks.calo.plots import plot_all
+
+        return plot_all(self._test_acc, out_dir)
+
+    # ------------------------------------------------------------------ export
+    def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
+        return batch.x, batch.batch
+
+    export_input_names = ("x", "batch")

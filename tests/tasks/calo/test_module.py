@@ -1,0 +1,108 @@
+"""CaloModule: processing, one-batch training with pl.Trainer, reconstruction, metrics and plots."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from gnnreco.data.datamodule import EventDataModule
+from gnnreco.sim.calo import simulate
+from gnnreco.tasks.calo.data import F_IN, process_event
+from gnnreco.tasks.calo.model import CaloGravNet
+from gnnreco.tasks.calo.module import CaloModule, global_object_id
+
+
+def _module(**kw):
+    net = CaloGravNet(in_dim=F_IN, hidden=16, n_blocks=2, k=8, energy_quantiles=True, predict_distance_scale=True)
+    return CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), **kw)
+
+
+def _dm(tmp_path, n_events=6):
+    gen = partial(simulate, gun={"n_particles": [2, 5], "energy": [2.0, 30.0]}, noise=False)
+    return EventDataModule(data_dir=str(tmp_path / "store"), task="calo", generator=gen,
+                           processor=partial(process_event), n_events=n_events, batch_size=2, progress=False)
+
+
+def test_process_event_labels_and_errors():
+    raw = simulate(2, gun={"n_particles": 4})
+    ev = process_event(raw)
+    n = len(raw["hit_energy"])
+    assert ev["x"].shape == (n, F_IN) and ev["x"].dtype == np.float32 and np.isfinite(ev["x"]).all()
+    sig = ev["hit_shower"] >= 0
+    assert (ev["hit_pid_class"][~sig] == -1).all() and (ev["hit_pid_class"][sig] >= 0).all()
+    np.testing.assert_allclose(ev["shower_hit_energy"].sum(), raw["hit_energy"][sig].sum(), rtol=1e-5)
+    assert process_event(raw, min_hits=n + 1) is None
+    bad = dict(raw)
+    bad["hit_shower"] = raw["hit_shower"].copy()
+    bad["hit_shower"][0] = 99
+    with pytest.raises(ValueError, match="'hit_shower' must lie in"):
+        process_event(bad)
+    bad = dict(raw)
+    bad["hit_energy"] = raw["hit_energy"].copy()
+    bad["hit_energy"][1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        process_event(bad)
+
+
+def test_global_object_ids_are_unique_per_event():
+    hs = torch.tensor([0, 1, -1, 0, 2, 1])
+    b = torch.tensor([0, 0, 0, 1, 1, 1])
+    gid = global_object_id(hs, torch.tensor([2, 3]), b)
+    assert gid.tolist() == [1, 2, 0, 3, 5, 4]
+
+
+def test_one_batch_training_and_test_with_trainer(tmp_path):
+    torch.manual_seed(0)
+    dm = _dm(tmp_path)
+    model = _module(t_beta=0.5)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
+                         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.fit(model, datamodule=dm)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    trainer.test(model, datamodule=dm, verbose=False)
+    for key in ("test/efficiency", "test/loss", "test/attractive"):
+        assert key in trainer.callback_metrics, key
+    acc = model.test_results()
+    assert len(acc.events) >= 1
+    paths = model.evaluation_plots(tmp_path / "plots")
+    assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+@pytest.mark.parametrize("t_beta", [0.5, 1.0])
+def test_reconstruct_outputs_per_event(tmp_path, t_beta):
+    torch.manual_seed(1)
+    dm = _dm(tmp_path, n_events=4)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    model = _module(t_beta=t_beta).eval()
+    with torch.no_grad():
+        out = model(batch)
+        recos = model.reconstruct(batch, out)
+    assert len(recos) == batch.num_graphs
+    counts = torch.bincount(batch.batch).tolist()
+    for r, n in zip(recos, counts):
+        assert r["assignment"].shape == (n,)
+        k = len(r["energy"])
+        assert r["assignment"].max(initial=-1) < k and r["position"].shape == (k, 2)
+        assert set(r) >= {"cp_index", "time", "pid", "beta", "energy_low", "energy_high"}
+        # every condensation point is assigned to its own cluster
+        assert (r["assignment"][r["cp_index"]] == np.arange(k)).all()
+
+
+def test_bad_batch_is_a_counted_skip(tmp_path):
+    dm = _dm(tmp_path, n_events=4)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    model = _module()
+    out = model(batch)
+    out["coords"] = out["coords"].clone()
+    out["coords"][0, 0] = float("nan")
+    loss, parts = model.compute_loss(batch, out)
+    assert float(loss.detach()) == 0.0 and model.skipped_bad_events == 1 and "skipped_bad" in parts
