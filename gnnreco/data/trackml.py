@@ -198,7 +198,9 @@ class TrackMLEvent:
 
 
 def event_prefix(event_id: int) -> str:
-    """File prefix of an event, ``event{event_id:09d}``."""
+    """File prefix of an event, ``event{event_id:09d}`` (0 ≤ event_id < 10⁹, nine digits)."""
+    if not 0 <= int(event_id) < 1_000_000_000:
+        raise ValueError(f"event_id must be in [0, 1e9) to fit the 9-digit TrackML file name, got {event_id}")
     return f"event{int(event_id):09d}"
 
 

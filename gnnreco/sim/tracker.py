@@ -326,7 +326,7 @@ class TrackerSimulator:
 
         Args:
             seed: random seed (recorded in ``event.seed`` and ``event.meta``).
-            event_id: event number (default: ``seed``).
+            event_id: event number (default: ``seed`` modulo 10⁹, to fit the 9-digit file names).
 
         Returns:
             A :class:`~gnnreco.data.trackml.TrackMLEvent` with hits, cells, particles and truth.
@@ -381,7 +381,7 @@ class TrackerSimulator:
             self._choose_decays(P, rng)
         P, H = self._propagate_all(P, rng)
         event = self._digitise(P, H, rng)
-        event.event_id = int(seed if event_id is None else event_id)
+        event.event_id = int(seed % 1_000_000_000 if event_id is None else event_id)
         event.seed = seed
         event.meta = {
             "generator": "gnnreco.sim.tracker.TrackerSimulator",

@@ -364,3 +364,9 @@ def test_vectorised_score_matches_loop_reference():
         keep = rng.random(len(sub)) > 0.05  # some hits left out of the submission
         sub = sub[keep]
         assert tm.score_event(truth, sub) == pytest.approx(tm.score_event_loop(truth, sub), abs=1e-9)
+
+
+def test_event_prefix_is_nine_digits():
+    assert tm.event_prefix(1000) == "event000001000"
+    with pytest.raises(ValueError, match="9-digit"):
+        tm.event_prefix(1_000_000_000)
