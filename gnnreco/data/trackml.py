@@ -685,11 +685,12 @@ def weight_hits(truth: pd.DataFrame, particles: pd.DataFrame, order: np.ndarray 
     if n == 0:
         return np.zeros(0)
     ppid = particles["particle_id"].to_numpy().astype(np.int64)
+    if len(ppid) == 0:
+        return np.zeros(n)
     sorter = np.argsort(ppid)
-    pos = np.searchsorted(ppid, pid, sorter=sorter)
-    pos = np.clip(pos, 0, len(ppid) - 1)
-    found = (len(ppid) > 0) & (ppid[sorter[pos]] == pid) if len(ppid) else np.zeros(n, bool)
+    pos = np.clip(np.searchsorted(ppid, pid, sorter=sorter), 0, len(ppid) - 1)
     prow = sorter[pos]
+    found = ppid[prow] == pid
     pt = np.hypot(particles["px"].to_numpy(np.float64), particles["py"].to_numpy(np.float64))[prow]
     w_pt = np.where(found, weight_pt(pt), 0.0)
     _, inv, cnt = np.unique(pid, return_inverse=True, return_counts=True)
