@@ -94,11 +94,7 @@ def native_multi_aggregate(
     """PyTorch-native forward of ``gnnreco::multi_aggregate``; shares sum and count between reductions."""
     n, f = dim_size, src.size(1)
     ie = index.view(-1, 1).expand(src.size())
-    cnt = (
-        torch.bincount(index, minlength=n)
-        if index.numel() > 0
-        else torch.zeros(n, dtype=torch.long, device=src.device)
-    )
+    cnt = torch.zeros(n, dtype=torch.long, device=src.device).scatter_add_(0, index, torch.ones_like(index))
     cntf = cnt.clamp(min=1).to(src.dtype).unsqueeze(1)
     ssum: Optional[Tensor] = None
     mean: Optional[Tensor] = None

@@ -14,7 +14,7 @@ import torch
 
 from gnnreco.ops import _library  # noqa: F401  (registers the ops)
 from gnnreco.ops._library import MULTI_REDUCTIONS
-from gnnreco.ops._utils import output_size
+from gnnreco.ops._utils import check_index, index_validation_enabled, output_size
 from gnnreco.ops.scatter import scatter
 
 __all__ = ["multi_aggregate", "gather_scatter", "gather_scatter_weighted"]
@@ -68,8 +68,18 @@ def multi_aggregate(
             f"gnnreco.ops.multi_aggregate: argument 'index' must be 1-D with {src.size(0)} entries, "
             f"got shape {list(index.shape)}"
         )
-    n = output_size(index, dim_size, "index")
     need_arg = torch.is_grad_enabled() and src.requires_grad
+    if dim_size is not None and src.device.type == "cpu" and index_validation_enabled():
+        # the native kernels bound-check the index themselves; skip the extra min/max pass
+        if index.dtype != torch.long and index.dtype != torch.int:
+            check_index(index, dim_size, "index")
+        try:
+            return torch.ops.gnnreco.multi_aggregate(src, index.long(), ",".join(red), dim_size, need_arg)[0]
+        except RuntimeError as exc:
+            if "out of bounds" in str(exc) or "out of range" in str(exc):
+                check_index(index, dim_size, "index")
+            raise
+    n = output_size(index, dim_size, "index")
     res = torch.ops.gnnreco.multi_aggregate(src, index.long(), ",".join(red), n, need_arg)
     return res[0]
 

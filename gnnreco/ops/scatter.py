@@ -19,12 +19,19 @@ On CUDA with Triton available the calls are dispatched to ``torch.ops.gnnreco.*`
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
 from gnnreco.ops._dispatch import cuda_scatter, use_triton
-from gnnreco.ops._utils import broadcast, normalize_dim, onnx_exporting, output_size
+from gnnreco.ops._utils import (
+    broadcast,
+    check_index,
+    index_validation_enabled,
+    normalize_dim,
+    onnx_exporting,
+    output_size,
+)
 
 __all__ = [
     "scatter",
@@ -43,10 +50,35 @@ def _out_shape(src: torch.Tensor, dim: int, n: int) -> list[int]:
     return size
 
 
+def _lazy_ok(src: torch.Tensor, out: Optional[torch.Tensor], dim_size: Optional[int]) -> bool:
+    """Eager CPU call with a known output size: PyTorch's own bounds check replaces the min/max pass."""
+    return dim_size is not None and out is None and src.device.type == "cpu" and index_validation_enabled()
+
+
+def _guard(fn: Callable[..., Any], index: torch.Tensor, dim_size: Optional[int], *args: Any) -> Any:
+    """Run ``fn(*args)``; turn PyTorch's out-of-bounds ``RuntimeError`` into our ``IndexError``."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        if "out of bounds" in str(exc) or "out of range" in str(exc):
+            check_index(index, dim_size, "index")
+        raise
+
+
 def _prepare(
-    src: torch.Tensor, index: torch.Tensor, dim: int, out: Optional[torch.Tensor], dim_size: Optional[int]
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    validate: bool = True,
 ) -> Tuple[torch.Tensor, int, int]:
-    """Normalise ``dim``, validate ``index`` and broadcast it; returns ``(index, dim, n_out)``."""
+    """Normalise ``dim``, validate ``index`` and broadcast it; returns ``(index, dim, n_out)``.
+
+    ``validate=False`` (eager CPU with ``dim_size`` only, see :func:`_lazy_ok`) skips the min/max
+    pass; the native kernels' bounds checks still fire and :func:`_guard` re-raises them as
+    ``IndexError``.
+    """
     if src.dim() == 0:
         raise ValueError("gnnreco.ops: argument 'src' must have at least one dimension")
     dim = normalize_dim(dim, src.dim())
@@ -56,20 +88,24 @@ def _prepare(
                 f"gnnreco.ops: argument 'out' has {out.dim()} dimensions, expected {src.dim()} like 'src'"
             )
         dim_size = out.size(dim)
-    n = output_size(index, dim_size, "index")
+    if validate or dim_size is None:
+        n = output_size(index, dim_size, "index")
+    else:
+        if index.dtype != torch.long and index.dtype != torch.int:
+            check_index(index, dim_size, "index")
+        n = dim_size
     if index.dtype != torch.long:
         index = index.long()
     return broadcast(index, src, dim), dim, n
 
 
 def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.Tensor:
-    """Group sizes, clamped to >= 1, shaped to broadcast against ``like`` (the reduced output)."""
+    """Group sizes, clamped to >= 1, in ``like.dtype``, shaped to broadcast against ``like``."""
     if index.dtype != torch.long:
         index = index.long()
-    if index.dim() == 1 and not onnx_exporting():
-        cnt = torch.bincount(index, minlength=n) if index.numel() > 0 else torch.zeros(
-            n, dtype=torch.long, device=index.device
-        )
+    if index.dim() == 1:
+        cnt = torch.zeros(n, dtype=like.dtype, device=index.device)
+        cnt.scatter_add_(0, index, torch.ones(index.size(), dtype=like.dtype, device=index.device))
         shape = [1] * like.dim()
         shape[dim] = n
         cnt = cnt.view(shape)
@@ -77,8 +113,8 @@ def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.T
         cdim = dim if index.dim() > dim else index.dim() - 1
         size = list(index.size())
         size[cdim] = n
-        cnt = torch.zeros(size, dtype=torch.long, device=index.device)
-        cnt.scatter_add_(cdim, index, torch.ones_like(index))
+        cnt = torch.zeros(size, dtype=like.dtype, device=index.device)
+        cnt.scatter_add_(cdim, index, torch.ones(index.size(), dtype=like.dtype, device=index.device))
         cnt = broadcast(cnt, like, dim)
     return cnt.clamp(min=1)
 
@@ -102,7 +138,21 @@ def scatter_sum(
     Shapes:
         src ``(*, E, *)``; index ``(E,)`` or broadcastable to src; out ``(*, N, *)``.
     """
-    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    if not torch.jit.is_scripting():
+        if _lazy_ok(src, out, dim_size):
+            return _guard(_sum_impl, index, dim_size, src, index, dim, out, dim_size, False)
+    return _sum_impl(src, index, dim, out, dim_size, True)
+
+
+def _sum_impl(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    validate: bool,
+) -> torch.Tensor:
+    idx, dim, n = _prepare(src, index, dim, out, dim_size, validate)
     if use_triton(src):
         res = cuda_scatter(src, idx, dim, n, "sum")[0]
         if out is not None:
@@ -136,7 +186,21 @@ def scatter_mul(
     Shapes:
         as :func:`scatter_sum`.
     """
-    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    if not torch.jit.is_scripting():
+        if _lazy_ok(src, out, dim_size):
+            return _guard(_mul_impl, index, dim_size, src, index, dim, out, dim_size, False)
+    return _mul_impl(src, index, dim, out, dim_size, True)
+
+
+def _mul_impl(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    validate: bool,
+) -> torch.Tensor:
+    idx, dim, n = _prepare(src, index, dim, out, dim_size, validate)
     if out is None:
         out = torch.ones(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
     return out.scatter_reduce_(dim, idx, src, "prod", include_self=True)
@@ -157,8 +221,22 @@ def scatter_mean(
     Shapes:
         as :func:`scatter_sum`.
     """
+    if not torch.jit.is_scripting():
+        if _lazy_ok(src, out, dim_size):
+            return _guard(_mean_impl, index, dim_size, src, index, dim, out, dim_size, False)
+    return _mean_impl(src, index, dim, out, dim_size, True)
+
+
+def _mean_impl(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    validate: bool,
+) -> torch.Tensor:
     dim_n = normalize_dim(dim, src.dim())
-    res = scatter_sum(src, index, dim_n, out, dim_size)
+    res = _sum_impl(src, index, dim_n, out, dim_size, validate)
     cnt = _count(index, dim_n, res.size(dim_n), res)
     if res.is_floating_point() or res.is_complex():
         res.div_(cnt.to(res.dtype))
@@ -176,7 +254,23 @@ def _minmax(
     reduce: str,
     need_arg: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    idx, dim, n = _prepare(src, index, dim, out, dim_size)
+    if not torch.jit.is_scripting():
+        if _lazy_ok(src, out, dim_size):
+            return _guard(_minmax_impl, index, dim_size, src, index, dim, out, dim_size, reduce, need_arg, False)
+    return _minmax_impl(src, index, dim, out, dim_size, reduce, need_arg, True)
+
+
+def _minmax_impl(
+    src: torch.Tensor,
+    index: torch.Tensor,
+    dim: int,
+    out: Optional[torch.Tensor],
+    dim_size: Optional[int],
+    reduce: str,
+    need_arg: bool,
+    validate: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    idx, dim, n = _prepare(src, index, dim, out, dim_size, validate)
     e = src.size(dim)
     needs_grad = torch.is_grad_enabled() and src.requires_grad
     if use_triton(src) and out is None:

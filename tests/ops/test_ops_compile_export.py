@@ -20,7 +20,7 @@ def _data():
     return src, idx
 
 
-@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("reduce", ["max"])
 def test_opcheck_scatter_reduce(reduce):
     src, idx = _data()
     ie = idx.view(-1, 1).expand(src.shape)

@@ -67,7 +67,7 @@ def test_std(unbiased):
 
 def test_composites_backward():
     src = torch.randn(20, 3, requires_grad=True)
-    index = torch.randint(0, 5, (20,))
+    index = torch.arange(20) % 5  # every group has 4 members, so std > 0 and its gradient is finite
     for fn in (ops.scatter_softmax, ops.scatter_log_softmax):
         fn(src, index, 0).sum().backward()
     ops.scatter_logsumexp(src, index, 0).sum().backward()

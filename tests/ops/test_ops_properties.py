@@ -53,7 +53,7 @@ def problems(draw):
     return src, index, n
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(problems(), st.sampled_from(["sum", "add", "mul", "mean", "min", "max"]))
 def test_scatter_matches_loop(problem, reduce):
     src, index, n = problem
@@ -66,7 +66,7 @@ def test_scatter_matches_loop(problem, reduce):
     torch.testing.assert_close(ops.scatter(src.t(), idx, -1, None, n, reduce), exp.t())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(problems(), st.sampled_from(["sum", "mean", "min", "max"]))
 def test_segments_match_loop(problem, reduce):
     src, index, n = problem
@@ -82,7 +82,7 @@ def test_segments_match_loop(problem, reduce):
         assert torch.equal(getattr(ops, f"segment_{reduce}_csr")(src, indptr)[1], exp_arg)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(problems())
 def test_multi_aggregate_and_std_match_loop(problem):
     src, index, n = problem
@@ -94,7 +94,7 @@ def test_multi_aggregate_and_std_match_loop(problem):
     torch.testing.assert_close(ops.scatter_std(src, idx, 0, dim_size=n), _loop_reference(src, index, n, "std")[0])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(problems(), st.sampled_from(["sum", "mean", "max"]), st.integers(1, 6))
 def test_gather_scatter_matches_loop(problem, reduce, n_src):
     src_vals, dst, n = problem
