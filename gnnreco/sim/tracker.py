@@ -743,6 +743,7 @@ class TrackerSimulator:
         keep = (rng.random(len(H["surf"])) >= ineff) & ~self._dead[mod]
         H = {k: v[keep] for k, v in H.items()}
         mod = mod[keep]
+        H, mod = self._overlap_duplicates(H, mod, rng)
         n_sig = len(H["surf"])
         u_true, v_true = self._to_local(mod, H["x"], H["y"], H["z"])
         pu, pv = S["pitch_u"][H["surf"]], S["pitch_v"][H["surf"]]
@@ -837,6 +838,34 @@ class TrackerSimulator:
         hits = hits.iloc[order].reset_index(drop=True)
         truth = truth.iloc[order].reset_index(drop=True)
         return TrackMLEvent(hits=hits, cells=cells, particles=particles, truth=truth)
+
+    def _overlap_duplicates(
+        self, H: dict[str, np.ndarray], mod: np.ndarray, rng: np.random.Generator
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Second hits on the neighbouring module for crossings within a layer's ``overlap`` of a
+        tile edge (in φ). The duplicate has the same true position and momentum; it is lost with
+        the same inefficiency and never lands on a dead module."""
+        S = self.geometry.surfaces
+        M = self.geometry.modules
+        ov = S["overlap"][H["surf"]]
+        if len(mod) == 0 or not (ov > 0).any():
+            return H, mod
+        u, v = self._to_local(mod, H["x"], H["y"], H["z"])
+        hv = M["hv"][mod]
+        hu_nom = M["minhu"][mod] + (M["maxhu"][mod] - M["minhu"][mod]) * (v + hv) / (2 * hv) - ov
+        near = (ov > 0) & (np.abs(u) > hu_nom - ov)
+        idx = np.nonzero(near)[0]
+        if len(idx) == 0:
+            return H, mod
+        r = np.hypot(H["x"][idx], H["y"][idx])
+        dphi = np.sign(u[idx]) * (hu_nom[idx] - np.abs(u[idx]) + 1e-3) / r
+        phi = np.arctan2(H["y"][idx], H["x"][idx]) + dphi
+        nmod = self._locate(H["surf"][idx], r * np.cos(phi), r * np.sin(phi), H["z"][idx])
+        ineff = np.where(np.isnan(S["inefficiency"]), self.inefficiency, S["inefficiency"])[H["surf"][idx]]
+        ok = (nmod != mod[idx]) & (rng.random(len(idx)) >= ineff) & ~self._dead[nmod]
+        idx, nmod = idx[ok], nmod[ok]
+        H = {k: np.concatenate([v_, v_[idx]]) for k, v_ in H.items()}
+        return H, np.concatenate([mod, nmod])
 
     def _cells(
         self,

@@ -55,6 +55,9 @@ class BarrelLayer:
         x_x0: material per layer at normal incidence, in radiation lengths.
         phi_offset: φ₀ of the first module edge (rad).
         inefficiency: hit-loss probability on this layer (``None``: the simulator default).
+        overlap: each module's sensitive area extends this far (mm, along u) past its tile edge
+            into the neighbouring tile, so a particle crossing near an edge gives a hit on both
+            modules (TrackML-like double hits in one layer).
     """
 
     volume_id: int
@@ -69,6 +72,7 @@ class BarrelLayer:
     x_x0: float = 0.02
     phi_offset: float = 0.0
     inefficiency: float | None = None
+    overlap: float = 0.0
 
     @property
     def n_phi(self) -> int:
@@ -89,7 +93,8 @@ class DiskLayer:
         r_min, r_max: radial extent (mm).
         module_width: target module width along r·φ at the ring centre (mm).
         module_length: target radial module length (mm); rings are equal in radial size.
-        pitch_u, pitch_v, module_t, x_x0, phi_offset, inefficiency: as for :class:`BarrelLayer`.
+        pitch_u, pitch_v, module_t, x_x0, phi_offset, inefficiency, overlap: as for
+            :class:`BarrelLayer` (the overlap is along φ, between neighbours of one ring).
     """
 
     volume_id: int
@@ -105,6 +110,7 @@ class DiskLayer:
     x_x0: float = 0.02
     phi_offset: float = 0.0
     inefficiency: float | None = None
+    overlap: float = 0.0
 
     @property
     def n_rings(self) -> int:
@@ -242,6 +248,8 @@ class TrackerGeometry:
             for attr in ("module_width", "module_length", "pitch_u", "pitch_v", "module_t"):
                 if getattr(s, attr) <= 0:
                     raise ValueError(f"geometry '{self.name}': layer {key} has {attr} <= 0")
+            if s.overlap < 0:
+                raise ValueError(f"geometry '{self.name}': layer {key} has overlap < 0")
             if s.x_x0 < 0:
                 raise ValueError(f"geometry '{self.name}': layer {key} has x_x0 < 0")
         for d in self.disks:
@@ -274,6 +282,7 @@ class TrackerGeometry:
             "pitch_v": np.array([s.pitch_v for s in layers], float),
             "module_t": np.array([s.module_t for s in layers], float),
             "phi_offset": np.array([s.phi_offset for s in layers], float),
+            "overlap": np.array([s.overlap for s in layers], float),
             "inefficiency": np.array(
                 [np.nan if s.inefficiency is None else s.inefficiency for s in layers], float
             ),
@@ -336,8 +345,8 @@ class TrackerGeometry:
             rc_l.append(np.full(nphi * nz, b.radius))
             dphi_l.append(np.full(nphi * nz, dphi))
             hv_l.append(np.full(nphi * nz, length / 2))
-            minhu_l.append(np.full(nphi * nz, b.radius * dphi / 2))
-            maxhu_l.append(np.full(nphi * nz, b.radius * dphi / 2))
+            minhu_l.append(np.full(nphi * nz, b.radius * dphi / 2 + b.overlap))
+            maxhu_l.append(np.full(nphi * nz, b.radius * dphi / 2 + b.overlap))
         for k, d in enumerate(self.disks):
             j = len(self.barrels) + k
             e = d.ring_edges()
@@ -353,8 +362,8 @@ class TrackerGeometry:
                 rc_l.append(np.full(n, rc))
                 dphi_l.append(np.full(n, dphi))
                 hv_l.append(np.full(n, 0.5 * (r_out - r_in * math.cos(half))))
-                minhu_l.append(np.full(n, r_in * math.sin(half)))
-                maxhu_l.append(np.full(n, r_out * math.tan(half)))
+                minhu_l.append(np.full(n, r_in * math.sin(half) + d.overlap))
+                maxhu_l.append(np.full(n, r_out * math.tan(half) + d.overlap))
             mid_l.append(np.arange(int(d.ring_n_phi().sum())) + 1)
         surf = np.concatenate(surf_l).astype(np.int64) if surf_l else np.zeros(0, np.int64)
         phic = np.concatenate(phic_l) if phic_l else np.zeros(0)

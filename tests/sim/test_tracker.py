@@ -321,3 +321,27 @@ def test_loopers_and_energy_loss():
     order = np.argsort(np.hypot(slow.truth.tx, slow.truth.ty).to_numpy())
     p = np.sqrt(slow.truth.tpx**2 + slow.truth.tpy**2 + slow.truth.tpz**2).to_numpy()[order]
     assert (np.diff(p) < 0).all() and p[0] < np.hypot(0.3, 0.1)
+
+
+def test_module_overlaps_give_double_hits_on_neighbours():
+    from gnnreco.sim.tracker_geometry import load_preset
+
+    cfg = load_preset("trackml")["geometry"]
+    for vol in cfg["barrel"] + cfg["endcap"]:
+        vol["overlap"] = 0.8
+    geo = TrackerGeometry.from_dict(cfg, name="trackml_overlap")
+    sim = TrackerSimulator(geometry=geo, mu=10, noise_fraction=0.0)
+    ev = sim.simulate(1)
+    base = TrackerSimulator.from_preset("trackml", mu=10, noise_fraction=0.0).simulate(1)
+    assert len(ev.hits) > 1.03 * len(base.hits)
+    t = ev.truth.merge(ev.hits, on="hit_id")
+    groups = t.groupby(["particle_id", "volume_id", "layer_id"])["module_id"]
+    doubles = groups.nunique()
+    assert 0.02 < (doubles > 1).mean() < 0.2
+    # the two modules of a double hit are different and the hits still lie inside their (extended) modules
+    det = sim.detector_table()
+    loc, d = _local_coords(ev.hits, det)
+    hv = d["module_hv"].to_numpy()
+    hu = d["module_minhu"].to_numpy() + (d["module_maxhu"] - d["module_minhu"]).to_numpy() * (loc[:, 1] + hv) / (2 * hv)
+    endcap = ~tm.region_labels(ev.hits["volume_id"])["is_barrel"].to_numpy()
+    assert (np.abs(loc[endcap, 0]) <= hu[endcap] + 1e-3).all()
