@@ -60,7 +60,10 @@ def _as_tensor(name: str, value) -> torch.Tensor:
             raise StoreError(f"event key '{name}': object arrays cannot be stored (got dtype=object)")
         if arr.dtype.kind in "US":
             raise StoreError(f"event key '{name}': string arrays cannot be stored; encode them as integers")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if t.dim() == 0:
         t = t.reshape(1)
     if is_pair_index(name):

@@ -122,11 +122,8 @@ class GraphTaskModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(optimizer=opt)
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {"scheduler": sched, "interval": self.hparams.scheduler_interval,
-                             "monitor": self.hparams.scheduler_monitor},
-        }
+        # Manual optimisation: the scheduler is stepped by _step_scheduler (interval/monitor from hparams).
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
 
     def _step_scheduler(self, interval: str) -> None:
         if self.scheduler_factory is None or self.hparams.scheduler_interval != interval:
