@@ -370,3 +370,14 @@ def test_event_prefix_is_nine_digits():
     assert tm.event_prefix(1000) == "event000001000"
     with pytest.raises(ValueError, match="9-digit"):
         tm.event_prefix(1_000_000_000)
+
+
+def test_throughput_phase_particle_type_is_kept(tmp_path):
+    _, _, particles, _ = _toy_event()
+    particles.insert(1, "particle_type", np.where(particles["q"] > 0, 211, -211).astype(np.int32))
+    tm.write_event(tmp_path / "event000000009", particles=particles, compress=False)
+    header = (tmp_path / "event000000009-particles.csv").read_text().splitlines()[0]
+    assert header == "particle_id,particle_type,vx,vy,vz,px,py,pz,q,nhits"
+    (back,) = tm.load_event(tmp_path / "event000000009", parts=["particles"])
+    assert back["particle_type"].dtype == np.int32
+    np.testing.assert_array_equal(back["particle_type"], particles["particle_type"])
