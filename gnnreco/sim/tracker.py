@@ -918,28 +918,28 @@ class TrackerSimulator:
         )
 
 
-def _rotate_directions(d: np.ndarray, theta: np.ndarray, azim: np.ndarray) -> np.ndarray:
-    """Tilt unit vectors ``d`` (N, 3) by polar angle θ around them, at azimuth ``azim``."""
+def _perp_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors e₁, e₂ orthogonal to the unit vectors ``d`` (N, 3) and to each other."""
     ref = np.where(np.abs(d[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
     e1 = np.cross(d, ref)
     e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(d, e1)
-    out = (
-        d * np.cos(theta)[:, None]
-        + np.sin(theta)[:, None] * (np.cos(azim)[:, None] * e1 + np.sin(azim)[:, None] * e2)
+    return e1, np.cross(d, e1)
+
+
+def _rotate_directions(d: np.ndarray, theta: np.ndarray, azim: np.ndarray) -> np.ndarray:
+    """Tilt unit vectors ``d`` (N, 3) by polar angle θ around them, at azimuth ``azim``."""
+    e1, e2 = _perp_basis(d)
+    out = d * np.cos(theta)[:, None] + np.sin(theta)[:, None] * (
+        np.cos(azim)[:, None] * e1 + np.sin(azim)[:, None] * e2
     )
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _scatter(d: np.ndarray, theta0: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Multiple-scattering kick: two independent Gaussian projected angles of width θ₀."""
-    n = len(d)
-    ref = np.where(np.abs(d[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
-    e1 = np.cross(d, ref)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(d, e1)
-    a1 = rng.normal(0, 1, n) * theta0
-    a2 = rng.normal(0, 1, n) * theta0
+    e1, e2 = _perp_basis(d)
+    a1 = rng.normal(0, 1, len(d)) * theta0
+    a2 = rng.normal(0, 1, len(d)) * theta0
     out = d + np.tan(a1)[:, None] * e1 + np.tan(a2)[:, None] * e2
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 

@@ -345,3 +345,9 @@ def test_module_overlaps_give_double_hits_on_neighbours():
     hu = d["module_minhu"].to_numpy() + (d["module_maxhu"] - d["module_minhu"]).to_numpy() * (loc[:, 1] + hv) / (2 * hv)
     endcap = ~tm.region_labels(ev.hits["volume_id"])["is_barrel"].to_numpy()
     assert (np.abs(loc[endcap, 0]) <= hu[endcap] + 1e-3).all()
+
+
+def test_geometry_dict_round_trip():
+    geo = load_geometry("itk")
+    again = TrackerGeometry.from_dict(geo.to_dict())
+    pd.testing.assert_frame_equal(geo.detector_table(), again.detector_table())
