@@ -118,17 +118,18 @@ class GHConvDense(nn.Module):
 
     def __init__(self, width: int, activation: str = "elu"):
         super().__init__()
-        self.theta = nn.Linear(width, width)
-        self.w_h = nn.Linear(width, width)
-        self.gate = nn.Linear(width, width)
+        self.width = width
+        # W_t, W_h and W_g in one Linear (one matrix product instead of three)
+        self.lin = nn.Linear(width, 3 * width)
         self.act = nn.ELU() if activation == "elu" else nn.GELU()
 
     def forward(self, h: Tensor, A: Tensor) -> Tensor:
         deg = A.sum(-1, keepdim=True).clamp(min=1e-6)
         norm = deg.rsqrt()
-        agg = norm * (A @ (norm * self.theta(h)))
-        g = torch.sigmoid(self.gate(h))
-        return self.act(g * agg + (1 - g) * self.w_h(h))
+        f_t, f_h, f_g = self.lin(h).split(self.width, -1)
+        agg = norm * (A @ (norm * f_t))
+        g = torch.sigmoid(f_g)
+        return self.act(f_h + g * (agg - f_h))
 
 
 class LSHLayer(nn.Module):
@@ -154,7 +155,8 @@ class LSHLayer(nn.Module):
         hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
         ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
         ms = mask.gather(1, perm).reshape(B, -1, S).to(h.dtype)
-        d2 = (ds.unsqueeze(3) - ds.unsqueeze(2)).pow(2).sum(-1)
+        sq = ds.pow(2).sum(-1)
+        d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * ds @ ds.transpose(-1, -2)).clamp(min=0)
         A = torch.exp(-self.kernel_scale * d2) * ms.unsqueeze(-1) * ms.unsqueeze(-2)
         x = hs
         for conv in self.convs:
