@@ -1,0 +1,192 @@
+"""Benchmark of the graph builders: exact kNN against cKDTree, dense cdist+topk, torch_cluster, faiss;
+peak memory vs output size; tracking builders on a 100k-hit event.
+
+``python -m gnnreco.bench.graph [--quick] [--write]``
+
+Peak memory is measured in a fresh subprocess per case: ``ru_maxrss`` after the call minus
+``ru_maxrss`` just before it (inputs already allocated, torch imported and warmed up on a tiny
+input). ``tracemalloc`` cannot see torch's allocations, ``ru_maxrss`` sees every resident page,
+so the delta is the extra peak resident memory of the call, output included. The ratio column is
+that delta divided by the size of the returned ``[2, E]`` int64 edge index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnreco.bench.report import markdown_table, time_fn, write_section
+
+__all__ = ["run", "make_points"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_points(n: int, d: int, kind: str, seed: int = 0) -> torch.Tensor:
+    """``uniform`` in the unit cube, or ``clustered``: shower-like Gaussian blobs of varied width
+    (exponential-ish profiles, 1 % of the points as uniform noise)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "uniform":
+        return torch.rand(n, d, generator=g)
+    n_cl = max(4, n // 500)
+    centres = torch.rand(n_cl, d, generator=g)
+    widths = 10 ** (torch.rand(n_cl, generator=g) * 2 - 3.0)  # 1e-3 .. 1e-1
+    weights = torch.rand(n_cl, generator=g) ** 2 + 0.05
+    lab = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=g)
+    x = centres[lab] + torch.randn(n, d, generator=g) * widths[lab].unsqueeze(1) * \
+        torch.rand(n, 1, generator=g).mul(3).exp().div(4)
+    noise = torch.rand(n, generator=g) < 0.01
+    x[noise] = torch.rand(int(noise.sum()), d, generator=g)
+    return x
+
+
+def _dense_knn(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Reference: row-chunked ``torch.cdist`` + ``topk`` (the full N x N matrix does not fit above ~3e4)."""
+    n = x.size(0)
+    chunk = max(1, (1 << 26) // n)
+    out = []
+    for s in range(0, n, chunk):
+        d = torch.cdist(x[s:s + chunk], x)
+        out.append(torch.topk(d, min(k + 1, n), dim=1, largest=False).indices)
+    return torch.cat(out)
+
+
+def _ckdtree(x: np.ndarray, k: int):
+    from scipy.spatial import cKDTree
+
+    return cKDTree(x).query(x, k + 1, workers=2)
+
+
+def _peak_memory(n: int, d: int, kind: str, k: int) -> tuple[float, float]:
+    """(extra peak RSS in MiB, output size in MiB) of ``knn_graph`` in a fresh process."""
+    code = f"""
+import json, resource, torch
+torch.set_num_threads(2)
+from gnnreco.bench.graph import make_points
+from gnnreco.graph import knn_graph
+x = make_points({n}, {d}, {kind!r})
+knn_graph(make_points(2000, {d}, {kind!r}), {k})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+e = knn_graph(x, {k})
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps([(after - before) / 1024.0, e.numel() * 8 / 2**20]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=1800)
+    if proc.returncode != 0:
+        return math.nan, math.nan
+    return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _cases(quick: bool) -> list[tuple[int, int, int, str]]:
+    if quick:
+        return [(10_000, 3, 16, "uniform"), (100_000, 3, 16, "uniform"), (100_000, 3, 16, "clustered"),
+                (100_000, 8, 16, "uniform")]
+    cases = []
+    for n in (10_000, 100_000):
+        for d in (3, 4, 8, 12):
+            for k in (16, 64):
+                for kind in ("uniform", "clustered"):
+                    cases.append((n, d, k, kind))
+    for d in (3, 8):
+        for kind in ("uniform", "clustered"):
+            cases.append((1_000_000, d, 16, kind))
+    return cases
+
+
+def _knn_table(quick: bool, memory: bool) -> str:
+    from gnnreco._compat import faiss, torch_cluster
+    from gnnreco.graph import knn_graph
+
+    rows = []
+    for n, d, k, kind in _cases(quick):
+        x = make_points(n, d, kind)
+        xn = x.numpy()
+        big = n >= 1_000_000
+        rep = 1 if n >= 100_000 else 3
+        t_g = time_fn(lambda: knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
+        t_kd = time_fn(lambda: _ckdtree(xn, k), repeat=rep, warmup=0 if big else 1)
+        t_dense = time_fn(lambda: _dense_knn(x, k), repeat=1, warmup=0) if n <= 100_000 else math.nan
+        t_tc = math.nan
+        if torch_cluster is not None:
+            t_tc = time_fn(lambda: torch_cluster.knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
+        t_fa = math.nan
+        if faiss is not None:
+            def _faiss():
+                index = faiss.IndexFlatL2(d)
+                index.add(xn)
+                return index.search(xn, k + 1)
+
+            t_fa = time_fn(_faiss, repeat=1, warmup=0)
+        mem, out = (math.nan, math.nan)
+        if memory and n >= 100_000 and k == 16:
+            mem, out = _peak_memory(n, d, kind, k)
+        rows.append([f"{n:.0e}", d, k, kind, t_g, t_kd, t_kd / t_g, t_dense, t_dense / t_g, t_tc, t_tc / t_g,
+                     t_fa, mem, out, mem / out if out == out and out else math.nan])
+        print(rows[-1], flush=True)
+    header = ["N", "D", "k", "points", "gnnreco s", "cKDTree(w=2) s", "x cKDTree", "dense cdist+topk s",
+              "x dense", "torch_cluster s", "x torch_cluster", "faiss s", "peak MiB", "output MiB",
+              "peak/output"]
+    return markdown_table(header, rows)
+
+
+def _tracking_table(quick: bool) -> str:
+    from gnnreco.graph import LayerPairBuilder, ModuleMap, truth_graph
+    from gnnreco.graph._synthetic import helix_event
+
+    npart = 3_000 if quick else 11_500
+    ev = helix_event(npart, seed=100, noise_fraction=0.1, phi_modules=256, z_modules=40, smear=0.02)
+    nh = len(ev["r"])
+    rows = []
+    for name, b in (("layer pairs, 1 GeV preset (0.007 rad/mm, 350 mm)", LayerPairBuilder.from_pt(1.0)),
+                    ("layer pairs, 0.0006 rad/mm, 350 mm", LayerPairBuilder(0.0006, 350.0))):
+        e = b(ev["r"], ev["phi"], ev["z"], ev["layer"])
+        t = time_fn(lambda b=b: b(ev["r"], ev["phi"], ev["z"], ev["layer"]), repeat=1, warmup=0)
+        rows.append([name, nh, e.size(1), t])
+    train = []
+    t0 = time.perf_counter()
+    for s in range(2 if quick else 10):
+        tev = helix_event(npart, seed=s, phi_modules=256, z_modules=40, smear=0.02)
+        tg = truth_graph(tev["particle_id"], "modulewise", order=tev["r"], module_id=tev["module_id"])
+        train.append((tev["r"], tev["phi"], tev["z"], tev["module_id"], tg))
+    mm = ModuleMap.fit(train)
+    t_fit = time.perf_counter() - t0
+    e = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+    t = time_fn(lambda: mm(ev["r"], ev["phi"], ev["z"], ev["module_id"]), repeat=3, warmup=0)
+    rows.append([f"module map apply ({len(mm)} module pairs)", nh, e.size(1), t])
+    rows.append([f"module map fit incl. truth graphs ({len(train)} events)", nh * len(train), len(mm), t_fit])
+    return markdown_table(["builder", "hits", "edges", "time s"], rows)
+
+
+def run(quick: bool = False, memory: bool = True, **options) -> str:
+    """Run the benchmark and return the Markdown tables (kNN first, then tracking builders)."""
+    torch.set_num_threads(2)
+    knn = _knn_table(quick, memory)
+    trk = _tracking_table(quick)
+    return ("### kNN graph (CPU, 2 torch threads; ratios > 1 mean gnnreco is faster)\n\n" + knn +
+            "\n\n### Tracking builders (synthetic helix event)\n\n" + trk)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few cases only")
+    p.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")
+    p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory measurement")
+    a = p.parse_args(argv)
+    table = run(quick=a.quick, memory=not a.no_memory)
+    print(table)
+    if a.write:
+        cmd = "python -m gnnreco.bench.graph --write" + (" --quick" if a.quick else "")
+        write_section("graph", "graph: exact kNN and tracking graph builders", cmd, table)
+
+
+if __name__ == "__main__":
+    main()
