@@ -23,7 +23,10 @@ mis-association arises naturally.
 
 **Truth.** For each node of the signal collision the ancestry is walked up through the decays
 (status 91–99) to the highest b hadron; links where a particle has a single non-photon daughter
-(carbon copies, B⁰–B̄⁰ mixing entries, B*→Bγ) are collapsed. The LCA matrix follows the DFEI
+(carbon copies, B⁰–B̄⁰ mixing entries, B*→Bγ) are collapsed; then ancestors with a single child
+branch *among the reconstructed particles* are collapsed too
+(:func:`~gnnreco.tasks.dfei.reco.collapse_single_child`), so the truth is always the LCA matrix of a
+forest of the nodes and a b hadron with one reconstructed descendant is no chain. The LCA matrix follows the DFEI
 convention (:mod:`gnnreco.tasks.dfei.reco`), capped at 3. Pile-up particles are background.
 
 **Speed.** One Pythia instance per kind and worker process is created lazily and reused; each event
@@ -51,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from gnnreco._compat import WITH_PYTHIA8, pythia8mc
-from gnnreco.tasks.dfei.reco import lca_from_ancestors
+from gnnreco.tasks.dfei.reco import collapse_single_child, lca_from_ancestors
 
 __all__ = [
     "EXCLUSIVE_MODES",
@@ -475,7 +478,9 @@ def generate_event(
     anc = np.full((len(pid), d), -1, dtype=np.int64)
     anc[:n_s] = s_anc.reshape(n_s, d)
     n = len(pid)
-    # truth LCA and chain ids
+    # truth LCA and chain ids: only branchings among the reconstructed particles count
+    anc = collapse_single_child(anc)
+    d = anc.shape[1]
     lca = lca_from_ancestors(anc, cap=lca_cap).astype(np.int8) if n else np.zeros((0, 0), np.int8)
     cluster = np.where(anc[:, 0] >= 0, anc[:, 0], -1) if d else np.full(n, -1, np.int64)
     if d:

@@ -44,6 +44,7 @@ __all__ = [
     "lca_to_adjacency",
     "forest_clusters",
     "ancestors_from_parents",
+    "collapse_single_child",
 ]
 
 
@@ -129,6 +130,43 @@ def lca_from_ancestors(anc: np.ndarray, cap: int | None = 3) -> np.ndarray:
     if cap is not None:
         out = np.minimum(out, cap)
     return out.astype(np.int64)
+
+
+def collapse_single_child(anc: np.ndarray) -> np.ndarray:
+    """Remove ancestors with a single child branch among the given particles.
+
+    The LCA matrix only sees branchings *among the reconstructed particles*: a D meson of which one
+    daughter is reconstructed, or a b hadron with one reconstructed descendant, is a single-child link
+    and is removed (a chain left with one particle is no chain: its row becomes all ``-1``). After this
+    step the truth matrix is always the LCA matrix of a forest of the particles, so a perfect
+    reconstruction exists.
+
+    Args:
+        anc: ``[n, D]`` ancestor ids, root first, ``-1`` padded.
+
+    Returns:
+        ``[n, D']`` collapsed ancestor ids in the same format.
+    """
+    anc = np.asarray(anc, dtype=np.int64)
+    n = anc.shape[0]
+    if n == 0 or anc.shape[1] == 0:
+        return anc.reshape(n, 0)
+    valid = anc >= 0
+    # child branch of ancestor anc[i, k] on the path of particle i: the next ancestor, or the particle
+    nxt = np.full_like(anc, -1)
+    nxt[:, :-1] = anc[:, 1:]
+    leaf_code = -(np.arange(n) + 2)  # distinct negative codes for "the particle itself"
+    child = np.where(nxt >= 0, nxt, leaf_code[:, None])
+    a, c = anc[valid], child[valid]
+    pairs = np.unique(np.stack([a, c], 1), axis=0)
+    ids, nchild = np.unique(pairs[:, 0], return_counts=True)
+    single = ids[nchild < 2]
+    keep = valid & ~np.isin(anc, single)
+    out = np.full_like(anc, -1)
+    depth = keep.sum(1)
+    for i in np.flatnonzero(depth):
+        out[i, :depth[i]] = anc[i, keep[i]]
+    return out[:, :max(int(depth.max()), 0)]
 
 
 def ancestors_from_parents(parent: np.ndarray, n_leaves: int) -> np.ndarray:
