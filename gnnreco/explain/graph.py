@@ -1,0 +1,313 @@
+r"""Relevance through message passing: LRP forwards of gnnreco's graph layers.
+
+A message-passing layer gathers node features along the edges, forms messages, and scatters them
+onto the targets. In the gradient × input picture (:mod:`gnnreco.explain.rules`):
+
+* **gather** :math:`x_j \to m_{ji}`: the relevance of all copies of :math:`x_j` adds up at node j;
+* **scatter-sum / mean** :math:`a_i = \sum_j m_{ji}` (or divided by the constant degree):
+  :math:`R_{ji} = m_{ji}\, R_{a_i} / a_i` per feature — in proportion to each message's contribution;
+* **scatter-max**: all relevance of :math:`a_i` goes to the arg-max message;
+* **std** (Interaction Network multi-aggregation): :math:`R_{ji} \propto (m_{ji} - \bar m_i)^2`, the
+  message's share of the variance;
+* **GravNet** messages :math:`w_{ij} f_j` with :math:`w_{ij} = e^{-10 d_{ij}^2}`: the weights depend
+  only on the learned space, whose projection gets the ``detach`` rule (as xai4hep uses the adjacency
+  matrix as a weight), so relevance goes to the messages in proportion to :math:`w_{ij} f_j`;
+* **gates** (MLPF GHConv :math:`g \odot \hat A h W_t + (1-g) \odot h W_h`) and the GNN-LSH Gaussian
+  kernel are held constant in the same way.
+
+Everything is evaluated on the actual (sparse) edge index, so the relevance of a layer's messages is
+an ``[E, F]`` tensor; GravNet's kNN graph and MLPF's LSH bins are recorded with their messages.
+
+Modules with children are either *audited* (their ``forward`` does only linear work between child
+modules: concatenation, indexing, sums, scatter-sum/mean/max, residual additions) or get an *LRP
+forward* here that computes the same values (tests check this) with the rules above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnnreco.explain.propagate import current_tape
+from gnnreco.explain.rules import _safe_ratio, graft
+
+__all__ = ["register_composite", "composite_handler", "supported_composites", "lrp_aggregate",
+           "lrp_multi_aggregate", "pass_through"]
+
+_AUDITED: dict[type, bool | Callable] = {}
+_LAZY: dict[str, str | bool] = {}  # "module:Class" -> name of the LRP forward in this file, or True
+
+
+def register_composite(cls: type, forward: Callable | None = None) -> None:
+    """Declare ``cls`` explainable: audited (``forward=None``) or with an LRP ``forward(self, ...)``."""
+    _AUDITED[cls] = True if forward is None else forward
+
+
+def _resolve_lazy() -> None:
+    import importlib
+
+    for key in list(_LAZY):
+        modname, clsname = key.split(":")
+        try:
+            cls = getattr(importlib.import_module(modname), clsname)
+        except Exception:  # noqa: BLE001 - a task package that is not importable is simply not supported
+            continue
+        target = _LAZY.pop(key)
+        register_composite(cls, None if target is True else globals()[str(target)])
+
+
+def composite_handler(mod: nn.Module) -> bool | Callable | None:
+    """True for an audited composite, its LRP forward, or None if the type is not supported."""
+    _resolve_lazy()
+    return _AUDITED.get(type(mod))
+
+
+def supported_composites() -> list[str]:
+    _resolve_lazy()
+    return sorted(c.__name__ for c in _AUDITED)
+
+
+# --------------------------------------------------------------------------- primitives
+def pass_through(x: Tensor, y: Tensor) -> Tensor:
+    """Ratio rule for a functional element-wise op ``y = f(x)``: :math:`R_{in} = R_{out}`."""
+    tape = current_tape()
+    if tape is not None:
+        tape.ledger.watch("epsilon", y, torch.where(x.detach() == 0, y.detach(), torch.zeros_like(y)))
+    return graft(y, x * _safe_ratio(y.detach(), x.detach()))
+
+
+def _std_rule(src: Tensor, index: Tensor, dim_size: int, value: Tensor) -> Tensor:
+    """Grafted std aggregation: value ``value``; relevance to messages :math:`\\propto (m - \\bar m)^2`."""
+    from gnnreco.ops import scatter
+
+    mean = scatter(src.detach(), index, dim=0, dim_size=dim_size, reduce="mean")
+    dev2 = (src.detach() - mean[index]) ** 2
+    tot = scatter(dev2, index, dim=0, dim_size=dim_size, reduce="sum")
+    share = _safe_ratio(dev2, tot[index])  # share of each message in its group's variance
+    # surrogate: a sum over messages of src * c with gradient c = share * std / src (R_msg = share * R_std)
+    c = _safe_ratio(share * value.detach()[index], src.detach())
+    surrogate = scatter(src * c, index, dim=0, dim_size=dim_size, reduce="sum")
+    tape = current_tape()
+    if tape is not None:  # groups with zero variance or zero messages cannot pass relevance on
+        lost = value.detach() - scatter((src * c).detach(), index, dim=0, dim_size=dim_size, reduce="sum")
+        tape.ledger.watch("epsilon", value, lost)
+    return graft(value, surrogate)
+
+
+def lrp_aggregate(src: Tensor, index: Tensor, dim_size: int, reduce: str, name: str = "agg",
+                  source: Tensor | None = None) -> Tensor:
+    """One aggregation with its relevance rule; records the messages on the current tape."""
+    from gnnreco.nn.interaction_network import aggregate
+
+    tape = current_tape()
+    if tape is not None:
+        src = tape.message(f"{name}.{reduce}", src, index, source)
+    value = aggregate(src, index, dim_size, reduce)
+    if reduce == "std":
+        return _std_rule(src, index, dim_size, value)
+    if reduce not in ("sum", "mean", "max", "min"):
+        raise ValueError(f"LRP: aggregation {reduce!r} has no relevance rule; supported: sum, mean, max, min, std")
+    return value
+
+
+def lrp_multi_aggregate(src: Tensor, index: Tensor, dim_size: int, reductions: Sequence[str], name: str = "agg",
+                        source: Tensor | None = None) -> Tensor:
+    """:func:`lrp_aggregate` for several reductions, concatenated along features."""
+    return torch.cat([lrp_aggregate(src, index, dim_size, r, name, source) for r in reductions], dim=-1)
+
+
+# --------------------------------------------------------------------------- Interaction Network
+def _interaction_block_forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    src, dst = edge_index[0], edge_index[1]
+    n = x.shape[0]
+    agg = self.aggregations
+    if self.directions == "both":
+        parts = [x, lrp_multi_aggregate(e, dst, n, agg, "in", src), lrp_multi_aggregate(e, src, n, agg, "out", dst)]
+    elif self.directions == "in":
+        parts = [x, lrp_multi_aggregate(e, dst, n, agg, "in", src)]
+    elif self.directions == "out":
+        parts = [x, lrp_multi_aggregate(e, src, n, agg, "out", dst)]
+    else:
+        parts = [x, lrp_multi_aggregate(torch.cat([e, e], 0), torch.cat([dst, src], 0), n, agg, "undirected",
+                                        torch.cat([src, dst], 0))]
+    x_new = self.node_net(torch.cat(parts, dim=-1))
+    e_new = self.edge_net(torch.cat([x_new[src], x_new[dst], e], dim=-1))
+    return x_new, e_new
+
+
+# --------------------------------------------------------------------------- GravNet
+def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    from gnnreco.tasks.calo.model import knn_edges
+
+    s = self.lin_s(h).detach()  # graph-building path: weights only
+    f = torch.relu(self.lin_f(h))  # relu's gradient is y/x: the ratio rule
+    e = knn_edges(s, self.k, batch, self.knn_impl)
+    i, j = e[0], e[1]
+    d2 = ((s[i] - s[j]) ** 2).sum(-1)
+    if self.lin_sigma is not None:
+        sigma = F.softplus(self.lin_sigma(h).detach()).squeeze(-1) + 0.05
+        d2 = d2 / sigma[i] ** 2
+    w = torch.exp(-10.0 * d2).detach()
+    msg = f[j] * w[:, None]
+    agg = lrp_multi_aggregate(msg, i, h.shape[0], ("mean", "max"), "knn", j)
+    if self.subtract_self:
+        agg = agg - torch.cat([f, f], dim=1)
+    return self.out(torch.cat([h, agg], dim=1)), s
+
+
+def _gravnet_conv_forward(self, x, batch=None):
+    from gnnreco.graph import edge_sq_distance, knn
+    from gnnreco.nn.gravnet_conv import _pair_batch
+
+    is_bipartite = True
+    if isinstance(x, Tensor):
+        x = (x, x)
+        is_bipartite = False
+    b_l, b_r = _pair_batch(batch)
+    h_l = self.lin_h(x[0])
+    s_l = self.lin_s(x[0]).detach()
+    s_r = self.lin_s(x[1]).detach() if is_bipartite else s_l
+    edge_index = knn(s_l, s_r, self.k, b_l, b_r).flip(0)
+    w = torch.exp(-10.0 * edge_sq_distance(s_l, edge_index, s_r)).detach()
+    msg = h_l.index_select(0, edge_index[0]) * w.unsqueeze(1)
+    out = lrp_multi_aggregate(msg, edge_index[1], s_r.size(0), ("mean", "max"), "knn", edge_index[0])
+    return self.lin_out1(x[1]) + self.lin_out2(out)
+
+
+# --------------------------------------------------------------------------- MLPF
+def _mlpf_gravnet_forward(self, h: Tensor, mask: Tensor) -> Tensor:
+    B, N, _ = h.shape
+    s, f = self.lin_s(h).detach(), self.lin_f(h)
+    d2 = (s.unsqueeze(2) - s.unsqueeze(1)).pow(2).sum(-1)
+    d2 = d2.masked_fill(~mask.unsqueeze(1), 1e9)
+    k = min(self.k, N)
+    negd, idx = torch.topk(-d2, k, dim=-1)
+    valid = (negd > -1e8).to(h.dtype)
+    w = torch.exp(10.0 * negd) * valid
+    fj = f.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, f.shape[-1])).reshape(B, N, k, -1)
+    msg = fj * w.unsqueeze(-1)
+    tape = current_tape()
+    if tape is not None:  # record as a flat edge list (event-major element ids)
+        ar = torch.arange(B * N, device=h.device).view(B, N, 1).expand(B, N, k).reshape(-1)
+        src = (idx + (torch.arange(B, device=h.device) * N).view(B, 1, 1)).reshape(-1)
+        keep = valid.reshape(-1) > 0
+        flat = msg.reshape(B * N * k, -1)
+        flat = tape.message("knn", flat, ar, src)
+        tape.tensors.setdefault("_mlpf_keep", keep)
+        msg = flat.reshape(B, N, k, -1)
+    mean = msg.sum(2) / valid.sum(-1, keepdim=True).clamp(min=1)
+    mx = msg.max(2).values
+    out = self.lin_o(torch.cat([h, mean, mx], -1))
+    return self.norm(h + self.drop(pass_through(out, F.elu(out)))) * mask.unsqueeze(-1).to(h.dtype)
+
+
+def _ghconv_forward(self, h: Tensor, A: Tensor) -> Tensor:
+    A = A.detach()
+    deg = A.sum(-1, keepdim=True).clamp(min=1e-6)
+    norm = deg.rsqrt()
+    f_t, f_h, f_g = self.lin(h).split(self.width, -1)
+    agg = norm * (A @ (norm * f_t))
+    g = torch.sigmoid(f_g).detach()  # gate held constant
+    return self.act(f_h + g * (agg - f_h))
+
+
+def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
+    from gnnreco.tasks.pflow.model import decode_momentum, encode_elements, pad_to_multiple
+
+    N = X.shape[1]
+    mask = mask.to(torch.bool)
+    if self.bin_size > 1:
+        X, mask = pad_to_multiple(X, mask, self.bin_size)
+    X = X * mask.unsqueeze(-1).to(X.dtype)
+    tape = current_tape()
+    e = encode_elements(X)
+    if tape is not None:  # explain the encoded element features (13 per element)
+        e = tape.ledger.leaf("input", e)
+        tape.tensors["encoded_inputs"] = e
+    mf = mask.unsqueeze(-1).to(X.dtype)
+    h_id = self.embed_id(e) * mf
+    for layer in self.layers_id:
+        h_id = layer(h_id, mask)
+    h_reg = self.embed_reg(e) * mf
+    for layer in self.layers_reg:
+        h_reg = layer(h_reg, mask)
+    z = torch.cat([e, h_id], -1)
+    binary, pid, charge = self.head_binary(z), self.head_pid(z), self.head_charge(z)
+    probs = torch.softmax(pid, -1)
+    if tape is not None:  # class probabilities enter the regression head as a relevance sink
+        probs = tape.ledger.leaf("sink", probs)
+    reg = self.head_reg(torch.cat([e, h_id, h_reg, probs], -1))
+    p4 = decode_momentum(X, reg)
+    outs = (binary, pid, charge, reg, p4)
+    return tuple(o[:, :N] for o in outs)
+
+
+# --------------------------------------------------------------------------- DFEI
+def _gn_block_forward(self, v, e, u, edge_index, batch, edge_weight=None):
+    from gnnreco.ops import scatter
+
+    s, r = edge_index[0], edge_index[1]
+    n, b = v.shape[0], u.shape[0]
+    eb = batch[r]
+    e2 = self.edge_mlp(torch.cat([e, v[s], v[r], u[eb]], 1))
+    msg = e2 if edge_weight is None else e2 * edge_weight.detach().unsqueeze(1)
+    tape = current_tape()
+    if tape is not None:
+        msg = tape.message("edges", msg, r, s)
+    agg = scatter(msg, r, dim=0, dim_size=n, reduce=self.aggr)
+    v2 = self.node_mlp(torch.cat([v, agg, u[batch]], 1))
+    vm = scatter(v2, batch, dim=0, dim_size=b, reduce="mean")
+    em = scatter(e2, eb, dim=0, dim_size=b, reduce="mean")
+    u2 = self.global_mlp(torch.cat([u, vm, em], 1))
+    return v2, e2, u2
+
+
+def _dfei_encode(self, x, edge_index, batch, n_pv):
+    from gnnreco.tasks.dfei.model import _global_inputs, edge_inputs, node_inputs
+
+    b = n_pv.shape[0]
+    counts = torch.bincount(batch, minlength=b)
+    vin, ein, uin = node_inputs(x), edge_inputs(x, edge_index), _global_inputs(n_pv, counts)
+    tape = current_tape()
+    if tape is not None:  # explain the engineered node / pair / event inputs
+        vin = tape.ledger.leaf("input", vin)
+        ein = tape.ledger.leaf("input", ein)
+        uin = tape.ledger.leaf("input", uin)
+        tape.tensors.update(encoded_inputs=vin, encoded_edge_inputs=ein, encoded_global_inputs=uin)
+    return self.enc_v(vin), self.enc_e(ein), self.enc_u(uin)
+
+
+def _dfei_epd_forward(self, x, edge_index, batch, n_pv):
+    v0, e0, u0 = _dfei_encode(self, x, edge_index, batch, n_pv)
+    v, e, u = v0, e0, u0
+    for blk in self.blocks:
+        v, e, u = blk(torch.cat([v0, v], 1), torch.cat([e0, e], 1), torch.cat([u0, u], 1), edge_index, batch)
+    nv = self.node_dec(v) if self.node_dec is not None else None
+    ne = self.edge_dec(e) if self.edge_dec is not None else None
+    return nv, ne
+
+
+# --------------------------------------------------------------------------- registry
+for _cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
+    register_composite(_cls)
+
+_LAZY.update({
+    "gnnreco.nn.mlp:MLP": True,
+    "gnnreco.nn.interaction_network:InteractionBlock": "_interaction_block_forward",
+    "gnnreco.tasks.tracking.model:InteractionEdgeClassifier": True,
+    "gnnreco.tasks.tracking.model:InteractionGNN": True,
+    "gnnreco.tasks.tracking.model:InteractionGNN2": True,
+    "gnnreco.tasks.tracking.model:ResIN": True,
+    "gnnreco.nn.gravnet_conv:GravNetConv": "_gravnet_conv_forward",
+    "gnnreco.tasks.calo.model:GravNetBlock": "_calo_gravnet_block_forward",
+    "gnnreco.tasks.calo.model:CaloGravNet": True,
+    "gnnreco.tasks.pflow.model:GravNetLayer": "_mlpf_gravnet_forward",
+    "gnnreco.tasks.pflow.model:GHConvDense": "_ghconv_forward",
+    "gnnreco.tasks.pflow.model:LSHLayer": True,
+    "gnnreco.tasks.pflow.model:MLPFNet": "_mlpf_net_forward",
+    "gnnreco.tasks.dfei.model:GNBlock": "_gn_block_forward",
+    "gnnreco.tasks.dfei.model:EncodeProcessDecode": "_dfei_epd_forward",
+})
