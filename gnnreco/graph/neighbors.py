@@ -63,6 +63,7 @@ _BUDGET = 1 << 22  # distance-matrix entries per tile (x D for gathered coordina
 _WMAX = 4  # largest block half-width before the grid is coarsened
 _EXTRA = 8  # brute force: candidates re-scored exactly beyond k
 _HFACTOR = 1.25  # initial cell size / median k-th neighbour distance
+_W0 = 1  # initial block half-width (cells)
 
 
 @dataclass
@@ -115,15 +116,16 @@ def _prepare(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | Non
 
 
 def _resolve_method(method: str, dim: int, num_events: int, nx: int) -> str:
+    """``"brute"``, ``"grid"``, or ``"probe"`` (decide after estimating the cell size)."""
     if method not in ("auto", "grid", "brute"):
         raise ValueError(f"'method' must be 'auto', 'grid' or 'brute', got {method!r}")
     if method != "auto":
         return method
     if nx <= 2048 and num_events <= 8:
         return "brute"
-    if dim <= 4 or num_events > 8:
+    if dim <= 3 or num_events > 8:
         return "grid"
-    return "brute"
+    return "probe"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,7 +419,11 @@ def _sample_kth(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, k: i
 
 
 def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
-          r2: float | None, exclude_self: bool, coll: _Collector, trunc: Truncation) -> None:
+          r2: float | None, exclude_self: bool, coll: _Collector, trunc: Truncation,
+          probe: bool = False) -> bool:
+    """Grid search. With ``probe`` (D > 3, ``method="auto"``), give up before searching and return
+    ``False`` when the block around a query would cover most of the point cloud in the grid
+    dimensions (high intrinsic dimension: brute force is then faster)."""
     D = x.size(1)
     g = min(D, 3)
     lo_all = torch.minimum(x.amin(0), y.amin(0))
@@ -428,17 +434,21 @@ def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events
     big = float(ext.max()) * 2 + 1.0
     if r2 is not None:
         h = math.sqrt(r2) * (1 + 1e-5) + 1e-12
+        if probe and 3 * h > 0.5 * float(ext.min()):
+            return False
         grid = _Grid(xg, x, bx, lo, ext, h, num_events)
         q = torch.arange(y.size(0), device=x.device)
         _grid_pass(grid, x, y, yg, by, q, 1, k, r2, exclude_self, coll, trunc)
-        return
+        return True
     h = _sample_kth(x, y, bx, by, k, exclude_self) * _HFACTOR
+    if probe and (2 * _W0 + 1) * h > 0.5 * float(ext.min()):
+        return False
     if not math.isfinite(h) or h <= 0:
         h = big if not math.isfinite(h) else max(float(ext.max()) / 1024, 1e-12)
     h = min(h, big)
     grid = _Grid(xg, x, bx, lo, ext, h, num_events)
     pending = torch.arange(y.size(0), device=x.device)
-    w_req = torch.ones_like(pending)
+    w_req = torch.full_like(pending, _W0)
     while pending.numel():
         new_q, new_d = [], []
         for w in torch.unique(w_req).tolist():
@@ -462,6 +472,7 @@ def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events
             factor = 4.0
             grid = _Grid(xg, x, bx, lo, ext, min(float(grid.hd.min()) * factor, big), num_events)
             w_req = torch.clamp(torch.ceil(w_req.double() / factor).long(), min=1)
+    return True
 
 
 def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
@@ -473,12 +484,13 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
     r2 = None if r is None else float(r) ** 2
     m = _resolve_method(method, x.size(1), num_events, x.size(0))
     with torch.no_grad():
-        if m == "brute":
+        if m != "brute" and _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
+                                  probe=m == "probe"):
+            pass
+        else:
             ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
             ptr_y = batch_to_ptr(by, y.size(0), num_events, x.device)
             _brute(x, y, ptr_x, ptr_y, k, r2, exclude_self, coll, trunc)
-        else:
-            _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc)
     return coll.result(), trunc
 
 

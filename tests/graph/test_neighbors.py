@@ -244,3 +244,14 @@ def test_cuda_matches_cpu():
         assert edge_set(c) == edge_set(knn_graph(x, 16, b, method=method))
         rc = radius_graph(x.cuda(), 0.05, b.cuda(), max_num_neighbors=64, method=method).cpu()
         assert edge_set(rc) == edge_set(radius_graph(x, 0.05, b, max_num_neighbors=64, method=method))
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_auto_method_high_dimension(clustered):
+    # D > 3 with method="auto": the grid is probed and abandoned for uniform 6-D points
+    x = make_points(3000, 6, clustered, seed=23)
+    got = knn(x, x[:200], 9)
+    ref, _ = brute_knn(x, x[:200], 9)
+    assert edge_set(got) == edge_set(ref)
+    r = radius(x, x[:200], 0.3, max_num_neighbors=10_000)
+    assert edge_set(r) == edge_set(torch_cluster.radius(x, x[:200], 0.3, max_num_neighbors=10_000))
