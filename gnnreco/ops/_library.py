@@ -60,6 +60,54 @@ def _arg_of(src: Tensor, index: Tensor, res: Tensor, dim: int, op: str) -> Tenso
     return arg.scatter_reduce_(dim, index, cand, "amin", include_self=True)
 
 
+def scatter_to_arg(grad: Tensor, arg: Tensor, dim: int, e: int) -> Tensor:
+    """Gradient of picking ``src`` at ``arg`` along ``dim``: ``grad`` written back to the arg rows.
+
+    Each source position is the arg of at most one (group, column), so a plain flat ``scatter_``
+    (no accumulation) suffices; empty groups point at a scratch row ``e`` that is dropped.
+    """
+    gm = grad.movedim(dim, 0)
+    rest = list(gm.shape[1:])
+    r = 1
+    for v in rest:
+        r *= v
+    n = gm.size(0)
+    gm = gm.reshape(n, r)
+    am = arg.movedim(dim, 0).reshape(n, r)
+    lin = (am * r + torch.arange(r, device=arg.device)).reshape(-1)
+    out = torch.zeros((e + 1) * r, dtype=grad.dtype, device=grad.device)
+    out.scatter_(0, lin, gm.reshape(-1))
+    return out.view([e + 1] + rest)[:e].movedim(0, dim)
+
+
+class PickAtArg(torch.autograd.Function):
+    """``out = src[arg]`` along ``dim`` (0 where ``arg == e``), with a scatter-store backward."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, arg: Tensor, dim: int) -> Tensor:
+        e = src.size(dim)
+        ctx.dim, ctx.e = dim, e
+        ctx.save_for_backward(arg)
+        picked = src.gather(dim, arg.clamp(max=max(e - 1, 0)))
+        return picked.masked_fill_(arg >= e, 0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (arg,) = ctx.saved_tensors
+        return scatter_to_arg(grad.contiguous(), arg, ctx.dim, ctx.e), None, None
+
+
+def _arg_1d(src: Tensor, index: Tensor, res: Tensor) -> Tensor:
+    """Sparse-hit arg search for ``src [E, F]`` grouped by a 1-D ``index`` (see scatter.arg_from_1d_index)."""
+    e, f = src.shape
+    n = res.size(0)
+    nz = torch.nonzero(src == res.index_select(0, index))
+    rows = nz[:, 0]
+    lin = index.index_select(0, rows) * f + nz[:, 1]
+    arg = torch.full((n * f,), e, dtype=torch.long, device=src.device)
+    return arg.scatter_reduce_(0, lin, rows, "amin", include_self=True).view(n, f)
+
+
 def native_scatter_reduce(
     src: Tensor, index: Tensor, dim: int, dim_size: int, reduce: str
 ) -> Tuple[Tensor, Tensor]:
@@ -114,12 +162,12 @@ def native_multi_aggregate(
         mx = torch.zeros(n, f, dtype=src.dtype, device=src.device)
         mx.scatter_reduce_(0, ie, src, "amax", include_self=False)
         if need_arg:
-            argmax = _arg_of(src, ie, mx, 0, "amax")
+            argmax = _arg_1d(src, index, mx)
     if "min" in reductions:
         mn = torch.zeros(n, f, dtype=src.dtype, device=src.device)
         mn.scatter_reduce_(0, ie, src, "amin", include_self=False)
         if need_arg:
-            argmin = _arg_of(src, ie, mn, 0, "amin")
+            argmin = _arg_1d(src, index, mn)
     parts: List[Tensor] = []
     for r in reductions:
         if r in ("sum", "add"):
@@ -251,11 +299,7 @@ def _scatter_reduce_backward(ctx, grad_out, grad_arg):
             cnt = torch.zeros_like(grad_out).scatter_add_(dim, index, torch.ones(index.size(), dtype=g.dtype, device=g.device))
             g = g / cnt.clamp(min=1)
         return g.gather(dim, index), None, None, None, None
-    shape = list(ctx.src_shape)
-    shape[dim] = e + 1
-    gsrc = torch.zeros(shape, dtype=grad_out.dtype, device=grad_out.device)
-    gsrc.scatter_add_(dim, arg, grad_out)
-    return gsrc.narrow(dim, 0, e), None, None, None, None
+    return scatter_to_arg(grad_out.contiguous(), arg, dim, e), None, None, None, None
 
 
 torch.library.register_autograd(
@@ -329,9 +373,7 @@ def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
                 raise RuntimeError(
                     "gnnreco.ops.multi_aggregate: backward through min/max needs need_arg=True in forward"
                 )
-            tmp = torch.zeros(e + 1, f, dtype=src.dtype, device=src.device)
-            tmp.scatter_add_(0, arg, g)
-            grad_src = grad_src + tmp[:e]
+            grad_src = grad_src + scatter_to_arg(g.contiguous(), arg, 0, e)
     if e > 0:
         grad_src = grad_src + coeff.index_select(0, index)
         if dev_coeff is not None:
@@ -452,10 +494,7 @@ def _seg_backward(ctx, grad_out, _grad_arg):
         seg = torch.searchsorted(indptr, pos, right=True) - 1
         seg = torch.where((seg < 0) | (seg >= n), torch.full_like(seg, n), seg)
         return gz.index_select(0, seg), None, None
-    shape = [e + 1] + list(grad_out.shape[1:])
-    gsrc = torch.zeros(shape, dtype=grad_out.dtype, device=grad_out.device)
-    gsrc.scatter_add_(0, arg, grad_out)
-    return gsrc[:e], None, None
+    return scatter_to_arg(grad_out.contiguous(), arg, 0, e), None, None
 
 
 torch.library.register_autograd("gnnreco::segment_csr", _seg_backward, setup_context=_seg_setup)
