@@ -73,10 +73,11 @@ def supported_composites() -> list[str]:
 # --------------------------------------------------------------------------- primitives
 def pass_through(x: Tensor, y: Tensor) -> Tensor:
     """Ratio rule for a functional element-wise op ``y = f(x)``: :math:`R_{in} = R_{out}`."""
+    out = graft(y, x * _safe_ratio(y.detach(), x.detach()))
     tape = current_tape()
     if tape is not None:
-        tape.ledger.watch("epsilon", y, torch.where(x.detach() == 0, y.detach(), torch.zeros_like(y)))
-    return graft(y, x * _safe_ratio(y.detach(), x.detach()))
+        tape.ledger.watch("epsilon", out, torch.where(x.detach() == 0, y.detach(), torch.zeros_like(y)))
+    return out
 
 
 def _std_rule(src: Tensor, index: Tensor, dim_size: int, value: Tensor) -> Tensor:
@@ -90,11 +91,12 @@ def _std_rule(src: Tensor, index: Tensor, dim_size: int, value: Tensor) -> Tenso
     # surrogate: a sum over messages of src * c with gradient c = share * std / src (R_msg = share * R_std)
     c = _safe_ratio(share * value.detach()[index], src.detach())
     surrogate = scatter(src * c, index, dim=0, dim_size=dim_size, reduce="sum")
+    out = graft(value, surrogate)
     tape = current_tape()
     if tape is not None:  # groups with zero variance or zero messages cannot pass relevance on
         lost = value.detach() - scatter((src * c).detach(), index, dim=0, dim_size=dim_size, reduce="sum")
-        tape.ledger.watch("epsilon", value, lost)
-    return graft(value, surrogate)
+        tape.ledger.watch("epsilon", out, lost)
+    return out
 
 
 def lrp_aggregate(src: Tensor, index: Tensor, dim_size: int, reduce: str, name: str = "agg",
@@ -270,7 +272,7 @@ def _dfei_encode(self, x, edge_index, batch, n_pv):
 
     b = n_pv.shape[0]
     counts = torch.bincount(batch, minlength=b)
-    vin, ein, uin = node_inputs(x), edge_inputs(x, edge_index), _global_inputs(n_pv, counts)
+    vin, ein, uin = node_inputs(x), edge_inputs(x, edge_index), _global_inputs(n_pv, counts).to(x.dtype)
     tape = current_tape()
     if tape is not None:  # explain the engineered node / pair / event inputs
         vin = tape.ledger.leaf("input", vin)

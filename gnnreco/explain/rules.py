@@ -186,9 +186,10 @@ class _Weighted(Rule):
         z = F.linear(a, wr, bleaf)
         den = z.detach() + self.epsilon * _sign1(z.detach())
         c = (y.detach() / den)
+        out = graft(y, z * c)
         # relevance absorbed by epsilon: R_k (1 - z'_k / den_k)
-        ledger.watch("epsilon", y, y.detach() * (1.0 - z.detach() / den))
-        return graft(y, z * c)
+        ledger.watch("epsilon", out, y.detach() * (1.0 - z.detach() / den))
+        return out
 
 
 class Epsilon(_Weighted):
@@ -252,8 +253,9 @@ class WSquare(Rule):
         ones = x * inv  # value 1 (0 where x == 0), gradient 1/x
         z = F.linear(ones, self.weights(module.weight.detach()))
         den = z.detach() + self.epsilon * _sign1(z.detach())
-        ledger.watch("epsilon", y, y.detach() * (1.0 - z.detach() / den))
-        return graft(y, z * (y.detach() / den))
+        out = graft(y, z * (y.detach() / den))
+        ledger.watch("epsilon", out, y.detach() * (1.0 - z.detach() / den))
+        return out
 
 
 class Flat(WSquare):
@@ -275,8 +277,9 @@ class Pass(Rule):
             raise ValueError(f"pass rule needs an element-wise layer; {type(module).__name__} maps "
                              f"{tuple(x.shape)} to {tuple(y.shape)}")
         r = _safe_ratio(y.detach(), x.detach())
-        ledger.watch("epsilon", y, torch.where(x.detach() == 0, y.detach(), torch.zeros_like(y)))
-        return graft(y, x * r)
+        out = graft(y, x * r)
+        ledger.watch("epsilon", out, torch.where(x.detach() == 0, y.detach(), torch.zeros_like(y)))
+        return out
 
 
 class Detach(Rule):
