@@ -75,7 +75,14 @@ def _native(src: Tensor, index: Tensor, dim_size: int, reduce: str) -> Tensor:
             0, index.view(-1, 1), ones)
         return s / cnt.clamp(min=1.0)
     if reduce in ("max", "min"):
-        return out.scatter_reduce(0, idx, src, reduce="amax" if reduce == "max" else "amin", include_self=False)
+        how = "amax" if reduce == "max" else "amin"
+        if not _exporting():
+            return out.scatter_reduce(0, idx, src, reduce=how, include_self=False)
+        # ONNX (ScatterElements with reduction, opset >= 18) has no include_self=False: start from ∓inf
+        # and set the untouched (empty) groups to 0.
+        init = torch.full_like(out, float("-inf") if reduce == "max" else float("inf"))
+        red = init.scatter_reduce(0, idx, src, reduce=how, include_self=True)
+        return torch.where(torch.isinf(red), out, red)
     raise ValueError(f"unknown reduction {reduce!r}; expected one of {AGGREGATIONS}")
 
 

@@ -222,11 +222,12 @@ class InteractionGNN2(InteractionEdgeClassifier):
 
     def __init__(self, node_features: int = 3, edge_features: int = 5, hidden: int = 128, n_graph_iters: int = 8,
                  n_layers: int = 3, encoder_layers: int = 3, output_layers: int = 3, recurrent: bool = False,
-                 aggregations: Sequence[str] = ("sum",), directions: str = "both", activation: str = "relu",
-                 norm: str = "batch", checkpointing: bool = False, n_chunks: int = 1) -> None:
+                 aggregations: Sequence[str] = ("sum",), directions: str = "both", undirected: bool = False,
+                 activation: str = "relu", norm: str = "batch", checkpointing: bool = False,
+                 n_chunks: int = 1) -> None:
         super().__init__(node_features, edge_features, hidden, n_graph_iters, n_layers, encoder_layers,
                          output_layers, recurrent, aggregations, directions, skip="concat", residual_alpha=None,
-                         concat_edge_history=False, undirected=False, activation=activation, norm=norm,
+                         concat_edge_history=False, undirected=undirected, activation=activation, norm=norm,
                          checkpointing=checkpointing, n_chunks=n_chunks)
 
 
@@ -236,10 +237,11 @@ class ResIN(InteractionEdgeClassifier):
     def __init__(self, node_features: int = 3, edge_features: int = 0, hidden: int = 64, n_graph_iters: int = 6,
                  n_layers: int = 2, encoder_layers: int = 2, output_layers: int = 3, recurrent: bool = False,
                  aggregations: Sequence[str] = ("sum", "max"), directions: str = "in",
-                 residual_alpha: float | None = 0.5, concat_edge_history: bool = True, activation: str = "relu",
-                 norm: str = "layer", checkpointing: bool = False, n_chunks: int = 1) -> None:
+                 residual_alpha: float | None = 0.5, concat_edge_history: bool = True, undirected: bool = False,
+                 activation: str = "relu", norm: str = "layer", checkpointing: bool = False,
+                 n_chunks: int = 1) -> None:
         super().__init__(node_features, edge_features, hidden, n_graph_iters, n_layers, encoder_layers,
                          output_layers, recurrent, aggregations, directions, skip="residual",
                          residual_alpha=residual_alpha, concat_edge_history=concat_edge_history,
-                         undirected=False, activation=activation, norm=norm, checkpointing=checkpointing,
+                         undirected=undirected, activation=activation, norm=norm, checkpointing=checkpointing,
                          n_chunks=n_chunks)

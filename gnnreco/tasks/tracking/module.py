@@ -61,7 +61,6 @@ class TrackingModule(GraphTaskModule):
         features / edge_feature_names / node_scales: recorded in the export manifest.
     """
 
-    export_input_names = ("x", "edge_index", "edge_attr")
     export_output_names = ("logits",)
 
     def __init__(
@@ -319,11 +318,19 @@ class TrackingModule(GraphTaskModule):
         return records
 
     # ------------------------------------------------------------------ export
+    def _uses_edge_attr(self) -> bool:
+        return int(getattr(self.net, "edge_features", 0)) > 0
+
+    @property
+    def export_input_names(self) -> tuple[str, ...]:
+        """Names of the exported network's inputs (``edge_attr`` only when the network reads it)."""
+        return ("x", "edge_index", "edge_attr") if self._uses_edge_attr() else ("x", "edge_index")
+
     def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
-        ea = self._edge_attr(batch)
-        if ea is None:
-            ea = batch.x.new_zeros((batch.edge_index.shape[1], 0))
-        return batch.x, batch.edge_index, ea
+        """Example inputs of the tensor-only ``net.forward`` for tracing (``gnnreco export``)."""
+        if self._uses_edge_attr():
+            return batch.x, batch.edge_index, batch.edge_attr
+        return batch.x, batch.edge_index
 
     def export_manifest(self) -> dict[str, Any]:
         return {

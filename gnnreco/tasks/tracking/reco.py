@@ -148,7 +148,7 @@ def _walk_component(nodes: np.ndarray, indptr: np.ndarray, nbr: np.ndarray, nsc:
                 if len(road) > len(best):
                     best = road
                 continue
-            for c in nxt:
+            for c in reversed(nxt):  # the best next hit is explored first and wins ties in length
                 stack.append(road + [c])
         if len(best) >= min_hits:
             used[best] = True
