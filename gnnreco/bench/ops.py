@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(table)
     if args.write:
-        cmd = "python -m gnnreco.bench.ops" + (" --quick" if args.quick else "") + " --write"
+        import sys
+
+        cmd = "python -m gnnreco.bench.ops " + " ".join(sys.argv[1:] if argv is None else argv)
         path = write_section("ops", "ops: scatter / segment kernels", cmd, table)
         print(f"written to {path}")
 

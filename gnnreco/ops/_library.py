@@ -80,6 +80,25 @@ def scatter_to_arg(grad: Tensor, arg: Tensor, dim: int, e: int) -> Tensor:
     return out.view([e + 1] + rest)[:e].movedim(0, dim)
 
 
+class ScatterSumRows(torch.autograd.Function):
+    """Sum over a 1-D ``index`` along ``dim``: forward with PyTorch's expanded-index sorted kernel,
+    backward as ``index_select`` of whole rows (cheaper than the element-wise ``gather`` that the
+    native ``scatter_add_`` backward uses)."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, index: Tensor, index_b: Tensor, dim: int, n: int) -> Tensor:
+        ctx.dim = dim
+        ctx.save_for_backward(index)
+        size = list(src.size())
+        size[dim] = n
+        return torch.zeros(size, dtype=src.dtype, device=src.device).scatter_add_(dim, index_b, src)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(ctx.dim, index), None, None, None, None
+
+
 class PickAtArg(torch.autograd.Function):
     """``out = src[arg]`` along ``dim`` (0 where ``arg == e``), with a scatter-store backward."""
 

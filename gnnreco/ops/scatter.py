@@ -159,6 +159,9 @@ def _sum_impl(
             return out.add_(res)
         return res
     if out is None:
+        if not torch.jit.is_scripting():
+            if index.dim() == 1 and src.requires_grad and torch.is_grad_enabled():
+                return _sum_rows_eager(src, index.long(), idx, dim, n)
         out = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
     return out.scatter_add_(dim, idx, src)
 
@@ -308,6 +311,12 @@ def _minmax_impl(
         else:
             res = res + src.sum(dim, keepdim=True) * 0
     return res, arg
+
+
+def _sum_rows_eager(src: torch.Tensor, index: torch.Tensor, idx: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    from gnnreco.ops._library import ScatterSumRows
+
+    return ScatterSumRows.apply(src, index, idx, dim, n)
 
 
 def _pick_eager(src: torch.Tensor, arg: torch.Tensor, dim: int) -> torch.Tensor:
