@@ -36,8 +36,8 @@ class Condensation:
     """Result of :func:`condense`.
 
     Attributes:
-        assignment: cluster index per hit (−1 noise); clusters are numbered globally, in the order of
-            their condensation points.
+        assignment: cluster index per hit (−1 noise); clusters are numbered over the batch, by event
+            and then by decreasing β of their condensation points.
         cp_index: hit index of each cluster's condensation point.
         n_rounds: rounds the vectorised CP selection needed.
     """
@@ -96,11 +96,12 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
     if cand.numel() == 0:
         return Condensation(torch.full((n,), -1, dtype=torch.long, device=dev),
                             torch.zeros(0, dtype=torch.long, device=dev), 0)
-    # sort candidates by decreasing beta (ties: lower hit index first, as a stable sequential loop)
+    # sort candidates by event, then by decreasing beta (ties: lower hit index first, as a stable
+    # sequential loop); the neighbour searches need event-sorted inputs
     order = torch.argsort(-beta[cand], stable=True)
     cand = cand[order]
+    cand = cand[torch.argsort(batch[cand], stable=True)]
     m = cand.numel()
-    rank = torch.arange(m, device=dev)
     r_max = float(radius_of[cand].max())
     cb = batch[cand]
     # capture edges a -> c between candidates: a ranked higher than c and |x_a - x_c| < r_a

@@ -1,0 +1,55 @@
+"""Shower metrics on hand-made events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult, robust_resolution
+from gnnreco.tasks.calo.plots import plot_all
+from gnnreco.tasks.calo.reco import match_showers
+
+
+def _event():
+    # truth: 0,1 merged into pred 0; 2 split into preds 1 and 2; 3 clean -> pred 3; pred 4 is fake (noise)
+    truth = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3, 3, -1, -1])
+    pred = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    e = np.array([1, 1, 1, 1, 2, 2, 2, 2, 5, 5, 3, 3], float)
+    m = match_showers(truth, pred, e, n_truth=4, n_pred=5)
+    return EventResult(m, truth_energy=np.array([2.0, 2.0, 8.0, 10.0]), truth_hit_energy=np.array([2, 2, 8, 10.0]),
+                       truth_eta=np.array([1.7, 2.0, 2.3, 2.6]), truth_pid=np.array([0, 1, 2, 3]),
+                       pred_energy=np.array([4.0, 4.0, 4.0, 11.0, 6.0]), pred_pid=np.array([0, 2, 2, 3, 1]))
+
+
+def test_rates():
+    acc = CaloMetricsAccumulator(min_energy=0.0)
+    acc.add(_event())
+    s = acc.summary()
+    # matched: one of {0,1}, 2 (to one half), 3 -> 3 of 4
+    assert s["efficiency"] == pytest.approx(0.75)
+    assert s["merge_rate"] == pytest.approx(0.5)
+    assert s["split_rate"] == pytest.approx(0.25)
+    assert s["fake_rate"] == pytest.approx(2 / 5)  # pred 4 (noise) and the leftover half of the split
+    t = acc.truth_table()
+    assert t["matched"][3] and t["pred_energy"][3] == 11.0
+    conf = acc.pid_confusion()
+    assert conf.sum() == 3 and conf[3, 3] == 1
+
+
+def test_energy_threshold_and_resolution():
+    acc = CaloMetricsAccumulator(min_energy=9.0)
+    acc.add(_event())
+    s = acc.summary()
+    assert s["n_truth"] == 1 and s["efficiency"] == 1.0
+    med, res = robust_resolution(np.array([0.9, 1.0, 1.1, 1.0, 0.95, 1.05]))
+    assert med == pytest.approx(1.0) and 0 < res < 0.1
+    assert np.isnan(robust_resolution(np.array([1.0]))[1])
+
+
+def test_plots(tmp_path):
+    acc = CaloMetricsAccumulator()
+    for _ in range(3):
+        acc.add(_event())
+    paths = plot_all(acc, tmp_path)
+    assert {p.name for p in paths} == {"efficiency.png", "energy_response.png", "pid_confusion.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
