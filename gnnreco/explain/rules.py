@@ -139,6 +139,10 @@ class Rule:
 
     name = "rule"
 
+    def supports(self, module: nn.Module) -> bool:
+        """Whether this rule can be applied to ``module`` (a pattern rule falls through otherwise)."""
+        return True
+
     def apply(self, module: nn.Module, x: Tensor, y: Tensor, ledger: Ledger) -> Tensor:  # pragma: no cover
         raise TypeError(f"{type(self).__name__} cannot be applied to {type(module).__name__}")
 
@@ -152,6 +156,9 @@ class _Weighted(Rule):
 
     def __init__(self, epsilon: float = 1e-9) -> None:
         self.epsilon = float(epsilon)
+
+    def supports(self, module: nn.Module) -> bool:
+        return isinstance(module, (*LINEARS, *NORMS))
 
     def rho(self, w: Tensor) -> Tensor:
         return w
@@ -185,10 +192,10 @@ class _Weighted(Rule):
         bleaf = None if br is None else ledger.leaf("bias", br)
         z = F.linear(a, wr, bleaf)
         den = z.detach() + self.epsilon * _sign1(z.detach())
-        c = (y.detach() / den)
+        c = _safe_ratio(y.detach(), den)  # 0/0 (LRP-0 on a dead unit) passes nothing
         out = graft(y, z * c)
         # relevance absorbed by epsilon: R_k (1 - z'_k / den_k)
-        ledger.watch("epsilon", out, y.detach() * (1.0 - z.detach() / den))
+        ledger.watch("epsilon", out, y.detach() - z.detach() * c)
         return out
 
 
@@ -243,6 +250,9 @@ class WSquare(Rule):
     def __init__(self, epsilon: float = 1e-9) -> None:
         self.epsilon = float(epsilon)
 
+    def supports(self, module: nn.Module) -> bool:
+        return isinstance(module, LINEARS)
+
     def weights(self, w: Tensor) -> Tensor:
         return w * w
 
@@ -253,8 +263,9 @@ class WSquare(Rule):
         ones = x * inv  # value 1 (0 where x == 0), gradient 1/x
         z = F.linear(ones, self.weights(module.weight.detach()))
         den = z.detach() + self.epsilon * _sign1(z.detach())
-        out = graft(y, z * (y.detach() / den))
-        ledger.watch("epsilon", out, y.detach() * (1.0 - z.detach() / den))
+        c = _safe_ratio(y.detach(), den)
+        out = graft(y, z * c)
+        ledger.watch("epsilon", out, y.detach() - z.detach() * c)
         return out
 
 
@@ -271,6 +282,9 @@ class Pass(Rule):
     """Ratio (pass-through) rule for element-wise layers: :math:`R_{in,i} = R_{out,i}`."""
 
     name = "pass"
+
+    def supports(self, module: nn.Module) -> bool:
+        return not isinstance(module, LINEARS)
 
     def apply(self, module: nn.Module, x: Tensor, y: Tensor, ledger: Ledger) -> Tensor:
         if x.shape != y.shape:
@@ -335,7 +349,8 @@ class RuleSet:
 
     Resolution order for a module with qualified name ``name``: the first matching glob pattern of
     ``patterns`` (matched against ``name``; a pattern matching a container applies to all its
-    leaves), then its class name in ``types``, then its family (``activation``, ``norm``,
+    leaves of the types the rule applies to: a ``gamma`` pattern on a block sets its Linear layers and
+    leaves its activations to their type rule), then its class name in ``types``, then its family (``activation``, ``norm``,
     ``passive``, ``Linear`` for every affine layer). ``epsilon`` (if given) replaces the ε of every
     rule built from a name.
 
@@ -378,7 +393,9 @@ class RuleSet:
         """The rule of leaf ``module`` (qualified name ``name``), or None if it has none."""
         for pat, spec in self.patterns.items():
             if fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, pat + ".*"):
-                return self._build(spec)
+                rule = self._build(spec)
+                if rule.supports(module) or list(module.children()):
+                    return rule
         cls_name = type(module).__name__
         if cls_name in self.types:
             return self._build(self.types[cls_name])

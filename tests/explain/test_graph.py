@@ -1,0 +1,173 @@
+"""Relevance through message passing on every task model: LRP forwards equal the models' forwards,
+aggregation rules, conservation, sparse storage."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gnnreco.explain import conservation, explain, load_rule_set
+from gnnreco.explain.graph import lrp_multi_aggregate
+from gnnreco.explain.propagate import lrp_session
+
+torch.set_num_threads(1)
+
+
+def _tracking_inputs(seed=0, n=20, e=50):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=torch.double)
+    ei = torch.randint(0, n, (2, e), generator=g)
+    ea = torch.randn(e, 2, generator=g, dtype=torch.double)
+    return x, ei, ea
+
+
+def _calo_inputs(seed=0, n=40):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 9, generator=g, dtype=torch.double)
+    b = torch.zeros(n, dtype=torch.long)
+    b[n // 2:] = 1
+    return x, b
+
+
+def _pflow_inputs(seed=0, n=20):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(1, n, 12, generator=g, dtype=torch.double)
+    X[..., 0] = torch.randint(1, 3, (1, n), generator=g).double()
+    X[..., 1] = X[..., 1].abs() * 5
+    X[..., 5] = X[..., 5].abs() * 5
+    mask = torch.ones(1, n, dtype=torch.bool)
+    mask[0, -3:] = False
+    return X, mask
+
+
+def _dfei_inputs(seed=0, n=12):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    x[:, 3:6] *= 5
+    batch = torch.zeros(n, dtype=torch.long)
+    batch[n // 2:] = 1
+    ei = torch.tensor([[i, j] for i in range(n) for j in range(n) if i != j and batch[i] == batch[j]]).T
+    return x, ei, batch, torch.tensor([1, 2])
+
+
+def _models():
+    from gnnreco.tasks.calo.model import CaloGravNet
+    from gnnreco.tasks.dfei.model import EncodeProcessDecode
+    from gnnreco.tasks.pflow.model import MLPFNet
+    from gnnreco.tasks.tracking.model import InteractionGNN, InteractionGNN2, ResIN
+
+    torch.manual_seed(0)
+    out = []
+    for cls in (InteractionGNN, InteractionGNN2, ResIN):
+        out.append((cls.__name__, cls(node_features=3, edge_features=2, hidden=12, n_graph_iters=2).double(),
+                    _tracking_inputs(), 7))
+    out.append(("undirected-IGNN", InteractionGNN(node_features=3, edge_features=0, hidden=12, n_graph_iters=2,
+                                                  directions="undirected", undirected=True).double(),
+                _tracking_inputs()[:2], 3))
+    out.append(("CaloGravNet", CaloGravNet(hidden=12, n_blocks=2, k=5, prop_dim=8).double(), _calo_inputs(),
+                ("beta", 4)))
+    out.append(("CaloGravNet-scale", CaloGravNet(hidden=12, n_blocks=1, k=5, prop_dim=8, local_scale=True,
+                                                 subtract_self=False).double(), _calo_inputs(), ("energy", 30)))
+    for bb in ("gravnet", "gnn_lsh"):
+        out.append((f"MLPF-{bb}", MLPFNet(backbone=bb, width=12, n_layers=1, bin_size=8, k=4, distance_dim=6,
+                                          prop_dim=6).double(), _pflow_inputs(), ("pid", 2, 1)))
+    out.append(("DFEI-EPD", EncodeProcessDecode(latent=8, n_blocks=2, hidden=12, edge_head=4, node_head=2),
+                _dfei_inputs(), ("edge", 5, 2)))
+    return out
+
+
+MODELS = _models()
+
+
+@pytest.mark.parametrize("name,model,inputs,target", MODELS, ids=[m[0] for m in MODELS])
+def test_lrp_forward_equals_model_forward(name, model, inputs, target):
+    model.eval()
+    with torch.no_grad():
+        ref = model(*inputs)
+    with lrp_session(model, load_rule_set("epsilon")):
+        with torch.enable_grad():
+            got = model(*inputs)
+    flat = lambda o: [t for t in (o.values() if isinstance(o, dict) else o if isinstance(o, tuple) else [o])  # noqa: E731
+                      if t is not None]
+    for a, b in zip(flat(ref), flat(got)):
+        torch.testing.assert_close(b.detach(), a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,model,inputs,target", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("rules", ["zero", "gamma", "composite"])
+def test_conservation_on_task_models(name, model, inputs, target, rules):
+    # float64 so that round-off does not hide a leak (biases absorb large, cancelling shares)
+    model = copy.deepcopy(model).double()
+    inputs = tuple(t.double() if t.is_floating_point() else t for t in inputs)
+    ex = explain(model, inputs, target, rules=rules)
+    c = conservation(ex)
+    assert c["relative"] < 1e-4, c
+    assert torch.isfinite(ex.node_relevance).all()
+    # the explained output is where the relevance starts
+    assert ex.output != 0.0
+
+
+def test_messages_are_sparse_per_edge():
+    name, model, (x, b), target = next(m for m in MODELS if m[0] == "CaloGravNet")
+    ex = explain(model, (x, b), target)
+    n = x.shape[0]
+    assert len(ex.messages) == 4  # 2 blocks x (mean, max)
+    for m in ex.messages:
+        assert m.relevance.shape[0] == n * 5  # k messages per hit, never N x N
+        assert m.source is not None and m.index.shape[0] == m.relevance.shape[0]
+    ei, r = ex.graph_edges("blocks.0.knn.mean")
+    assert ei.shape == (2, n * 5) and r.shape == (n * 5,)
+    # kNN stays inside each event: no relevance crosses events
+    assert bool((b[ei[0]] == b[ei[1]]).all())
+    assert float(ex.node_relevance[b != b[4]].abs().sum()) == 0.0
+
+
+def test_tracking_edge_relevance_on_input_edges():
+    name, model, inputs, target = MODELS[0]
+    ex = explain(model, inputs, target)
+    er = ex.edge_relevance()
+    assert er.shape == (inputs[1].shape[1],)
+    assert ex.edge_attr_relevance.shape == inputs[2].shape
+    assert ex.target_nodes.tolist() == inputs[1][:, target].tolist()
+
+
+class _AggNet(nn.Module):
+    """x -> Linear -> aggregate over a fixed graph -> sum: isolates one aggregation rule."""
+
+    def __init__(self, reduce):
+        super().__init__()
+        self.lin = nn.Linear(2, 2, bias=False)
+        self.reduce = reduce
+
+    def forward(self, x, edge_index):
+        m = self.lin(x)[edge_index[0]]
+        return lrp_multi_aggregate(m, edge_index[1], x.shape[0], (self.reduce,), "agg", edge_index[0])
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "std"])
+def test_aggregation_rules(reduce):
+    from gnnreco.explain.graph import register_composite
+
+    register_composite(_AggNet)
+    net = _AggNet(reduce).double()
+    with torch.no_grad():
+        net.lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0], [3.0, 1.0], [0.5, 4.0], [0.0, 0.0]], dtype=torch.double)
+    ei = torch.tensor([[0, 1, 2], [3, 3, 3]])
+    ex = explain(net, (x, ei), (3, 0), rules="zero")
+    msg = ex.messages[0].relevance[:, 0]  # feature 0 of the messages into node 3: values 1, 3, 0.5
+    vals = torch.tensor([1.0, 3.0, 0.5], dtype=torch.double)
+    out = ex.output
+    if reduce in ("sum", "mean"):
+        ref = vals / vals.sum() * out  # proportional to the contribution
+    elif reduce == "max":
+        ref = torch.tensor([0.0, out, 0.0], dtype=torch.double)  # all to the arg-max
+    else:
+        dev2 = (vals - vals.mean()) ** 2
+        ref = dev2 / dev2.sum() * out  # share of the variance
+    torch.testing.assert_close(msg, ref)
+    torch.testing.assert_close(ex.node_relevance[:3, 0], ref)
+    assert abs(conservation(ex)["residual"]) < 1e-12
