@@ -186,7 +186,7 @@ def run(
                                 continue
                             go = grad_out[2 if op == "mean||max" else 1]
 
-                            def call(impl=impl, go=go):
+                            def call(impl=impl, go=go, src=src, idx=idx, backward=backward):
                                 if backward:
                                     src.grad = None
                                     impl(src, idx).backward(go)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from gnnreco.ops import testing
+from gnnreco.ops import testing  # noqa: F401  (torch_scatter.testing counterpart)
 from gnnreco.ops._utils import broadcast, set_index_validation
 from gnnreco.ops.composite import scatter_log_softmax, scatter_logsumexp, scatter_softmax, scatter_std
 from gnnreco.ops.fused import gather_scatter, gather_scatter_weighted, multi_aggregate

@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Backend choice: CUDA tensors go to the Triton kernels (through ``torch.ops.gnnreco.*``), every
 other tensor to PyTorch-native code.
 

@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """``torch.library`` registration of the gnnreco kernels.
 
 Each op has a CPU kernel (PyTorch-native), a CUDA kernel (Triton, falling back to native code for
@@ -227,11 +228,19 @@ def native_gather_scatter(
             msg.mul_(weight[start : start + step].unsqueeze(1).to(msg.dtype))
         out.scatter_add_(0, d.view(-1, 1).expand(msg.size()), msg)
     if reduce == "mean":
-        cnt = torch.bincount(dst_index, minlength=dim_size) if e > 0 else torch.zeros(
-            dim_size, dtype=torch.long, device=x.device
-        )
+        cnt = count_1d(dst_index, dim_size)
         out.div_(cnt.clamp(min=1).to(out.dtype).unsqueeze(1))
     return out
+
+
+def count_1d(index: Tensor, n: int) -> Tensor:
+    """Group sizes of a 1-D index (int64 ``[n]``); sort-based on CUDA under deterministic mode."""
+    if index.numel() == 0:
+        return torch.zeros(n, dtype=torch.long, device=index.device)
+    if index.is_cuda and torch.are_deterministic_algorithms_enabled():
+        srt = index.sort().values
+        return torch.searchsorted(srt, torch.arange(n + 1, device=index.device)).diff()
+    return torch.bincount(index, minlength=n)
 
 
 def _edge_dot(g: Tensor, dst_index: Tensor, x: Tensor, src_index: Tensor) -> Tensor:
@@ -315,7 +324,11 @@ def _scatter_reduce_backward(ctx, grad_out, grad_arg):
     if reduce in ("sum", "mean"):
         g = grad_out
         if reduce == "mean":
-            cnt = torch.zeros_like(grad_out).scatter_add_(dim, index, torch.ones(index.size(), dtype=g.dtype, device=g.device))
+            ones = torch.ones(index.size(), dtype=g.dtype, device=g.device)
+            if g.is_cuda:  # deterministic Triton path (torch's 2-D scatter_add_ is not)
+                cnt = torch.ops.gnnreco.scatter_reduce(ones, index, dim, g.size(dim), "sum")[0]
+            else:
+                cnt = torch.zeros_like(grad_out).scatter_add_(dim, index, ones)
             g = g / cnt.clamp(min=1)
         return g.gather(dim, index), None, None, None, None
     return scatter_to_arg(grad_out.contiguous(), arg, dim, e), None, None, None, None
@@ -396,9 +409,12 @@ def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
     if e > 0:
         grad_src = grad_src + coeff.index_select(0, index)
         if dev_coeff is not None:
-            ie = index.view(-1, 1).expand(src.size())
-            ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
-            mean = ssum / cntf
+            if src.is_cuda:  # deterministic Triton path
+                mean = torch.ops.gnnreco.multi_aggregate(src.detach(), index, "mean", n, False)[0]
+            else:
+                ie = index.view(-1, 1).expand(src.size())
+                ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
+                mean = ssum / cntf
             grad_src = grad_src + dev_coeff.index_select(0, index) * (src - mean.index_select(0, index))
     return grad_src, None, None, None, None
 
@@ -438,9 +454,7 @@ def _gs_backward(ctx, grad_out):
     x, src_index, dst_index, weight = ctx.saved_tensors
     g = grad_out
     if ctx.reduce == "mean":
-        cnt = torch.bincount(dst_index, minlength=g.size(0)) if dst_index.numel() > 0 else torch.zeros(
-            g.size(0), dtype=torch.long, device=g.device
-        )
+        cnt = count_1d(dst_index, g.size(0))
         g = g / cnt.clamp(min=1).to(g.dtype).unsqueeze(1)
     grad_x = grad_w = None
     if ctx.needs_input_grad[0]:

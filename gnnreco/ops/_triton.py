@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Triton kernels of :mod:`gnnreco.ops` (CUDA; on CPU only under ``TRITON_INTERPRET=1``).
 
 Three families:
@@ -71,7 +72,7 @@ def _csr_reduce_kernel(
         acc = tl.full([BLOCK_F], float("inf"), dtype=out_ptr.dtype.element_ty)
     else:
         acc = tl.full([BLOCK_F], float("-inf"), dtype=out_ptr.dtype.element_ty)
-    arg = tl.full([BLOCK_F], E_SENTINEL, dtype=tl.int64)
+    arg = tl.zeros([BLOCK_F], dtype=tl.int64) + E_SENTINEL
     for r in range(start, end, BLOCK_R):
         rows = r + rows0
         rmask = rows < end
@@ -165,8 +166,8 @@ def _csr_multi_kernel(
     s = tl.zeros([BLOCK_F], dtype=acc_t)
     mx = tl.full([BLOCK_F], float("-inf"), dtype=acc_t)
     mn = tl.full([BLOCK_F], float("inf"), dtype=acc_t)
-    amx = tl.full([BLOCK_F], E_SENTINEL, dtype=tl.int64)
-    amn = tl.full([BLOCK_F], E_SENTINEL, dtype=tl.int64)
+    amx = tl.zeros([BLOCK_F], dtype=tl.int64) + E_SENTINEL
+    amn = tl.zeros([BLOCK_F], dtype=tl.int64) + E_SENTINEL
     for r in range(start, end, BLOCK_R):
         rows = r + rows0
         rmask = rows < end

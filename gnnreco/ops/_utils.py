@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Shared helpers of :mod:`gnnreco.ops`: index broadcasting and cheap index validation.
 
 Every helper here is TorchScript-compatible, so the public functions that use them can be

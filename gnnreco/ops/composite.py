@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Composite group operations built on the scatter reductions (torch_scatter 2.1.2 semantics).
 
 All four accept floating-point ``src`` only (``ValueError`` otherwise) and are
@@ -11,7 +12,7 @@ from typing import Optional
 import torch
 
 from gnnreco.ops._utils import broadcast, normalize_dim, output_size
-from gnnreco.ops.scatter import _count, scatter_max, scatter_sum
+from gnnreco.ops.scatter import _count, scatter_sum
 
 __all__ = ["scatter_softmax", "scatter_log_softmax", "scatter_logsumexp", "scatter_std"]
 

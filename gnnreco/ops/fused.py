@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Fused aggregations: several reductions in one pass, and gather → weight → scatter without an
 ``[E, F]`` message buffer.
 

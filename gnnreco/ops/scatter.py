@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """``scatter_*`` reductions with torch_scatter 2.1.2 semantics.
 
 For a source :math:`x` and an index :math:`i` (broadcast to the shape of :math:`x`), reducing over

@@ -1,3 +1,4 @@
+# ruff: noqa: UP006, UP035, UP045  (typing.Optional/List/Tuple kept for TorchScript and torch.library schemas)
 """Segment reductions over sorted groups (CSR ``indptr`` or sorted COO ``index``) and the inverse
 ``gather_*`` operations, with torch_scatter 2.1.2 semantics.
 
