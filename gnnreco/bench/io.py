@@ -61,18 +61,18 @@ def run(quick: bool = False, n_events: int | None = None, sizes: tuple = ((100, 
                 torch.save(event_to_data({k: torch.from_numpy(v) for k, v in ev.items()}), d / "pt" / f"{i}.pt")
                 np.savez(d / "npz" / f"{i}.npz", **ev)
 
-            def read_store(to_data: bool):
+            def read_store(to_data: bool, d: Path = d):
                 s = EventStore(d / "store")
                 for i in range(len(s)):
                     ev = s[i]
                     if to_data:
                         event_to_data(ev)
 
-            def read_pt():
+            def read_pt(d: Path = d):
                 for i in range(n):
                     torch.load(d / "pt" / f"{i}.pt", weights_only=False)
 
-            def read_npz(to_data: bool):
+            def read_npz(to_data: bool, d: Path = d):
                 for i in range(n):
                     with np.load(d / "npz" / f"{i}.npz") as z:
                         ev = {k: torch.from_numpy(z[k]) for k in z.files}

@@ -14,7 +14,7 @@ log = logging.getLogger("gnnreco")
 
 __all__ = [
     "seed_everything", "build_datamodule", "build_model", "resolve_ckpt", "load_checkpoint_weights",
-    "merge_run_config", "print_metrics", "output_dir", "to_float_dict",
+    "merge_run_config", "print_metrics", "output_dir", "to_float_dict", "load_trained",
 ]
 
 
@@ -110,6 +110,22 @@ def merge_run_config(cfg: DictConfig, ckpt_path: str, keys=("task", "data", "mod
                 OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None, merge=True)
     log.info("reusing task/data/model configs of the training run: %s", run_cfg_path)
     return cfg
+
+
+def load_trained(cfg: DictConfig, verb: str):
+    """Resolve ``cfg.ckpt_path``, reuse the training run's configs, build the module, load its weights.
+
+    Returns ``(cfg, model, ckpt_path)``; ``cfg`` carries the run's task/data/model configs when
+    ``reuse_run_config`` is on and the checkpoint lies in a gnnreco run directory.
+    """
+    ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg)
+    if ckpt is None:
+        raise ValueError(f"gnnreco {verb} needs ckpt_path=<checkpoint> (or ckpt_path=last)")
+    if cfg.get("reuse_run_config", True):
+        cfg = merge_run_config(cfg, ckpt)
+    model = build_model(cfg)
+    load_checkpoint_weights(model, ckpt)
+    return cfg, model, ckpt
 
 
 def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:

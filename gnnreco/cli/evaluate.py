@@ -6,8 +6,14 @@ import json
 
 from omegaconf import DictConfig
 
-from gnnreco.cli.common import (build_datamodule, build_model, load_checkpoint_weights, merge_run_config,
-                                output_dir, print_metrics, resolve_ckpt, seed_everything, to_float_dict)
+from gnnreco.cli.common import (
+    build_datamodule,
+    load_trained,
+    output_dir,
+    print_metrics,
+    seed_everything,
+    to_float_dict,
+)
 from gnnreco.cli.config import instantiate_dict_of
 
 __all__ = ["run_evaluate"]
@@ -16,16 +22,10 @@ __all__ = ["run_evaluate"]
 def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
-    ckpt = resolve_ckpt(cfg.ckpt_path, cfg)
-    if ckpt is None:
-        raise ValueError("gnnreco evaluate needs ckpt_path=<checkpoint> (or ckpt_path=last)")
-    if cfg.get("reuse_run_config", True):
-        cfg = merge_run_config(cfg, ckpt)
+    cfg, model, ckpt = load_trained(cfg, "evaluate")
     seed_everything(cfg.seed)
     out = output_dir(cfg)
     dm = build_datamodule(cfg)
-    model = build_model(cfg)
-    load_checkpoint_weights(model, ckpt)
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     split = cfg.get("split", "test")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gnnreco.cli.common import build_datamodule, build_model, load_checkpoint_weights, merge_run_config, resolve_ckpt
+from gnnreco.cli.common import build_datamodule, load_trained
 
 __all__ = ["run_export"]
 
@@ -14,13 +14,7 @@ __all__ = ["run_export"]
 def run_export(cfg: DictConfig) -> dict:
     from gnnreco.export import export_network
 
-    ckpt = resolve_ckpt(cfg.ckpt_path, cfg)
-    if ckpt is None:
-        raise ValueError("gnnreco export needs ckpt_path=<checkpoint>")
-    if cfg.get("reuse_run_config", True):
-        cfg = merge_run_config(cfg, ckpt)
-    model = build_model(cfg)
-    load_checkpoint_weights(model, ckpt)
+    cfg, model, _ = load_trained(cfg, "export")
     if not hasattr(model, "export_inputs"):
         raise TypeError(f"{type(model).__name__} defines no export_inputs(batch); it cannot be exported")
     dm = build_datamodule(cfg)

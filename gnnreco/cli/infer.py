@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from gnnreco.cli.common import build_datamodule, build_model, load_checkpoint_weights, merge_run_config, resolve_ckpt
+from gnnreco.cli.common import build_datamodule, load_trained
 from gnnreco.utils.progress import progress_iter
 
 log = logging.getLogger("gnnreco")
@@ -58,13 +58,7 @@ def run_infer(cfg: DictConfig) -> Path:
     from gnnreco.data.datamodule import StoreDataset
     from gnnreco.data.store import EventStore
 
-    ckpt = resolve_ckpt(cfg.ckpt_path, cfg)
-    if ckpt is None:
-        raise ValueError("gnnreco infer needs ckpt_path=<checkpoint>")
-    if cfg.get("reuse_run_config", True):
-        cfg = merge_run_config(cfg, ckpt)
-    model = build_model(cfg)
-    load_checkpoint_weights(model, ckpt)
+    cfg, model, _ = load_trained(cfg, "infer")
     if not hasattr(model, "reconstruct"):
         raise TypeError(f"{type(model).__name__} has no reconstruct(batch, out); this task cannot run inference")
     device = cfg.get("device", "auto")

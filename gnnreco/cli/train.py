@@ -8,8 +8,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gnnreco.cli.common import (build_datamodule, build_model, output_dir, print_metrics, resolve_ckpt,
-                                seed_everything, to_float_dict)
+from gnnreco.cli.common import (
+    build_datamodule,
+    build_model,
+    output_dir,
+    print_metrics,
+    resolve_ckpt,
+    seed_everything,
+    to_float_dict,
+)
 from gnnreco.cli.config import instantiate_dict_of
 
 log = logging.getLogger("gnnreco")

@@ -7,8 +7,16 @@
 
 from gnnreco.data.datamodule import EventDataModule
 from gnnreco.data.store import EventStore, EventStoreWriter, write_events
-from gnnreco.data.trackml import (TrackMLEvent, TrackMLFormatError, load_dataset, load_detector, load_event,
-                                  score_event, write_event, write_submission)
+from gnnreco.data.trackml import (
+                                  TrackMLEvent,
+                                  TrackMLFormatError,
+                                  load_dataset,
+                                  load_detector,
+                                  load_event,
+                                  score_event,
+                                  write_event,
+                                  write_submission,
+)
 
 __all__ = ["EventDataModule", "EventStore", "EventStoreWriter", "write_events", "TrackMLEvent",
            "TrackMLFormatError", "load_dataset", "load_detector", "load_event", "score_event", "write_event",

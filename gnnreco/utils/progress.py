@@ -32,8 +32,14 @@ def progress_iter(items: Iterable[T], total: int | None = None, desc: str = "", 
             dt = time.perf_counter() - t0
             print(f"{desc}: {n} {unit} in {dt:.1f} s ({n / max(dt, 1e-9):.1f} {unit}/s)", file=sys.stderr)
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     class _Rate(TextColumn):
         def render(self, task):  # noqa: D401 - rich API
