@@ -81,25 +81,6 @@ def scatter_to_arg(grad: Tensor, arg: Tensor, dim: int, e: int) -> Tensor:
     return out.view([e + 1] + rest)[:e].movedim(0, dim)
 
 
-class ScatterSumRows(torch.autograd.Function):
-    """Sum over a 1-D ``index`` along ``dim``: forward with PyTorch's expanded-index sorted kernel,
-    backward as ``index_select`` of whole rows (cheaper than the element-wise ``gather`` that the
-    native ``scatter_add_`` backward uses)."""
-
-    @staticmethod
-    def forward(ctx, src: Tensor, index: Tensor, index_b: Tensor, dim: int, n: int) -> Tensor:
-        ctx.dim = dim
-        ctx.save_for_backward(index)
-        size = list(src.size())
-        size[dim] = n
-        return torch.zeros(size, dtype=src.dtype, device=src.device).scatter_add_(dim, index_b, src)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (index,) = ctx.saved_tensors
-        return grad.index_select(ctx.dim, index), None, None, None, None
-
-
 class PickAtArg(torch.autograd.Function):
     """``out = src[arg]`` along ``dim`` (0 where ``arg == e``), with a scatter-store backward."""
 
@@ -121,7 +102,7 @@ def _arg_1d(src: Tensor, index: Tensor, res: Tensor) -> Tensor:
     """Sparse-hit arg search for ``src [E, F]`` grouped by a 1-D ``index`` (see scatter.arg_from_1d_index)."""
     e, f = src.shape
     n = res.size(0)
-    nz = torch.nonzero(src == res.index_select(0, index))
+    nz = torch.nonzero(src == res.gather(0, index.view(-1, 1).expand(e, f)))
     rows = nz[:, 0]
     lin = index.index_select(0, rows) * f + nz[:, 1]
     arg = torch.full((n * f,), e, dtype=torch.long, device=src.device)
@@ -176,7 +157,7 @@ def native_multi_aggregate(
         mean = ssum / cntf
     if any(r in ("std", "var") for r in reductions):
         assert mean is not None
-        d = src - mean.index_select(0, index)
+        d = src - mean.gather(0, ie)
         sq = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, d * d)
     if "max" in reductions:
         mx = torch.zeros(n, f, dtype=src.dtype, device=src.device)
@@ -407,15 +388,15 @@ def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
                 )
             grad_src = grad_src + scatter_to_arg(g.contiguous(), arg, 0, e)
     if e > 0:
-        grad_src = grad_src + coeff.index_select(0, index)
+        ie = index.view(-1, 1).expand(src.size())
+        grad_src = grad_src + coeff.gather(0, ie)
         if dev_coeff is not None:
             if src.is_cuda:  # deterministic Triton path
                 mean = torch.ops.gnnreco.multi_aggregate(src.detach(), index, "mean", n, False)[0]
             else:
-                ie = index.view(-1, 1).expand(src.size())
                 ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
                 mean = ssum / cntf
-            grad_src = grad_src + dev_coeff.index_select(0, index) * (src - mean.index_select(0, index))
+            grad_src = grad_src + dev_coeff.gather(0, ie) * (src - mean.gather(0, ie))
     return grad_src, None, None, None, None
 
 

@@ -160,9 +160,6 @@ def _sum_impl(
             return out.add_(res)
         return res
     if out is None:
-        if not torch.jit.is_scripting():
-            if index.dim() == 1 and src.requires_grad and torch.is_grad_enabled():
-                return _sum_rows_eager(src, index.long(), idx, dim, n)
         out = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
     return out.scatter_add_(dim, idx, src)
 
@@ -314,12 +311,6 @@ def _minmax_impl(
     return res, arg
 
 
-def _sum_rows_eager(src: torch.Tensor, index: torch.Tensor, idx: torch.Tensor, dim: int, n: int) -> torch.Tensor:
-    from gnnreco.ops._library import ScatterSumRows
-
-    return ScatterSumRows.apply(src, index, idx, dim, n)
-
-
 def _pick_eager(src: torch.Tensor, arg: torch.Tensor, dim: int) -> torch.Tensor:
     from gnnreco.ops._library import PickAtArg
 
@@ -341,7 +332,7 @@ def arg_from_1d_index(src: torch.Tensor, index: torch.Tensor, res: torch.Tensor,
         r_cols *= v
     moved = src.movedim(dim, 0).reshape(e, r_cols)
     resm = res.movedim(dim, 0).reshape(n, r_cols)
-    nz = torch.nonzero(moved == resm.index_select(0, index))
+    nz = torch.nonzero(moved == resm.gather(0, index.view(-1, 1).expand(e, r_cols)))
     rows = nz[:, 0]
     lin = index.index_select(0, rows) * r_cols + nz[:, 1]
     arg = torch.full([n * r_cols], e, dtype=torch.long, device=src.device)
