@@ -17,14 +17,30 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
-@pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
-def test_triton_kernels_under_interpreter():
+def _run_interpreter_check(*args: str) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, str(HERE / "triton_interpret_check.py")], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(HERE / "triton_interpret_check.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "TRITON-INTERPRET-OK" in proc.stdout
+
+
+@pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
+def test_triton_kernels_under_interpreter_quick():
+    """CSR, atomic and fused kernels on tiny inputs (a subprocess: the env var must precede the import)."""
+    _run_interpreter_check("--quick")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
+def test_triton_kernels_under_interpreter_full():
+    """Every kernel, dtype, determinism and N-D layout under the interpreter."""
+    _run_interpreter_check()
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
