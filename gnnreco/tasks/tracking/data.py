@@ -378,7 +378,7 @@ def process_event(
     Keys: ``x [N,F]``, ``edge_index [2,E]``, ``edge_attr [E,Fe]``, ``y [E]`` (bool, pid truth after
     falsification), ``weight [E]``, ``edge_target [E]`` (true edge of a target particle),
     ``hit_id, hit_particle_id, hit_pt, hit_eta, hit_target, hit_weight [N]``, ``hit_coords [N,3]``
-    (r, φ, z in mm, rad), ``particle_id, particle_pt, particle_eta, particle_nhits,
+    (r, φ, z in mm, rad), ``hit_layer [N]`` (volume_id · 1000 + layer_id), ``particle_id, particle_pt, particle_eta, particle_nhits,
     particle_is_target, particle_primary, particle_pdg [P]``, ``num_nodes [1]``, ``num_particles [1]``.
     """
     from gnnreco.data.trackml import build_hit_table
@@ -476,6 +476,7 @@ def process_event(
         "hit_target": hit_target,
         "hit_weight": tab["weight"].to_numpy(np.float32),
         "hit_coords": np.stack([cols["r"], cols["phi"], cols["z"]], 1).astype(np.float32),
+        "hit_layer": (tab["volume_id"].to_numpy(np.int64) * 1000 + tab["layer_id"].to_numpy(np.int64)),
         "particle_id": ptab["particle_id"].to_numpy(np.int64),
         "particle_pt": ptab["pt"].to_numpy(np.float32),
         "particle_eta": ptab["eta"].to_numpy(np.float32),

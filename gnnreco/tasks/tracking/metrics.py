@@ -91,7 +91,8 @@ def edge_metrics(scores: Any, y: Any, target: Any = None, weight: Any = None, cu
         weight: per-edge weights; when given, ``masked_purity`` ignores the edges with weight 0
             (true non-target edges, acorn's "masked purity").
         cut: score cut :math:`c`.
-        auc: also compute the ROC AUC.
+        auc: also compute the ROC AUC: target edges against fakes (true non-target edges, which the
+            declarative weighting masks in training, are left out when ``target`` is given).
 
     Returns:
         ``efficiency``, ``purity``, ``masked_purity`` (if weights), ``auc``, ``n_edges``.
@@ -110,7 +111,8 @@ def edge_metrics(scores: Any, y: Any, target: Any = None, weight: Any = None, cu
         m = sel & (w != 0)
         out["masked_purity"] = float((m & t).sum() / m.sum()) if m.any() else float("nan")
     if auc:
-        out["auc"] = roc_auc(s, t)
+        keep = tgt | ~t
+        out["auc"] = roc_auc(s[keep], tgt[keep])
     return out
 
 

@@ -66,6 +66,9 @@ class InteractionEdgeClassifier(nn.Module):
         norm: ``layer``, ``batch`` or ``none``.
         checkpointing: gradient checkpointing of every interaction step during training.
         n_chunks: evaluate edge MLPs in this many edge chunks at inference (memory guard).
+        input_norm: standardise the node and edge input features with running statistics
+            (``BatchNorm1d`` without affine parameters); the scaled coordinates (r/1000, φ/π, z/1000)
+            and especially the edge differences span very different ranges.
 
     Shapes:
         x ``[N, F]``, edge_index ``[2, E]``, edge_attr ``[E, F_e]`` or None → logits ``[E]``.
@@ -91,6 +94,7 @@ class InteractionEdgeClassifier(nn.Module):
         norm: str = "layer",
         checkpointing: bool = False,
         n_chunks: int = 1,
+        input_norm: bool = True,
     ) -> None:
         super().__init__()
         if skip not in _SKIPS:
@@ -112,6 +116,9 @@ class InteractionEdgeClassifier(nn.Module):
         self.checkpointing = bool(checkpointing)
         self.recurrent = bool(recurrent)
         h = self.hidden
+        self.node_norm = nn.BatchNorm1d(node_features, affine=False) if input_norm else nn.Identity()
+        self.edge_norm = (nn.BatchNorm1d(edge_features, affine=False) if input_norm and edge_features > 0
+                          else nn.Identity())
         self.node_encoder = _mlp(node_features, h, h, encoder_layers, activation, norm, True)
         self.edge_encoder = _mlp(2 * h + edge_features, h, h, encoder_layers, activation, norm, True)
         extra = h if skip == "concat" else 0
@@ -156,14 +163,21 @@ class InteractionEdgeClassifier(nn.Module):
                 e_new = a ** 0.5 * e + (1 - a) ** 0.5 * e_new
         return x_new, e_new
 
+    def _norm(self, norm: nn.Module, t: Tensor) -> Tensor:
+        # BatchNorm needs > 1 row in training; a graph with a single node/edge passes through unnormalised
+        # in training mode (running statistics are used in eval mode).
+        if self.training and t.shape[0] < 2 and not isinstance(norm, nn.Identity):
+            return t
+        return norm(t)
+
     def _directed_logits(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor]) -> Tensor:
         chunks = self.n_chunks
-        x = self.node_encoder(x)
+        x = self.node_encoder(self._norm(self.node_norm, x))
         if self.edge_features > 0:
             if edge_attr is None:
                 raise ValueError(f"this model was built with edge_features={self.edge_features}, "
                                  "so forward() needs edge_attr of shape [E, edge_features]")
-            e = edge_apply(self.edge_encoder, x, edge_index, edge_attr, chunks)
+            e = edge_apply(self.edge_encoder, x, edge_index, self._norm(self.edge_norm, edge_attr), chunks)
         else:
             e = edge_apply(self.edge_encoder, x, edge_index, None, chunks)
         x0, e0 = x, e
@@ -210,11 +224,11 @@ class InteractionGNN(InteractionEdgeClassifier):
                  n_layers: int = 2, encoder_layers: int = 2, output_layers: int = 3, recurrent: bool = True,
                  aggregations: Sequence[str] = ("sum", "mean", "max", "std"), directions: str = "both",
                  undirected: bool = False, activation: str = "silu", norm: str = "layer",
-                 checkpointing: bool = False, n_chunks: int = 1) -> None:
+                 checkpointing: bool = False, n_chunks: int = 1, input_norm: bool = True) -> None:
         super().__init__(node_features, edge_features, hidden, n_graph_iters, n_layers, encoder_layers,
                          output_layers, recurrent, aggregations, directions, skip="none", residual_alpha=None,
                          concat_edge_history=False, undirected=undirected, activation=activation, norm=norm,
-                         checkpointing=checkpointing, n_chunks=n_chunks)
+                         checkpointing=checkpointing, n_chunks=n_chunks, input_norm=input_norm)
 
 
 class InteractionGNN2(InteractionEdgeClassifier):
@@ -224,11 +238,11 @@ class InteractionGNN2(InteractionEdgeClassifier):
                  n_layers: int = 3, encoder_layers: int = 3, output_layers: int = 3, recurrent: bool = False,
                  aggregations: Sequence[str] = ("sum",), directions: str = "both", undirected: bool = False,
                  activation: str = "relu", norm: str = "batch", checkpointing: bool = False,
-                 n_chunks: int = 1) -> None:
+                 n_chunks: int = 1, input_norm: bool = True) -> None:
         super().__init__(node_features, edge_features, hidden, n_graph_iters, n_layers, encoder_layers,
                          output_layers, recurrent, aggregations, directions, skip="concat", residual_alpha=None,
                          concat_edge_history=False, undirected=undirected, activation=activation, norm=norm,
-                         checkpointing=checkpointing, n_chunks=n_chunks)
+                         checkpointing=checkpointing, n_chunks=n_chunks, input_norm=input_norm)
 
 
 class ResIN(InteractionEdgeClassifier):
@@ -239,9 +253,9 @@ class ResIN(InteractionEdgeClassifier):
                  aggregations: Sequence[str] = ("sum", "max"), directions: str = "in",
                  residual_alpha: float | None = 0.5, concat_edge_history: bool = True, undirected: bool = False,
                  activation: str = "relu", norm: str = "layer", checkpointing: bool = False,
-                 n_chunks: int = 1) -> None:
+                 n_chunks: int = 1, input_norm: bool = True) -> None:
         super().__init__(node_features, edge_features, hidden, n_graph_iters, n_layers, encoder_layers,
                          output_layers, recurrent, aggregations, directions, skip="residual",
                          residual_alpha=residual_alpha, concat_edge_history=concat_edge_history,
                          undirected=undirected, activation=activation, norm=norm, checkpointing=checkpointing,
-                         n_chunks=n_chunks)
+                         n_chunks=n_chunks, input_norm=input_norm)
