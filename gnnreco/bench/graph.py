@@ -3,11 +3,13 @@ peak memory vs output size; tracking builders on a 100k-hit event.
 
 ``python -m gnnreco.bench.graph [--quick] [--write]``
 
-Peak memory is measured in a fresh subprocess per case: ``ru_maxrss`` after the call minus
-``ru_maxrss`` just before it (inputs already allocated, torch imported and warmed up on a tiny
-input). ``tracemalloc`` cannot see torch's allocations, ``ru_maxrss`` sees every resident page,
-so the delta is the extra peak resident memory of the call, output included. The ratio column is
-that delta divided by the size of the returned ``[2, E]`` int64 edge index.
+Peak memory is measured in a fresh subprocess per case (Linux): inputs are allocated and torch
+is warmed up on a tiny input, the kernel's peak-RSS counter is reset (``5 > /proc/self/clear_refs``),
+the call runs, and the peak (``VmHWM``) minus the resident size just before the call (``VmRSS``) is
+the extra peak memory of the call, output included. ``tracemalloc`` cannot see torch's
+allocations; RSS sees every resident page (freed memory returned to the OS lowers it, memory kept
+by the allocator does not). The ratio column divides by the size of the returned ``[2, E]`` int64
+edge index.
 """
 
 from __future__ import annotations
@@ -68,15 +70,21 @@ def _ckdtree(x: np.ndarray, k: int):
 def _peak_memory(n: int, d: int, kind: str, k: int) -> tuple[float, float]:
     """(extra peak RSS in MiB, output size in MiB) of ``knn_graph`` in a fresh process."""
     code = f"""
-import json, resource, torch
+import json, torch
 torch.set_num_threads(2)
 from gnnreco.bench.graph import make_points
 from gnnreco.graph import knn_graph
 x = make_points({n}, {d}, {kind!r})
-knn_graph(make_points(2000, {d}, {kind!r}), {k})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+knn_graph(make_points(5000, {d}, {kind!r}), {k})
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+before = status("VmRSS:")
 e = knn_graph(x, {k})
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = status("VmHWM:")
 print(json.dumps([(after - before) / 1024.0, e.numel() * 8 / 2**20]))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

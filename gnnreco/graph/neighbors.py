@@ -39,8 +39,10 @@ matrix is ever formed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +131,30 @@ def _resolve_method(method: str, dim: int, num_events: int, nx: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# CPU parallelism: independent tiles on a thread pool, single-threaded ops inside each tile
+# ----------------------------------------------------------------------------------------------
+
+_WORKERS = 1  # set by _search from torch.get_num_threads() at entry
+
+
+def _pmap(fn, items: list, device: torch.device) -> list:
+    """``[fn(i) for i in items]``, on ``_WORKERS`` threads for CPU tensors.
+
+    Each worker runs torch ops single-threaded: many small tiles in parallel keep both cores busy
+    without OpenMP barriers per op (which collapse when the cores are shared with other jobs).
+    """
+    if device.type != "cpu" or _WORKERS <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+
+    def run(i):
+        torch.set_num_threads(1)
+        return fn(i)
+
+    with ThreadPoolExecutor(min(_WORKERS, len(items))) as ex:
+        return list(ex.map(run, items))
+
+
+# ----------------------------------------------------------------------------------------------
 # result assembly: (query, rank, neighbour) triples -> [2, E] grouped by query, sorted by rank
 # ----------------------------------------------------------------------------------------------
 
@@ -178,43 +204,48 @@ def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float
     py = ptr_y.tolist()
     xn_all = (x * x).sum(-1)
     yn_all = (y * y).sum(-1)
+    tiles = []
     for e in range(len(px) - 1):
         x0, x1, y0, y1 = px[e], px[e + 1], py[e], py[e + 1]
-        nx, ny = x1 - x0, y1 - y0
-        if nx == 0 or ny == 0:
+        nx = x1 - x0
+        if nx == 0 or y1 == y0:
             continue
+        chunk = max(1, _BUDGET // nx)
+        tiles += [(x0, x1, q0, min(y1, q0 + chunk)) for q0 in range(y0, y1, chunk)]
+
+    def tile(t: tuple[int, int, int, int]) -> tuple[int, int]:
+        x0, x1, q0, q1 = t
+        nx = x1 - x0
         xe = x[x0:x1]
         xn = xn_all[x0:x1]
-        chunk = max(1, _BUDGET // nx)
         kk = min(k + _EXTRA, nx)
-        for q0 in range(y0, y1, chunk):
-            q1 = min(y1, q0 + chunk)
-            ye = y[q0:q1]
-            d = torch.addmm(xn.unsqueeze(0), ye, xe.t(), beta=1.0, alpha=-2.0)
-            d += yn_all[q0:q1].unsqueeze(1)
-            qidx = torch.arange(q0, q1, device=x.device)
-            if exclude_self:
-                loc = qidx - x0
-                inside = (loc >= 0) & (loc < nx)
-                d[inside.nonzero(as_tuple=True)[0], loc[inside]] = math.inf
-            if r2 is not None:
-                # a little slack so points just inside r are not lost to GEMM rounding
-                slack = 1e-4 * r2 + 1e-6 * float(xn.max().clamp(min=1.0))
-                within = d < r2
-                cnt = within.sum(1)
-                d = d.masked_fill(d >= r2 + slack, math.inf)
-            vals, pos = torch.topk(d, kk, dim=1, largest=False, sorted=False)
-            nb = pos + x0
-            ex = ((x[nb] - ye.unsqueeze(1)) ** 2).sum(-1)
-            ex = ex.masked_fill(~torch.isfinite(vals), math.inf)
-            ex, order = torch.sort(ex, dim=1)
-            nb = nb.gather(1, order)
-            ex, nb = ex[:, :k], nb[:, :k]
-            if r2 is not None:
-                over = (cnt - k).clamp(min=0)
-                trunc.queries_truncated += int((over > 0).sum())
-                trunc.edges_dropped += int(over.sum())
-            _take_sorted(ex, nb, qidx, coll, r2)
+        ye = y[q0:q1]
+        d = torch.addmm(xn.unsqueeze(0), ye, xe.t(), beta=1.0, alpha=-2.0)
+        d += yn_all[q0:q1].unsqueeze(1)
+        qidx = torch.arange(q0, q1, device=x.device)
+        if exclude_self:
+            loc = qidx - x0
+            inside = (loc >= 0) & (loc < nx)
+            d[inside.nonzero(as_tuple=True)[0], loc[inside]] = math.inf
+        tq = te = 0
+        if r2 is not None:
+            # a little slack so points just inside r are not lost to GEMM rounding
+            slack = 1e-4 * r2 + 1e-6 * float(xn.max().clamp(min=1.0))
+            over = ((d < r2).sum(1) - k).clamp(min=0)
+            tq, te = int((over > 0).sum()), int(over.sum())
+            d = d.masked_fill(d >= r2 + slack, math.inf)
+        vals, pos = torch.topk(d, kk, dim=1, largest=False, sorted=False)
+        nb = pos + x0
+        ex = ((x[nb] - ye.unsqueeze(1)) ** 2).sum(-1)
+        ex = ex.masked_fill(~torch.isfinite(vals), math.inf)
+        ex, order = torch.sort(ex, dim=1)
+        nb = nb.gather(1, order)
+        _take_sorted(ex[:, :k], nb[:, :k], qidx, coll, r2)
+        return tq, te
+
+    for tq, te in _pmap(tile, tiles, x.device):
+        trunc.queries_truncated += tq
+        trunc.edges_dropped += te
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +369,8 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
         e = max(lo_e, s + 1)
         bounds.append((s, e))
         s = e
-    for s, e in bounds:
+    def tile(se: tuple[int, int]):
+        s, e = se
         cells = corder[s:e]
         L = int(ts[e - 1])
         cnt = qcount[cells]
@@ -349,9 +381,8 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
             if need_check:
                 bad = ~torch.isinf(b2[qi])
                 if bad.any():
-                    un_q.append(qs[bad])
-                    un_d.append(torch.full((int(bad.sum()),), math.inf, device=dev, dtype=x.dtype))
-            continue
+                    return qs[bad], torch.full((int(bad.sum()),), math.inf, device=dev, dtype=x.dtype), 0, 0
+            return None, None, 0, 0
         st, ln = start[cells], length[cells]
         cum = torch.cumsum(ln, 1)
         p = torch.arange(L, device=dev)
@@ -371,10 +402,8 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
         nb = cand[rq.unsqueeze(1), pos]
         if r2 is not None:
             over = ((d2 < r2).sum(1) - k).clamp(min=0)
-            trunc.queries_truncated += int((over > 0).sum())
-            trunc.edges_dropped += int(over.sum())
             _take_sorted(vals, nb, qs, coll, r2)
-            continue
+            return None, None, int((over > 0).sum()), int(over.sum())
         bb = b2[qi]
         if kk == k:
             kth = vals[:, k - 1]
@@ -384,10 +413,16 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
             done = torch.isinf(bb)
         if bool(done.all()):
             _take_sorted(vals, nb, qs, coll, None)
-        else:
-            _take_sorted(vals[done], nb[done], qs[done], coll, None)
-            un_q.append(qs[~done])
-            un_d.append(kth[~done])
+            return None, None, 0, 0
+        _take_sorted(vals[done], nb[done], qs[done], coll, None)
+        return qs[~done], kth[~done], 0, 0
+
+    for uq, ud, tq, te in _pmap(tile, bounds, dev):
+        trunc.queries_truncated += tq
+        trunc.edges_dropped += te
+        if uq is not None:
+            un_q.append(uq)
+            un_d.append(ud)
     if un_q:
         return torch.cat(un_q), torch.cat(un_d)
     empty = torch.empty(0, dtype=torch.long, device=dev)
@@ -475,6 +510,19 @@ def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events
     return True
 
 
+@contextlib.contextmanager
+def _single_threaded(active: bool, restore: int):
+    """Run the sequential parts single-threaded while tiles go to the worker threads."""
+    if not active:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(restore)
+
+
 def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
             r: float | None, exclude_self: bool, method: str) -> tuple[Tensor, Truncation]:
     trunc = Truncation()
@@ -483,7 +531,10 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
         return coll.result(), trunc
     r2 = None if r is None else float(r) ** 2
     m = _resolve_method(method, x.size(1), num_events, x.size(0))
-    with torch.no_grad():
+    global _WORKERS
+    nthreads = torch.get_num_threads()
+    _WORKERS = nthreads if x.device.type == "cpu" else 1
+    with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
         if m != "brute" and _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
                                   probe=m == "probe"):
             pass
