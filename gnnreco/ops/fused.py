@@ -15,7 +15,8 @@ import torch
 
 from gnnreco.ops import _library  # noqa: F401  (registers the ops)
 from gnnreco.ops._library import MULTI_REDUCTIONS
-from gnnreco.ops._utils import check_index, index_validation_enabled, output_size
+from gnnreco.ops._utils import check_index, index_validation_enabled, onnx_exporting, output_size
+from gnnreco.ops.composite import scatter_std
 from gnnreco.ops.scatter import scatter
 
 __all__ = ["multi_aggregate", "gather_scatter", "gather_scatter_weighted"]
@@ -69,6 +70,8 @@ def multi_aggregate(
             f"gnnreco.ops.multi_aggregate: argument 'index' must be 1-D with {src.size(0)} entries, "
             f"got shape {list(index.shape)}"
         )
+    if _exporting():
+        return _multi_aggregate_composite(src, index, red, output_size(index, dim_size, "index"))
     need_arg = torch.is_grad_enabled() and src.requires_grad
     if dim_size is not None and src.device.type == "cpu" and index_validation_enabled():
         # the native kernels bound-check the index themselves; skip the extra min/max pass
@@ -83,6 +86,24 @@ def multi_aggregate(
     n = output_size(index, dim_size, "index")
     res = torch.ops.gnnreco.multi_aggregate(src, index.long(), ",".join(red), n, need_arg)
     return res[0]
+
+
+def _exporting() -> bool:
+    """Tracing (``torch.jit.trace``) or ONNX export: use standard ops instead of ``torch.ops.gnnreco``
+    so the graph loads in C++ / onnxruntime without gnnreco."""
+    return bool(torch.jit.is_tracing() or onnx_exporting())
+
+
+def _multi_aggregate_composite(src: torch.Tensor, index: torch.Tensor, red: List[str], n: int) -> torch.Tensor:
+    """``multi_aggregate`` from the individual scatter ops (export path; same values)."""
+    parts: List[torch.Tensor] = []
+    for r in red:
+        if r in ("std", "var"):
+            std = scatter_std(src, index, 0, None, n, True)
+            parts.append(std if r == "std" else std * std)
+        else:
+            parts.append(scatter(src, index, 0, None, n, "sum" if r == "add" else r))
+    return torch.cat(parts, dim=1)
 
 
 def gather_scatter_weighted(
@@ -112,6 +133,12 @@ def gather_scatter_weighted(
     dst_idx = edge_index[1]
     output_size(src_idx, x.size(0), "edge_index[0]")
     n = output_size(dst_idx, dim_size, "edge_index[1]")
+    if not torch.jit.is_scripting():
+        if _exporting() and reduce in ("sum", "add", "mean"):
+            msg = x.index_select(0, src_idx.long())
+            if weight is not None:
+                msg = msg * weight.unsqueeze(1).to(msg.dtype)
+            return scatter(msg, dst_idx, 0, None, n, reduce)
     if reduce == "sum" or reduce == "add" or reduce == "mean":
         r = "mean" if reduce == "mean" else "sum"
         return torch.ops.gnnreco.gather_scatter(x, src_idx.long(), dst_idx.long(), weight, r, n)

@@ -128,3 +128,29 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     got = sess.run(None, {"x": x2.numpy(), "index": index.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), _OnnxMe()(x2, index))
     assert not any(n.domain not in ("", "ai.onnx") for n in __import__("onnx").load(str(path)).graph.node)
+
+
+class _FusedExportMe(torch.nn.Module):
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h = ops.gather_scatter(x, edge_index, w, "mean", 6)
+        return ops.multi_aggregate(h[edge_index[0]], edge_index[1], ("mean", "max", "std"), 6)
+
+
+def test_fused_ops_trace_and_onnx_use_standard_ops(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 3, generator=g)
+    ei = torch.randint(0, 6, (2, 20), generator=g)
+    w = torch.rand(20, generator=g)
+    ref = _FusedExportMe()(x, ei, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(_FusedExportMe(), (x, ei, w))
+    assert "gnnreco::" not in str(traced.graph)
+    torch.testing.assert_close(traced(x, ei, w), ref)
+    path = tmp_path / "fused.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_FusedExportMe(), (x, ei, w), str(path), input_names=["x", "ei", "w"], dynamo=False)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy(), "ei": ei.numpy(), "w": w.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), ref, atol=1e-5, rtol=1e-5)
