@@ -300,6 +300,10 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     rows, raw = oc_loss_benchmark(quick=quick, threads=threads)
     from gnnreco.bench.report import markdown_table
 
+    print(markdown_table(["hits / objects", "implementation", "time [s]", "peak memory [MB]", "time / ref",
+                          "memory / ref", "values vs ref"], rows), flush=True)
+    print(json.dumps(raw), flush=True)
+
     ref_name = "object_condensation 1.1.0" if any(k.startswith("package") for k in raw) else "dense reference"
     parts = ["### OC loss, forward + backward (C = 3, q_min = 1)\n",
              markdown_table(["hits / objects", "implementation", "time [s]", "peak memory [MB]",
@@ -336,11 +340,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes and a 60 s training")
     ap.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")
     ap.add_argument("--train-seconds", type=float, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (use 1 on a machine shared with other jobs: oversubscribed thread "
+                         "pools make every small op wait)")
     args = ap.parse_args(argv)
     body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads)
-    body += ("\n\nThe machine was shared with other jobs while this ran (load average above the core count), "
-             "so times are pessimistic.")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
+             f"{os.cpu_count()} cores), so times are pessimistic; {args.threads} torch thread(s).")
     print(body)
     if args.write:
         from gnnreco.bench.report import write_section
