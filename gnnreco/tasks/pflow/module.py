@@ -16,7 +16,7 @@ from gnnreco.tasks.pflow.data import split_gen
 from gnnreco.tasks.pflow.loss import mlpf_loss
 from gnnreco.tasks.pflow.metrics import DEFAULT_PT_BINS, PFEvaluator, particle_metrics
 
-__all__ = ["PFlowModule", "to_padded", "candidates_from_outputs"]
+__all__ = ["PFlowModule", "to_padded", "candidates_from_outputs", "export_mlpf_onnx"]
 
 OUTPUT_NAMES = ("binary", "pid", "charge", "reg", "p4")
 
@@ -165,3 +165,23 @@ class PFlowModule(GraphTaskModule):
                 "outputs": "binary [B,N,2], pid [B,N,6], charge [B,N,3] logits; reg [B,N,5]; "
                            "p4 [B,N,5] = (pT, eta, sin phi, cos phi, E)",
                 "classes": ["none", "ch.had", "n.had", "gamma", "e", "mu"]}
+
+
+def export_mlpf_onnx(net: nn.Module, path: str | Path, example: tuple[Tensor, Tensor] | None = None,
+                     opset: int = 17) -> Path:
+    """Export ``net.forward(X, mask)`` to ONNX with dynamic batch *and* element axes.
+
+    (``gnnreco export`` currently marks only axis 0 dynamic; MLPF inputs vary along axis 1 too.)
+    """
+    path = Path(path)
+    if example is None:
+        X = torch.zeros(1, 64, 12)
+        X[..., 0] = 1.0
+        X[..., 1] = X[..., 5] = 1.0
+        example = (X, torch.ones(1, 64, dtype=torch.bool))
+    axes = {"X": {0: "B", 1: "N"}, "mask": {0: "B", 1: "N"}}
+    axes.update({n: {0: "B", 1: "N"} for n in OUTPUT_NAMES})
+    net = net.eval()
+    torch.onnx.export(net, example, str(path), input_names=["X", "mask"], output_names=list(OUTPUT_NAMES),
+                      dynamic_axes=axes, opset_version=opset, dynamo=False)
+    return path

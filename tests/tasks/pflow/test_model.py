@@ -90,10 +90,9 @@ def test_onnx_export_dynamic_n_matches_eager(tmp_path, backbone):
     torch.manual_seed(0)
     net = MLPFNet(backbone=backbone, width=32, n_layers=1, bin_size=16).eval()
     X, mask, _ = _inputs(1, 40)
-    path = tmp_path / "mlpf.onnx"
-    names = ["binary", "pid", "charge", "reg", "p4"]
-    torch.onnx.export(net, (X, mask), str(path), input_names=["X", "mask"], output_names=names,
-                      dynamic_axes={"X": {0: "B", 1: "N"}, "mask": {0: "B", 1: "N"}}, opset_version=17, dynamo=False)
+    from gnnreco.tasks.pflow.module import export_mlpf_onnx
+
+    path = export_mlpf_onnx(net, tmp_path / "mlpf.onnx", (X, mask))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for B, N in ((1, 40), (2, 77), (1, 300)):
         Xn, mn, _ = _inputs(B, N, seed=N)
