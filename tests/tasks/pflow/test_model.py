@@ -84,7 +84,7 @@ def test_focal_loss_and_regression_targets():
     torch.testing.assert_close(r, torch.tensor([[np.log(2.0), 0.5, 0.0, 1.0, np.log(0.5)]], dtype=torch.float32))
 
 
-@pytest.mark.parametrize("backbone", ["gnn_lsh", "transformer"])
+@pytest.mark.parametrize("backbone", ["gnn_lsh", pytest.param("transformer", marks=pytest.mark.slow)])
 def test_onnx_export_dynamic_n_matches_eager(tmp_path, backbone):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)

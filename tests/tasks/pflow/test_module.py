@@ -44,6 +44,7 @@ def test_train_test_metrics_plots_and_reconstruct(compose):
     assert X.shape == (2, n, 12) and mask.all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["pflow_gravnet", "pflow_transformer"])
 def test_other_backbones_compose_and_train(compose, model):
     cfg = compose("train", FAST + [f"model={model}", "test=false", "plots=false"], test_conf=False)
