@@ -356,15 +356,14 @@ def simulate_particles(particles: dict[str, np.ndarray], rng: np.random.Generato
 
     # ---------------- spots: (shower, depth in X0, radius, energy); depths of hadronic parts are
     # converted from λ to X0 with the per-layer tables below
-    sh_list, t_list, r_list, e_list, cx_list, cy_list = [], [], [], [], [], []
+    spots: list[tuple[np.ndarray, ...]] = []  # (shower, depth X0, radius, energy, dx, dy)
     em_frac = np.ones(k)
     # EM showers
     em_idx = np.flatnonzero(is_em)
     if len(em_idx):
         t0 = np.where(is_photon[em_idx], rng.exponential(9.0 / 7.0, size=len(em_idx)), 0.0)
         s, t, r, e, _ = _em_spots(rng, geo, em_idx, energy[em_idx], t0, is_photon[em_idx], geo.em_quantum)
-        sh_list.append(s); t_list.append(t); r_list.append(r); e_list.append(e)
-        cx_list.append(np.zeros(len(s))); cy_list.append(np.zeros(len(s)))
+        spots.append((s, t, r, e, np.zeros(len(s)), np.zeros(len(s))))
     # hadronic showers
     had_idx = np.flatnonzero(~is_em)
     lam_to_x0 = _lambda_to_x0_fn(tab)
@@ -388,8 +387,7 @@ def simulate_particles(particles: dict[str, np.ndarray], rng: np.random.Generato
                                np.ones(len(sub_owner), bool), geo.em_quantum)
         # sub-showers are displaced laterally from the axis
         off = rng.normal(0.0, 0.5 * geo.had_core_radius, size=(len(sub_owner), 2))
-        sh_list.append(s); t_list.append(t); r_list.append(r); e_list.append(e)
-        cx_list.append(off[sub_of_spot, 0]); cy_list.append(off[sub_of_spot, 1])
+        spots.append((s, t, r, e, off[sub_of_spot, 0], off[sub_of_spot, 1]))
         # non-EM hadronic component, visible with response h/e
         e_vis = (1.0 - f_em) * e_h * geo.h_over_e
         n_sp = rng.poisson(e_vis / geo.had_quantum)
@@ -401,8 +399,7 @@ def simulate_particles(particles: dict[str, np.ndarray], rng: np.random.Generato
         r_tail = geo.had_tail_radius * np.ones_like(r_core)
         r = _grindhammer_radius(rng, r_core, r_tail, p_core=0.7)
         e = geo.had_quantum * rng.gamma(geo.spot_gamma_shape, 1.0 / geo.spot_gamma_shape, size=len(hid))
-        sh_list.append(had_idx[hid]); t_list.append(lam_to_x0(lam)); r_list.append(r); e_list.append(e)
-        cx_list.append(np.zeros(len(hid))); cy_list.append(np.zeros(len(hid)))
+        spots.append((had_idx[hid], lam_to_x0(lam), r, e, np.zeros(len(hid)), np.zeros(len(hid))))
         # minimum-ionising track of charged hadrons before the first interaction: one spot per layer
         ch = charged[had_idx]
         if ch.any():
@@ -411,18 +408,14 @@ def simulate_particles(particles: dict[str, np.ndarray], rng: np.random.Generato
             si, li = np.nonzero(before)
             x0_mid = np.concatenate([[0.0], tab["x0_back"][:-1]]) + 0.5 * np.diff(np.concatenate([[0.0], tab["x0_back"]]))
             mip = geo.mip_energy * tab["dz"][li] / geo.em_layer_dz * rng.gamma(4.0, 0.25, size=len(li))
-            sh_list.append(had_idx[si]); t_list.append(x0_mid[li]); r_list.append(np.zeros(len(li)))
-            e_list.append(mip); cx_list.append(np.zeros(len(li))); cy_list.append(np.zeros(len(li)))
+            zeros = np.zeros(len(li))
+            spots.append((had_idx[si], x0_mid[li], zeros, mip, zeros, zeros))
 
-    if sh_list:
-        sh = np.concatenate(sh_list)
-        t = np.concatenate(t_list)
-        r = np.concatenate(r_list)
-        e = np.concatenate(e_list)
-        cx = np.concatenate(cx_list)
-        cy = np.concatenate(cy_list)
+    if spots:
+        sh, t, r, e, cx, cy = (np.concatenate(c) for c in zip(*spots))
     else:
-        sh = np.zeros(0, np.int64); t = r = e = cx = cy = np.zeros(0)
+        sh = np.zeros(0, np.int64)
+        t = r = e = cx = cy = np.zeros(0)
     # depth -> layer; spots beyond the last layer leak out
     layer = np.searchsorted(tab["x0_back"], t, side="right")
     inside = layer < n_layers

@@ -34,7 +34,7 @@ def test_truth_is_consistent():
     np.testing.assert_allclose(ev["hit_impact"][sig], ev["shower_impact"][sh[sig]])
     assert set(np.unique(ev["hit_origin"][~sig])) <= {1, 2}
     assert (ev["hit_origin"] == 2).any() and (ev["hit_origin"] == 1).any()
-    assert np.all((ev["hit_energy_fraction"][sig] > 0.5 - 1e-9) | (ev["hit_energy_fraction"][sig] > 0))
+    assert np.all(ev["hit_energy_fraction"][sig] > 0) and np.all(ev["hit_energy_fraction"][~sig] == 0)
     assert np.all(ev["hit_energy_fraction"] <= 1 + 1e-9)
     geo = CaloGeometry()
     assert ev["hit_energy"].min() > geo.noise_threshold_sigma * geo.noise_sigma

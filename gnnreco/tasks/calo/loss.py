@@ -409,8 +409,9 @@ def payload_loss(
 
     Per hit, against the truth of its object:
 
-    * energy: :math:`(E_t-E_p)^2/(E_t+10^{-3})`, then :math:`L \to 0.2\tanh(L/0.2)`-free (plain);
-      quantile (pinball) losses at :math:`\tau` = ``quantiles`` on the two extra energy outputs;
+    * energy: :math:`(E_t-E_p)^2/(E_t+10^{-3})` (HGCalML, without its soft clipping); pinball
+      losses at :math:`\tau` = ``quantiles`` on the two extra energy outputs, scaled by
+      :math:`1/\sqrt{E_t}`;
     * position: Huber on :math:`|\Delta\mathbf{x}|/100` mm (10 cm);
     * time: :math:`(t-\hat t)^2/(\hat\sigma^2+0.1)+\hat\sigma^2` when a time uncertainty is predicted,
       else squared error;
