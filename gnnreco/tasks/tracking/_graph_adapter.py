@@ -160,13 +160,19 @@ def layer_pair_edges(hits: pd.DataFrame, preset: str | None = "pt1", phi_slope_m
     return ei.cpu().numpy()
 
 
+def global_module_id(hits: pd.DataFrame) -> np.ndarray:
+    """One non-negative id per module: ``(volume_id · 100 + layer_id) · 100000 + module_id``."""
+    return ((hits["volume_id"].to_numpy(np.int64) * 100 + hits["layer_id"].to_numpy(np.int64)) * 100000
+            + hits["module_id"].to_numpy(np.int64))
+
+
 def module_map_edges(hits: pd.DataFrame, module_map: Any = None, **options: Any) -> np.ndarray:
-    """Module-map graph via :class:`gnnreco.graph.ModuleMap` (a map object or a saved map path)."""
-    try:
-        from gnnreco.graph import ModuleMap  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ImportError("graph.method=module_map needs gnnreco.graph.ModuleMap, which is not available") from exc
+    """Module-map graph via :class:`gnnreco.graph.ModuleMap` (a map object or the path of a saved map)."""
+    from gnnreco.graph import ModuleMap
+
     if module_map is None:
         raise ValueError("graph.method=module_map needs graph.module_map (a ModuleMap or the path of a saved map)")
-    mm = module_map if isinstance(module_map, ModuleMap) else ModuleMap.load(module_map)
-    return np.asarray(mm.build(hits, **options), dtype=np.int64)
+    mm = module_map if isinstance(module_map, ModuleMap) else ModuleMap.load(module_map, **options)
+    ei = mm(hits["r"].to_numpy(np.float64), hits["phi"].to_numpy(np.float64), hits["z"].to_numpy(np.float64),
+            global_module_id(hits))
+    return ei.cpu().numpy()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +40,7 @@ __all__ = [
     "build_graph",
     "evaluate_conditions",
     "edge_features",
+    "fit_module_map",
     "DEFAULT_TARGET",
     "DEFAULT_WEIGHTING",
     "NODE_SCALES",
@@ -81,15 +81,8 @@ def simulate(seed: int, preset: str | None = None, **sim_kwargs: Any) -> Any:
     Returns:
         The simulator's event (``hits``, ``particles``, ``truth`` and ``cells`` DataFrames).
     """
-    try:
-        from gnnreco.sim.tracker import TrackerSimulator
-    except ImportError:
-        from gnnreco.tasks.tracking._toysim import toy_event
+    from gnnreco.sim.tracker import TrackerSimulator
 
-        warnings.warn("gnnreco.sim.tracker is not available; using the private toy generator",
-                      RuntimeWarning, stacklevel=2)
-        allowed = {"mu", "particles_per_vertex", "noise_fraction", "b_field", "sigma", "pt_min", "eta_max"}
-        return toy_event(seed, **{k: v for k, v in sim_kwargs.items() if k in allowed})
     key = repr((preset, sorted(sim_kwargs.items())))
     sim = _SIMULATORS.get(key)
     if sim is None:
@@ -200,23 +193,10 @@ def _geometric_cuts(edge_index: np.ndarray, r: np.ndarray, phi: np.ndarray, z: n
 
 
 def _knn_edges(coords: np.ndarray, k: int) -> np.ndarray:
-    pts = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
-    try:
-        from gnnreco.graph import knn_graph
-    except ImportError:
-        try:
-            from gnnreco.graph.neighbors import knn_graph
-        except ImportError:
-            knn_graph = None
-    if knn_graph is not None:
-        return knn_graph(pts, k=min(k, max(len(pts) - 1, 1))).numpy()
-    from scipy.spatial import cKDTree  # private fallback while gnnreco.graph is unavailable
+    from gnnreco.graph import knn_graph
 
-    kk = min(k + 1, len(pts))
-    _, nb = cKDTree(coords).query(coords, k=kk)
-    nb = nb.reshape(len(coords), -1)
-    centre = np.repeat(np.arange(len(coords)), nb.shape[1])
-    return np.stack([nb.reshape(-1), centre])
+    pts = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
+    return knn_graph(pts, k=min(k, max(len(pts) - 1, 1))).numpy()
 
 
 def build_graph(hits: pd.DataFrame, method: str = "layer_pair", **options: Any) -> np.ndarray:
@@ -300,6 +280,40 @@ def edge_features(x_scaled: Mapping[str, np.ndarray], edge_index: np.ndarray,
     if not names:
         return np.zeros((s.size, 0), np.float32)
     return np.stack([table[k] for k in names], 1).astype(np.float32)
+
+
+def fit_module_map(raws: Any, path: str | None = None, volumes: Sequence[int] | None = None,
+                   target: Mapping[str, Any] | None = None, tolerance: float = 0.0,
+                   primary_max_radius: float = 260.0) -> Any:
+    """Learn a doublet :class:`gnnreco.graph.ModuleMap` from the target particles of training events.
+
+    The true doublets are the modulewise truth edges (a particle's hits ordered by distance from the
+    origin, consecutive stations linked; :func:`gnnreco.graph.truth_graph`) of the target particles.
+    Save it with ``path`` and use it with ``graph: {method: module_map, module_map: <path>}``.
+    """
+    from gnnreco.data.trackml import build_hit_table
+    from gnnreco.graph import ModuleMap, truth_graph
+    from gnnreco.tasks.tracking._graph_adapter import global_module_id
+
+    target = _as_plain(target) if target is not None else DEFAULT_TARGET
+    mm = ModuleMap(tolerance=tolerance)
+    for raw in raws:
+        hits, particles, truth = (_part(raw, k) for k in ("hits", "particles", "truth"))
+        tab = build_hit_table(hits, truth=truth)
+        if volumes is not None:
+            tab = tab[tab["volume_id"].isin(list(volumes))].reset_index(drop=True)
+        ptab = _particle_table(tab, particles, primary_max_radius)
+        ok = evaluate_conditions(_props(ptab), target, len(ptab), "fit_module_map.target")
+        is_t = tab["particle_id"].isin(ptab["particle_id"].to_numpy()[ok]).to_numpy()
+        R = np.sqrt(tab["r"].to_numpy(np.float64) ** 2 + tab["z"].to_numpy(np.float64) ** 2)
+        gmod = global_module_id(tab)
+        tg = truth_graph(torch.from_numpy(tab["particle_id"].to_numpy(np.int64)), "modulewise",
+                         order=torch.from_numpy(R), module_id=torch.from_numpy(gmod), hit_mask=torch.from_numpy(is_t))
+        mm.update(tab["r"].to_numpy(np.float64), tab["phi"].to_numpy(np.float64), tab["z"].to_numpy(np.float64),
+                  gmod, tg)
+    if path is not None:
+        mm.save(path)
+    return mm
 
 
 # --------------------------------------------------------------------------------------------------

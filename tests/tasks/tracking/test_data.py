@@ -101,3 +101,15 @@ def test_conditions_and_edge_features():
 
 def test_simulated_event_is_trackml_like(raw):
     assert isinstance(raw.hits, pd.DataFrame) and {"hit_id", "x", "y", "z"} <= set(raw.hits.columns)
+
+
+def test_module_map_graph_from_a_fitted_map(raw, tmp_path):
+    from gnnreco.tasks.tracking.data import fit_module_map
+    from gnnreco.tasks.tracking.metrics import construction_efficiency
+
+    path = tmp_path / "mm.npz"
+    fit_module_map([raw], str(path))  # a map learned on the event itself finds all its target doublets
+    ev = process_event(raw, graph={"method": "module_map", "module_map": str(path)})
+    assert ev["edge_index"].shape[1] > 0
+    eff = construction_efficiency(ev["edge_index"], ev["hit_particle_id"], ev["hit_coords"], ev["hit_target"])
+    assert eff > 0.95
