@@ -291,8 +291,8 @@ events = [toy_event(rng) for _ in range(24)]
 model = MLPFNet(backbone="gravnet", width=24, n_layers=2, k=6, space_dim=2, prop_dim=12)
 opt = torch.optim.Adam(model.parameters(), lr=5e-3)
 t0 = time.time()
-for epoch in range(8):
-    for X, y in events[:20]:
+for epoch in range(5):
+    for X, y in events[:12]:
         mask = torch.ones(1, len(y), dtype=torch.bool)
         pid = model(X[None], mask)[1][0]
         loss = torch.nn.functional.cross_entropy(pid, y)
