@@ -355,23 +355,36 @@ def _multi_setup(ctx, inputs, output):
     ctx.mark_non_differentiable(cnt, amax, amin)
 
 
+def _add_at_arg_(grad_src: Tensor, g: Tensor, arg: Tensor) -> None:
+    """``grad_src[arg[j, c], c] += g[j, c]`` for non-empty groups, in place (only ``N·F`` updates)."""
+    e, f = grad_src.shape
+    lin = (arg * f + torch.arange(f, device=arg.device)).reshape(-1)
+    vals = g.reshape(-1)
+    keep = lin < e * f
+    grad_src.view(-1).scatter_add_(0, lin[keep], vals[keep])
+
+
 def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
+    """One ``[E, F]`` gather for sum/mean, one more for std/var, and ``N·F`` point updates for min/max."""
     src, index, out, cnt, amax, amin = ctx.saved_tensors
     reductions = ctx.reductions
     e, f = src.shape
     n = cnt.numel()
+    if e == 0:
+        return torch.zeros_like(src), None, None, None, None
     cntf = cnt.clamp(min=1).to(src.dtype).unsqueeze(1)
     grads = grad_out.split(f, dim=1) if f > 0 else [grad_out] * len(reductions)
-    coeff = torch.zeros(n, f, dtype=src.dtype, device=src.device)  # per-group factor of 1 (sum/mean)
+    coeff: Optional[Tensor] = None  # per-group factor of 1 (sum/mean)
     dev_coeff: Optional[Tensor] = None  # per-group factor of (x - mean)
-    grad_src = torch.zeros_like(src)
     mean: Optional[Tensor] = None
+    picks: List[Tuple[Tensor, Tensor]] = []
     for k, r in enumerate(reductions):
         g = grads[k]
         if r in ("sum", "add"):
-            coeff = coeff + g
+            coeff = g if coeff is None else coeff + g
         elif r == "mean":
-            coeff = coeff + g / cntf
+            coeff = g / cntf if coeff is None else coeff + g / cntf
+            mean = out[:, k * f : (k + 1) * f]
         elif r in ("std", "var"):
             den = _unbiased_den(cnt, src.dtype).unsqueeze(1)
             if r == "std":
@@ -386,17 +399,19 @@ def _multi_backward(ctx, grad_out, _g_cnt, _g_amax, _g_amin):
                 raise RuntimeError(
                     "gnnreco.ops.multi_aggregate: backward through min/max needs need_arg=True in forward"
                 )
-            grad_src = grad_src + scatter_to_arg(g.contiguous(), arg, 0, e)
-    if e > 0:
-        ie = index.view(-1, 1).expand(src.size())
-        grad_src = grad_src + coeff.gather(0, ie)
-        if dev_coeff is not None:
+            picks.append((g, arg))
+    ie = index.view(-1, 1).expand(src.size())
+    grad_src = coeff.gather(0, ie) if coeff is not None else torch.zeros_like(src)
+    if dev_coeff is not None:
+        if mean is None:
             if src.is_cuda:  # deterministic Triton path
                 mean = torch.ops.gnnreco.multi_aggregate(src.detach(), index, "mean", n, False)[0]
             else:
                 ssum = torch.zeros(n, f, dtype=src.dtype, device=src.device).scatter_add_(0, ie, src)
                 mean = ssum / cntf
-            grad_src = grad_src + dev_coeff.gather(0, ie) * (src - mean.gather(0, ie))
+        grad_src.add_(dev_coeff.gather(0, ie) * (src - mean.gather(0, ie)))
+    for g, arg in picks:
+        _add_at_arg_(grad_src, g, arg)
     return grad_src, None, None, None, None
 
 
