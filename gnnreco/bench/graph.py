@@ -137,17 +137,17 @@ def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: floa
         xn = x.numpy()
         big = n >= 1_000_000
         rep = 1 if n >= 100_000 else 3
-        t_g = time_fn(lambda: knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
-        t_kd = time_fn(lambda: _ckdtree(xn, k), repeat=rep, warmup=0 if big else 1)
+        t_g = time_fn(lambda x=x, k=k: knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
+        t_kd = time_fn(lambda xn=xn, k=k: _ckdtree(xn, k), repeat=rep, warmup=0 if big else 1)
         # the dense baseline is O(N^2 D): run at N=1e5 only for the goal cases (D=3, k=16)
         dense_ok = n <= 10_000 or (n <= 100_000 and (complete or (d == 3 and k == 16)))
-        t_dense = time_fn(lambda: _dense_knn(x, k), repeat=1, warmup=0) if dense_ok else math.nan
+        t_dense = time_fn(lambda x=x, k=k: _dense_knn(x, k), repeat=1, warmup=0) if dense_ok else math.nan
         t_tc = math.nan
         if torch_cluster is not None:
-            t_tc = time_fn(lambda: torch_cluster.knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
+            t_tc = time_fn(lambda x=x, k=k: torch_cluster.knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
         t_fa = math.nan
         if faiss is not None:
-            def _faiss():
+            def _faiss(d=d, xn=xn, k=k):
                 index = faiss.IndexFlatL2(d)
                 index.add(xn)
                 return index.search(xn, k + 1)

@@ -2,7 +2,6 @@ r"""Dense builders: fully connected event graphs (DFEI) and LSH bins (MLPF)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch

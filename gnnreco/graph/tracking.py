@@ -210,7 +210,6 @@ class LayerPairBuilder:
         return torch.cat(parts, 1)
 
     def _pair(self, r: Tensor, phi: Tensor, z: Tensor, h1: Tensor, h2: Tensor) -> Tensor:
-        dev = r.device
         r1, z1, p1 = r[h1], z[h1], phi[h1]
         r2all, z2all = r[h2], z[h2]
         r2lo, r2hi = float(r2all.min()), float(r2all.max())
@@ -265,18 +264,23 @@ class LayerPairBuilder:
         return torch.stack([src[keep], dst[keep]])
 
     def _cuts(self, r: Tensor, phi: Tensor, z: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        f = pair_features(r, phi, z, src, dst)
-        keep = (f["phi_slope"].abs() < self.phi_slope_max) & (f["z0"].abs() < self.z0_max) & (src != dst)
+        # cheapest cut first; the others only on the survivors
+        r1 = r[src]
+        dr = r[dst] - r1
+        dr = torch.where(dr == 0, torch.full_like(dr, 1e-12), dr)
+        keep = (wrap_phi(phi[dst] - phi[src]) / dr).abs() < self.phi_slope_max
+        idx = keep.nonzero(as_tuple=True)[0]
+        s, d, r1, dr = src[idx], dst[idx], r1[idx], dr[idx]
+        z1 = z[s]
+        dz = z[d] - z1
+        ok = ((z1 - r1 * dz / dr).abs() < self.z0_max) & (s != d)
         if self.deta_max is not None:
-            keep &= f["deta"].abs() < self.deta_max
-        if self.intersecting_cylinders:
-            r1, z1 = r[src], z[src]
-            dr = f["dr"]
-            slope = f["dz"] / torch.where(dr == 0, torch.full_like(dr, 1e-12), dr)
-            for rc, half_len in self.intersecting_cylinders:
-                between = (r1 < rc) & (r[dst] > rc)
-                z_at = z1 + (rc - r1) * slope
-                keep &= ~(between & (z_at.abs() < half_len))
+            ok &= (eta_of(r[d], z[d]) - eta_of(r1, z1)).abs() < self.deta_max
+        for rc, half_len in self.intersecting_cylinders:
+            between = (r1 < rc) & (r[d] > rc)
+            z_at = z1 + (rc - r1) * dz / dr
+            ok &= ~(between & (z_at.abs() < half_len))
+        keep[idx] = ok
         return keep
 
 
