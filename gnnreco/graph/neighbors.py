@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,6 +136,17 @@ def _resolve_method(method: str, dim: int, num_events: int, nx: int) -> str:
 # ----------------------------------------------------------------------------------------------
 
 _WORKERS = 1  # set by _search from torch.get_num_threads() at entry
+_TLS = threading.local()
+
+
+def _thread_buffer(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A per-thread scratch matrix, grown on demand and reused across tiles."""
+    n = shape[0] * shape[1]
+    buf = getattr(_TLS, "buf", None)
+    if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+        buf = torch.empty(n, dtype=dtype, device=device)
+        _TLS.buf = buf
+    return buf[:n].view(shape)
 
 
 def _pmap(fn, items: list, device: torch.device) -> list:
@@ -220,7 +232,9 @@ def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float
         xn = xn_all[x0:x1]
         kk = min(k + _EXTRA, nx)
         ye = y[q0:q1]
-        d = torch.addmm(xn.unsqueeze(0), ye, xe.t(), beta=1.0, alpha=-2.0)
+        # one reusable buffer per thread: no repeated large allocations (heap fragmentation)
+        d = _thread_buffer((q1 - q0, nx), x.dtype, x.device)
+        torch.addmm(xn.unsqueeze(0), ye, xe.t(), beta=1.0, alpha=-2.0, out=d)
         d += yn_all[q0:q1].unsqueeze(1)
         qidx = torch.arange(q0, q1, device=x.device)
         if exclude_self:
@@ -233,7 +247,7 @@ def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float
             slack = 1e-4 * r2 + 1e-6 * float(xn.max().clamp(min=1.0))
             over = ((d < r2).sum(1) - k).clamp(min=0)
             tq, te = int((over > 0).sum()), int(over.sum())
-            d = d.masked_fill(d >= r2 + slack, math.inf)
+            d.masked_fill_(d >= r2 + slack, math.inf)
         vals, pos = torch.topk(d, kk, dim=1, largest=False, sorted=False)
         nb = pos + x0
         ex = ((x[nb] - ye.unsqueeze(1)) ** 2).sum(-1)
@@ -534,6 +548,14 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
     global _WORKERS
     nthreads = torch.get_num_threads()
     _WORKERS = nthreads if x.device.type == "cpu" else 1
+    try:
+        _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc)
+    finally:
+        _TLS.buf = None  # release the scratch buffer of this thread
+    return coll.result(), trunc
+
+
+def _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc) -> None:
     with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
         if m != "brute" and _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
                                   probe=m == "probe"):
@@ -542,7 +564,6 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
             ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
             ptr_y = batch_to_ptr(by, y.size(0), num_events, x.device)
             _brute(x, y, ptr_x, ptr_y, k, r2, exclude_self, coll, trunc)
-    return coll.result(), trunc
 
 
 # ----------------------------------------------------------------------------------------------
