@@ -23,7 +23,6 @@ traced graph holds only standard operators.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -193,13 +192,13 @@ class InteractionBlock(nn.Module):
         return x_new, e_new
 
 
-def edge_apply(net: nn.Module, x: Tensor, edge_index: Tensor, e: Optional[Tensor], n_chunks: int = 1) -> Tensor:
+def edge_apply(net: nn.Module, x: Tensor, edge_index: Tensor, e: Tensor | None, n_chunks: int = 1) -> Tensor:
     """Evaluate an edge MLP on :math:`[x_j, x_i, e_{ji}]`, optionally over ``n_chunks`` edge chunks.
 
     Chunking bounds the peak memory of the MLP's hidden activations at inference (acorn's and
     ACTS' ``n_chunks``); the result is identical to a single pass.
     """
-    def run(ei: Tensor, ee: Optional[Tensor]) -> Tensor:
+    def run(ei: Tensor, ee: Tensor | None) -> Tensor:
         parts = [x[ei[0]], x[ei[1]]]
         if ee is not None:
             parts.append(ee)

@@ -30,7 +30,6 @@ so the model can be traced to TorchScript and exported to ONNX (see :mod:`gnnrec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -170,7 +169,7 @@ class InteractionEdgeClassifier(nn.Module):
             return t
         return norm(t)
 
-    def _directed_logits(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor]) -> Tensor:
+    def _directed_logits(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> Tensor:
         chunks = self.n_chunks
         x = self.node_encoder(self._norm(self.node_norm, x))
         if self.edge_features > 0:
@@ -189,7 +188,7 @@ class InteractionEdgeClassifier(nn.Module):
         e_out = torch.cat(history, -1) if self.concat_edge_history else e
         return edge_apply(self.classifier, x, edge_index, e_out, chunks).squeeze(-1)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
         """Edge logits :math:`s_{ji}` (apply a sigmoid for scores)."""
         if x.dim() != 2 or x.shape[1] != self.node_features:
             raise ValueError(f"x must have shape [N, {self.node_features}], got {tuple(x.shape)}")
@@ -206,7 +205,7 @@ class InteractionEdgeClassifier(nn.Module):
         return self._directed_logits(x, edge_index, edge_attr)
 
     @torch.no_grad()
-    def predict_chunked(self, x: Tensor, edge_index: Tensor, edge_attr: Optional[Tensor] = None,
+    def predict_chunked(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                         n_chunks: int = 8) -> Tensor:
         """Inference with edge MLPs evaluated in ``n_chunks`` chunks (same result as ``forward``)."""
         old = self.n_chunks

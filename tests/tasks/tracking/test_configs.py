@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from hydra.utils import instantiate
-
 from conftest import compose_config
+from hydra.utils import instantiate
 
 
 @pytest.mark.parametrize("model", ["tracking_ign", "tracking_ign2", "tracking_resin"])
