@@ -253,6 +253,8 @@ def _signal_pythia(rng: np.random.Generator, cfg: Mapping[str, Any], extra: Sequ
     idx, pid, mom, orig = idx[keep], pid[keep], mom[keep], orig[keep]
     cache: dict[int, bool] = {}
     chains = [_ancestry(ev, int(i), cache) for i in idx]
+    root_pid = {c[0]: ev[c[0]].id() for c in chains if c}
+    cfg["_root_pid"] = root_pid
     d = max((len(c) for c in chains), default=0)
     anc = np.full((len(idx), d), -1, dtype=np.int64)
     for k, c in enumerate(chains):
@@ -341,6 +343,7 @@ def _toy_signal(rng: np.random.Generator, cfg: Mapping[str, Any], force_id: int 
         vtx = flight * mom / np.linalg.norm(mom)
         root = next_id[0]
         next_id[0] += 1
+        cfg.setdefault("_root_pid", {})[root] = bid
         _toy_decay(rng, mom, vtx, tree, [root], next_id, recs)
     # fragmentation tracks of the signal collision (background)
     nfrag = int(rng.poisson(cfg["toy_tracks_per_collision"]))
@@ -434,7 +437,7 @@ def generate_event(
         dict with ``x`` ``[N, 13]`` float32 node features (:data:`NODE_FEATURES`), ``pv`` ``[V, 3]``
         reconstructed PVs, ``pid``, ``collision`` (0 = signal), ``pv_true_index`` (index of the
         node's collision's reconstructed PV, or −1), ``pv_ip_index``, ``cluster`` (chain id, −1 = not
-        from a b hadron), ``anc`` ``[N, D]`` collapsed ancestors, ``lca`` ``[N, N]`` int8 truth
+        from a b hadron), ``b_pid`` (PDG id of the chain's root b hadron, 0 = none), ``anc`` ``[N, D]`` collapsed ancestors, ``lca`` ``[N, N]`` int8 truth
         matrix, ``n_collisions`` and ``mode_id``.
     """
     if mode != "inclusive" and mode not in EXCLUSIVE_MODES:
@@ -479,6 +482,8 @@ def generate_event(
     anc[:n_s] = s_anc.reshape(n_s, d)
     n = len(pid)
     # truth LCA and chain ids: only branchings among the reconstructed particles count
+    roots = cfg.get("_root_pid", {})
+    b_pid_full = np.array([roots.get(int(a), 0) for a in anc[:, 0]], dtype=np.int64) if d else np.zeros(n, np.int64)
     anc = collapse_single_child(anc)
     d = anc.shape[1]
     lca = lca_from_ancestors(anc, cap=lca_cap).astype(np.int8) if n else np.zeros((0, 0), np.int8)
@@ -507,6 +512,7 @@ def generate_event(
     q = np.sign(pid).astype(np.float64) * np.where(np.isin(np.abs(pid), (11, 13)), -1.0, 1.0)
     x = np.concatenate([orig_r, mom_r, pv_ip_pos, q[:, None], pv_true_pos], 1).astype(np.float32)
     mode_id = -1 if mode == "inclusive" else sorted(EXCLUSIVE_MODES).index(mode)
+    b_pid = np.where(cluster >= 0, b_pid_full, 0).astype(np.int64)
     return {
         "x": x.reshape(n, 13),
         "pv": pv.astype(np.float32).reshape(-1, 3),
@@ -515,6 +521,7 @@ def generate_event(
         "pv_true_index": pv_true.astype(np.int64),
         "pv_ip_index": np.asarray(pv_ip, dtype=np.int64),
         "cluster": np.asarray(cluster, dtype=np.int64),
+        "b_pid": b_pid,
         "anc": anc,
         "lca": lca,
         "n_collisions": np.array([1 + n_pu], dtype=np.int64),

@@ -12,6 +12,7 @@ key                shape       meaning
 ``y_node``         [N]         1 if the particle has a partner with LCA > 0 (DFEI node label)
 ``cluster``        [N]         b-chain id within the event, −1 if not from a b hadron
 ``pid``            [N]         PDG id (truth only, never a model input)
+``b_pid``          [N]         PDG id of the chain's root b hadron (0: none)
 ``pv_assoc``       [N]         min-IP reconstructed PV of the node (−1: none)
 ``pv_truth``       [N]         reconstructed PV of the node's own collision (−1: none)
 ``lca_edge_index`` [2, P]      positive pairs :math:`i < j` (batched by PyG like an edge index)
@@ -98,6 +99,7 @@ def process_event(raw: Mapping[str, Any], max_lca: int = 3) -> dict[str, np.ndar
         "y_node": node_labels_from_lca(lca),
         "cluster": get("cluster", -1),
         "pid": get("pid", 0),
+        "b_pid": get("b_pid", 0),
         "pv_assoc": get("pv_ip_index", -1),
         "pv_truth": get("pv_true_index", -1),
         "lca_edge_index": np.stack([iu, ju]).astype(np.int64),

@@ -29,6 +29,8 @@ LCA head saw).
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor, nn
 
@@ -167,23 +169,29 @@ class EncodeProcessDecode(nn.Module):
         return nv, ne
 
 
-def _candidate_graph(x: Tensor, batch: Tensor, max_dz: float | None, max_theta: float | None) -> Tensor:
-    """Fully connected directed graph per event, optionally filtered on Δz(PV) and opening angle."""
+def _candidate_graph(x: Tensor, batch: Tensor, max_dz: float | None, max_theta: float | None,
+                     k_nearest: int = 0) -> Tensor:
+    """Fully connected directed graph per event, optionally filtered.
+
+    Pairs must pass :math:`|\Delta z| <` ``max_dz`` and :math:`\theta <` ``max_theta`` (when set); with
+    ``k_nearest > 0`` every particle then keeps only the ``k_nearest`` partners of smallest
+    :math:`d_{\perp P}` (the two tracks' origins seen transverse to their summed momentum: small for
+    tracks from one decay vertex).
+    """
     if batch.numel() == 0:
         return torch.empty(2, 0, dtype=torch.long, device=x.device)
-    if max_dz is None and max_theta is None:
-        return fully_connected_graph(batch=batch)
-
-    def keep(s: Tensor, t: Tensor) -> Tensor:
-        f = edge_features(x, torch.stack([s, t]))
-        m = torch.ones(s.numel(), dtype=torch.bool, device=x.device)
-        if max_dz is not None:
-            m &= f[:, 2].abs() < max_dz
-        if max_theta is not None:
-            m &= f[:, 0] < max_theta
-        return m
-
-    return fully_connected_graph(batch=batch, pair_filter=keep)
+    g = fully_connected_graph(batch=batch)
+    if max_dz is None and max_theta is None and k_nearest <= 0:
+        return g
+    f = edge_features(x, g)
+    m = torch.ones(g.shape[1], dtype=torch.bool, device=x.device)
+    if max_dz is not None:
+        m &= f[:, 2].abs() < max_dz
+    if max_theta is not None:
+        m &= f[:, 0] < max_theta
+    if k_nearest > 0:
+        m &= _topk_per_receiver(-f[:, 1], g[1], k_nearest)
+    return g[:, m]
 
 
 class DFEIChain(nn.Module):
@@ -193,23 +201,33 @@ class DFEIChain(nn.Module):
         latent, hidden, n_layers, norm, aggr: shared GN settings.
         np_blocks, ep_blocks, lca_blocks: GN blocks per stage.
         np_cut, ep_cut: score cuts of the pruning stages.
-        max_dz, max_theta: optional pair filter of the node-pruning graph (mm, rad).
+        max_dz, max_theta, k_nearest: optional pair filter of the node-pruning graph (mm, rad, partners
+            of smallest d⊥P per particle); edge pruning always sees the full graph of the survivors.
         teacher_forcing: in training, true signal nodes / true positive pairs always pass the cuts,
             so the later stages see every positive example while the earlier ones learn.
+        train_max_nodes: in training, at most this many nodes per event (the highest node scores,
+            besides the teacher-forced ones) pass to edge pruning, which bounds the cost of the early
+            epochs when the node-pruning stage still passes everything (0: no bound).
+        train_max_edges: in training, at most this many edges per surviving node (highest edge scores,
+            per receiver) pass to the LCA stage, besides the teacher-forced ones (0: no bound).
     """
 
     def __init__(self, latent: int = 16, hidden: int = 64, n_layers: int = 2, norm: str = "layer",
                  aggr: str = "sum", np_blocks: int = 2, ep_blocks: int = 2, lca_blocks: int = 3,
-                 np_cut: float = 0.05, ep_cut: float = 0.05, max_dz: float | None = 5.0,
-                 max_theta: float | None = 0.5, teacher_forcing: bool = True) -> None:
+                 np_cut: float = 0.05, ep_cut: float = 0.05, max_dz: float | None = None,
+                 max_theta: float | None = None, k_nearest: int = 12, teacher_forcing: bool = True, train_max_nodes: int = 32,
+                 train_max_edges: int = 4) -> None:
         super().__init__()
+        self.train_max_nodes, self.train_max_edges = train_max_nodes, train_max_edges
         kw = dict(latent=latent, hidden=hidden, n_layers=n_layers, norm=norm, aggr=aggr)
         self.np_net = EncodeProcessDecode(n_blocks=np_blocks, node_head=1, **kw)
         self.ep_net = EncodeProcessDecode(n_blocks=ep_blocks, edge_head=1, **kw)
         self.lca_net = EncodeProcessDecode(n_blocks=lca_blocks, edge_head=4, **kw)
         self.np_cut, self.ep_cut = np_cut, ep_cut
-        self.max_dz, self.max_theta = max_dz, max_theta
+        self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
         self.teacher_forcing = teacher_forcing
+        self.record_timings = False  # set True to fill ``last_timings`` (seconds per stage)
+        self.last_timings: dict[str, float] = {}
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
                 pair_label: "callable | None" = None) -> dict[str, object]:
@@ -220,10 +238,15 @@ class DFEIChain(nn.Module):
             y_node: truth node labels (teacher forcing in training).
             pair_label: ``f(pair_index) -> [E]`` truth LCA of pairs (teacher forcing in training).
         """
-        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta)
+        t0 = time.perf_counter()
+        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta, self.k_nearest)
         node_logit, _ = self.np_net(x, g0, batch, n_pv)
         node_logit = node_logit.view(-1)
+        t1 = time.perf_counter()
+        t2 = t1
         keep = torch.sigmoid(node_logit.detach()) > self.np_cut
+        if self.training and self.train_max_nodes > 0:
+            keep = keep & _topk_per_receiver(node_logit.detach(), batch, self.train_max_nodes)
         if self.training and self.teacher_forcing and y_node is not None:
             keep = keep | (y_node > 0)
         ids = torch.nonzero(keep).view(-1)
@@ -238,7 +261,10 @@ class DFEIChain(nn.Module):
         if e1:
             _, ep = self.ep_net(xs, local, bs, n_pv)
             edge_logit = ep.view(-1)
+            t2 = time.perf_counter()
             ekeep = torch.sigmoid(edge_logit.detach()) > self.ep_cut
+            if self.training and self.train_max_edges > 0:
+                ekeep = ekeep & _topk_per_receiver(edge_logit.detach(), local[1], self.train_max_edges)
             if self.training and self.teacher_forcing and pair_label is not None:
                 ekeep = ekeep | (pair_label(g1) > 0)
             sel = torch.nonzero(ekeep).view(-1)
@@ -246,6 +272,9 @@ class DFEIChain(nn.Module):
                 _, lg = self.lca_net(xs, local[:, sel], bs, n_pv)
                 lca_logits = lca_logits.index_put((sel,), lg)
                 lca_mask[sel] = True
+        if self.record_timings:
+            self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
+                                 "lca": time.perf_counter() - t2}
         return {"node_logit": node_logit, "pair_index": g1, "edge_logit": edge_logit, "lca_logits": lca_logits,
                 "lca_mask": lca_mask, "aux_node": [], "aux_edge": [(edge_logit, g1)] if e1 else []}
 
@@ -277,13 +306,13 @@ class DFEIFused(nn.Module):
         prune: ``"cut"``, ``"topk"``, ``"both"`` or ``"none"`` between blocks.
         node_cut, edge_cut: weight cuts (pruning and, at the last block, the output selection).
         k_edges: edges kept per receiver by top-k.
-        max_dz, max_theta: pair filter of the input graph.
+        max_dz, max_theta, k_nearest: pair filter of the input graph (pairs it drops are never found).
     """
 
     def __init__(self, latent: int = 16, hidden: int = 64, n_layers: int = 2, norm: str = "layer",
                  aggr: str = "sum", n_blocks: int = 4, weighted_mp: bool = True, prune: str = "cut",
                  node_cut: float = 0.01, edge_cut: float = 0.01, k_edges: int = 20,
-                 max_dz: float | None = 5.0, max_theta: float | None = 0.5) -> None:
+                 max_dz: float | None = None, max_theta: float | None = None, k_nearest: int = 0) -> None:
         super().__init__()
         if prune not in ("cut", "topk", "both", "none"):
             raise ValueError(f"prune must be 'cut', 'topk', 'both' or 'none', got {prune!r}")
@@ -291,11 +320,11 @@ class DFEIFused(nn.Module):
                                        norm=norm, aggr=aggr, edge_head=4, block_heads=True)
         self.weighted_mp, self.prune = weighted_mp, prune
         self.node_cut, self.edge_cut, self.k_edges = node_cut, edge_cut, k_edges
-        self.max_dz, self.max_theta = max_dz, max_theta
+        self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
                 pair_label: "callable | None" = None) -> dict[str, object]:
-        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta)
+        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta, self.k_nearest)
         e_all = g0.shape[1]
         net = self.net
         v0, e0, u0 = net.encode(x, g0, batch, n_pv)
