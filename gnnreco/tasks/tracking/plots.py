@@ -51,7 +51,12 @@ def plot_efficiency(values: np.ndarray, passed: np.ndarray, bins: Sequence[float
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if log_x:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(np.asarray(bins, float))
     ax.grid(alpha=0.3)
     return savefig(fig, path)
 
