@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
+from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
 
 import gnnreco.ops as ops
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ops_cases import DTYPES
+from .ops_cases import DTYPES
 
 import gnnreco.ops as ops
 
