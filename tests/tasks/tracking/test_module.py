@@ -108,3 +108,19 @@ def test_export_inputs_and_manifest(events):
     assert man["node_features"] == ["r", "phi", "z"] and man["edge_cut"] == 0.5
     with pytest.raises(ValueError, match="oversize"):
         _module(oversize="crop")
+
+
+def test_export_network_writes_model_and_manifest(events, tmp_path):
+    import json
+
+    from gnnreco.export import export_network
+
+    m = _module(features=["r", "phi", "z"], edge_feature_names=["dr", "dphi", "dz", "deta", "phislope"]).eval()
+    batch = Batch.from_data_list([_data(events[0])])
+    man = export_network(m.net, m.export_inputs(batch), tmp_path, input_names=m.export_input_names,
+                         output_names=m.export_output_names, formats=["torchscript"],
+                         extra_manifest=m.export_manifest())
+    assert man["max_abs_diff"]["torchscript"] < 1e-5
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["node_features"] == ["r", "phi", "z"] and on_disk["edge_cut"] == 0.5
+    assert [i["name"] for i in on_disk["inputs"]] == ["x", "edge_index", "edge_attr"]
