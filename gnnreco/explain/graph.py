@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnnreco.explain.propagate import current_tape
+from gnnreco.explain.propagate import Message, current_tape
 from gnnreco.explain.rules import _safe_ratio, graft
 
 __all__ = ["register_composite", "composite_handler", "supported_composites", "lrp_aggregate",
@@ -211,9 +211,63 @@ def _ghconv_forward(self, h: Tensor, A: Tensor) -> Tensor:
     deg = A.sum(-1, keepdim=True).clamp(min=1e-6)
     norm = deg.rsqrt()
     f_t, f_h, f_g = self.lin(h).split(self.width, -1)
-    agg = norm * (A @ (norm * f_t))
+    src = norm * f_t
+    agg = norm * (A @ src)
+    tape = current_tape()
+    perm = None if tape is None else tape.tensors.get("_lsh_perm")
+    if tape is not None and perm is not None and agg.requires_grad:
+        agg.retain_grad()
+        tape.lazy.append(_lsh_message(tape.scoped("lsh"), agg, src.detach(), A, norm.detach(), perm))
     g = torch.sigmoid(f_g).detach()  # gate held constant
     return self.act(f_h + g * (agg - f_h))
+
+
+def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, perm: Tensor):
+    """Relevance of the bin-internal messages j → i of one GHConv step, summed over features:
+    :math:`R_{ji} = \hat A_{ij} \sum_f (n_j f_{t,jf})\, g_{if}` (``[B·K·S·S]`` entries, O(E))."""
+
+    def make() -> Message:
+        B, K, S, _ = A.shape
+        g = agg.grad if agg.grad is not None else torch.zeros_like(agg)
+        r = torch.einsum("bkif,bkjf->bkij", g, src) * A * norm  # norm: [B,K,S,1] multiplies row i
+        ids = perm.reshape(B, K, S)
+        off = (torch.arange(B, device=ids.device) * perm.shape[1]).view(B, 1, 1)
+        gid = ids + off
+        tgt = gid.unsqueeze(-1).expand(B, K, S, S)
+        srcid = gid.unsqueeze(-2).expand(B, K, S, S)
+        keep = A.detach() > 0
+        rel = r[keep].detach().unsqueeze(-1)
+        return Message(name, rel, tgt[keep], srcid[keep], relevance=rel)
+
+    return make
+
+
+def _lsh_layer_forward(self, h: Tensor, mask: Tensor) -> Tensor:
+    from gnnreco.tasks.pflow.model import lsh_bins
+
+    B, N, W = h.shape
+    S = self.bin_size
+    d = self.ffn_dist(h).detach()
+    perm = lsh_bins(d, mask, self.codebook, S)
+    hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
+    ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
+    ms = mask.gather(1, perm).reshape(B, -1, S).to(h.dtype)
+    sq = ds.pow(2).sum(-1)
+    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * ds @ ds.transpose(-1, -2)).clamp(min=0)
+    A = torch.exp(-self.kernel_scale * d2) * ms.unsqueeze(-1) * ms.unsqueeze(-2)
+    tape = current_tape()
+    if tape is not None:
+        tape.tensors["_lsh_perm"] = perm
+    x = hs
+    try:
+        for conv in self.convs:
+            x = conv(x, A)
+    finally:
+        if tape is not None:
+            tape.tensors.pop("_lsh_perm", None)
+    x = self.drop(x).reshape(B, -1, W)
+    out = torch.zeros_like(h).scatter(1, perm.unsqueeze(-1).expand(-1, -1, W), x)
+    return self.norm(h + out) * mask.unsqueeze(-1).to(h.dtype)
 
 
 def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
@@ -308,7 +362,7 @@ _LAZY.update({
     "gnnreco.tasks.calo.model:CaloGravNet": True,
     "gnnreco.tasks.pflow.model:GravNetLayer": "_mlpf_gravnet_forward",
     "gnnreco.tasks.pflow.model:GHConvDense": "_ghconv_forward",
-    "gnnreco.tasks.pflow.model:LSHLayer": True,
+    "gnnreco.tasks.pflow.model:LSHLayer": "_lsh_layer_forward",
     "gnnreco.tasks.pflow.model:MLPFNet": "_mlpf_net_forward",
     "gnnreco.tasks.dfei.model:GNBlock": "_gn_block_forward",
     "gnnreco.tasks.dfei.model:EncodeProcessDecode": "_dfei_epd_forward",

@@ -63,13 +63,13 @@ class Tape:
     messages: list[Message] = field(default_factory=list)
     tensors: dict[str, Tensor] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)
+    lazy: list[Callable[[], Message]] = field(default_factory=list)
 
     def message(self, name: str, value: Tensor, index: Tensor, source: Tensor | None = None) -> Tensor:
         """Record messages ``value`` (relevance kept after backward) and return them unchanged."""
         if value.requires_grad:
             value.retain_grad()
-        full = ".".join([*self.scope, name]) if self.scope else name
-        self.messages.append(Message(full, value, index.detach(), None if source is None else source.detach()))
+        self.messages.append(Message(self.scoped(name), value, index.detach(), None if source is None else source.detach()))
         return value
 
     def keep(self, name: str, value: Tensor) -> Tensor:
@@ -79,10 +79,17 @@ class Tape:
         self.tensors[name] = value
         return value
 
+    def scoped(self, name: str) -> str:
+        """``name`` prefixed with the module scope in progress."""
+        return f"{self.scope[-1]}.{name}" if self.scope and self.scope[-1] else name
+
     def finish(self) -> None:
         for m in self.messages:
             g = m.value.grad
             m.relevance = (m.value * g).detach() if g is not None else torch.zeros_like(m.value.detach())
+        for fn in self.lazy:  # messages whose relevance is computed from retained gradients
+            self.messages.append(fn())
+        self.lazy.clear()
 
 
 _TAPES: list[Tape] = []

@@ -171,3 +171,21 @@ def test_aggregation_rules(reduce):
     torch.testing.assert_close(msg, ref)
     torch.testing.assert_close(ex.node_relevance[:3, 0], ref)
     assert abs(conservation(ex)["residual"]) < 1e-12
+
+
+def test_lsh_bin_messages_recorded_and_consistent():
+    name, model, inputs, target = next(m for m in MODELS if m[0] == "MLPF-gnn_lsh")
+    model = copy.deepcopy(model).double()
+    ex = explain(model, inputs, target, rules="zero")
+    lsh = [m for m in ex.messages if m.name.endswith("lsh")]
+    # two GHConv steps in each of the identification and regression layers
+    assert [m.name for m in lsh] == [f"layers_{b}.0.convs.{i}.lsh" for b in ("id", "reg") for i in (0, 1)]
+    n_real = int(inputs[1].sum())
+    for m in lsh:
+        # edges only between real elements of the same bin (bin size 8): at most N * 8 messages
+        assert m.relevance.shape[0] <= n_real * 8 and m.relevance.shape[1] == 1
+        assert int(m.source.max()) < n_real and int(m.index.max()) < n_real
+    # the GHConv aggregate of the explained element: its messages' relevance adds up to the
+    # relevance of the aggregate, which is finite and not all zero across the event
+    assert torch.isfinite(torch.cat([m.relevance for m in lsh])).all()
+    assert float(torch.cat([m.relevance for m in lsh]).abs().sum()) > 0
