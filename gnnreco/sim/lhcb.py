@@ -47,7 +47,6 @@ Units: GeV, mm.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -40,17 +40,21 @@ def predicted_lca(n: int, pair_index: np.ndarray, probs: np.ndarray) -> np.ndarr
         pair_index: ``[2, E]`` local node ids.
         probs: ``[E, C]`` class probabilities.
     """
-    c = probs.shape[1] if probs.ndim == 2 else 4
-    acc = np.zeros((n, n, c), dtype=np.float64)
-    cnt = np.zeros((n, n), dtype=np.float64)
-    if pair_index.shape[1]:
-        i = np.minimum(pair_index[0], pair_index[1])
-        j = np.maximum(pair_index[0], pair_index[1])
-        np.add.at(acc, (i, j), probs)
-        np.add.at(cnt, (i, j), 1.0)
-    out = np.where(cnt > 0, acc.argmax(2), 0)
-    out = np.triu(out, 1)
-    return out + out.T
+    out = np.zeros((n, n), dtype=np.int64)
+    if pair_index.shape[1] == 0:
+        return out
+    i = np.minimum(pair_index[0], pair_index[1])
+    j = np.maximum(pair_index[0], pair_index[1])
+    key = i.astype(np.int64) * n + j
+    uk, inv = np.unique(key, return_inverse=True)
+    acc = np.zeros((len(uk), probs.shape[1]), dtype=np.float64)
+    np.add.at(acc, inv, probs)
+    cls = acc.argmax(1)
+    pos = cls > 0
+    a, b = uk[pos] // n, uk[pos] % n
+    out[a, b] = cls[pos]
+    out[b, a] = cls[pos]
+    return out
 
 
 def chain_categories(cluster: np.ndarray, true_lca: np.ndarray, parent: np.ndarray,

@@ -30,6 +30,7 @@ LCA head saw).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -171,7 +172,7 @@ class EncodeProcessDecode(nn.Module):
 
 def _candidate_graph(x: Tensor, batch: Tensor, max_dz: float | None, max_theta: float | None,
                      k_nearest: int = 0) -> Tensor:
-    """Fully connected directed graph per event, optionally filtered.
+    r"""Fully connected directed graph per event, optionally filtered.
 
     Pairs must pass :math:`|\Delta z| <` ``max_dz`` and :math:`\theta <` ``max_theta`` (when set); with
     ``k_nearest > 0`` every particle then keeps only the ``k_nearest`` partners of smallest
@@ -230,7 +231,7 @@ class DFEIChain(nn.Module):
         self.last_timings: dict[str, float] = {}
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
-                pair_label: "callable | None" = None) -> dict[str, object]:
+                pair_label: Callable[[Tensor], Tensor] | None = None) -> dict[str, object]:
         """Run the three stages.
 
         Args:
@@ -323,7 +324,7 @@ class DFEIFused(nn.Module):
         self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
-                pair_label: "callable | None" = None) -> dict[str, object]:
+                pair_label: Callable[[Tensor], Tensor] | None = None) -> dict[str, object]:
         g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta, self.k_nearest)
         e_all = g0.shape[1]
         net = self.net

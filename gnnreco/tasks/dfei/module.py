@@ -43,6 +43,7 @@ def split_events(batch: Any, out: dict) -> list[dict]:
             "lca_probs": probs[m],
             "edge_score": edge_score[m],
             "mode_id": int(batch.mode_id[g]) if hasattr(batch, "mode_id") else -1,
+            "pid": batch.pid[a:b].cpu().numpy() if hasattr(batch, "pid") else np.zeros(b - a, np.int64),
         })
     return res
 
@@ -57,8 +58,6 @@ class DFEIModule(GraphTaskModule):
         node_cut: working point of node selection in the metrics (default: the net's pruning cut).
         **kwargs: :class:`~gnnreco.tasks.base.GraphTaskModule` options.
     """
-
-    export_input_names = ("x", "batch", "n_pv")
 
     def __init__(self, net: torch.nn.Module, optimizer, scheduler=None, beta_node: float = 3.0,
                  beta_edge: float = 3.0, beta_lca: float = 1.0, class_weights: list[float] | None = None,
@@ -131,6 +130,3 @@ class DFEIModule(GraphTaskModule):
             recs.append({"node_score": ev["node_score"].astype(np.float32), "parent": parent,
                          "lca_i": iu, "lca_j": ju, "lca": pred[iu, ju]})
         return recs
-
-    def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
-        return (batch.x, batch.batch, batch.n_pv.view(-1))

@@ -95,7 +95,8 @@ def make_plots(metrics: DFEIMetrics, examples: list[dict], out_dir: str | Path) 
             tparent = lca_to_adjacency(ev["true_lca"])
         except InvalidLCAMatrix:
             tparent = reconstruct_decay(ev["true_lca"])
-        labels = [str(i) for i in range(ev["n"])]
+        pid = ev.get("pid", np.zeros(ev["n"], np.int64))
+        labels = [_NAMES.get(abs(int(p)), "?") + ("+" if p > 0 else "-") + f"\n{i}" for i, p in enumerate(pid)]
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
         draw_forest(axes[0], tparent, s_ids, labels, "true decay tree")
         draw_forest(axes[1], ev["parent"], s_ids, labels, "reconstructed")

@@ -258,6 +258,21 @@ def _sweep(a: np.ndarray, strict: bool) -> np.ndarray:
     return np.asarray(parent, dtype=np.int64)
 
 
+def _sweep_active(a: np.ndarray, strict: bool) -> np.ndarray:
+    """Run the sweep on the particles with at least one positive entry only (the others are roots)."""
+    n = a.shape[0]
+    act = np.flatnonzero((a > 0).any(1)) if n else np.zeros(0, np.int64)
+    if len(act) == n:
+        return _sweep(a, strict)
+    sub = _sweep(a[np.ix_(act, act)], strict)
+    k = len(act)
+    parent = np.full(n + len(sub) - k, -1, dtype=np.int64)
+    # ids: leaves keep their ids, internal node q of the sub-forest becomes n + (q - k)
+    remap = np.concatenate([act, n + np.arange(len(sub) - k)])
+    parent[remap] = np.where(sub >= 0, remap[np.maximum(sub, 0)], -1)
+    return parent
+
+
 def reconstruct_decay(lca: np.ndarray, max_value: int | None = None) -> np.ndarray:
     """Greedy DFEI decay-forest builder; always returns a forest.
 
@@ -273,7 +288,7 @@ def reconstruct_decay(lca: np.ndarray, max_value: int | None = None) -> np.ndarr
         ``parent`` int64 array over leaves ``0..n-1`` and the created internal nodes.
     """
     a = check_lca_matrix(lca, max_value=max_value)
-    return _sweep(a, strict=False)
+    return _sweep_active(a, strict=False)
 
 
 def lca_to_adjacency(lca: np.ndarray, max_value: int | None = None) -> np.ndarray:
@@ -288,7 +303,7 @@ def lca_to_adjacency(lca: np.ndarray, max_value: int | None = None) -> np.ndarra
         ``parent`` array as in :func:`reconstruct_decay`.
     """
     a = check_lca_matrix(lca, max_value=max_value)
-    parent = _sweep(a, strict=True)
+    parent = _sweep_active(a, strict=True)
     again = lca_from_parents(parent, a.shape[0], cap=None)
     diff = np.argwhere(again != a)
     if len(diff):
