@@ -415,7 +415,7 @@ class ModuleMap:
         f = pair_features(r, phi, z, src, dst)
         vals = torch.stack([f[n] for n in FEATURES], 1)
         lo, hi = self._windows()
-        lo, hi = lo.to(dev)[p], hi.to(dev)[p]
+        lo, hi = lo.to(dev).index_select(0, p), hi.to(dev).index_select(0, p)
         keep = ((vals >= lo) & (vals <= hi)).all(1) & (src != dst)
         return torch.stack([src[keep], dst[keep]])
 
