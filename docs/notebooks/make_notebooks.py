@@ -213,8 +213,10 @@ for e in ex_beta[:2]:
           f"{[m.name for m in e.messages]}")
 """),
     md("""
-**Features.** β of a condensation point is driven mostly by the hit's own energy features
-(log E, E/E_max) and position; the energy correction uses the same features with different signs.
+**Features.** Relevance per feature, summed over all hits and averaged over the condensation points. In
+the rendered run the relevance is spread over position and energy features, with E/E_max and x carrying
+the largest (negative) shares; β and the energy factor show nearly the same pattern, as they share the
+whole network up to the last Linear layer.
 """),
     code("""
 feature_relevance_bar([ex_beta, ex_energy], FEATURES, labels=["β logit", "energy factor"],
