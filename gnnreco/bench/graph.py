@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -203,11 +204,29 @@ def run(quick: bool = False, memory: bool = True, complete: bool = False,
     ``budget_minutes`` stops starting new kNN cases after that much time (listed as not run).
     """
     torch.set_num_threads(2)
+    load0 = os.getloadavg()[0]
     trk = _tracking_table(quick)
     print(trk, flush=True)
     knn = _knn_table(quick, memory, complete, budget_minutes * 60.0)
+    load1 = os.getloadavg()[0]
     return ("### kNN graph (CPU, 2 torch threads; ratios > 1 mean gnnreco is faster)\n\n" + knn +
-            "\n\n### Tracking builders (synthetic helix event)\n\n" + trk)
+            "\n\n### Tracking builders (synthetic helix event)\n\n" + trk + "\n\n" +
+            NOTES.format(load0=load0, load1=load1, cores=os.cpu_count()))
+
+
+NOTES = """Notes:
+- 1-minute load average {load0:.1f} at the start and {load1:.1f} at the end, on {cores} cores shared
+  with other jobs: absolute times are not those of a quiet machine, and codes that synchronise
+  threads per operation (torch ops, torch_cluster) suffer more than cKDTree's worker threads.
+- gnnreco: `knn_graph(x, k)` with `method="auto"` (grid for D <= 3 or when the probe finds a
+  clustered cloud, brute-force tiles otherwise). cKDTree: build + `query(k+1, workers=2)`.
+  dense: row-chunked `torch.cdist` + `topk` (the full N x N matrix does not fit at N=1e5).
+  torch_cluster: `knn_graph` (CPU, nanoflann kd-tree). faiss: `IndexFlatL2` when installed.
+- peak MiB: extra peak RSS of the call in a fresh process (VmHWM after resetting it, minus VmRSS
+  before), output included; output MiB: the int64 `[2, E]` edge index.
+- Tracking: one synthetic event of helices on 10 barrel cylinders (2 T), 10 % noise hits, modules of
+  256 (phi) x 40 (z) per layer; the module map is learned from 10 such events' modulewise truth.
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
