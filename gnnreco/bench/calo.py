@@ -242,8 +242,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         val_out = [module(b) for b in val]
         test_out = [module(b) for b in test]
     best, best_score = (0.3, 0.5), -1e9
-    for tb in (0.1, 0.2, 0.3, 0.5, 0.7):
-        for td in (0.3, 0.5, 0.8):
+    for tb in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
+        for td in (0.1, 0.2, 0.3, 0.5, 0.8):
             module.hparams.t_beta, module.hparams.t_d = tb, td
             acc = CaloMetricsAccumulator(min_energy=10.0)
             for b, o in zip(val, val_out):
@@ -353,8 +353,9 @@ def main(argv: list[str] | None = None) -> None:
         from gnnreco.bench.report import write_section
 
         cmd = "python -m gnnreco.bench.calo --write" + (" --quick" if args.quick else "") + \
-            (f" --train-seconds {args.train_seconds:g}" if args.train_seconds is not None else "")
-        write_section("calo", "calo: object-condensation loss, clustering physics, inference", cmd, body)
+            (f" --train-seconds {args.train_seconds:g}" if args.train_seconds is not None else "") + \
+            f" --threads {args.threads}"
+        write_section("calo", "Calorimeter clustering (`gnnreco bench calo`)", cmd, body)
 
 
 if __name__ == "__main__":
