@@ -198,7 +198,8 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
 
 
 def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int = 0, threads: int = 2,
-                       checkpoint: str | Path | None = None, log_every: int = 25) -> dict:
+                       checkpoint: str | Path | None = None, log_every: int = 25,
+                       repulsive_scale: float = 1.0) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events."""
     from functools import partial
 
@@ -210,6 +211,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     torch.manual_seed(seed)
     net = CaloGravNet(**NET)
     module = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=3e-3), q_min=0.5, payload_scale=0.5,
+                        repulsive_scale=repulsive_scale,
                         payload_weights={"energy": 0.2}, t_beta=0.3, t_d=0.5, metric_min_energy=10.0)
     opt = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=1e-4)
     t0 = time.perf_counter()
@@ -294,7 +296,7 @@ def inference_time(threads: int = 2, target_hits: int = 50_000, repeat: int = 3,
 
 
 def run(quick: bool = False, train_seconds: float | None = None, threads: int = 2, checkpoint: str | None = None,
-        **_: object) -> str:
+        repulsive_scale: float = 1.0, **_: object) -> str:
     """All three parts; returns the Markdown body recorded in docs/benchmarks.md."""
     train_seconds = (60.0 if quick else 900.0) if train_seconds is None else float(train_seconds)
     rows, raw = oc_loss_benchmark(quick=quick, threads=threads)
@@ -311,7 +313,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
              f"\nReference: {ref_name} `condensation_loss` (ratios are against it, same size, same run). "
              "Peak memory = growth of the peak RSS of a fresh process over the inputs."]
     ckpt = checkpoint or str(Path(os.environ.get("TMPDIR", "/tmp")) / "gnnreco_calo_bench.pt")
-    phys = train_and_evaluate(train_seconds=train_seconds, n_test=5 if quick else 20, threads=threads, checkpoint=ckpt)
+    phys = train_and_evaluate(train_seconds=train_seconds, n_test=5 if quick else 20, threads=threads, checkpoint=ckpt,
+                              repulsive_scale=repulsive_scale)
     inf = inference_time(threads=threads, checkpoint=ckpt)
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
     prow = [
@@ -330,7 +333,7 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               markdown_table(["metric", "value", "goal", "met"], prow),
               f"\nTraining: {phys['train_steps']} steps ({phys['train_seconds']:.0f} s, {threads} threads), each on "
               f"a random 90° sector of a fresh 50-shower event; test events have about "
-              f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {NET}; thresholds chosen on 5 validation events: t_β = {phys['t_beta']}, "
+              f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {NET}, repulsive scale {repulsive_scale:g}; thresholds chosen on 5 validation events: t_β = {phys['t_beta']}, "
               f"t_d = {phys['t_d']}; test on {5 if quick else 20} independent events."]
     return "\n".join(parts)
 
@@ -343,8 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2,
                     help="torch threads (use 1 on a machine shared with other jobs: oversubscribed thread "
                          "pools make every small op wait)")
+    ap.add_argument("--repulsive-scale", type=float, default=1.0,
+                    help="extra weight of the repulsive potential in training (CaloModule.repulsive_scale)")
     args = ap.parse_args(argv)
-    body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads)
+    body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads,
+               repulsive_scale=args.repulsive_scale)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
              f"{os.cpu_count()} cores), so times are pessimistic; {args.threads} torch thread(s).")
@@ -354,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
 
         cmd = "python -m gnnreco.bench.calo --write" + (" --quick" if args.quick else "") + \
             (f" --train-seconds {args.train_seconds:g}" if args.train_seconds is not None else "") + \
-            f" --threads {args.threads}"
+            f" --threads {args.threads}" + \
+            (f" --repulsive-scale {args.repulsive_scale:g}" if args.repulsive_scale != 1.0 else "")
         write_section("calo", "Calorimeter clustering (`gnnreco bench calo`)", cmd, body)
 
 
