@@ -133,6 +133,9 @@ def run(quick: bool = False, **options) -> str:
         dense64 = n * n * 64 * 4 / 2**20
         lines.append(f"| {bb} | {r['t_fwd']:.2f} | {r['t_explain']:.2f} | {r['cpu_explain']:.2f} | {r['peak_mb']:.0f} | "
                      f"{r['message_entries']:,} | {dense13:,.0f} | {dense64:,.0f} |")
+    lines += ["", "Notes: \"explain CPU\" is the process CPU time of the explanation (both threads); peak RSS "
+              "includes the imported libraries. The dense columns are xai4hep's N×N×F float32 relevance tensor "
+              "for one layer. Relative residual = |R_out − ΣR_in − ΣR_absorbed| / |R_out|."]
     return "\n".join(lines)
 
 

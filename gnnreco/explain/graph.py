@@ -223,7 +223,7 @@ def _ghconv_forward(self, h: Tensor, A: Tensor) -> Tensor:
 
 
 def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, perm: Tensor):
-    """Relevance of the bin-internal messages j → i of one GHConv step, summed over features:
+    r"""Relevance of the bin-internal messages j → i of one GHConv step, summed over features:
     :math:`R_{ji} = \hat A_{ij} \sum_f (n_j f_{t,jf})\, g_{if}` (``[B·K·S·S]`` entries, O(E))."""
 
     def make() -> Message:
