@@ -36,6 +36,11 @@ def test_process_event_labels_and_errors():
     assert (ev["hit_pid_class"][~sig] == -1).all() and (ev["hit_pid_class"][sig] >= 0).all()
     np.testing.assert_allclose(ev["shower_hit_energy"].sum(), raw["hit_energy"][sig].sum(), rtol=1e-5)
     assert process_event(raw, min_hits=n + 1) is None
+    # zero or negative hit energies (e.g. after a pedestal subtraction) still give finite features
+    odd = dict(raw)
+    odd["hit_energy"] = raw["hit_energy"].copy()
+    odd["hit_energy"][:3] = [0.0, -0.01, -5.0]
+    assert np.isfinite(process_event(odd)["x"]).all()
     bad = dict(raw)
     bad["hit_shower"] = raw["hit_shower"].copy()
     bad["hit_shower"][0] = 99
