@@ -189,3 +189,54 @@ def test_lsh_bin_messages_recorded_and_consistent():
     # relevance of the aggregate, which is finite and not all zero across the event
     assert torch.isfinite(torch.cat([m.relevance for m in lsh])).all()
     assert float(torch.cat([m.relevance for m in lsh]).abs().sum()) > 0
+
+
+class _GravNetNet(nn.Module):
+    """PyG-style GravNetConv followed by a Linear head (a test model)."""
+
+    def __init__(self):
+        super().__init__()
+        from gnnreco.nn.gravnet_conv import GravNetConv
+
+        self.conv = GravNetConv(5, 8, space_dimensions=3, propagate_dimensions=6, k=4)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x, batch):
+        return self.head(torch.relu(self.conv(x, batch)))
+
+
+def test_gravnet_conv_forward_and_conservation():
+    from gnnreco.explain.graph import register_composite
+
+    register_composite(_GravNetNet)
+    torch.manual_seed(0)
+    net = _GravNetNet().double().eval()
+    x = torch.randn(30, 5, dtype=torch.double)
+    b = torch.zeros(30, dtype=torch.long)
+    b[15:] = 1
+    with torch.no_grad():
+        ref = net(x, b)
+    with lrp_session(net, load_rule_set("epsilon")), torch.enable_grad():
+        got = net(x, b)
+    torch.testing.assert_close(got.detach(), ref)
+    ex = explain(net, (x, b), (3, 1), rules="zero")
+    assert conservation(ex)["relative"] < 1e-10
+    names = [m.name for m in ex.messages]
+    assert names == ["conv.knn.mean", "conv.knn.max"]
+    ei, r = ex.graph_edges("conv.knn.mean")
+    assert ei.shape[1] == 30 * 4 and bool((b[ei[0]] == b[ei[1]]).all())
+    # the explained node only receives messages from its own kNN list: other nodes' inputs reach it
+    # only through those messages (and its own self term)
+    srcs = set(ei[0][ei[1] == 3].tolist()) | {3}
+    nz = set(torch.where(ex.node_relevance.abs().sum(-1) > 0)[0].tolist())
+    assert nz <= srcs
+
+
+def test_transformer_backbone_is_refused():
+    from gnnreco.explain import UnsupportedLayerError
+    from gnnreco.tasks.pflow.model import MLPFNet
+
+    net = MLPFNet(backbone="transformer", width=8, n_layers=1, heads=2)
+    X, mask = _pflow_inputs()
+    with pytest.raises(UnsupportedLayerError, match="TransformerLayer"):
+        explain(net, (X.float(), mask), ("pid", 1, 1))
