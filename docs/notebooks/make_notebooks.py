@@ -348,6 +348,105 @@ toy model, not a statement about the Delphes/CMS MLPF models of the paper.
 """),
 ]
 
+DFEI = [
+    md("""
+# What makes the DFEI network join two particles? (Graph Network blocks, LCA classes)
+
+LRP through a tiny DFEI `EncodeProcessDecode` (encoders, two full Graph Network blocks with edge, node
+and global updates, and an edge decoder for the lowest-common-ancestor class). Toy events: a primary
+vertex with prompt tracks and two displaced *b*-hadron decays into three tracks each. A pair is labelled
+LCA class 1 when both tracks come from the same decay, 0 otherwise. The explanation is with respect to
+the engineered DFEI inputs: 11 per particle, 5 per pair, 2 per event.
+"""),
+    code(SETUP),
+    code("""
+from gnnreco.tasks.dfei.model import EncodeProcessDecode
+
+def toy_event(rng, n_prompt=8, n_decays=2):
+    pv = np.array([0.0, 0.0, rng.normal(0, 30)])
+    rows, mother = [], []
+    for i in range(n_prompt):
+        p = rng.normal(0, 1, 3) * [1, 1, 5]; p[2] = abs(p[2]) + 5
+        rows.append([*(pv + rng.normal(0, 0.01, 3)), *p, *pv, rng.choice([-1.0, 1.0])]); mother.append(-1 - i)
+    for d in range(n_decays):
+        pb = rng.normal(0, 2, 3); pb[2] = abs(pb[2]) * 5 + 30
+        sv = pv + pb / np.linalg.norm(pb) * rng.exponential(8.0)
+        for _ in range(3):
+            p = pb / 3 + rng.normal(0, 0.8, 3)
+            rows.append([*(sv + rng.normal(0, 0.01, 3)), *p, *pv, rng.choice([-1.0, 1.0])]); mother.append(d)
+    x = torch.tensor(np.array(rows), dtype=torch.float32)
+    mother = np.array(mother)
+    n = len(rows)
+    ei = torch.tensor([[i, j] for i in range(n) for j in range(n) if i != j]).T
+    y = torch.tensor((mother[ei[0]] == mother[ei[1]]) & (mother[ei[0]] >= 0)).long()
+    return x, ei, y
+
+rng = np.random.default_rng(0)
+events = [toy_event(rng) for _ in range(16)]
+model = EncodeProcessDecode(latent=12, n_blocks=2, hidden=24, edge_head=4)
+opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+t0 = time.time()
+for epoch in range(6):
+    for x, ei, y in events[:12]:
+        b = torch.zeros(len(x), dtype=torch.long)
+        _, logits = model(x, ei, b, torch.tensor([1]))
+        loss = torch.nn.functional.cross_entropy(logits, y, weight=torch.tensor([1.0, 8.0, 1.0, 1.0]))
+        opt.zero_grad(); loss.backward(); opt.step()
+model.eval()
+with torch.no_grad():
+    rec = []
+    for x, ei, y in events[12:]:
+        pred = model(x, ei, torch.zeros(len(x), dtype=torch.long), torch.tensor([1]))[1].argmax(-1)
+        rec.append(float((pred[y == 1] == 1).float().mean()))
+print(f"trained in {time.time() - t0:.1f} s, same-decay pairs recovered: {np.mean(rec):.2f}")
+"""),
+    code("""
+NODE = ["asinh dx", "asinh dy", "asinh dz", "asinh IP", "asinh flight", "p̂x", "p̂y", "log p", "log pT", "η", "q"]
+PAIR = ["10 θ", "log θ", "asinh d⊥P", "asinh Δz", "same PV"]
+x, ei, y = events[13]
+args = (x, ei, torch.zeros(len(x), dtype=torch.long), torch.tensor([1]))
+with torch.no_grad():
+    logits = model(*args)[1]
+same = [int(e) for e in torch.where(y == 1)[0][:8]]
+other = [int(e) for e in torch.where(y == 0)[0][::15][:8]]
+ex_same = [explain(model, args, ("edge", e, 1)) for e in same]
+ex_other = [explain(model, args, ("edge", e, 1)) for e in other]
+print("max relative residual %.1e" % max(conservation(e)["relative"] for e in ex_same + ex_other))
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+feature_relevance_bar([ex_same, ex_other], NODE, labels=["same decay", "different origin"], ax=axes[0],
+                      title="particle inputs → LCA-1 logit")
+feature_relevance_bar([[e.edge_attr_relevance for e in ex_same], [e.edge_attr_relevance for e in ex_other]], PAIR,
+                      labels=["same decay", "different origin"], ax=axes[1], title="pair inputs → LCA-1 logit")
+fig.savefig("figures/dfei_features.png", dpi=100, bbox_inches="tight"); plt.close("all")
+display(Image("figures/dfei_features.png"))
+"""),
+    md("""
+In the rendered run, same-decay pairs are pushed towards LCA class 1 by the displacement of their tracks
+(Δz, impact parameter, flight distance) and by the opening angle; for pairs of different origin the pair's
+distance of closest approach d⊥P pushes the logit down hardest — the quantities one would use to build a
+secondary vertex.
+"""),
+    md("""
+**Own pair vs the rest of the event.** A GN block also updates a global vector and every edge reads
+the node and global states, so the LCA logit of one pair can use every particle. The share of
+relevance on the pair's own inputs (its two particles and its pair features) measures how local the
+decision is.
+"""),
+    code("""
+def own_share(ex, e):
+    node = ex.node_relevance.abs().sum(-1)
+    pair = ex.edge_attr_relevance.abs().sum(-1)
+    own = float(node[ei[:, e]].sum() + pair[e])
+    return own / float(node.sum() + pair.sum() + ex.extra_inputs["encoded_global_inputs"].abs().sum())
+
+print("share of |R| on the pair's own inputs: same decay %.2f, different origin %.2f"
+      % (np.mean([own_share(x_, e) for x_, e in zip(ex_same, same)]),
+         np.mean([own_share(x_, e) for x_, e in zip(ex_other, other)])))
+rmap(ex_same[0], k=6, feature_names=NODE, path="figures/dfei_rmap.png", title="R-map of a same-decay pair (self = first track)")
+plt.close("all"); display(Image("figures/dfei_rmap.png"))
+"""),
+]
+
 
 def build(name: str, cells, execute: bool = True, timeout: int = 600) -> Path:
     nb = nbformat.v4.new_notebook()
@@ -361,7 +460,7 @@ def build(name: str, cells, execute: bool = True, timeout: int = 600) -> Path:
     return path
 
 
-NOTEBOOKS = {"explain_tracking": TRACKING, "explain_calo": CALO, "explain_mlpf": MLPF}
+NOTEBOOKS = {"explain_tracking": TRACKING, "explain_calo": CALO, "explain_mlpf": MLPF, "explain_dfei": DFEI}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(NOTEBOOKS)
