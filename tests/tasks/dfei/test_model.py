@@ -14,8 +14,8 @@ from gnnreco.tasks.dfei.model import DFEIChain, DFEIFused, GNBlock, _topk_per_re
 from gnnreco.tasks.dfei.reco import lca_from_ancestors, lca_to_adjacency
 
 
-def _batch(seeds=(0, 1, 2), empty=False):
-    evs = [process_event(generate_event(s, backend="toy", nu=1.0)) for s in seeds]
+def _batch(seeds=(0, 1), empty=False):
+    evs = [process_event(generate_event(s, backend="toy", nu=0.5, toy_tracks_per_collision=10.0)) for s in seeds]
     if empty:
         evs.append(process_event({"x": np.zeros((0, 13), np.float32), "lca": np.zeros((0, 0), int)}))
     data = [event_to_data({k: torch.as_tensor(v) for k, v in ev.items()}) for ev in evs]

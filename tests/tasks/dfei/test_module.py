@@ -11,7 +11,7 @@ from gnnreco.cli.train import run_train
 
 @pytest.mark.parametrize("model", ["dfei_chain", "dfei_fused"])
 def test_dfei_quickstart_one_batch(compose, model):
-    cfg = compose("train", ["experiment=dfei_quickstart", f"model={model}", "+trainer.fast_dev_run=true"],
+    cfg = compose("train", ["experiment=dfei_quickstart", f"model={model}", "++trainer.fast_dev_run=true"],
                   test_conf=False)
     with open_dict(cfg):
         cfg.data.n_events = 6
