@@ -166,7 +166,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     lines = [
         f"Events: pp → tt̄, 13.6 TeV, no pile-up, generator **{gen_name}**, detector `gnnreco.sim.delphes_like` "
         f"defaults; {n_train} training / {n_test} test events, {n_elem.mean():.0f} elements/event on average "
-        f"(generation {gen_s:.0f} s). MLPF GNN-LSH width {width}, {n_layers}+{n_layers} layers, bin {bin_size}, "
+        f"(generation {gen_s:.0f} s). MLPF GNN-LSH width {width}, {n_layers}+{n_layers} layers, bin {bin_size}, geometric prior (geo_scale) {geo_scale}, "
         f"{count_parameters(net)} parameters, trained {info['train_s'] / 60:.1f} min on CPU "
         f"({info['epochs']} epochs, {info['steps']} steps, loss {info['loss_first']:.2f} → {info['loss_last']:.2f}).",
         "",
