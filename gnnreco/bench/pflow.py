@@ -117,7 +117,7 @@ def scaling(net: MLPFNet, pool: list[dict], sizes: list[int], repeat: int = 3,
         X = torch.from_numpy(allx[idx])[None].to(device)
         M = torch.ones(1, n, dtype=torch.bool, device=device)
         with torch.no_grad():
-            t = time_fn(lambda: net(X, M), repeat=repeat, warmup=1)
+            t = time_fn(lambda X=X, M=M: net(X, M), repeat=repeat, warmup=1)
         out.append((n, t))
     return out
 

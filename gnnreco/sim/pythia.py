@@ -25,7 +25,8 @@ on its seed, not on which worker made it or in which order.
 When ``pythia8mc`` is not installed (``gnnreco._compat.WITH_PYTHIA8`` is False), or ``backend="parametric"``
 is asked, :func:`parametric_event` makes a stand-in event with the same keys: jets as collimated sprays
 of hadrons and photons with a falling p_T spectrum plus an isotropic underlying event. It keeps tests
-and examples running, but it is *not* a physics generator; results say which backend made them
+and examples running, but it is *not* a physics generator
+results say which backend made them
 (``meta["backend"]``).
 """
 
@@ -148,7 +149,7 @@ def pythia_event(seed: int, process: str = "ttbar", pileup: float = 0.0, ecm: fl
         rng = np.random.default_rng([int(seed), 7919])
         n_pu = int(rng.poisson(pileup))
         mb = _get_pythia(_settings("minbias", ecm, pthat_min, ()))
-        for k in range(n_pu):
+        for _ in range(n_pu):
             rows = _next_final_state(mb, int(rng.integers(1, 2**31 - 1)))
             # pile-up vertices are spread along the beam line (σ_z ≈ 50 mm)
             rows[:, 8] += rng.normal(0.0, 50.0)
@@ -195,7 +196,8 @@ def parametric_event(seed: int, process: str = "ttbar", pileup: float = 0.0, ecm
         z = rng.dirichlet(np.full(n, 0.7))
         sp = rng.choice(len(_SPECIES), size=n, p=_SPECIES_P)
         spread = 0.08 / np.sqrt(np.maximum(z * jpt, 0.3))
-        pid.append(_SPECIES[sp]); pt.append(z * jpt)
+        pid.append(_SPECIES[sp])
+        pt.append(z * jpt)
         eta.append(jeta + rng.normal(0, 1, n) * spread)
         phi.append(jphi + rng.normal(0, 1, n) * spread)
         pu.append(np.zeros(n, bool))
@@ -203,12 +205,16 @@ def parametric_event(seed: int, process: str = "ttbar", pileup: float = 0.0, ecm
         for _ in range(int(rng.integers(0, 3))):
             lep = int(rng.choice([11, -11, 13, -13]))
             pid.append(np.array([lep, 12 if abs(lep) == 11 else 14]))
-            pt.append(rng.uniform(20, 80, 2)); eta.append(rng.uniform(-2.5, 2.5, 2))
-            phi.append(rng.uniform(-np.pi, np.pi, 2)); pu.append(np.zeros(2, bool))
+            pt.append(rng.uniform(20, 80, 2))
+            eta.append(rng.uniform(-2.5, 2.5, 2))
+            phi.append(rng.uniform(-np.pi, np.pi, 2))
+            pu.append(np.zeros(2, bool))
     for n_soft, flag in ((int(rng.poisson(n_ue)), False), (int(rng.poisson(25 * pileup)), True)):
         sp = rng.choice(len(_SPECIES), size=n_soft, p=_SPECIES_P)
-        pid.append(_SPECIES[sp]); pt.append(rng.exponential(0.6, n_soft) + 0.1)
-        eta.append(rng.uniform(-4, 4, n_soft)); phi.append(rng.uniform(-np.pi, np.pi, n_soft))
+        pid.append(_SPECIES[sp])
+        pt.append(rng.exponential(0.6, n_soft) + 0.1)
+        eta.append(rng.uniform(-4, 4, n_soft))
+        phi.append(rng.uniform(-np.pi, np.pi, n_soft))
         pu.append(np.full(n_soft, flag))
     pid_a = np.concatenate(pid).astype(np.int32)
     pt_a, eta_a = np.concatenate(pt), np.concatenate(eta)

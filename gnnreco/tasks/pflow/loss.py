@@ -1,4 +1,4 @@
-"""The MLPF loss (reference §3.3, PyTorch HEAD version), masked so that padding never contributes.
+r"""The MLPF loss (reference §3.3, PyTorch HEAD version), masked so that padding never contributes.
 
 .. math::
     L = w_b\,\mathrm{CE}(\text{particle vs none})

@@ -33,8 +33,6 @@ sort/gather/scatter/reshape with ``-1`` so ONNX export keeps N dynamic.
 
 from __future__ import annotations
 
-
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

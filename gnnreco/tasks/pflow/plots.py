@@ -39,7 +39,10 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
         ax.set_xlabel("$p_T^{reco}/p_T^{gen}$")
         ax.legend()
     p = out_dir / "jet_response.png"
-    fig.tight_layout(); fig.savefig(p, dpi=90); plt.close(fig); files.append(p)
+    fig.tight_layout()
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name in names:
@@ -51,18 +54,27 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
     axes[0].set_ylabel("median jet response")
     axes[1].set_ylabel("jet resolution IQR/median")
     for ax in axes:
-        ax.set_xscale("log"); ax.set_xlabel("$p_T^{gen}$ [GeV]"); ax.legend()
+        ax.set_xscale("log")
+        ax.set_xlabel("$p_T^{gen}$ [GeV]")
+        ax.legend()
     p = out_dir / "jet_response_vs_pt.png"
-    fig.tight_layout(); fig.savefig(p, dpi=90); plt.close(fig); files.append(p)
+    fig.tight_layout()
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for name in names:
         mp = s[name]["_met_arrays"]
         r = mp[:, 0] / np.maximum(mp[:, 1], 1e-9)
         ax.hist(np.clip(r, 0, 4), np.linspace(0, 4, 41), histtype="step", label=f"{name} (med {s[name]['met']['median']:.2f})")
-    ax.set_xlabel("MET$^{reco}$/MET$^{gen}$"); ax.legend()
+    ax.set_xlabel("MET$^{reco}$/MET$^{gen}$")
+    ax.legend()
     p = out_dir / "met_response.png"
-    fig.tight_layout(); fig.savefig(p, dpi=90); plt.close(fig); files.append(p)
+    fig.tight_layout()
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     cls = CLASS_NAMES[1:]
@@ -75,7 +87,12 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
         axes[1].bar(xs, fake, width, label=name)
     for ax, t in zip(axes, ("efficiency", "fake rate")):
         ax.set_xticks(np.arange(len(cls)) + 0.4 - width / 2)
-        ax.set_xticklabels(cls); ax.set_title(f"per-class {t}"); ax.legend()
+        ax.set_xticklabels(cls)
+        ax.set_title(f"per-class {t}")
+        ax.legend()
     p = out_dir / "particle_eff_fake.png"
-    fig.tight_layout(); fig.savefig(p, dpi=90); plt.close(fig); files.append(p)
+    fig.tight_layout()
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    files.append(p)
     return files

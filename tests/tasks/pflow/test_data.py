@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from gnnreco.data.pflow_io import read_pflow_events, write_pflow_events
-from gnnreco.tasks.pflow.data import SKIPPED, BadEventError, generate_pflow_event, process_pflow_event, split_gen
+from gnnreco.tasks.pflow.data import (
+    SKIPPED,
+    BadEventError,
+    generate_pflow_event,
+    process_pflow_event,
+    split_gen,
+)
 
 
 @pytest.fixture(scope="module")

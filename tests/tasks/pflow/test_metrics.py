@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from gnnreco.tasks.pflow.metrics import (PFEvaluator, anti_kt, match_jets, med_iqr, met, particle_metrics,
-                                         summarize_response)
+from gnnreco.tasks.pflow.metrics import (
+    PFEvaluator,
+    anti_kt,
+    match_jets,
+    med_iqr,
+    met,
+    particle_metrics,
+    summarize_response,
+)
 
 
 def _brute_anti_kt(pt, eta, phi, R=0.4):
@@ -21,7 +28,8 @@ def _brute_anti_kt(pt, eta, phi, R=0.4):
             if k[i][0] ** -2 < best:
                 best, what = k[i][0] ** -2, (i, None)
             for j in range(i + 1, len(p)):
-                dphi = abs(k[i][2] - k[j][2]); dphi = min(dphi, 2 * np.pi - dphi)
+                dphi = abs(k[i][2] - k[j][2])
+                dphi = min(dphi, 2 * np.pi - dphi)
                 d = min(k[i][0] ** -2, k[j][0] ** -2) * ((k[i][1] - k[j][1]) ** 2 + dphi**2) / R**2
                 if d < best:
                     best, what = d, (i, j)

@@ -78,7 +78,8 @@ def test_focal_loss_and_regression_targets():
     fl = focal_loss_multiclass(logits, t, gamma=2.0)
     ce = torch.nn.functional.cross_entropy(logits, t, reduction="none")
     assert fl[0] < 1e-4 * ce[1] and fl[1] == pytest.approx(ce[1].item() * (1 - torch.exp(-ce[1])).item() ** 2)
-    X = torch.zeros(1, 12); X[0, 1], X[0, 5] = 10.0, 20.0
+    X = torch.zeros(1, 12)
+    X[0, 1], X[0, 5] = 10.0, 20.0
     y = torch.tensor([[1.0, 1.0, 20.0, 0.5, 0.0, 1.0, 10.0]])
     r = regression_targets(X, y)
     torch.testing.assert_close(r, torch.tensor([[np.log(2.0), 0.5, 0.0, 1.0, np.log(0.5)]], dtype=torch.float32))
