@@ -11,6 +11,7 @@ from gnnreco.tasks.pflow.data import (
     generate_pflow_event,
     process_pflow_event,
     split_gen,
+    store_from_files,
 )
 
 
@@ -76,3 +77,17 @@ def test_reader_nested_layout_and_errors(events, tmp_path):
         list(read_pflow_events(tmp_path / "nowhere.root"))
     with pytest.raises(ValueError, match="extension"):
         write_pflow_events(events, tmp_path / "ev.csv")
+
+
+def test_store_from_files_feeds_the_datamodule(events, tmp_path):
+    from gnnreco.data.datamodule import EventDataModule
+
+    f = write_pflow_events(events + [{"X": np.zeros((0, 12)), "y": np.zeros((0, 7)), "gen_p4": np.zeros((0, 4))}],
+                           tmp_path / "ev.parquet")
+    info = store_from_files([str(f)], str(tmp_path / "store"))
+    assert info["written"] == 3 and info["skipped"] == 1
+    dm = EventDataModule(data_dir=str(tmp_path / "store"), task="pflow", generator=None, splits=(1, 0, 0), progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    d = dm.dataset("train")[0]
+    assert d.x.shape[1] == 12 and d.y.shape[1] == 7
