@@ -28,7 +28,9 @@ from gnnreco.tasks.pflow.metrics import PFEvaluator
 from gnnreco.tasks.pflow.model import MLPFNet, count_parameters
 from gnnreco.tasks.pflow.module import candidates_from_outputs
 
-__all__ = ["run", "make_events", "train_mlpf", "scaling"]
+__all__ = ["run", "make_events", "train_mlpf", "scaling", "TITLE"]
+
+TITLE = "MLPF particle flow (issue 8)"
 
 
 def _gen(seed: int) -> dict:
@@ -211,7 +213,7 @@ def main() -> None:
     if a.write:
         cmd = "python -m gnnreco.bench.pflow" + (" --quick" if a.quick else "") + \
               "".join(f" --{k} {v}" for k, v in (("n-train", a.n_train), ("n-test", a.n_test), ("minutes", a.minutes)) if v)
-        write_section("pflow", "MLPF particle flow (issue 8)", cmd, table)
+        write_section("pflow", TITLE, cmd, table)
 
 
 if __name__ == "__main__":
