@@ -68,8 +68,17 @@ def export_network(
     extra_manifest: dict | None = None,
     cfg: Any = None,
     atol: float = 1e-5,
+    rtol: float = 1e-3,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> dict:
     """Export ``net`` and return the manifest (also written to ``out_dir/manifest.json``).
+
+    Each exported program is run on ``inputs`` and must match eager PyTorch within
+    ``atol + rtol * max|eager|`` (float32 reductions such as a standard deviation are reordered by the
+    exporters); the measured maximum absolute difference is recorded in the manifest.
+
+    ``dynamic_axes`` (ONNX) defaults to "axis 0 of every input and output varies" (the last axis of
+    ``[2, E]`` index tensors); tasks with padded ``[B, N, F]`` inputs pass their own.
 
     Raises:
         ValueError: unknown format or mismatched input names.
@@ -88,6 +97,8 @@ def export_network(
     inputs = tuple(t.cpu() for t in inputs)
     with torch.no_grad():
         ref = _outputs(net(*inputs))
+    scale = max((float(r.abs().max()) for r in ref if r.numel() and r.is_floating_point()), default=0.0)
+    tol = atol + rtol * scale
     manifest: dict[str, Any] = {
         "gnnreco_version": gnnreco.__version__,
         "torch_version": torch.__version__,
@@ -104,14 +115,14 @@ def export_network(
         path = out_dir / "model.pt"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(net, inputs, check_trace=False)
+            traced = torch.jit.trace(net, inputs, check_trace=False, strict=False)
         traced.save(str(path))
         loaded = torch.jit.load(str(path))
         with torch.no_grad():
             got = _outputs(loaded(*inputs))
         diff = max((float((a - b).abs().max()) if a.numel() else 0.0) for a, b in zip(ref, got))
-        if diff > atol:
-            raise RuntimeError(f"TorchScript export differs from eager by {diff:.3g} > {atol}")
+        if diff > tol:
+            raise RuntimeError(f"TorchScript export differs from eager by {diff:.3g} > {tol:.3g}")
         manifest["files"]["torchscript"] = path.name
         manifest["max_abs_diff"]["torchscript"] = diff
     if "onnx" in formats:
@@ -120,9 +131,10 @@ def export_network(
             warnings.simplefilter("ignore")
             torch.onnx.export(net, inputs, str(path), input_names=list(input_names),
                               output_names=list(output_names), opset_version=opset, dynamo=False,
-                              dynamic_axes=_dynamic_axes(input_names, inputs, output_names))
+                              dynamic_axes=dynamic_axes or _dynamic_axes(input_names, inputs, output_names))
         manifest["files"]["onnx"] = path.name
         manifest["opset"] = opset
+        manifest["dynamic_axes"] = dynamic_axes or _dynamic_axes(input_names, inputs, output_names)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -132,8 +144,8 @@ def export_network(
             feeds = {n: t.numpy() for n, t in zip(input_names, inputs)}
             got = [torch.from_numpy(a) for a in sess.run(None, feeds)]
             diff = max((float((a - b).abs().max()) if a.numel() else 0.0) for a, b in zip(ref, got))
-            if diff > atol:
-                raise RuntimeError(f"ONNX export differs from eager by {diff:.3g} > {atol}")
+            if diff > tol:
+                raise RuntimeError(f"ONNX export differs from eager by {diff:.3g} > {tol:.3g}")
             manifest["max_abs_diff"]["onnx"] = diff
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     return manifest

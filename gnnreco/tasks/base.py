@@ -59,6 +59,9 @@ def _num_graphs(batch: Any) -> int:
 
 
 class GraphTaskModule(pl.LightningModule):
+    #: formats ``gnnreco export`` can write for this task's network
+    export_formats: tuple[str, ...] = ("torchscript", "onnx")
+
     """Base Lightning module of every gnnreco task.
 
     Args:

@@ -52,8 +52,16 @@ def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
             from gnnreco.graph import knn
 
             e = knn(sd, sd, k, batch, batch)
+        elif impl == "dense":
+            # Export path (TorchScript/ONNX): masked N×N distances + TopK, traceable with a dynamic N.
+            # O(N²) memory: meant for one event at a time in a C++ reconstruction loop, with N ≥ k.
+            d = torch.cdist(sd, sd)
+            d = d.masked_fill(batch.unsqueeze(0) != batch.unsqueeze(1), float("inf"))
+            nbr = d.topk(k, dim=1, largest=False).indices
+            tgt = torch.arange(sd.shape[0], device=sd.device).unsqueeze(1).expand_as(nbr)
+            e = torch.stack([tgt.reshape(-1), nbr.reshape(-1)])
         else:
-            raise ValueError(f"knn_impl must be 'auto', 'gnnreco' or 'torch_cluster', got {impl!r}")
+            raise ValueError(f"knn_impl must be 'auto', 'gnnreco', 'torch_cluster' or 'dense', got {impl!r}")
     return e
 
 

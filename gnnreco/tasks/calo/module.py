@@ -189,6 +189,16 @@ class CaloModule(GraphTaskModule):
 
     # ------------------------------------------------------------------ export
     def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
+        """Inputs of ``net.forward(x, batch)``; switches every GravNet block to the traceable dense kNN
+        (``torch_cluster`` ops and the tiled search cannot be exported)."""
+        from gnnreco.tasks.calo.model import GravNetBlock
+
+        for m in self.net.modules():
+            if isinstance(m, GravNetBlock):
+                m.knn_impl = "dense"
         return batch.x, batch.batch
 
     export_input_names = ("x", "batch")
+    # The legacy ONNX exporter writes an invalid graph for the GravNet blocks (a Reshape output is
+    # dropped); TorchScript works. Open gap, noted on issue 7.
+    export_formats = ("torchscript",)

@@ -73,6 +73,8 @@ class PFlowModule(GraphTaskModule):
 
     export_input_names = ("X", "mask")
     export_output_names = OUTPUT_NAMES
+    #: padded inputs vary along the batch *and* the element axis (used by ``gnnreco export``)
+    export_dynamic_axes = {n: {0: "B", 1: "N"} for n in ("X", "mask", *OUTPUT_NAMES)}
 
     def __init__(self, net: nn.Module, loss: Mapping | None = None, baseline: Mapping | None = None,
                  pt_bins: tuple[float, ...] = DEFAULT_PT_BINS, jet_pt_min: float = 5.0, **kwargs: Any) -> None:
@@ -169,18 +171,15 @@ class PFlowModule(GraphTaskModule):
 
 def export_mlpf_onnx(net: nn.Module, path: str | Path, example: tuple[Tensor, Tensor] | None = None,
                      opset: int = 17) -> Path:
-    """Export ``net.forward(X, mask)`` to ONNX with dynamic batch *and* element axes.
-
-    (``gnnreco export`` currently marks only axis 0 dynamic; MLPF inputs vary along axis 1 too.)
-    """
+    """Export ``net.forward(X, mask)`` alone to one ONNX file with dynamic batch and element axes
+    (``gnnreco export`` writes the same ONNX graph plus TorchScript and a manifest)."""
     path = Path(path)
     if example is None:
         X = torch.zeros(1, 64, 12)
         X[..., 0] = 1.0
         X[..., 1] = X[..., 5] = 1.0
         example = (X, torch.ones(1, 64, dtype=torch.bool))
-    axes = {"X": {0: "B", 1: "N"}, "mask": {0: "B", 1: "N"}}
-    axes.update({n: {0: "B", 1: "N"} for n in OUTPUT_NAMES})
+    axes = PFlowModule.export_dynamic_axes
     net = net.eval()
     torch.onnx.export(net, example, str(path), input_names=["X", "mask"], output_names=list(OUTPUT_NAMES),
                       dynamic_axes=axes, opset_version=opset, dynamo=False)
