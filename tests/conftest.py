@@ -13,7 +13,8 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # helpers_*.py modules used as config targets
 
 os.environ.setdefault("GNNRECO_PROGRESS", "0")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one intra-op thread per test process (pytest -n 2 runs two): small ops are barrier-bound otherwise
+torch.set_num_threads(1)
 
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path, test_conf: bool = True):

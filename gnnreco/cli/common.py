@@ -18,9 +18,16 @@ __all__ = [
 ]
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, num_threads: int | None = None) -> None:
+    """Seed every RNG and set the intra-op thread count (``num_threads`` in the primary configs).
+
+    Small graphs run far faster with one thread per process: per-op thread barriers cost more than
+    the work (measured 0.05 s vs 8 s per quick-start training step on a busy 2-core machine).
+    """
     import pytorch_lightning as pl
 
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
     pl.seed_everything(int(seed), workers=True, verbose=False)
 
 

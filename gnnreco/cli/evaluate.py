@@ -23,7 +23,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     cfg, model, ckpt = load_trained(cfg, "evaluate")
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.get("num_threads"))
     out = output_dir(cfg)
     dm = build_datamodule(cfg)
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")

@@ -14,7 +14,7 @@ __all__ = ["run_generate"]
 
 
 def run_generate(cfg: DictConfig) -> dict[str, object]:
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.get("num_threads"))
     with open_dict(cfg):
         cfg.data.n_events = int(cfg.n_events)
         cfg.data.data_dir = str(cfg.out_dir)

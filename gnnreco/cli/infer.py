@@ -59,6 +59,8 @@ def run_infer(cfg: DictConfig) -> Path:
     from gnnreco.data.store import EventStore
 
     cfg, model, _ = load_trained(cfg, "infer")
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     if not hasattr(model, "reconstruct"):
         raise TypeError(f"{type(model).__name__} has no reconstruct(batch, out); this task cannot run inference")
     device = cfg.get("device", "auto")

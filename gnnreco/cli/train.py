@@ -28,7 +28,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     """Train (and test) as configured; returns the final metrics (test metrics when ``cfg.test``)."""
     from hydra.utils import instantiate
 
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, cfg.get("num_threads"))
     out = output_dir(cfg)
     dm = build_datamodule(cfg)
     model = build_model(cfg)
