@@ -39,7 +39,8 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg)
-        trainer.fit(model=model, datamodule=dm, ckpt_path=ckpt)
+        # Checkpoints are gnnreco's own (hyper-parameters may hold OmegaConf containers): trusted.
+        trainer.fit(model=model, datamodule=dm, ckpt_path=ckpt, weights_only=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
     if cfg.get("test", True):
         best = None
@@ -48,7 +49,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
             best = cb.best_model_path
         elif not cfg.get("train", True):
             best = resolve_ckpt(cfg.get("ckpt_path"), cfg)
-        results = trainer.test(model=model, datamodule=dm, ckpt_path=best, verbose=False)
+        results = trainer.test(model=model, datamodule=dm, ckpt_path=best, verbose=False, weights_only=False)
         for r in results:
             metrics.update(to_float_dict(r))
     if trainer.is_global_zero:
