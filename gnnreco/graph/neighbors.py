@@ -557,10 +557,9 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
 
 def _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc) -> None:
     with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
-        if m != "brute" and _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
-                                  probe=m == "probe"):
-            pass
-        else:
+        # the grid search returns False where it declines (high dimension, too dense); brute force then
+        if m == "brute" or not _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
+                                     probe=m == "probe"):
             ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
             ptr_y = batch_to_ptr(by, y.size(0), num_events, x.device)
             _brute(x, y, ptr_x, ptr_y, k, r2, exclude_self, coll, trunc)

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gnnreco.utils.config import to_plain
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -86,7 +88,7 @@ def simulate(seed: int, preset: str | None = None, **sim_kwargs: Any) -> Any:
     key = repr((preset, sorted(sim_kwargs.items())))
     sim = _SIMULATORS.get(key)
     if sim is None:
-        kw = _as_plain(dict(sim_kwargs))
+        kw = to_plain(dict(sim_kwargs))
         sim = TrackerSimulator.from_preset(preset, **kw) if preset else TrackerSimulator(**kw)
         _SIMULATORS.clear()
         _SIMULATORS[key] = sim
@@ -145,16 +147,6 @@ def evaluate_conditions(props: Mapping[str, np.ndarray], conditions: Mapping[str
     return mask
 
 
-def _as_plain(obj: Any) -> Any:
-    """OmegaConf containers → plain Python (so the helpers accept Hydra-instantiated partials)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, DictConfig | ListConfig):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,7 +287,7 @@ def fit_module_map(raws: Any, path: str | None = None, volumes: Sequence[int] | 
     from gnnreco.graph import ModuleMap, truth_graph
     from gnnreco.tasks.tracking._graph_adapter import global_module_id
 
-    target = _as_plain(target) if target is not None else DEFAULT_TARGET
+    target = to_plain(target) if target is not None else DEFAULT_TARGET
     mm = ModuleMap(tolerance=tolerance)
     for raw in raws:
         hits, particles, truth = (_part(raw, k) for k in ("hits", "particles", "truth"))
@@ -397,10 +389,10 @@ def process_event(
     """
     from gnnreco.data.trackml import build_hit_table
 
-    graph = dict(_as_plain(graph) or {"method": "layer_pair"})
-    target = _as_plain(target) if target is not None else DEFAULT_TARGET
-    weighting = _as_plain(weighting) if weighting is not None else DEFAULT_WEIGHTING
-    hard_cuts = _as_plain(hard_cuts)
+    graph = dict(to_plain(graph) or {"method": "layer_pair"})
+    target = to_plain(target) if target is not None else DEFAULT_TARGET
+    weighting = to_plain(weighting) if weighting is not None else DEFAULT_WEIGHTING
+    hard_cuts = to_plain(hard_cuts)
     hits, particles, truth, cells = (_part(raw, k) for k in ("hits", "particles", "truth", "cells"))
     if hits is None:
         raise ValueError("process_event: the raw event has no 'hits' table")

@@ -22,21 +22,13 @@ from gnnreco.tasks.base import GraphTaskModule
 from gnnreco.tasks.tracking.loss import make_edge_loss
 from gnnreco.tasks.tracking.metrics import edge_metrics, track_metrics, trackml_score
 from gnnreco.tasks.tracking.reco import build_tracks, candidates_from_labels
+from gnnreco.utils.config import to_plain
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrackingModule"]
 
 
-def _plain(obj: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, DictConfig | ListConfig):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
 
 
 class TrackingModule(GraphTaskModule):
@@ -88,10 +80,10 @@ class TrackingModule(GraphTaskModule):
         super().__init__(net=net, optimizer=optimizer, scheduler=scheduler, **base)
         if oversize not in ("skip", "subsample"):
             raise ValueError(f"model.oversize must be 'skip' or 'subsample', got {oversize!r}")
-        self.loss_fn = make_edge_loss(**(_plain(loss) or {}))
+        self.loss_fn = make_edge_loss(**(to_plain(loss) or {}))
         self.edge_cut = float(edge_cut)
-        self.track_builder = dict(_plain(track_builder) or {"method": "cc", "score_cut": edge_cut})
-        vb = _plain(val_builder)
+        self.track_builder = dict(to_plain(track_builder) or {"method": "cc", "score_cut": edge_cut})
+        vb = to_plain(val_builder)
         self.val_builder = None if vb is None else dict(vb)
         self.min_track_hits = int(min_track_hits)
         self.eff_pt_min = float(eff_pt_min)
@@ -103,7 +95,7 @@ class TrackingModule(GraphTaskModule):
         self.n_chunks = int(n_chunks)
         self.features = list(features) if features is not None else None
         self.edge_feature_names = list(edge_feature_names) if edge_feature_names is not None else None
-        self.node_scales = dict(_plain(node_scales) or {})
+        self.node_scales = dict(to_plain(node_scales) or {})
         self.oversize_count = 0
         self._test_cache: list[dict[str, np.ndarray]] = []
         self._gen = torch.Generator().manual_seed(0)
