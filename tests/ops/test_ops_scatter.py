@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
 
 import gnnreco.ops as ops
+
+from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
 
 
 def _tol(dtype: torch.dtype) -> dict:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from .ops_cases import DTYPES
 
 import gnnreco.ops as ops
+
+from .ops_cases import DTYPES
 
 # src rows grouped as [0,1] [2] [] [3,4,5]
 SRC = [[1, 5], [3, 2], [4, 7], [9, 1], [2, 2], [6, 8]]
