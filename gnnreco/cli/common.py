@@ -99,22 +99,24 @@ def merge_run_config(cfg: DictConfig, ckpt_path: str, keys=("task", "data", "mod
     if not run_cfg_path.exists():
         return cfg
     run_cfg = OmegaConf.load(run_cfg_path)
-    with open_dict(cfg):
-        for k in keys:
-            if k in run_cfg:
-                cfg[k] = run_cfg[k]
     try:
         from hydra.core.hydra_config import HydraConfig
 
         overrides = list(HydraConfig.get().overrides.task)
     except Exception:  # composed without a Hydra run (tests)
         overrides = []
+    # Command-line values inside task/data/model win over the run's: keep Hydra's parsed values.
+    keep = {}
+    for ov in overrides:
+        key = ov.partition("=")[0].lstrip("+~")
+        if "." in key and key.split(".")[0] in keys:
+            keep[key] = OmegaConf.select(cfg, key)
     with open_dict(cfg):
-        for ov in overrides:
-            key, _, value = ov.partition("=")
-            key = key.lstrip("+~")
-            if key.split(".")[0] in keys and "." in key:
-                OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None, merge=True)
+        for k in keys:
+            if k in run_cfg:
+                cfg[k] = run_cfg[k]
+        for key, value in keep.items():
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     log.info("reusing task/data/model configs of the training run: %s", run_cfg_path)
     return cfg
 

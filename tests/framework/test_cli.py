@@ -96,3 +96,28 @@ def test_bench_unknown_suite(compose):
 
     with pytest.raises(ValueError, match="unknown benchmark suite"):
         run_bench(compose("bench", ["suite=nope"], test_conf=False))
+
+
+def test_merge_run_config_keeps_typed_overrides(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from gnnreco.cli import common
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    OmegaConf.save(OmegaConf.create({"model": {"lr": 0.1, "cut": 0.5}, "data": {"n": 3}}), run / ".hydra" / "config.yaml")
+    cfg = OmegaConf.create({"model": {"lr": 0.2, "cut": 0.7}, "data": {"n": 9}, "seed": 1})
+
+    class _Overrides:
+        task = ["model.cut=0.7"]
+
+    class _HC:
+        overrides = _Overrides()
+
+    import hydra.core.hydra_config as hc
+
+    monkeypatch.setattr(hc.HydraConfig, "get", staticmethod(lambda: _HC()))
+    out = common.merge_run_config(cfg, str(run / "checkpoints" / "last.ckpt"))
+    assert out.model.lr == 0.1 and out.data.n == 3  # from the training run
+    assert out.model.cut == 0.7 and isinstance(out.model.cut, float)  # command line wins, typed
