@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 __all__ = ["plot_loss_curves", "savefig", "binned_ratio"]
 
 
-def savefig(fig, path: str | Path) -> Path:
+def savefig(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from gnnreco.sim.delphes_like import CLASS_NAMES
 from gnnreco.tasks.pflow.metrics import PFEvaluator
+from gnnreco.utils.plotting import plt, savefig
 
 __all__ = ["plot_all"]
 
@@ -15,11 +16,6 @@ __all__ = ["plot_all"]
 def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
     """Jet response histograms (30–100 GeV and all), resolution and response vs p_T, MET response,
     per-class efficiency/fake rate. Returns the written files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     s = evaluator.summary()
@@ -39,9 +35,7 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
         ax.set_xlabel("$p_T^{reco}/p_T^{gen}$")
         ax.legend()
     p = out_dir / "jet_response.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
+    savefig(fig, p, dpi=90)
     files.append(p)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -58,9 +52,7 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
         ax.set_xlabel("$p_T^{gen}$ [GeV]")
         ax.legend()
     p = out_dir / "jet_response_vs_pt.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
+    savefig(fig, p, dpi=90)
     files.append(p)
 
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -71,9 +63,7 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
     ax.set_xlabel("MET$^{reco}$/MET$^{gen}$")
     ax.legend()
     p = out_dir / "met_response.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
+    savefig(fig, p, dpi=90)
     files.append(p)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -91,8 +81,6 @@ def plot_all(evaluator: PFEvaluator, out_dir: Path) -> list[Path]:
         ax.set_title(f"per-class {t}")
         ax.legend()
     p = out_dir / "particle_eff_fake.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
+    savefig(fig, p, dpi=90)
     files.append(p)
     return files
