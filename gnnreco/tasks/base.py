@@ -115,6 +115,21 @@ class GraphTaskModule(pl.LightningModule):
         """Per-batch validation/test metrics (averaged over events by the logger). Default: none."""
         return {}
 
+    # ------------------------------------------------------------------ checkpoint provenance
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which gnnreco version, module class and network wrote this checkpoint.
+
+        ``gnnreco.cli.common.load_checkpoint_weights`` reads it back so that a checkpoint of another
+        task, model or incompatible version fails with a message that names both sides.
+        """
+        import gnnreco
+
+        checkpoint["gnnreco"] = {
+            "version": gnnreco.__version__,
+            "module": f"{type(self).__module__}.{type(self).__qualname__}",
+            "net": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
+        }
+
     # ------------------------------------------------------------------ optimisation
     def setup(self, stage: str) -> None:
         if self.hparams.compile and stage == "fit":
