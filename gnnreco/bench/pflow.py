@@ -196,6 +196,47 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     return "\n".join(lines)
 
 
+def run_latency(n_events: int = 20, width: int = 64, n_layers: int = 2, bin_size: int = 64,
+                geo_scale: float = 16.0, workers: int = 2, **_: object) -> str:
+    """Inference latency and scaling only, with an untrained network.
+
+    The GNN-LSH cost does not depend on the weights: every LSH bin holds exactly ``bin_size``
+    elements, so the work per layer is fixed by N. This lets the latency goal be re-measured on a quiet
+    machine in a minute, without the 25-minute training of :func:`run`.
+    """
+    import os
+
+    torch.manual_seed(0)
+    net = MLPFNet(backbone="gnn_lsh", width=width, n_layers=n_layers, bin_size=bin_size, geo_scale=geo_scale)
+    pool = make_events(n_events, 2_000_000, workers)
+    sizes = [1000, 2000, 4000, 6400, 12800, 25600, 50000]
+    rows, res = [], {}
+    for th in (1, 2):
+        torch.set_num_threads(th)
+        res[th] = dict(scaling(net, pool, sizes if th == 1 else [n for n in sizes if n <= 12800], repeat=5))
+    torch.set_num_threads(1)
+    for n in sizes:
+        t1, t2 = res[1][n], res[2].get(n, float("nan"))
+        rows.append([n, 1e3 * t1, 1e6 * t1 / n, 1e3 * t2, t1 / t2])
+    ns = np.array(sizes, float)
+    alpha = float(np.polyfit(np.log(ns), np.log([res[1][n] for n in sizes]), 1)[0])
+    best = min(res[1][6400], res[2][6400])
+    load = os.getloadavg()[0]
+    return "\n".join([
+        f"GNN-LSH width {width}, {n_layers}+{n_layers} layers, bin {bin_size}, {count_parameters(net)} parameters; "
+        f"elements drawn from {n_events} Pythia/fallback tt̄ events; median of 5 calls after 1 warm-up; "
+        f"load average at the end {load:.2f}.",
+        "",
+        markdown_table(["elements", "ms/event (1 thread)", "ms per 1k elements (1 thread)",
+                        "ms/event (2 threads)", "speed-up 2 vs 1 thread"], rows),
+        "",
+        f"- Fitted exponent t ∝ N^α (1 thread): α = {alpha:.2f} (goal: linear).",
+        f"- CPU time at 6.4k elements: {1e3 * res[1][6400]:.1f} ms (1 thread), {1e3 * res[2][6400]:.1f} ms "
+        f"(2 threads); goal ≤ 100 ms → **{'met' if best <= 0.1 else 'NOT met'}**.",
+        f"- Machine: {machine_description()}.",
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -206,7 +247,16 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the inference latency/scaling (untrained network, ~1 min); own section")
     a = ap.parse_args()
+    if a.latency_only:
+        table = run_latency(width=a.width, n_layers=a.layers, workers=a.workers)
+        print(table)
+        if a.write:
+            write_section("pflow-latency", "MLPF inference latency (issue 8)",
+                          "python -m gnnreco.bench.pflow --latency-only", table)
+        return
     table = run(quick=a.quick, n_train=a.n_train, n_test=a.n_test, minutes=a.minutes, width=a.width,
                 n_layers=a.layers, workers=a.workers)
     print(table)
