@@ -1,9 +1,23 @@
-"""``gnnreco train``: fit a task module, then test the best checkpoint, print metrics, write plots."""
+"""``gnnreco train``: fit a task module, then test the best checkpoint, print metrics, write plots.
+
+Training at scale (docs/training_at_scale.md):
+
+* ``trainer=ddp`` started from the command line: Lightning re-executes the command for ranks 1..N-1;
+  :func:`_relaunch_argv` gives it the command the user typed (``gnnreco train ...``).
+* Under SLURM (``hydra/launcher=slurm`` or a plain ``srun``) Lightning's ``SLURMEnvironment`` owns the
+  processes. On the requeue signal (SIGUSR1) it writes ``<run dir>/hpc_ckpt_<n>.ckpt`` and requeues the
+  job; the requeued job runs in the same run directory, and :func:`auto_resume_path` resumes from the
+  newest of that file and ``<run dir>/checkpoints/last.ckpt``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +35,62 @@ from gnnreco.cli.config import instantiate_dict_of
 
 log = logging.getLogger("gnnreco")
 
-__all__ = ["run_train"]
+__all__ = ["run_train", "auto_resume_path"]
+
+
+def auto_resume_path(run_dir: str | Path) -> str | None:
+    """The checkpoint a re-started run resumes from, or ``None`` for a fresh run.
+
+    A run directory that already holds checkpoints belongs to a job that was preempted, timed out or
+    requeued (run directories are unique per launch; a requeued SLURM job keeps its directory). The
+    candidates are Lightning's requeue checkpoints ``<run_dir>/hpc_ckpt_<n>.ckpt`` (written on SIGUSR1)
+    and ``<run_dir>/checkpoints/last.ckpt`` (written at every epoch end); the newest file wins.
+
+    Args:
+        run_dir: the run directory (``paths.output_dir``, the trainer's ``default_root_dir``).
+    """
+    run_dir = Path(run_dir)
+    found = [p for p in run_dir.glob("hpc_ckpt_*.ckpt") if p.is_file()]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        found.append(last)
+    if not found:
+        return None
+    return str(max(found, key=lambda p: (p.stat().st_mtime, p.name)))
+
+
+@contextlib.contextmanager
+def _relaunch_argv() -> Iterator[None]:
+    """Let Lightning's DDP launcher re-execute the command the user typed.
+
+    ``gnnreco.cli.main`` hands Hydra ``sys.argv = ["gnnreco train", *overrides]``. Lightning's
+    subprocess launcher starts ranks 1..N-1 as ``python -m <__main__ module> sys.argv[1:]`` (or
+    ``python sys.argv[0] sys.argv[1:]`` for a console script), so during training the verb is put back
+    and ``argv[0]`` is the real script again.
+    """
+    saved = list(sys.argv)
+    if saved and saved[0] == "gnnreco train":
+        main = sys.modules.get("__main__")
+        script = getattr(main, "__file__", None) or "gnnreco"
+        sys.argv = [script, "train", *saved[1:]]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _describe_environment(trainer) -> None:
+    env = getattr(trainer, "_accelerator_connector", None)
+    env = getattr(env, "cluster_environment", None)
+    if env is None or (trainer.world_size <= 1 and type(env).__name__ == "LightningEnvironment"):
+        return
+    extra = ""
+    if type(env).__name__ == "SLURMEnvironment":
+        sig = getattr(env, "requeue_signal", None)
+        extra = (f", auto_requeue={getattr(env, 'auto_requeue', None)}, requeue signal "
+                 f"{getattr(sig, 'name', sig)}, job {os.environ.get('SLURM_JOB_ID', '?')}")
+    log.info("distributed: %s, world size %d (%d node(s)), rank %d%s", type(env).__name__,
+             trainer.world_size, trainer.num_nodes, trainer.global_rank, extra)
 
 
 def run_train(cfg: DictConfig) -> dict[str, float]:
@@ -36,11 +105,18 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
+    _describe_environment(trainer)
+
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt(cfg.get("ckpt_path"), cfg)
+        if ckpt is None and cfg.get("auto_resume", True):
+            ckpt = auto_resume_path(trainer.default_root_dir)
+            if ckpt is not None:
+                log.info("resuming the interrupted run from %s", ckpt)
         # Checkpoints are gnnreco's own (hyper-parameters may hold OmegaConf containers): trusted.
-        trainer.fit(model=model, datamodule=dm, ckpt_path=ckpt, weights_only=False)
+        with _relaunch_argv():
+            trainer.fit(model=model, datamodule=dm, ckpt_path=ckpt, weights_only=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
     if cfg.get("test", True):
         best = None
@@ -49,7 +125,9 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
             best = cb.best_model_path
         elif not cfg.get("train", True):
             best = resolve_ckpt(cfg.get("ckpt_path"), cfg)
-        results = trainer.test(model=model, datamodule=dm, ckpt_path=best, verbose=False, weights_only=False)
+        with _relaunch_argv():
+            results = trainer.test(model=model, datamodule=dm, ckpt_path=best, verbose=False,
+                                   weights_only=False)
         for r in results:
             metrics.update(to_float_dict(r))
     if trainer.is_global_zero:
