@@ -78,13 +78,23 @@ def resolve_ckpt(ckpt_path: str | None, cfg: DictConfig) -> str | None:
 
 
 def load_checkpoint_weights(model: torch.nn.Module, ckpt_path: str) -> dict:
-    """Load the ``state_dict`` of a Lightning checkpoint into ``model``; returns the checkpoint."""
+    """Load the ``state_dict`` of a Lightning checkpoint into ``model``; returns the checkpoint.
+
+    Raises:
+        gnnreco.io.checkpoint.CheckpointMismatchError: the checkpoint was written by another task,
+            network or incompatible gnnreco version (read from ``checkpoint["gnnreco"]``; older
+            checkpoints are compared by their ``state_dict`` keys and shapes). The message names both.
+    """
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise RuntimeError(f"cannot read checkpoint '{ckpt_path}': {exc}") from exc
-    if "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RuntimeError(f"'{ckpt_path}' is not a Lightning checkpoint (no 'state_dict')")
+    # another task / network / gnnreco version: a message naming both sides (gnnreco.io.checkpoint)
+    from gnnreco.io.checkpoint import check_checkpoint
+
+    check_checkpoint(model, ckpt, str(ckpt_path))
     model.load_state_dict(ckpt["state_dict"])
     return ckpt
 
