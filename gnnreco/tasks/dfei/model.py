@@ -40,13 +40,21 @@ from gnnreco.nn.mlp import MLP
 from gnnreco.ops import scatter
 from gnnreco.tasks.dfei.data import edge_features
 
-__all__ = ["node_inputs", "edge_inputs", "GNBlock", "EncodeProcessDecode", "DFEIChain", "DFEIFused",
+__all__ = ["node_inputs", "edge_inputs", "edge_inputs_from_features", "rank_per_receiver", "candidate_mask",
+           "GNBlock", "EncodeProcessDecode", "DFEIChain", "DFEIFused",
            "NODE_IN", "EDGE_IN", "GLOBAL_IN"]
 
 NODE_IN = 11
 EDGE_IN = 5
 GLOBAL_IN = 2
 _PRUNED = (8.0, -8.0, -8.0, -8.0)  # logits of a pruned pair: class 0 with probability ~1
+
+
+def _asinh(t: Tensor) -> Tensor:
+    r""":math:`\mathrm{asinh}(t) = \mathrm{sign}(t)\,\log(|t| + \sqrt{t^2 + 1})` (the legacy ONNX exporter has no
+    ``asinh``; the symmetric form avoids the cancellation of the plain formula for negative ``t``)."""
+    a = t.abs()
+    return torch.sign(t) * torch.log(a + torch.sqrt(a * a + 1.0))
 
 
 def node_inputs(x: Tensor) -> Tensor:
@@ -66,22 +74,35 @@ def node_inputs(x: Tensor) -> Tensor:
     pt = torch.linalg.vector_norm(p[:, :2], dim=1, keepdim=True).clamp_min(1e-6)
     ip = torch.linalg.vector_norm(torch.cross(d, phat, dim=1), dim=1, keepdim=True)
     flight = (d * phat).sum(1, keepdim=True)
-    eta = torch.asinh(p[:, 2:3] / pt)
+    eta = _asinh(p[:, 2:3] / pt)
     return torch.cat([
-        torch.asinh(d / 0.05), torch.asinh(ip / 0.02), torch.asinh(flight / 0.1), phat[:, :2] * 10.0,
+        _asinh(d / 0.05), _asinh(ip / 0.02), _asinh(flight / 0.1), phat[:, :2] * 10.0,
         torch.log(pabs) - 2.5, torch.log(pt), eta - 3.5, q,
     ], 1)
 
 
 def edge_inputs(x: Tensor, edge_index: Tensor) -> Tensor:
     """Network inputs per pair from the DFEI edge features (θ, d⊥P, Δz, same PV). ``[E, 5]``."""
-    f = edge_features(x, edge_index)
+    return edge_inputs_from_features(edge_features(x, edge_index))
+
+
+def edge_inputs_from_features(f: Tensor) -> Tensor:
+    r"""Network inputs per pair from stored DFEI edge features :math:`(\theta, d_{\perp P}, \Delta z, s)`.
+
+    Shapes:
+        ``[E, 4]`` (:data:`gnnreco.tasks.dfei.data.EDGE_FEATURES`) → ``[E, 5]``.
+    """
     th, dp, dz, same = f[:, 0:1], f[:, 1:2], f[:, 2:3], f[:, 3:4]
-    return torch.cat([th * 10.0, torch.log(th + 1e-4), torch.asinh(dp / 0.05), torch.asinh(dz), same], 1)
+    return torch.cat([th * 10.0, torch.log(th + 1e-4), _asinh(dp / 0.05), _asinh(dz), same], 1)
 
 
 def _global_inputs(n_pv: Tensor, counts: Tensor) -> Tensor:
-    return torch.stack([torch.log1p(n_pv.float()), torch.log1p(counts.float()) - 4.0], 1)
+    return torch.stack([torch.log1p(n_pv.to(torch.float32)), torch.log1p(counts.to(torch.float32)) - 4.0], 1)
+
+
+def _counts(batch: Tensor, b: int) -> Tensor:
+    """Nodes per event, ``[B]`` (a scatter-sum, so that it also traces to ONNX)."""
+    return scatter(torch.ones_like(batch, dtype=torch.float32), batch, dim=0, dim_size=b, reduce="sum")
 
 
 class GNBlock(nn.Module):
@@ -162,6 +183,17 @@ class EncodeProcessDecode(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, n_pv: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Plain stack (no pruning): returns (node decoder output, edge decoder output)."""
         v0, e0, u0 = self.encode(x, edge_index, batch, n_pv)
+        return self.process(v0, e0, u0, edge_index, batch)
+
+    def forward_inputs(self, vin: Tensor, ein: Tensor, uin: Tensor, edge_index: Tensor,
+                       batch: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Plain stack on precomputed network inputs (:func:`node_inputs`, :func:`edge_inputs_from_features`,
+        the global inputs): the path shared by the chain and its tensor-only export."""
+        return self.process(self.enc_v(vin), self.enc_e(ein), self.enc_u(uin), edge_index, batch)
+
+    def process(self, v0: Tensor, e0: Tensor, u0: Tensor, edge_index: Tensor,
+                batch: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """GN blocks on the encoded graph :math:`G_0`, then the decoders."""
         v, e, u = v0, e0, u0
         for blk in self.blocks:
             v, e, u = blk(torch.cat([v0, v], 1), torch.cat([e0, e], 1), torch.cat([u0, u], 1), edge_index, batch)
@@ -170,29 +202,96 @@ class EncodeProcessDecode(nn.Module):
         return nv, ne
 
 
-def _candidate_graph(x: Tensor, batch: Tensor, max_dz: float | None, max_theta: float | None,
-                     k_nearest: int = 0) -> Tensor:
-    r"""Fully connected directed graph per event, optionally filtered.
+def _arange_like(t: Tensor) -> Tensor:
+    """``0 .. len(t) - 1`` as long (a cumulative sum, so that traced programs keep the length dynamic)."""
+    return torch.cumsum(torch.ones_like(t, dtype=torch.long), 0) - 1
+
+
+def _nonzero(mask: Tensor) -> Tensor:
+    return torch.nonzero(mask).view(-1)
+
+
+def rank_per_receiver(score: Tensor, receiver: Tensor, num_nodes: int) -> Tensor:
+    r"""Rank of every edge among the edges of its receiver, by decreasing score (0 = best).
+
+    One sort by score, one sort of the unique key :math:`r_k E + \mathrm{pos}_k` (so no stable sort is
+    needed) and an exclusive cumulative sum of the in-degrees: only sorts, scatters and ``cumsum``,
+    so it traces to TorchScript and ONNX.
+
+    Shapes:
+        score ``[E]``, receiver ``[E]`` → ``[E]`` long.
+    """
+    pos_lin = _arange_like(score)
+    o1 = torch.argsort(score, descending=True)
+    pos = torch.zeros_like(pos_lin).scatter(0, o1, pos_lin)
+    order = torch.argsort(receiver * score.shape[0] + pos)
+    cnt = scatter(torch.ones_like(score), receiver, dim=0, dim_size=num_nodes, reduce="sum").to(torch.long)
+    start = torch.cumsum(cnt, 0) - cnt
+    return torch.zeros_like(pos_lin).scatter(0, order, pos_lin - start[receiver[order]])
+
+
+def _topk_per_receiver(score: Tensor, receiver: Tensor, k: int, num_nodes: int | None = None) -> Tensor:
+    """Mask of the ``k`` highest-scoring edges of every receiver."""
+    if num_nodes is None:
+        num_nodes = int(receiver.max()) + 1 if receiver.numel() else 0
+    return rank_per_receiver(score, receiver, num_nodes) < k
+
+
+def candidate_mask(f: Tensor, edge_index: Tensor, num_nodes: int, max_dz: float | None, max_theta: float | None,
+                   k_nearest: int = 0) -> Tensor:
+    r"""Pair filter of the first-stage graph, on the DFEI edge features ``f`` ``[E, 4]``.
 
     Pairs must pass :math:`|\Delta z| <` ``max_dz`` and :math:`\theta <` ``max_theta`` (when set); with
     ``k_nearest > 0`` every particle then keeps only the ``k_nearest`` partners of smallest
     :math:`d_{\perp P}` (the two tracks' origins seen transverse to their summed momentum: small for
     tracks from one decay vertex).
+
+    Shapes:
+        f ``[E, 4]``, edge_index ``[2, E]`` → ``[E]`` bool.
     """
-    if batch.numel() == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=x.device)
-    g = fully_connected_graph(batch=batch)
-    if max_dz is None and max_theta is None and k_nearest <= 0:
-        return g
-    f = edge_features(x, g)
-    m = torch.ones(g.shape[1], dtype=torch.bool, device=x.device)
+    m = torch.ones_like(f[:, 0], dtype=torch.bool)
     if max_dz is not None:
-        m &= f[:, 2].abs() < max_dz
+        m = m & (f[:, 2].abs() < max_dz)
     if max_theta is not None:
-        m &= f[:, 0] < max_theta
+        m = m & (f[:, 0] < max_theta)
     if k_nearest > 0:
-        m &= _topk_per_receiver(-f[:, 1], g[1], k_nearest)
-    return g[:, m]
+        # filtered pairs rank last
+        dp = torch.where(m, -f[:, 1], torch.full_like(f[:, 1], float("-inf")))
+        m = m & (rank_per_receiver(dp, edge_index[1], num_nodes) < k_nearest)
+    return m
+
+
+def _full_graph(x: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """Fully connected directed graph of every event and its DFEI edge features."""
+    if batch.numel() == 0:
+        g = torch.empty(2, 0, dtype=torch.long, device=x.device)
+    else:
+        g = fully_connected_graph(batch=batch)
+    return g, edge_features(x, g)
+
+
+def _single_event(x: Tensor) -> Tensor:
+    return torch.zeros_like(x[:, 0], dtype=torch.long)
+
+
+_TENSOR_DOC = """
+    **Tensor-only forward (export).** Called as ``net(x, edge_index, edge_attr, u)`` — ``edge_index``
+    is recognised by being two-dimensional — the network runs on **one event** given as
+
+    * ``x`` ``[N, >=10]`` float32: DFEI node features (``Ox Oy Oz px py pz PVIPx PVIPy PVIPz q``, the
+      stored 13 columns may be passed as they are; :data:`gnnreco.sim.lhcb.NODE_FEATURES`);
+    * ``edge_index`` ``[2, E]`` long: the directed pairs of the event, normally all of them
+      (:func:`gnnreco.graph.fully_connected_graph`); every pruning happens inside;
+    * ``edge_attr`` ``[E, 4]`` float32: DFEI pair features θ, d⊥P, Δz, same-PV
+      (:func:`gnnreco.tasks.dfei.data.edge_features`);
+    * ``u`` ``[1, 1]`` float32: the global feature, the number of reconstructed PVs;
+
+    and returns ``(node_logit [N], edge_logit [E], lca_logits [E, 4])`` aligned with the inputs. Pairs
+    removed by the pruning stages get ``edge_logit = -8`` and the class-0 logits ``(8, -8, -8, -8)``,
+    so ``softmax(lca_logits)`` can be used for every pair. Pruning uses ``torch.nonzero`` and index
+    selection: sizes are dynamic in both the TorchScript and the ONNX program, and the outputs equal
+    the batched forward's for the same event (up to the order of float sums).
+"""
 
 
 class DFEIChain(nn.Module):
@@ -211,13 +310,16 @@ class DFEIChain(nn.Module):
             epochs when the node-pruning stage still passes everything (0: no bound).
         train_max_edges: in training, at most this many edges per surviving node (highest edge scores,
             per receiver) pass to the LCA stage, besides the teacher-forced ones (0: no bound).
+
+    The batched forward ``net(x, batch, n_pv, y_node=None, pair_label=None)`` builds the fully
+    connected graph of every event and its pair features once; the three stages select from it.
     """
 
     def __init__(self, latent: int = 16, hidden: int = 64, n_layers: int = 2, norm: str = "layer",
                  aggr: str = "sum", np_blocks: int = 2, ep_blocks: int = 2, lca_blocks: int = 3,
                  np_cut: float = 0.05, ep_cut: float = 0.05, max_dz: float | None = None,
-                 max_theta: float | None = None, k_nearest: int = 12, teacher_forcing: bool = True, train_max_nodes: int = 32,
-                 train_max_edges: int = 4) -> None:
+                 max_theta: float | None = None, k_nearest: int = 12, teacher_forcing: bool = True,
+                 train_max_nodes: int = 32, train_max_edges: int = 4) -> None:
         super().__init__()
         self.train_max_nodes, self.train_max_edges = train_max_nodes, train_max_edges
         kw = dict(latent=latent, hidden=hidden, n_layers=n_layers, norm=norm, aggr=aggr)
@@ -230,71 +332,90 @@ class DFEIChain(nn.Module):
         self.record_timings = False  # set True to fill ``last_timings`` (seconds per stage)
         self.last_timings: dict[str, float] = {}
 
+    def _stages(self, x: Tensor, g: Tensor, f: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None,
+                pair_label: Callable[[Tensor], Tensor] | None):
+        """The three stages on the full pair list ``g`` with features ``f``; returns
+        ``(node_logit, s1, edge_logit[s1], s2, lca_logits[s1][s2], local)`` with ``s1`` the pairs of
+        surviving nodes (indices into ``g``) and ``s2`` the pairs passing edge pruning (into ``s1``)."""
+        timing = self.record_timings
+        t0 = time.perf_counter() if timing else 0.0
+        n, b = x.shape[0], n_pv.shape[0]
+        vin = node_inputs(x)
+        ein = edge_inputs_from_features(f)
+        s0 = _nonzero(candidate_mask(f, g, n, self.max_dz, self.max_theta, self.k_nearest))
+        uin = _global_inputs(n_pv, _counts(batch, b))
+        node_logit = self.np_net.forward_inputs(vin, ein[s0], uin, g[:, s0], batch)[0].view(-1)
+        t1 = time.perf_counter() if timing else 0.0
+        keep = torch.sigmoid(node_logit.detach()) > self.np_cut
+        if self.training and self.train_max_nodes > 0:
+            keep = keep & _topk_per_receiver(node_logit.detach(), batch, self.train_max_nodes, b)
+        if self.training and self.teacher_forcing and y_node is not None:
+            keep = keep | (y_node > 0)
+        ids = _nonzero(keep)
+        newid = torch.cumsum(keep.to(torch.long), 0) - 1
+        s1 = _nonzero(keep[g[0]] & keep[g[1]])
+        local = newid[g[:, s1]]
+        bs = batch[ids]
+        vin1, ein1 = vin[ids], ein[s1]
+        uin1 = _global_inputs(n_pv, _counts(bs, b))
+        edge_logit = self.ep_net.forward_inputs(vin1, ein1, uin1, local, bs)[1].view(-1)
+        t2 = time.perf_counter() if timing else 0.0
+        ekeep = torch.sigmoid(edge_logit.detach()) > self.ep_cut
+        if self.training and self.train_max_edges > 0:
+            ekeep = ekeep & _topk_per_receiver(edge_logit.detach(), local[1], self.train_max_edges, ids.shape[0])
+        if self.training and self.teacher_forcing and pair_label is not None:
+            ekeep = ekeep | (pair_label(g[:, s1]) > 0)
+        s2 = _nonzero(ekeep)
+        lg = self.lca_net.forward_inputs(vin1, ein1[s2], uin1, local[:, s2], bs)[1]
+        if timing:
+            self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
+                                 "lca": time.perf_counter() - t2}
+        return node_logit, s1, edge_logit, s2, lg
+
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
-                pair_label: Callable[[Tensor], Tensor] | None = None) -> dict[str, object]:
+                pair_label: Callable[[Tensor], Tensor] | None = None):
         """Run the three stages.
 
         Args:
             x: ``[N, >=10]`` node features; batch ``[N]``; n_pv ``[B]``.
             y_node: truth node labels (teacher forcing in training).
             pair_label: ``f(pair_index) -> [E]`` truth LCA of pairs (teacher forcing in training).
+
+        Returns:
+            the dictionary of the module docstring (``pair_index``: the pairs of nodes that survived
+            node pruning), or, for the tensor-only call ``(x, edge_index, edge_attr, u)``, the tuple of
+            the class docstring.
         """
-        t0 = time.perf_counter()
-        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta, self.k_nearest)
-        node_logit, _ = self.np_net(x, g0, batch, n_pv)
-        node_logit = node_logit.view(-1)
-        t1 = time.perf_counter()
-        t2 = t1
-        keep = torch.sigmoid(node_logit.detach()) > self.np_cut
-        if self.training and self.train_max_nodes > 0:
-            keep = keep & _topk_per_receiver(node_logit.detach(), batch, self.train_max_nodes)
-        if self.training and self.teacher_forcing and y_node is not None:
-            keep = keep | (y_node > 0)
-        ids = torch.nonzero(keep).view(-1)
-        xs, bs = x[ids], batch[ids]
-        local = fully_connected_graph(batch=bs) if ids.numel() else torch.empty(2, 0, dtype=torch.long,
-                                                                                 device=x.device)
-        g1 = ids[local]
-        e1 = g1.shape[1]
-        edge_logit = torch.full((e1,), -8.0, dtype=x.dtype, device=x.device)
-        lca_logits = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).repeat(e1, 1)
-        lca_mask = torch.zeros(e1, dtype=torch.bool, device=x.device)
-        if e1:
-            _, ep = self.ep_net(xs, local, bs, n_pv)
-            edge_logit = ep.view(-1)
-            t2 = time.perf_counter()
-            ekeep = torch.sigmoid(edge_logit.detach()) > self.ep_cut
-            if self.training and self.train_max_edges > 0:
-                ekeep = ekeep & _topk_per_receiver(edge_logit.detach(), local[1], self.train_max_edges)
-            if self.training and self.teacher_forcing and pair_label is not None:
-                ekeep = ekeep | (pair_label(g1) > 0)
-            sel = torch.nonzero(ekeep).view(-1)
-            if sel.numel():
-                _, lg = self.lca_net(xs, local[:, sel], bs, n_pv)
-                lca_logits = lca_logits.index_put((sel,), lg)
-                lca_mask[sel] = True
+        if batch.dim() == 2:
+            return self.forward_tensors(x, batch, n_pv, y_node)
+        n_pv = n_pv.view(-1)
+        t = time.perf_counter()
+        g, f = _full_graph(x, batch)
+        t_graph = time.perf_counter() - t
+        node_logit, s1, edge_logit, s2, lg = self._stages(x, g, f, batch, n_pv, y_node, pair_label)
         if self.record_timings:
-            self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
-                                 "lca": time.perf_counter() - t2}
+            self.last_timings["node_pruning"] += t_graph
+        g1 = g[:, s1]
+        e1 = g1.shape[1]
+        lca_logits = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).repeat(e1, 1)
+        lca_logits = lca_logits.index_put((s2,), lg)
+        lca_mask = torch.zeros(e1, dtype=torch.bool, device=x.device)
+        lca_mask[s2] = True
         return {"node_logit": node_logit, "pair_index": g1, "edge_logit": edge_logit, "lca_logits": lca_logits,
                 "lca_mask": lca_mask, "aux_node": [], "aux_edge": [(edge_logit, g1)] if e1 else []}
 
+    def forward_tensors(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                        u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Tensor-only forward of one event (class docstring): ``(node_logit, edge_logit, lca_logits)``."""
+        batch = _single_event(x)
+        node_logit, s1, edge_logit, s2, lg = self._stages(x, edge_index, edge_attr, batch, u[:, 0], None, None)
+        e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s1, edge_logit)
+        lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
+        idx = s1[s2].view(-1, 1).expand(-1, 4)
+        return node_logit, e_full, lca_full.scatter(0, idx, lg)
 
-def _topk_per_receiver(score: Tensor, receiver: Tensor, k: int) -> Tensor:
-    """Mask of the ``k`` highest-scoring edges of every receiver."""
-    if score.numel() == 0:
-        return torch.zeros(0, dtype=torch.bool, device=score.device)
-    o1 = torch.argsort(score, descending=True, stable=True)
-    o2 = torch.argsort(receiver[o1], stable=True)
-    order = o1[o2]
-    r = receiver[order]
-    start = torch.ones_like(r, dtype=torch.bool)
-    start[1:] = r[1:] != r[:-1]
-    first = torch.cummax(torch.where(start, torch.arange(r.numel(), device=r.device), torch.zeros_like(r)), 0).values
-    rank = torch.arange(r.numel(), device=r.device) - first
-    mask = torch.zeros_like(start)
-    mask[order] = rank < k
-    return mask
+
+DFEIChain.__doc__ = (DFEIChain.__doc__ or "") + _TENSOR_DOC
 
 
 class DFEIFused(nn.Module):
@@ -323,18 +444,22 @@ class DFEIFused(nn.Module):
         self.node_cut, self.edge_cut, self.k_edges = node_cut, edge_cut, k_edges
         self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
 
-    def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
-                pair_label: Callable[[Tensor], Tensor] | None = None) -> dict[str, object]:
-        g0 = _candidate_graph(x, batch, self.max_dz, self.max_theta, self.k_nearest)
-        e_all = g0.shape[1]
+    def _blocks(self, x: Tensor, g: Tensor, f: Tensor, batch: Tensor, n_pv: Tensor):
+        """Blocks on the candidate pairs of ``g``; returns ``(s0, node_logit, edge_logit[s0], eid,
+        lca_logits[eid], aux_node, aux_edge)`` with ``eid`` indexing ``s0`` (the pairs that survived)."""
+        n, b = x.shape[0], n_pv.shape[0]
+        s0 = _nonzero(candidate_mask(f, g, n, self.max_dz, self.max_theta, self.k_nearest))
+        g0 = g[:, s0]
         net = self.net
-        v0, e0, u0 = net.encode(x, g0, batch, n_pv)
+        v0 = net.enc_v(node_inputs(x))
+        e0 = net.enc_e(edge_inputs_from_features(f[s0]))
+        u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b)))
         v, e, u = v0, e0, u0
-        eid = torch.arange(e_all, device=x.device)
+        eid = _arange_like(s0)
         w = None
         aux_node, aux_edge = [], []
-        node_logit = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        edge_logit_full = torch.full((e_all,), -8.0, dtype=x.dtype, device=x.device)
+        node_logit = torch.zeros_like(x[:, 0])
+        edge_logit = torch.full_like(s0, 0, dtype=x.dtype) - 8.0
         nb = len(net.blocks)
         for i, blk in enumerate(net.blocks):
             gi = g0[:, eid]
@@ -346,25 +471,46 @@ class DFEIFused(nn.Module):
             aux_edge.append((el, gi))
             node_logit = nl
             if i == nb - 1:
-                edge_logit_full = edge_logit_full.index_put((eid,), el)
+                edge_logit = edge_logit.scatter(0, eid, el)
                 break
             # pruning before the next block
             wn, we = torch.sigmoid(nl), torch.sigmoid(el)
             keep = torch.ones_like(we, dtype=torch.bool)
             if self.prune in ("cut", "both"):
-                keep &= (we.detach() > self.edge_cut) & (wn.detach()[gi[0]] > self.node_cut) & \
+                keep = keep & (we.detach() > self.edge_cut) & (wn.detach()[gi[0]] > self.node_cut) & \
                     (wn.detach()[gi[1]] > self.node_cut)
             if self.prune in ("topk", "both"):
-                keep &= _topk_per_receiver(we.detach(), gi[1], self.k_edges)
-            sel = torch.nonzero(keep).view(-1)
+                keep = keep & (rank_per_receiver(we.detach(), gi[1], n) < self.k_edges)
+            sel = _nonzero(keep)
             eid, e, w = eid[sel], e[sel], we[sel]
-        gl = g0[:, eid]
+        return s0, node_logit, edge_logit, eid, net.edge_dec(e), aux_node, aux_edge
+
+    def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
+                pair_label: Callable[[Tensor], Tensor] | None = None):
+        """Batched forward (dictionary of the module docstring; ``pair_index`` = the candidate pairs),
+        or the tensor-only call ``(x, edge_index, edge_attr, u)`` of the class docstring."""
+        if batch.dim() == 2:
+            return self.forward_tensors(x, batch, n_pv, y_node)
+        g, f = _full_graph(x, batch)
+        s0, node_logit, edge_logit, eid, lg, aux_node, aux_edge = self._blocks(x, g, f, batch, n_pv.view(-1))
+        e_all = s0.shape[0]
         lca_logits = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).repeat(e_all, 1)
+        lca_logits = lca_logits.index_put((eid,), lg)
         lca_mask = torch.zeros(e_all, dtype=torch.bool, device=x.device)
-        if eid.numel():
-            lca_logits = lca_logits.index_put((eid,), net.edge_dec(e))
-            lca_mask[eid] = True
+        lca_mask[eid] = True
         # outputs at the working point: pairs below the last edge cut count as pruned
-        return {"node_logit": node_logit, "pair_index": g0, "edge_logit": edge_logit_full,
+        return {"node_logit": node_logit, "pair_index": g[:, s0], "edge_logit": edge_logit,
                 "lca_logits": lca_logits, "lca_mask": lca_mask, "aux_node": aux_node, "aux_edge": aux_edge,
-                "graph_edges": gl.shape[1]}
+                "graph_edges": int(eid.numel())}
+
+    def forward_tensors(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
+                        u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Tensor-only forward of one event (class docstring): ``(node_logit, edge_logit, lca_logits)``."""
+        s0, node_logit, edge_logit, eid, lg, _, _ = self._blocks(x, edge_index, edge_attr, _single_event(x), u[:, 0])
+        e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s0, edge_logit)
+        lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
+        idx = s0[eid].view(-1, 1).expand(-1, 4)
+        return node_logit, e_full, lca_full.scatter(0, idx, lg)
+
+
+DFEIFused.__doc__ = (DFEIFused.__doc__ or "") + _TENSOR_DOC

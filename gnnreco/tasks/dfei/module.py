@@ -117,6 +117,44 @@ class DFEIModule(GraphTaskModule):
 
         return make_plots(self._test, self._examples, out_dir)
 
+    # ------------------------------------------------------------------ export
+    #: inputs of the tensor-only ``net(x, edge_index, edge_attr, u)`` (one event; see
+    #: :class:`~gnnreco.tasks.dfei.model.DFEIChain`)
+    export_input_names: tuple[str, ...] = ("x", "edge_index", "edge_attr", "u")
+    #: outputs, aligned with the inputs: ``node_logit [N]``, ``edge_logit [E]``, ``lca_logits [E, 4]``
+    export_output_names: tuple[str, ...] = ("node_logit", "edge_logit", "lca_logits")
+    #: formats: both (the forward uses nonzero/index selection and scatter, no data-dependent Python)
+    export_formats: tuple[str, ...] = ("torchscript", "onnx")
+    #: ONNX dynamic axes: the number of particles N and of pairs E vary, ``u`` is ``[1, 1]``
+    export_dynamic_axes: dict[str, dict[int, str]] = {
+        "x": {0: "n_particles"}, "edge_index": {1: "n_pairs"}, "edge_attr": {0: "n_pairs"},
+        "node_logit": {0: "n_particles"}, "edge_logit": {0: "n_pairs"}, "lca_logits": {0: "n_pairs"},
+    }
+
+    def export_inputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Example inputs of the tensor-only network forward, built from the **first event** of ``batch``.
+
+        Returns ``(x [N, 13] float32, edge_index [2, N(N-1)] long, edge_attr [E, 4] float32,
+        u [1, 1] float32)``: the stored node features, every ordered pair of particles sorted by source
+        then target (:func:`gnnreco.graph.fully_connected_graph`), the DFEI pair features
+        (:func:`gnnreco.tasks.dfei.data.edge_features`) and the number of reconstructed PVs. A C++ caller
+        builds the same four tensors per event; the exported program does node pruning, edge pruning
+        and LCA classification inside and returns logits for every input pair.
+        """
+        from gnnreco.graph import fully_connected_graph
+        from gnnreco.tasks.dfei.data import edge_features
+
+        ptr = getattr(batch, "ptr", None)
+        n = int(ptr[1]) if ptr is not None and ptr.numel() > 1 else int(batch.x.shape[0])
+        x = batch.x[:n].float()
+        ei = fully_connected_graph(num_nodes=n, device=x.device)
+        u = batch.n_pv.view(-1)[:1].float().view(1, 1)
+        return x, ei, edge_features(x, ei), u
+
+    def export_manifest(self) -> dict[str, Any]:
+        """Task metadata of the export manifest beyond gnnreco.export's standard DFEI sections."""
+        return {"task": "dfei", "design": type(self.net).__name__}
+
     def reconstruct(self, batch: Any, out: dict) -> list[dict]:
         from gnnreco.tasks.dfei.reco import reconstruct_decay
 

@@ -1,0 +1,125 @@
+"""Tensor-only DFEI forward ``net(x, edge_index, edge_attr, u)``: agreement with the batched forward and
+TorchScript / ONNX programs that stay correct for events of another size."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from gnnreco.graph import fully_connected_graph
+from gnnreco.sim.lhcb import generate_event
+from gnnreco.tasks.dfei.data import edge_features, process_event
+from gnnreco.tasks.dfei.model import DFEIChain, DFEIFused, rank_per_receiver
+
+
+def _event(seed, nu=1.0):
+    ev = process_event(generate_event(seed, backend="toy", nu=nu, toy_tracks_per_collision=12.0))
+    x = torch.as_tensor(ev["x"])
+    n = x.shape[0]
+    ei = fully_connected_graph(num_nodes=n)
+    return x, ei, edge_features(x, ei), torch.tensor([[float(ev["n_pv"][0])]])
+
+
+def _nets():
+    """Random-weight networks whose cuts sit at the median scores of one event, so that every stage
+    prunes part of its input."""
+    torch.manual_seed(3)
+    chain = DFEIChain(hidden=16, np_blocks=1, ep_blocks=1, lca_blocks=2, np_cut=0.0, ep_cut=0.0, k_nearest=4).eval()
+    fused = DFEIFused(hidden=16, n_blocks=3, prune="both", node_cut=0.0, edge_cut=0.0, k_edges=3, k_nearest=6).eval()
+    x, ei, ea, u = _event(11)
+    with torch.no_grad():
+        chain.np_cut = float(torch.sigmoid(chain(x, ei, ea, u)[0]).median())
+        el = chain(x, ei, ea, u)[1]
+        chain.ep_cut = float(torch.sigmoid(el[el > -8.0]).median())
+        # the first block's weights decide the first pruning: cut at their 20% quantiles
+        out = fused(x, torch.zeros(x.shape[0], dtype=torch.long), u.view(-1).long())
+    nl0, (el0, _) = out["aux_node"][0][0], out["aux_edge"][0]
+    fused.node_cut = float(torch.sigmoid(nl0).quantile(0.2))
+    fused.edge_cut = float(torch.sigmoid(el0).quantile(0.2))
+    return [chain, fused]
+
+
+def _scatter_eager(out, ei, n_edges):
+    """Batched-forward outputs placed on the rows of ``ei`` (pairs it did not return: pruned values)."""
+    n = int(ei.max()) + 1 if ei.numel() else 1
+    key = {int(k): r for r, k in enumerate((ei[0] * n + ei[1]).tolist())}
+    e = torch.full((n_edges,), -8.0)
+    lca = torch.tensor([8.0, -8.0, -8.0, -8.0]).repeat(n_edges, 1)
+    pi = out["pair_index"]
+    rows = torch.tensor([key[int(k)] for k in (pi[0] * n + pi[1]).tolist()], dtype=torch.long)
+    keep = out["lca_mask"]
+    if rows.numel():
+        e[rows] = out["edge_logit"]
+        lca[rows[keep]] = out["lca_logits"][keep]
+    return e, lca
+
+
+def test_rank_per_receiver_matches_sorting():
+    g = torch.Generator().manual_seed(0)
+    score = torch.rand(200, generator=g)
+    recv = torch.randint(0, 9, (200,), generator=g)
+    rank = rank_per_receiver(score, recv, 9)
+    for r in range(9):
+        m = recv == r
+        expect = torch.argsort(torch.argsort(score[m], descending=True))
+        assert torch.equal(rank[m], expect)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_tensor_forward_equals_batched(k):
+    net = _nets()[k]
+    x, ei, ea, u = _event(11)
+    with torch.no_grad():
+        nl, el, ll = net(x, ei, ea, u)
+        out = net(x, torch.zeros(x.shape[0], dtype=torch.long), u.view(-1).long())
+    assert nl.shape == (x.shape[0],) and el.shape == (ei.shape[1],) and ll.shape == (ei.shape[1], 4)
+    torch.testing.assert_close(nl, out["node_logit"], atol=1e-5, rtol=1e-4)
+    if isinstance(net, DFEIChain):
+        e, lca = _scatter_eager(out, ei, ei.shape[1])
+        torch.testing.assert_close(el, e, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(ll, lca, atol=1e-5, rtol=1e-4)
+    else:
+        e, lca = _scatter_eager(out, ei, ei.shape[1])
+        torch.testing.assert_close(ll, lca, atol=1e-5, rtol=1e-4)
+    # some pruning happened, and some pairs reached the LCA stage
+    assert bool((ll[:, 0] == 8.0).any()) and bool((ll[:, 0] != 8.0).any())
+
+
+def test_tensor_forward_empty_event():
+    for net in _nets():
+        x = torch.zeros(0, 13)
+        ei = torch.zeros(2, 0, dtype=torch.long)
+        with torch.no_grad():
+            nl, el, ll = net(x, ei, torch.zeros(0, 4), torch.ones(1, 1))
+        assert nl.shape == (0,) and el.shape == (0,) and ll.shape == (0, 4)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_torchscript_and_onnx_dynamic_sizes(k, tmp_path):
+    net = _nets()[k]
+    ex = _event(21, nu=0.6)
+    other = _event(5, nu=2.0)
+    assert other[0].shape[0] != ex[0].shape[0]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = net(*other)
+        traced = torch.jit.trace(net, ex, check_trace=False, strict=False)
+        got = traced(*other)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "dfei.onnx"
+    names = ["x", "edge_index", "edge_attr", "u"]
+    outs = ["node_logit", "edge_logit", "lca_logits"]
+    axes = {"x": {0: "N"}, "edge_index": {1: "E"}, "edge_attr": {0: "E"}, "node_logit": {0: "N"},
+            "edge_logit": {0: "E"}, "lca_logits": {0: "E"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, ex, str(path), input_names=names, output_names=outs, opset_version=17,
+                          dynamo=False, dynamic_axes=axes)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    res = sess.run(None, {n: t.numpy() for n, t in zip(names, other)})
+    for a, b in zip(ref, res):
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-4, rtol=1e-4)
