@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gnnreco.cli.common import (
     build_datamodule,
@@ -79,6 +79,20 @@ def _relaunch_argv() -> Iterator[None]:
         sys.argv = saved
 
 
+def _cpu_safe_trainer_config(tcfg: DictConfig) -> DictConfig:
+    """``trainer=ddp`` on CPU: torch's SyncBatchNorm only runs on GPU modules, so it is switched off.
+
+    The change is logged (the CPU processes then keep per-process batch-norm statistics).
+    """
+    if tcfg.get("sync_batchnorm") and str(tcfg.get("accelerator", "")).lower() == "cpu":
+        log.warning("trainer.sync_batchnorm=true needs GPU modules (torch SyncBatchNorm); "
+                    "running trainer.accelerator=cpu with sync_batchnorm=false")
+        tcfg = tcfg.copy()
+        with open_dict(tcfg):
+            tcfg.sync_batchnorm = False
+    return tcfg
+
+
 def _describe_environment(trainer) -> None:
     env = getattr(trainer, "_accelerator_connector", None)
     env = getattr(env, "cluster_environment", None)
@@ -103,7 +117,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg)
     callbacks = instantiate_dict_of(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(_cpu_safe_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False)
 
     _describe_environment(trainer)
 

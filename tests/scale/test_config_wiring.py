@@ -129,3 +129,13 @@ def test_slurm_requeue_signal_is_lightnings(monkeypatch):
     env = trainer._accelerator_connector.cluster_environment
     assert isinstance(env, SLURMEnvironment)
     assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+
+
+def test_ddp_on_cpu_turns_sync_batchnorm_off():
+    """torch's SyncBatchNorm refuses CPU modules: ``trainer=ddp trainer.accelerator=cpu`` must still run."""
+    cfg = compose_raw("train", TOY + ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
+    assert cfg.trainer.sync_batchnorm is True
+    safe = train_cli._cpu_safe_trainer_config(cfg.trainer)
+    assert safe.sync_batchnorm is False and cfg.trainer.sync_batchnorm is True
+    gpu = compose_raw("train", TOY + ["trainer=ddp"])
+    assert train_cli._cpu_safe_trainer_config(gpu.trainer).sync_batchnorm is True
