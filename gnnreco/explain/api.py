@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from gnnreco.explain.propagate import Message, Tape, lrp_session
 from gnnreco.explain.rules import RuleSet, load_rule_set
 
-__all__ = ["Explanation", "Adapter", "explain", "conservation", "adapter_for", "CALO_TARGETS"]
+__all__ = ["Explanation", "Adapter", "explain", "conservation", "adapter_for", "cast_network", "explain_chain", "CALO_TARGETS"]
 
 
 @dataclass
@@ -63,10 +63,10 @@ class Explanation:
     @property
     def input_relevance(self) -> float:
         """:math:`\\sum R_{in}` over all explained inputs."""
-        tot = float(self.node_relevance.sum())
+        tot = float(self.node_relevance.double().sum())
         if self.edge_attr_relevance is not None:
-            tot += float(self.edge_attr_relevance.sum())
-        return tot + sum(float(t.sum()) for t in self.extra_inputs.values())
+            tot += float(self.edge_attr_relevance.double().sum())
+        return tot + sum(float(t.double().sum()) for t in self.extra_inputs.values())
 
     @property
     def residual(self) -> float:
@@ -242,6 +242,31 @@ def _dfei_select(model, out, captured, target):
     return t[i, k], None
 
 
+_DFEI_PIPE_OUT = {"lca": "lca_logits", "edge": "edge_logit", "node": "node_logit"}
+
+
+def _dfei_pipeline_select(model, out, captured, target):
+    kind = str(target[0])
+    if kind not in _DFEI_PIPE_OUT:
+        raise ValueError(f"explain(dfei {type(model).__name__}): target kind {kind!r}; expected one of "
+                         f"{sorted(_DFEI_PIPE_OUT)} as ('lca', pair, class), ('edge', pair) or ('node', particle)")
+    i = int(target[1])
+    t = out[_DFEI_PIPE_OUT[kind]]
+    if not 0 <= i < t.shape[0]:
+        raise IndexError(f"explain(dfei): {kind} index {i} out of range for {t.shape[0]} "
+                         f"{'particles' if kind == 'node' else 'pairs'}")
+    if kind == "lca":
+        if not bool(out["lca_mask"][i]):
+            raise ValueError(f"explain(dfei): pair {i} {tuple(out['pair_index'][:, i].tolist())} was pruned before "
+                             "the LCA stage (its LCA logits are the fixed 'pruned' constants); explain its "
+                             "('edge', pair) or ('node', particle) decision instead")
+        y = t[i, int(target[2]) if len(target) > 2 else 0]
+    else:
+        y = t[i]
+    captured["_pair_index"] = out["pair_index"]
+    return y.reshape(()), None
+
+
 def adapter_for(model: nn.Module) -> Adapter:
     """The task adapter for ``model`` (by type); a generic one for other tensor-output models."""
     name = type(model).__name__
@@ -259,17 +284,61 @@ def adapter_for(model: nn.Module) -> Adapter:
         return Adapter("dfei", lambda b: _as_tuple(b, [("x",), ("edge_index",), ("batch",), ("n_pv",)],
                                                    [False, False, False, False]),
                        _dfei_select, edge_index_arg=1)
+    if name in ("DFEIChain", "DFEIFused"):
+        return Adapter("dfei_pipeline", lambda b: _as_tuple(b, [("x",), ("batch",), ("n_pv",)], [False, False, False]),
+                       _dfei_pipeline_select)
     return Adapter("generic", lambda b: tuple(b) if isinstance(b, (tuple, list)) else (b,), _generic_select)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The network inside a Lightning module (``.net``), or the model itself."""
     net = getattr(model, "net", None)
-    return net if isinstance(net, nn.Module) and not isinstance(model, nn.Sequential) else model
+    if not isinstance(net, nn.Module) or isinstance(model, nn.Sequential):
+        return model
+    # a Lightning module, or a plain holder without its own forward; not a network with a ``.net`` part
+    wrapper = hasattr(model, "training_step") or type(model).forward is nn.Module.forward
+    return net if wrapper else model
+
+
+_CAST_CACHE: dict[tuple[int, torch.dtype], tuple[Any, tuple, nn.Module]] = {}
+
+
+def _state_version(net: nn.Module) -> tuple:
+    return tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
+
+
+def _compute_dtype(net: nn.Module, precision: str | torch.dtype | None) -> torch.dtype | None:
+    """The dtype to propagate in, or None for the model's own."""
+    if precision is None or precision == "native":
+        return None
+    dt = precision if isinstance(precision, torch.dtype) else {"float64": torch.float64, "double": torch.float64,
+                                                               "float32": torch.float32}.get(str(precision))
+    if dt is None:
+        raise ValueError(f"explain: precision={precision!r}; expected 'float64', 'float32', 'native' or a torch dtype")
+    p = next((t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()), None)
+    return None if p is None or p.dtype == dt else dt
+
+
+def cast_network(net: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``net`` with floating parameters and buffers in ``dtype`` (cached per network and dtype;
+    the cache entry is rebuilt when any parameter or buffer of ``net`` changed in place)."""
+    import copy
+    import weakref
+
+    key = (id(net), dtype)
+    ver = _state_version(net)
+    hit = _CAST_CACHE.get(key)
+    if hit is not None and hit[0]() is net and hit[1] == ver:
+        return hit[2]
+    twin = copy.deepcopy(net).to(dtype).eval()
+    for k in [k for k, v in _CAST_CACHE.items() if v[0]() is None]:
+        del _CAST_CACHE[k]
+    _CAST_CACHE[key] = (weakref.ref(net), ver, twin)
+    return twin
 
 
 def explain(model: nn.Module, inputs: Any, target: Any, rules: RuleSet | Mapping | str | None = None,
-            adapter: Adapter | None = None) -> Explanation:
+            adapter: Adapter | None = None, precision: str | torch.dtype | None = "float64") -> Explanation:
     """Explain one output of ``model`` on ``inputs`` with LRP.
 
     Args:
@@ -279,6 +348,11 @@ def explain(model: nn.Module, inputs: Any, target: Any, rules: RuleSet | Mapping
         target: which output to explain (per task, see the module docstring).
         rules: rule set (:class:`RuleSet`, mapping, YAML path or packaged name); default LRP-ε.
         adapter: override the task adapter.
+        precision: dtype the relevance is propagated in: ``"float64"`` (default) runs the explanation on a
+            float64 copy of a float32 network (cached), so that conservation holds to round-off even where
+            LRP-ε at ε → 0 lets single relevance shares grow to 10⁴–10⁶ × :math:`R_{out}` and cancel
+            (float32 round-off alone then leaves residuals of 1e-3); ``"native"`` (or None) uses the
+            model's own dtype — faster and half the memory. Relevance is returned in the dtype used.
 
     Returns:
         The :class:`Explanation` of the chosen output.
@@ -291,6 +365,10 @@ def explain(model: nn.Module, inputs: Any, target: Any, rules: RuleSet | Mapping
     adapter = adapter or adapter_for(net)
     rule_set = load_rule_set(rules)
     args = list(adapter.inputs(inputs))
+    dt = _compute_dtype(net, precision)
+    if dt is not None:
+        net = cast_network(net, dt)
+        args = [a.to(dt) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args]
     leaves: dict[int, Tensor] = {}
     for i, a in enumerate(args):
         if isinstance(a, Tensor) and a.is_floating_point():
@@ -315,7 +393,80 @@ def explain(model: nn.Module, inputs: Any, target: Any, rules: RuleSet | Mapping
             for h in handles:
                 h.remove()
         tape.finish()
+    if adapter.name == "dfei_pipeline":
+        return _collect_dfei_pipeline(tape, float(y.detach()), leaves, args, target, captured["_pair_index"])
     return _collect(tape, float(y.detach()), leaves, args, adapter, target, tnodes)
+
+
+def _rel(t: Tensor) -> Tensor:
+    return (t * t.grad).detach() if t.grad is not None else torch.zeros_like(t.detach())
+
+
+def _collect_dfei_pipeline(tape: Tape, y: float, leaves: dict[int, Tensor], args: list, target: Any,
+                           pair_index: Tensor) -> Explanation:
+    """Relevance of a DFEI pipeline output on the event's particles and pairs.
+
+    ``node_relevance [N, 11]``: the particle inputs; ``edge_attr_relevance [E, 5]``: the pair inputs on
+    the pair list they were computed for (``edge_index``: the event's full pair graph for
+    :class:`DFEIChain`, the candidate pairs for :class:`DFEIFused`); ``extra_inputs["global"]``: the event
+    inputs of every stage, stacked.
+    """
+    totals = tape.ledger.totals()
+    absorbed = {k: v for k, v in totals.items() if k != "input"}
+    n = args[0].shape[0]
+    recorded = tape.tensors.get("dfei_inputs", [])
+    graph = tape.tensors.get("dfei_graph")
+    node = edge = edge_index = None
+    extra: dict[str, Tensor] = {}
+    glob = []
+    for k, (kind, leaf) in enumerate(recorded):  # type: ignore[misc]
+        r = _rel(leaf)
+        if kind == "node" and node is None and r.shape[0] == n:
+            node = r
+        elif kind == "edge" and edge is None and graph is not None and r.shape[0] == graph.shape[1]:
+            edge, edge_index = r, graph
+        elif kind == "edge" and edge is None and r.shape[0] == pair_index.shape[1]:
+            edge, edge_index = r, pair_index
+        elif kind == "global":
+            glob.append(r)
+        else:
+            extra[f"{kind}_inputs_{k}"] = r
+    if node is None:
+        raise RuntimeError("explain(dfei): the particle inputs of the model were not recorded; the DFEI model's "
+                           "forward no longer calls gnnreco.tasks.dfei.model.node_inputs on the whole event")
+    if glob:
+        extra["global"] = torch.cat(glob, 0)
+    for i, t in leaves.items():  # raw inputs besides the encodings (should carry none)
+        r = _rel(t)
+        if float(r.abs().sum()) > 0:
+            extra[f"arg{i}"] = r
+    kind, i = str(target[0]), int(target[1])
+    tnodes = torch.tensor([i]) if kind == "node" else pair_index[:, i].detach()
+    return Explanation(output=y, node_relevance=node, messages=tape.messages, absorbed=absorbed,
+                       edge_attr_relevance=edge, extra_inputs=extra, target_nodes=tnodes,
+                       edge_index=None if edge_index is None else edge_index.detach())
+
+
+def explain_chain(model: nn.Module, inputs: Any, pair: int, lca_class: int, **kwargs: Any) -> dict[str, Any]:
+    """Explain one DFEI LCA decision together with the pruning decisions that let its pair through.
+
+    The pruning cuts are hard selections, so no relevance flows across them; the chain is explained stage
+    by stage: the LCA logit of ``pair`` (class ``lca_class``), the edge-pruning logit of the same pair
+    (why it survived edge pruning) and the node-pruning logits of its two particles (why they survived
+    node pruning). ``kwargs`` go to :func:`explain`.
+
+    Returns:
+        ``{"lca": Explanation, "edge_pruning": Explanation, "node_pruning": [Explanation, Explanation],
+        "pair": (i, j)}`` (``edge_pruning`` is None for :class:`DFEIFused`, which has no separate stage).
+    """
+    net = _unwrap(model)
+    if type(net).__name__ not in ("DFEIChain", "DFEIFused"):
+        raise TypeError(f"explain_chain: expected a DFEIChain or DFEIFused, got {type(net).__name__}")
+    lca = explain(net, inputs, ("lca", pair, lca_class), **kwargs)
+    i, j = (int(t) for t in lca.target_nodes)
+    edge = explain(net, inputs, ("edge", pair), **kwargs) if type(net).__name__ == "DFEIChain" else None
+    nodes = [explain(net, inputs, ("node", k), **kwargs) for k in (i, j)]
+    return {"lca": lca, "edge_pruning": edge, "node_pruning": nodes, "pair": (i, j)}
 
 
 def _collect(tape: Tape, y: float, leaves: dict[int, Tensor], args: list, adapter: Adapter, target: Any,

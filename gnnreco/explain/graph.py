@@ -141,10 +141,13 @@ def _interaction_block_forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -
 
 
 # --------------------------------------------------------------------------- GravNet
-def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor, anchor: Tensor | None = None) -> tuple[Tensor, Tensor]:
     from gnnreco.tasks.calo.model import knn_edges
 
     s = self.lin_s(h).detach()  # graph-building path: weights only
+    if anchor is not None:  # physical anchor of the first coordinates (graph building only)
+        a = anchor.shape[1]
+        s = torch.cat([s[:, :a] + anchor.detach(), s[:, a:]], dim=1)
     f = torch.relu(self.lin_f(h))  # relu's gradient is y/x: the ratio rule
     e = knn_edges(s, self.k, batch, self.knn_impl)
     i, j = e[0], e[1]
@@ -153,6 +156,8 @@ def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor) -> tuple[Tensor,
         sigma = F.softplus(self.lin_sigma(h).detach()).squeeze(-1) + 0.05
         d2 = d2 / sigma[i] ** 2
     w = torch.exp(-10.0 * d2).detach()
+    if getattr(self, "knn_impl", None) == "dense":  # the export kNN may reach into another event
+        w = w * (batch[i] == batch[j]).to(w.dtype)
     msg = f[j] * w[:, None]
     agg = lrp_multi_aggregate(msg, i, h.shape[0], ("mean", "max"), "knn", j)
     if self.subtract_self:
@@ -180,9 +185,11 @@ def _gravnet_conv_forward(self, x, batch=None):
 
 
 # --------------------------------------------------------------------------- MLPF
-def _mlpf_gravnet_forward(self, h: Tensor, mask: Tensor) -> Tensor:
+def _mlpf_gravnet_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
     B, N, _ = h.shape
     s, f = self.lin_s(h).detach(), self.lin_f(h)
+    if getattr(self, "geo_scale", None) is not None and geo is not None:  # geometric prior: graph building only
+        s = torch.cat([s, (self.geo_scale * geo).detach()], -1)
     d2 = (s.unsqueeze(2) - s.unsqueeze(1)).pow(2).sum(-1)
     d2 = d2.masked_fill(~mask.unsqueeze(1), 1e9)
     k = min(self.k, N)
@@ -242,12 +249,14 @@ def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, p
     return make
 
 
-def _lsh_layer_forward(self, h: Tensor, mask: Tensor) -> Tensor:
+def _lsh_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
     from gnnreco.tasks.pflow.model import lsh_bins
 
     B, N, W = h.shape
     S = self.bin_size
     d = self.ffn_dist(h).detach()
+    if getattr(self, "geo_scale", None) is not None and geo is not None:  # geometric prior: binning only
+        d = torch.cat([d, (self.geo_scale * geo).detach()], -1)
     perm = lsh_bins(d, mask, self.codebook, S)
     hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
     ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
@@ -270,6 +279,14 @@ def _lsh_layer_forward(self, h: Tensor, mask: Tensor) -> Tensor:
     return self.norm(h + out) * mask.unsqueeze(-1).to(h.dtype)
 
 
+def _calo_position(X: Tensor) -> Tensor | None:
+    try:
+        from gnnreco.tasks.pflow.model import calo_position
+    except ImportError:  # older pflow models without the geometric prior
+        return None
+    return calo_position(X).detach()
+
+
 def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
     from gnnreco.tasks.pflow.model import decode_momentum, encode_elements, pad_to_multiple
 
@@ -284,12 +301,13 @@ def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
         e = tape.ledger.leaf("input", e)
         tape.tensors["encoded_inputs"] = e
     mf = mask.unsqueeze(-1).to(X.dtype)
+    geo = _calo_position(X)  # enters graph building (distance spaces) only
     h_id = self.embed_id(e) * mf
     for layer in self.layers_id:
-        h_id = layer(h_id, mask)
+        h_id = layer(h_id, mask, geo)
     h_reg = self.embed_reg(e) * mf
     for layer in self.layers_reg:
-        h_reg = layer(h_reg, mask)
+        h_reg = layer(h_reg, mask, geo)
     z = torch.cat([e, h_id], -1)
     binary, pid, charge = self.head_binary(z), self.head_pid(z), self.head_charge(z)
     probs = torch.softmax(pid, -1)
@@ -328,11 +346,12 @@ def _dfei_encode(self, x, edge_index, batch, n_pv):
     counts = torch.bincount(batch, minlength=b)
     vin, ein, uin = node_inputs(x), edge_inputs(x, edge_index), _global_inputs(n_pv, counts).to(x.dtype)
     tape = current_tape()
-    if tape is not None:  # explain the engineered node / pair / event inputs
+    if tape is not None:  # explain the engineered node / pair / event inputs (per stage network in a chain)
         vin = tape.ledger.leaf("input", vin)
         ein = tape.ledger.leaf("input", ein)
         uin = tape.ledger.leaf("input", uin)
-        tape.tensors.update(encoded_inputs=vin, encoded_edge_inputs=ein, encoded_global_inputs=uin)
+        for key, t in (("encoded_inputs", vin), ("encoded_edge_inputs", ein), ("encoded_global_inputs", uin)):
+            tape.tensors[tape.scoped(key)] = t
     return self.enc_v(vin), self.enc_e(ein), self.enc_u(uin)
 
 
@@ -344,6 +363,126 @@ def _dfei_epd_forward(self, x, edge_index, batch, n_pv):
     nv = self.node_dec(v) if self.node_dec is not None else None
     ne = self.edge_dec(e) if self.edge_dec is not None else None
     return nv, ne
+
+
+_DFEI_INPUT_FNS = (("node_inputs", "node"), ("edge_inputs", "edge"), ("edge_inputs_from_features", "edge"),
+                   ("_global_inputs", "global"))
+
+
+def _dfei_pipeline_forward(self, x, batch, n_pv, y_node=None, pair_label=None):
+    """DFEIChain / DFEIFused in eval mode: the model's own forward, with its engineered inputs (particle,
+    pair and event inputs of :mod:`gnnreco.tasks.dfei.model`) made explanation leaves.
+
+    The pruning cuts are hard selections of particles and pairs (held fixed, like a graph builder);
+    between them every stage gathers from the same input tensors, so the relevance of any output —
+    node-pruning logit, edge-pruning logit or LCA logit — lands on the event's own particles and pairs.
+    Block weights that gate message passing (DFEIFused) are held constant by the GN block's LRP forward.
+    """
+    import gnnreco.tasks.dfei.model as dm
+
+    if self.training:
+        raise RuntimeError("LRP explains DFEI pipelines in eval mode only")
+    tape = current_tape()
+    if tape is None:
+        return type(self).forward(self, x, batch, n_pv, y_node, pair_label)
+    dtype = next(self.parameters()).dtype
+    saved = {}
+
+    def wrap(fn, kind):
+        def inner(*args, **kwargs):
+            out = fn(*args, **kwargs).to(dtype)
+            leaf = tape.ledger.leaf("input", out)
+            tape.tensors.setdefault("dfei_inputs", []).append((kind, leaf))  # type: ignore[union-attr]
+            return leaf
+        return inner
+
+    def full_graph(fn):
+        def inner(*args, **kwargs):
+            g, f = fn(*args, **kwargs)
+            tape.tensors["dfei_graph"] = g
+            return g, f
+        return inner
+
+    for name, kind in _DFEI_INPUT_FNS:
+        if hasattr(dm, name):
+            saved[name] = getattr(dm, name)
+            setattr(dm, name, wrap(saved[name], kind))
+    if hasattr(dm, "_full_graph"):
+        saved["_full_graph"] = dm._full_graph
+        dm._full_graph = full_graph(saved["_full_graph"])
+    try:
+        return type(self).forward(self, x, batch, n_pv, y_node, pair_label)
+    finally:
+        for name, fn in saved.items():
+            setattr(dm, name, fn)
+
+
+# --------------------------------------------------------------------------- transformer (AttnLRP / CP-LRP)
+def _transformer_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
+    r"""Pre-norm transformer layer with the attention weights held constant.
+
+    :math:`a_i = \sum_j A_{ij} v_j` with :math:`A = \mathrm{softmax}(q k^\top/\sqrt d + \text{mask})` treated
+    as a constant (CP-LRP, Ali et al. 2022; the value path of AttnLRP, Achtibat et al. 2024): relevance
+    flows from :math:`a_i` to the values :math:`v_j` in proportion to :math:`A_{ij} v_{jf}` (LRP-0 on a
+    linear map, conservative), none flows through the query/key path. LayerNorms take their rule from the
+    rule set (default: σ frozen, the LN rule of both papers). The messages :math:`j \to i` of the attention
+    graph are recorded with their relevance summed over heads and features.
+    """
+    import math
+
+    B, N, W = h.shape
+    H = self.heads
+    d = W // H
+    q, k, v = self.qkv(self.ln1(h)).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
+    scores = (q.detach() @ k.detach().transpose(-1, -2)) / math.sqrt(d)
+    scores = scores.masked_fill(~mask[:, None, None, :].to(torch.bool), float("-inf"))
+    att = torch.softmax(scores, -1).detach()
+    a = att @ v
+    tape = current_tape()
+    if tape is not None and a.requires_grad:
+        a.retain_grad()
+        tape.lazy.append(_attention_message(tape.scoped("attention"), a, v.detach(), att, mask))
+    h = h + self.out(a.transpose(1, 2).reshape(B, N, W))
+    h = h + self.ffn(self.ln2(h))
+    return h * mask.unsqueeze(-1).to(h.dtype)
+
+
+ATTENTION_DENSE_LIMIT = 1 << 22  # record every (i, j) of the attention graph up to this many pairs
+
+
+def _attention_message(name: str, a: Tensor, v: Tensor, att: Tensor, mask: Tensor, topk: int = 64):
+    r"""Relevance of the attention messages j → i: :math:`R_{ji} = \sum_{h,f} A_{hij} v_{hjf} g_{hif}`.
+
+    Events with more than :data:`ATTENTION_DENSE_LIMIT` real pairs keep the ``topk`` sources of largest
+    :math:`|R_{ji}|` per target (the node relevance is exact either way; only the recorded graph is cut).
+    """
+
+    def make() -> Message:
+        B, H, N, _ = att.shape
+        g = a.grad if a.grad is not None else torch.zeros_like(a)
+        rows, tgts, srcs = [], [], []
+        m = mask.to(torch.bool)
+        for b in range(B):
+            r = torch.zeros(N, N, dtype=a.dtype, device=a.device)
+            for hh in range(H):  # one head at a time: N x N memory, not H x N x N
+                r += att[b, hh] * (g[b, hh] @ v[b, hh].transpose(0, 1))
+            valid = m[b]
+            n_real = int(valid.sum())
+            if n_real * n_real <= ATTENTION_DENSE_LIMIT:
+                ii, jj = torch.nonzero(valid[:, None] & valid[None, :], as_tuple=True)
+            else:
+                kk = min(topk, N)
+                jj = torch.topk(r.abs().masked_fill(~valid[None, :], -1.0), kk, dim=1).indices
+                ii = torch.arange(N, device=r.device)[:, None].expand(N, kk)
+                keep = valid[ii] & valid[jj]
+                ii, jj = ii[keep], jj[keep]
+            rows.append(r[ii, jj])
+            tgts.append(ii + b * N)
+            srcs.append(jj + b * N)
+        rel = torch.cat(rows).detach().unsqueeze(-1)
+        return Message(name, rel, torch.cat(tgts), torch.cat(srcs), relevance=rel)
+
+    return make
 
 
 # --------------------------------------------------------------------------- registry
@@ -366,4 +505,7 @@ _LAZY.update({
     "gnnreco.tasks.pflow.model:MLPFNet": "_mlpf_net_forward",
     "gnnreco.tasks.dfei.model:GNBlock": "_gn_block_forward",
     "gnnreco.tasks.dfei.model:EncodeProcessDecode": "_dfei_epd_forward",
+    "gnnreco.tasks.dfei.model:DFEIChain": "_dfei_pipeline_forward",
+    "gnnreco.tasks.dfei.model:DFEIFused": "_dfei_pipeline_forward",
+    "gnnreco.tasks.pflow.model:TransformerLayer": "_transformer_layer_forward",
 })

@@ -26,10 +26,13 @@ Relevance that leaves the propagation (the share of biases, of :math:`\epsilon`,
 positions with zero input, of explicit sinks) is recorded by :class:`Ledger`, so the conservation check
 can return an exact residual.
 
-Element-wise layers (activations, Dropout in eval, LayerNorm/BatchNorm with the ``pass`` rule) use the
-ratio rule :math:`R_{in} = R_{out}` per element (gradient :math:`g_{in} = g_{out}\, y / x`).
-Normalisations can also use ``epsilon``: LayerNorm with its standard deviation frozen (Ali et al.
-2022) and BatchNorm in eval mode are then affine maps treated like a Linear layer.
+Element-wise layers (activations, Dropout in eval) use the ratio rule :math:`R_{in} = R_{out}` per element
+(gradient :math:`g_{in} = g_{out}\, y / x`). Normalisations use ``epsilon`` by default: LayerNorm with its
+standard deviation frozen (Ali et al. 2022; the LN rule of AttnLRP) and BatchNorm in eval mode are affine
+maps treated like a Linear layer, their shift :math:`\beta` taking its share as a bias. The ratio rule
+(``pass``) is still available for norms, but where :math:`x_i \approx 0` while :math:`y_i = \beta_i \ne 0` its
+gradient :math:`y/x` amplifies relevance by orders of magnitude (shares of 10⁴–10⁶ × :math:`R_{out}` that
+cancel), which float32 cannot carry.
 """
 
 from __future__ import annotations
@@ -105,14 +108,15 @@ class Ledger:
         bucket = self.absorbed.setdefault(kind, [])
 
         def hook(g: Tensor) -> None:
-            bucket.append((g * share).sum().detach())
+            bucket.append((g.double() * share.double()).sum().detach())
 
         out.register_hook(hook)
 
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for kind, ts in self.leaves.items():
-            out[kind] = float(sum(float((t.detach() * t.grad).sum()) for t in ts if t.grad is not None))
+            out[kind] = float(sum(float((t.detach().double() * t.grad.double()).sum()) for t in ts
+                                  if t.grad is not None))
         for kind, ts in self.absorbed.items():
             out[kind] = out.get(kind, 0.0) + float(sum(float(t) for t in ts))
         return out
@@ -338,7 +342,8 @@ def make_rule(spec: Rule | str | Mapping[str, Any]) -> Rule:
 
 
 # --------------------------------------------------------------------------- rule sets
-_DEFAULT_TYPES: dict[str, Any] = {"Linear": "epsilon", "activation": "pass", "norm": "pass", "passive": "pass"}
+# norms: affine with frozen statistics (the ratio rule y/x explodes where x ~ 0 but the norm's shift is not)
+_DEFAULT_TYPES: dict[str, Any] = {"Linear": "epsilon", "activation": "pass", "norm": "epsilon", "passive": "pass"}
 # graph-building projections: their outputs only set edge weights, so relevance does not flow through them
 _DEFAULT_PATTERNS: dict[str, Any] = {"*lin_s": "detach", "*lin_sigma": "detach", "*ffn_dist": "detach"}
 

@@ -232,11 +232,118 @@ def test_gravnet_conv_forward_and_conservation():
     assert nz <= srcs
 
 
-def test_transformer_backbone_is_refused():
-    from gnnreco.explain import UnsupportedLayerError
+def test_transformer_backbone_attention_held_constant():
     from gnnreco.tasks.pflow.model import MLPFNet
 
-    net = MLPFNet(backbone="transformer", width=8, n_layers=1, heads=2)
+    torch.manual_seed(0)
+    net = MLPFNet(backbone="transformer", width=8, n_layers=2, heads=2).double().eval()
     X, mask = _pflow_inputs()
-    with pytest.raises(UnsupportedLayerError, match="TransformerLayer"):
-        explain(net, (X.float(), mask), ("pid", 1, 1))
+    with torch.no_grad():
+        ref = net(X, mask)
+    with lrp_session(net, load_rule_set("epsilon")):
+        got = net(X, mask)
+    for a, b in zip(ref, got):  # the LRP forward (explicit softmax) equals scaled_dot_product_attention
+        torch.testing.assert_close(b.detach(), a)
+    ex = explain(net, (X, mask), ("pid", 2, 1), rules="zero")
+    assert conservation(ex)["relative"] < 1e-8
+    assert float(ex.node_relevance[~mask[0]].abs().sum()) == 0.0  # padded elements are never attended to
+    names = [m.name for m in ex.messages]
+    assert names == ["layers_id.0.attention", "layers_id.1.attention", "layers_reg.0.attention",
+                     "layers_reg.1.attention"]
+    n_real = int(mask.sum())
+    m0 = ex.messages[0]
+    assert m0.relevance.shape == (n_real * n_real, 1)
+    assert bool(mask[0][m0.source].all() and mask[0][m0.index].all())
+    # the last identification layer's messages into the explained element carry relevance; others' are 0
+    m1 = ex.messages[1]
+    assert float(m1.relevance[m1.index != 2].abs().sum()) == 0.0
+    assert float(m1.relevance[m1.index == 2].abs().sum()) > 0.0
+
+
+def test_transformer_attention_messages_topk_beyond_dense_limit(monkeypatch):
+    import gnnreco.explain.graph as graph
+    from gnnreco.tasks.pflow.model import MLPFNet
+
+    monkeypatch.setattr(graph, "ATTENTION_DENSE_LIMIT", 16)
+    torch.manual_seed(0)
+    net = MLPFNet(backbone="transformer", width=8, n_layers=1, heads=2).double().eval()
+    X, mask = _pflow_inputs()
+    ex = explain(net, (X, mask), ("pid", 2, 1))
+    n_real = int(mask.sum())
+    assert ex.messages[0].relevance.shape[0] == n_real * n_real  # k = 64 > N: all sources kept per target
+    assert conservation(ex)["relative"] < 1e-8
+
+
+@pytest.mark.parametrize("geo_scale", [0.0, 16.0])
+@pytest.mark.parametrize("backbone", ["gravnet", "gnn_lsh"])
+def test_mlpf_geometric_prior_forward_equal(backbone, geo_scale):
+    from gnnreco.tasks.pflow.model import MLPFNet
+
+    torch.manual_seed(0)
+    net = MLPFNet(backbone=backbone, width=12, n_layers=1, bin_size=8, k=4, distance_dim=6, prop_dim=6,
+                  geo_scale=geo_scale).double().eval()
+    X, mask = _pflow_inputs()
+    X[..., 2:5] = torch.randn(1, X.shape[1], 3, dtype=torch.double)
+    with torch.no_grad():
+        ref = net(X, mask)
+    with lrp_session(net, load_rule_set("epsilon")):
+        got = net(X, mask)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b.detach(), a)
+    assert conservation(explain(net, (X, mask), ("pid", 3, 2)))["relative"] < 1e-8
+
+
+def _dfei_pipelines():
+    from gnnreco.tasks.dfei.model import DFEIChain, DFEIFused
+
+    torch.manual_seed(1)
+    chain = DFEIChain(latent=8, hidden=12, np_cut=0.3, ep_cut=0.3, k_nearest=4).eval()
+    fused = DFEIFused(latent=8, hidden=12, n_blocks=3, node_cut=0.2, edge_cut=0.2).eval()
+    return [("chain", chain), ("fused", fused)]
+
+
+@pytest.mark.parametrize("name,model", _dfei_pipelines(), ids=["chain", "fused"])
+def test_dfei_pipeline_forward_and_conservation(name, model):
+    x, _, b, npv = _dfei_inputs(n=16)
+    with torch.no_grad():
+        ref = model(x, b, npv)
+    with lrp_session(model, load_rule_set("epsilon")):
+        got = model(x, b, npv)
+    for k in ("node_logit", "edge_logit", "lca_logits"):
+        torch.testing.assert_close(got[k].detach(), ref[k])
+    pairs = torch.nonzero(ref["lca_mask"]).view(-1)
+    assert pairs.numel() > 0, "test model prunes everything; change the cuts"
+    e = int(pairs[0])
+    for target in (("lca", e, 1), ("edge", e), ("node", int(ref["pair_index"][0, e]))):
+        for precision in ("float64", "native"):
+            ex = explain(model, (x, b, npv), target, precision=precision)
+            c = conservation(ex)
+            assert c["relative"] < 1e-4, (target, precision, c)
+            assert ex.node_relevance.shape == (16, 11)
+            assert ex.edge_attr_relevance.shape[0] == ex.edge_index.shape[1]
+            # relevance stays inside the explained pair's event (events never mix)
+            ev = int(b[ex.target_nodes[0]])
+            assert float(ex.node_relevance[b != ev].abs().sum()) == 0.0
+    pruned = torch.nonzero(~ref["lca_mask"]).view(-1)
+    if pruned.numel():
+        with pytest.raises(ValueError, match="pruned"):
+            explain(model, (x, b, npv), ("lca", int(pruned[0]), 1))
+
+
+def test_explain_chain_explains_each_stage():
+    from gnnreco.explain import explain_chain
+
+    model = _dfei_pipelines()[0][1]
+    x, _, b, npv = _dfei_inputs(n=16)
+    with torch.no_grad():
+        out = model(x, b, npv)
+    e = int(torch.nonzero(out["lca_mask"]).view(-1)[0])
+    ch = explain_chain(model, (x, b, npv), e, 1)
+    i, j = (int(t) for t in out["pair_index"][:, e])
+    assert ch["pair"] == (i, j)
+    assert ch["lca"].output == pytest.approx(float(out["lca_logits"][e, 1]), rel=1e-5)
+    assert ch["edge_pruning"].output == pytest.approx(float(out["edge_logit"][e]), rel=1e-5)
+    assert [n.output for n in ch["node_pruning"]] == pytest.approx(
+        [float(out["node_logit"][i]), float(out["node_logit"][j])], rel=1e-5)
+    with pytest.raises(TypeError, match="DFEIChain"):
+        explain_chain(torch.nn.Linear(2, 2), (torch.randn(1, 2),), 0, 0)

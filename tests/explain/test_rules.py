@@ -141,7 +141,8 @@ def test_agreement_with_captum():
         for mod in m:
             if hasattr(mod, "rule"):
                 del mod.rule
-        ours = torch.stack([explain(m, (x,), (i, 1), rules={"types": {"Linear": ours_rule}}).node_relevance[i]
+        ours = torch.stack([explain(m, (x,), (i, 1), rules={"types": {"Linear": ours_rule}},
+                                    precision="native").node_relevance[i]
                             for i in range(x.shape[0])])
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
 
@@ -198,3 +199,40 @@ def test_rule_set_resolution_and_configs():
         load_rule_set("nope")
     assert isinstance(make_rule({"name": "eps", "epsilon": 0.5}), Epsilon)
     assert "Linear" in supported_layers() and "LayerNorm" in supported_layers()
+
+
+def test_float32_conservation_on_interaction_gnn():
+    """The float32 gap of the last session: LRP-ε (ε = 1e-9) on an untrained Interaction GNN."""
+    from gnnreco.tasks.tracking.model import InteractionGNN
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    m = InteractionGNN(node_features=3, edge_features=5, hidden=32, n_graph_iters=3).eval()
+    x = torch.randn(200, 3, generator=g)
+    ei = torch.randint(0, 200, (2, 600), generator=g)
+    ea = torch.randn(600, 5, generator=g)
+    exact = explain(m, (x, ei, ea), 11, rules={"epsilon": 1e-9})  # float64 propagation (default)
+    assert exact.node_relevance.dtype == torch.float64
+    assert conservation(exact)["relative"] < 1e-10
+    native = explain(m, (x, ei, ea), 11, rules={"epsilon": 1e-9}, precision="native")
+    assert native.node_relevance.dtype == torch.float32
+    assert conservation(native)["relative"] < 1e-4
+    torch.testing.assert_close(native.node_relevance.double(), exact.node_relevance, rtol=1e-3, atol=1e-5)
+    # the ratio rule on LayerNorm amplifies relevance where x ~ 0 but y = beta != 0: exact in float64 only
+    amp = explain(m, (x, ei, ea), 11, rules={"epsilon": 1e-9, "types": {"norm": "pass"}})
+    assert conservation(amp)["relative"] < 1e-6
+
+
+def test_float64_copy_is_cached_and_refreshed():
+    from gnnreco.explain.api import cast_network
+
+    m = _mlp(1).float()
+    a = cast_network(m, torch.float64)
+    assert cast_network(m, torch.float64) is a and a[0].weight.dtype == torch.float64
+    with torch.no_grad():
+        m[0].weight.add_(1.0)  # in-place update (an optimiser step) invalidates the copy
+    b = cast_network(m, torch.float64)
+    assert b is not a
+    torch.testing.assert_close(b[0].weight, m[0].weight.double())
+    with pytest.raises(ValueError, match="precision"):
+        explain(m, (torch.randn(2, 6),), (0, 0), precision="half")
