@@ -112,7 +112,7 @@ class ChunkedOutput:
                 shutil.rmtree(self.parts)
             else:
                 self._check_state(state)
-                self.columns = dict(state.get("columns", {}))
+                self.columns = {k: v for k, v in state.get("columns", [])}  # a list: keeps the column order
                 self._scan_chunks()
         if not self.parts.exists():
             self.parts.mkdir(parents=True)
@@ -123,7 +123,7 @@ class ChunkedOutput:
 
     def _state(self) -> dict:
         return {"fingerprint": self.fingerprint, "chunk_size": self.chunk_size, "format": self.fmt,
-                "tree": self.tree, "columns": self.columns}
+                "tree": self.tree, "columns": [[k, v] for k, v in self.columns.items()]}
 
     def _save_state(self) -> None:
         _atomic_json(self.parts / _STATE, self._state())
