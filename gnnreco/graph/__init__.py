@@ -13,13 +13,16 @@ from .dense import LSHBinning, fully_connected_graph, lsh_bins, unbin
 from .neighbors import Truncation, edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
 from .pyg_patch import patch_pyg
 from .tracking import (
+    IN_PAPER_PRESETS,
     LAYER_PAIR_PRESETS,
     LayerPairBuilder,
     ModuleMap,
     adjacent_layer_pairs,
+    geometric_layer_pairs,
     layer_pair_graph,
     metric_learning_graph,
     pair_features,
+    phi_slope_for_pt,
 )
 from .truth import (
     construction_metrics,
@@ -43,6 +46,9 @@ __all__ = [
     "adjacent_layer_pairs",
     "pair_features",
     "LAYER_PAIR_PRESETS",
+    "IN_PAPER_PRESETS",
+    "geometric_layer_pairs",
+    "phi_slope_for_pt",
     "ModuleMap",
     "metric_learning_graph",
     "truth_graph",

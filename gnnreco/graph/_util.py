@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_tensor", "expand_ranges", "wrap_phi", "eta_of"]
+__all__ = ["as_tensor", "expand_ranges", "wrap_phi", "eta_of", "single_threaded"]
 
 
 def as_tensor(a, name: str, dtype: torch.dtype | None = None, device: torch.device | None = None) -> Tensor:
@@ -53,3 +55,32 @@ def wrap_phi(dphi: Tensor) -> Tensor:
 def eta_of(r: Tensor, z: Tensor) -> Tensor:
     r"""Pseudorapidity of a point seen from the origin, :math:`\eta = \operatorname{asinh}(z / r)`."""
     return torch.asinh(z / r.clamp(min=1e-12))
+
+
+@contextlib.contextmanager
+def _one_thread():
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def single_threaded(fn):
+    """Run ``fn`` with one intra-op thread (CPU builders of many small elementwise ops).
+
+    The tracking builders chain ~100 memory-bound torch ops of 1e5-1e6 elements; with several
+    OpenMP threads each op ends in a barrier, and on a shared machine (other jobs on the cores)
+    those barriers made a 105k-hit layer-pair build 10x slower than one thread (docs/graph.md).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _one_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from gnnreco.graph import (
+    IN_PAPER_PRESETS,
     LAYER_PAIR_PRESETS,
     LayerPairBuilder,
     ModuleMap,
     adjacent_layer_pairs,
     construction_metrics,
+    geometric_layer_pairs,
     layer_pair_graph,
     metric_learning_graph,
     pair_features,
+    phi_slope_for_pt,
     truth_graph,
 )
 from gnnreco.graph._synthetic import helix_event
@@ -29,22 +32,22 @@ def edge_set(ei):
 
 
 def brute_layer_pairs(ev, pairs, phi_slope_max, z0_max, deta_max=None, cylinders=()):
+    """Every hit pair of every allowed layer pair, cut with pair_features (no search structure)."""
     r, phi, z, layer = (torch.as_tensor(ev[k]) for k in ("r", "phi", "z", "layer"))
-    n = r.numel()
-    s, d = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    s, d = s.flatten(), d.flatten()
-    allowed = torch.zeros(n * n, dtype=torch.bool)
+    out = set()
     for a, b in pairs:
-        allowed |= (layer[s] == a) & (layer[d] == b)
-    s, d = s[allowed], d[allowed]
-    f = pair_features(r.double(), phi.double(), z.double(), s, d)
-    keep = (f["phi_slope"].abs() < phi_slope_max) & (f["z0"].abs() < z0_max)
-    if deta_max is not None:
-        keep &= f["deta"].abs() < deta_max
-    for rc, hl in cylinders:
-        zc = z[s] + (rc - r[s]) * f["dz"] / f["dr"]
-        keep &= ~((r[s] < rc) & (r[d] > rc) & (zc.abs() < hl))
-    return set(zip(s[keep].tolist(), d[keep].tolist()))
+        ha, hb = (layer == a).nonzero().flatten(), (layer == b).nonzero().flatten()
+        s = ha.repeat_interleave(hb.numel())
+        d = hb.repeat(ha.numel())
+        f = pair_features(r.double(), phi.double(), z.double(), s, d)
+        keep = (f["phi_slope"].abs() < phi_slope_max) & (f["z0"].abs() < z0_max) & (s != d)
+        if deta_max is not None:
+            keep &= f["deta"].abs() < deta_max
+        for rc, hl in cylinders:
+            zc = z[s] + (rc - r[s]) * f["dz"] / f["dr"]
+            keep &= ~((r[s] < rc) & (r[d] > rc) & (zc.abs() < hl))
+        out |= set(zip(s[keep].tolist(), d[keep].tolist()))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def small_event():
 @pytest.mark.parametrize("pt", sorted(LAYER_PAIR_PRESETS))
 def test_layer_pairs_equal_brute_force(small_event, pt):
     ev = small_event
-    b = LayerPairBuilder.from_pt(pt, num_z_bins=7)
+    b = LayerPairBuilder.from_pt(pt, num_bins=7)
     pairs = adjacent_layer_pairs(ev["layer"])
     got = b(ev["r"], ev["phi"], ev["z"], ev["layer"])
     assert got.dtype == torch.long
@@ -109,6 +112,49 @@ def test_presets_are_yaml_configs():
         b = hydra_utils.instantiate(OmegaConf.load(CONF / f"layer_pairs_{name}.yaml"))
         assert isinstance(b, LayerPairBuilder)
         assert (b.phi_slope_max, b.z0_max) == LAYER_PAIR_PRESETS[pt]
+        p = hydra_utils.instantiate(OmegaConf.load(CONF / f"layer_pairs_{name}_in_paper.yaml"))
+        assert (p.phi_slope_max, p.z0_max) == IN_PAPER_PRESETS[pt]
+        assert LayerPairBuilder.from_pt(pt, table="in_paper").phi_slope_max == IN_PAPER_PRESETS[pt][0]
+
+
+def test_full_event_presets_follow_the_track_curvature():
+    # rad/mm: 1/(2 rho) with rho = pT / (0.3 B) m; a 1 GeV track in 2 T has 3.0e-4 rad/mm
+    assert phi_slope_for_pt(1.0, 2.0, margin=1.0) == pytest.approx(2.998e-4, rel=1e-3)
+    for pt, (ps, _) in LAYER_PAIR_PRESETS.items():
+        assert ps == pytest.approx(phi_slope_for_pt(pt), rel=0.01)
+        # the published (truth-filtered) table is an order of magnitude looser
+        assert IN_PAPER_PRESETS[pt][0] > 8 * ps
+
+
+def barrel_disk_event(n=400, seed=0):
+    """Random hits on 3 barrel cylinders and 3 disks per side (r, phi, z, layer)."""
+    g = torch.Generator().manual_seed(seed)
+    r, z, lay = [], [], []
+    for i, rad in enumerate((40.0, 90.0, 150.0)):
+        r.append(rad + torch.rand(n, generator=g) * 4)
+        z.append((torch.rand(n, generator=g) * 2 - 1) * 400)
+        lay.append(torch.full((n,), i))
+    for j, zd in enumerate((600.0, 800.0, 1100.0)):
+        for side, off in ((1, 10), (-1, 20)):
+            r.append(30 + torch.rand(n, generator=g) * 150)
+            z.append(side * (zd + torch.rand(n, generator=g) * 6))
+            lay.append(torch.full((n,), off + j))
+    r, z, lay = torch.cat(r).double(), torch.cat(z).double(), torch.cat(lay)
+    phi = (torch.rand(r.numel(), generator=g).double() * 2 - 1) * torch.pi
+    return {"r": r, "phi": phi, "z": z, "layer": lay}
+
+
+@pytest.mark.parametrize("cuts", [(0.0005, 250.0), (0.007, 350.0), (0.03, 800.0)])
+def test_layer_pairs_with_endcap_disks_equal_brute_force(cuts):
+    ev = barrel_disk_event(n=250 if cuts[0] < 0.01 else 120)
+    pairs = geometric_layer_pairs(ev["r"], ev["z"], ev["layer"])
+    assert (0, 1) in pairs and (1, 2) in pairs and (10, 11) in pairs and (20, 21) in pairs
+    assert (2, 10) in pairs and (2, 20) in pairs and (11, 10) not in pairs
+    for nb in (1, 5, 64):
+        got = LayerPairBuilder(*cuts, layer_pairs=pairs, num_bins=nb)(ev["r"], ev["phi"], ev["z"], ev["layer"])
+        ref = brute_layer_pairs(ev, pairs, *cuts)
+        assert edge_set(got) == ref and got.size(1) == len(ref)
+    assert len(ref) > 0
 
 
 def test_module_map_learn_apply_save_load(tmp_path):
