@@ -197,9 +197,14 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
     return Batch.from_data_list([data])
 
 
+#: the CaloModule settings of the physics benchmark
+MODULE = {"q_min": 0.5, "payload_scale": 0.5, "payload_weights": {"energy": 0.2}, "t_beta": 0.3, "t_d": 0.5}
+
+
 def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int = 0, threads: int = 2,
                        checkpoint: str | Path | None = None, log_every: int = 25,
-                       repulsive_scale: float = 1.0) -> dict:
+                       repulsive_scale: float = 1.0, net_kwargs: dict | None = None,
+                       module_kwargs: dict | None = None, lr: float = 3e-3) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events."""
     from functools import partial
 
@@ -209,18 +214,17 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net = CaloGravNet(**NET)
-    module = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=3e-3), q_min=0.5, payload_scale=0.5,
-                        repulsive_scale=repulsive_scale,
-                        payload_weights={"energy": 0.2}, t_beta=0.3, t_d=0.5, metric_min_energy=10.0)
-    opt = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=1e-4)
+    net = CaloGravNet(**(NET if net_kwargs is None else net_kwargs))
+    mk = {**MODULE, "repulsive_scale": repulsive_scale, **(module_kwargs or {})}
+    module = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=lr), metric_min_energy=10.0, **mk)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
     t0 = time.perf_counter()
     step, hist = 0, []
     module.train()
     while time.perf_counter() - t0 < train_seconds:
         frac = (time.perf_counter() - t0) / train_seconds
         for gparam in opt.param_groups:
-            gparam["lr"] = 3e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            gparam["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
         batch = _event(10_000 + step, 50, crop=True)
         out = module(batch)
         loss, parts = module.compute_loss(batch, out)

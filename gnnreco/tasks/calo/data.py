@@ -31,8 +31,10 @@ import numpy as np
 
 from gnnreco.sim.calo import C_LIGHT, CaloGeometry, pid_to_class
 
-__all__ = ["F_IN", "FEATURE_NAMES", "process_event", "hit_features"]
+__all__ = ["F_IN", "FEATURE_NAMES", "POSITION_SCALE_MM", "process_event", "hit_features"]
 
+#: length unit (mm) of the position features x, y, dz
+POSITION_SCALE_MM = 1000.0
 FEATURE_NAMES = ("log_energy", "energy", "x", "y", "dz", "eta", "layer", "dt", "em_section")
 F_IN = len(FEATURE_NAMES)
 
@@ -48,8 +50,8 @@ def hit_features(raw: Mapping[str, np.ndarray], geometry: CaloGeometry | None = 
     tof = np.sqrt(x ** 2 + y ** 2 + z ** 2) / C_LIGHT
     dt = np.clip(np.asarray(raw["hit_time"], dtype=np.float64) - tof, -5.0, 5.0)
     feats = np.stack([
-        np.log(np.maximum(e, 1e-4) / 0.01) / 3.0, e / 10.0, x / 1000.0, y / 1000.0,
-        (z - geo.z_front) / 1000.0, eta - 2.25, layer / geo.n_layers, dt,
+        np.log(np.maximum(e, 1e-4) / 0.01) / 3.0, e / 10.0, x / POSITION_SCALE_MM, y / POSITION_SCALE_MM,
+        (z - geo.z_front) / POSITION_SCALE_MM, eta - 2.25, layer / geo.n_layers, dt,
         (layer < geo.n_em_layers).astype(np.float64),
     ], axis=1)
     return feats.astype(np.float32)

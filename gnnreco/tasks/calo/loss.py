@@ -263,7 +263,8 @@ def condensation_loss(
 
     Returns:
         ``{"attractive", "repulsive", "coward", "noise"}`` scalar tensors, plus ``"n_objects"``,
-        ``"n_noise"`` (plain ints as 0-d tensors) and, for ``"radius"``, ``"n_rep"``. An event without
+        ``"n_noise"`` (plain ints as 0-d tensors), ``"coward_log"`` (:math:`-\frac{1}{K}\sum_k \log\beta_{\alpha_k}`,
+        an optional extra β term) and, for ``"radius"``, ``"n_rep"``. An event without
         objects gives zero potentials and coward term; an event without noise gives a zero noise term.
 
     Raises:
@@ -336,6 +337,9 @@ def condensation_loss(
         coward = (1.0 - smooth_max).mean() + (1.0 - bsum.clamp(0.0, 1.0)).mean()
     else:
         coward = (1.0 - beta[alpha]).mean()
+    # -log beta at the condensation points (pytorch_cmspepr's short-range form): unlike 1 - beta its
+    # gradient through a sigmoid does not vanish as beta -> 0, which keeps beta from collapsing
+    extra["coward_log"] = -torch.log(beta[alpha].clamp(min=1e-6)).mean()
     return {"attractive": attractive, "repulsive": rep, "coward": coward, "noise": noise, **out_extra, **extra}
 
 
@@ -458,13 +462,17 @@ def payload_loss(
 
 
 def oc_total(parts: Mapping[str, Tensor], *, s_c: float = 1.0, s_b: float = 1.0,
-             payload_scale: float = 1.0, payload_weights_by_name: Mapping[str, float] | None = None) -> Tensor:
-    r"""Paper total :math:`L = s_p L_p + s_C(L_\beta + L_V)` with :math:`L_\beta = L_{coward} + s_B L_{noise}`."""
+             payload_scale: float = 1.0, payload_weights_by_name: Mapping[str, float] | None = None,
+             s_log: float = 0.0) -> Tensor:
+    r"""Paper total :math:`L = s_p L_p + s_C(L_\beta + L_V)` with :math:`L_\beta = L_{coward} + s_B L_{noise}`
+    (plus :math:`s_{log}\,L_{coward,log}` when ``s_log`` > 0)."""
     lv = parts["attractive"] + parts["repulsive"]
     lb = parts["coward"] + s_b * parts["noise"]
+    if s_log > 0:
+        lb = lb + s_log * parts["coward_log"]
     total = s_c * (lv + lb)
     pw = dict(payload_weights_by_name or {})
-    for name in ("energy", "energy_quantile", "position", "time", "pid"):
+    for name in ("energy", "energy_quantile", "position", "time", "pid", "shower_energy"):
         if name in parts:
             total = total + payload_scale * pw.get(name, 1.0) * parts[name]
     return total

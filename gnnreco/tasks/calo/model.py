@@ -33,9 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from gnnreco.nn.mlp import MLP
-from gnnreco.ops import multi_aggregate, scatter_mean
+from gnnreco.ops import multi_aggregate, scatter_mean, scatter_sum
+from gnnreco.tasks.calo.data import FEATURE_NAMES, POSITION_SCALE_MM
 
-__all__ = ["GravNetBlock", "CaloGravNet", "knn_edges"]
+_COL_X, _COL_DZ = FEATURE_NAMES.index("x"), FEATURE_NAMES.index("dz")
+_COL_LOGE, _COL_ETA = FEATURE_NAMES.index("log_energy"), FEATURE_NAMES.index("eta")
+_COL_LAYER, _COL_EM = FEATURE_NAMES.index("layer"), FEATURE_NAMES.index("em_section")
+
+__all__ = ["GravNetBlock", "CaloGravNet", "knn_edges", "knn_matrix"]
 
 
 def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
@@ -52,17 +57,73 @@ def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
             from gnnreco.graph import knn
 
             e = knn(sd, sd, k, batch, batch)
+        elif impl == "scipy":
+            nbr = _knn_scipy(sd, k, batch)
+            tgt = torch.arange(sd.shape[0], device=sd.device).unsqueeze(1).expand_as(nbr)
+            ok = nbr < sd.shape[0]
+            e = torch.stack([tgt[ok], nbr[ok]])
         elif impl == "dense":
-            # Export path (TorchScript/ONNX): masked N×N distances + TopK, traceable with a dynamic N.
-            # O(N²) memory: meant for one event at a time in a C++ reconstruction loop, with N ≥ k.
-            d = torch.cdist(sd, sd)
-            d = d.masked_fill(batch.unsqueeze(0) != batch.unsqueeze(1), float("inf"))
-            nbr = d.topk(k, dim=1, largest=False).indices
+            nbr = _knn_dense(sd, k, batch)
             tgt = torch.arange(sd.shape[0], device=sd.device).unsqueeze(1).expand_as(nbr)
             e = torch.stack([tgt.reshape(-1), nbr.reshape(-1)])
         else:
-            raise ValueError(f"knn_impl must be 'auto', 'gnnreco', 'torch_cluster' or 'dense', got {impl!r}")
+            raise ValueError(f"knn_impl must be 'auto', 'gnnreco', 'torch_cluster', 'scipy' or 'dense', got {impl!r}")
     return e
+
+
+def _knn_dense(s: Tensor, k: int, batch: Tensor) -> Tensor:
+    """Export path (TorchScript/ONNX): masked N×N distances + TopK, traceable with a dynamic N.
+
+    O(N²) memory: meant for one event at a time in a C++ reconstruction loop, with N ≥ k."""
+    d = torch.cdist(s, s)
+    d = d.masked_fill(batch.unsqueeze(0) != batch.unsqueeze(1), float("inf"))
+    return d.topk(k, dim=1, largest=False).indices
+
+
+def _knn_scipy(s: Tensor, k: int, batch: Tensor) -> Tensor:
+    """``[N, k]`` neighbours per event from ``scipy.spatial.cKDTree`` (CPU; ``N`` marks a missing one)."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    n = s.shape[0]
+    pts = s.detach().cpu().numpy()
+    counts = torch.bincount(batch).tolist() if n else []
+    out = np.full((n, k), n, dtype=np.int64)
+    start = 0
+    for c in counts:  # one tree per event (a loop over events, not hits)
+        if c:
+            kk = min(k, c)
+            _, idx = cKDTree(pts[start:start + c]).query(pts[start:start + c], k=kk)
+            out[start:start + c, :kk] = idx.reshape(c, kk) + start
+        start += c
+    return torch.from_numpy(out).to(s.device)
+
+
+def knn_matrix(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor | None:
+    """The kNN graph as a ``[N, k]`` neighbour matrix (self included), or ``None`` when some event has
+    fewer than ``k`` hits (then use :func:`knn_edges`)."""
+    n = s.shape[0]
+    with torch.no_grad():
+        sd = s.detach()
+        if impl == "dense":
+            return _knn_dense(sd, k, batch)
+        if n == 0 or int(torch.bincount(batch).min()) < k:
+            return None
+        if impl == "scipy" or (impl == "auto" and not s.is_cuda and not _torch_cluster_ok()):
+            return _knn_scipy(sd, k, batch)
+        e = knn_edges(sd, k, batch, impl)
+        if e.shape[1] != n * k:
+            return None
+        nbr = e[1].view(n, k)
+        if not bool((e[0].view(n, k) == torch.arange(n, device=s.device)[:, None]).all()):
+            return None
+        return nbr
+
+
+def _torch_cluster_ok() -> bool:
+    from gnnreco import _compat
+
+    return bool(_compat.WITH_TORCH_CLUSTER)
 
 
 class GravNetBlock(nn.Module):
@@ -76,10 +137,17 @@ class GravNetBlock(nn.Module):
         k: neighbours per hit (including itself).
         subtract_self: subtract the hit's own :math:`\mathbf{f}_i` from mean and max.
         local_scale: predict a per-hit distance scale :math:`\sigma_i`.
-        knn_impl: ``"auto"``, ``"gnnreco"`` or ``"torch_cluster"``.
+        knn_impl: ``"auto"`` (``torch_cluster`` on CPU when installed, else ``"scipy"``; ``gnnreco`` on
+            GPU), ``"gnnreco"``, ``"torch_cluster"``, ``"scipy"`` (``cKDTree``) or ``"dense"`` (the
+            traceable export path).
+
+    When every event has at least ``k`` hits the graph is a ``[N, k]`` neighbour matrix and the
+    aggregation is two dense reductions over its rows; otherwise the edge list goes through
+    :func:`gnnreco.ops.multi_aggregate` (same values).
 
     Shapes:
-        h ``[N, F_in]``, batch ``[N]`` (sorted event index) → out ``[N, F_out]``, s ``[N, S]``.
+        h ``[N, F_in]``, batch ``[N]`` (sorted event index), anchor ``[N, A]`` (optional, added to the
+        first ``A`` coordinates of :math:`S`) → out ``[N, F_out]``, s ``[N, S]``.
     """
 
     def __init__(self, in_dim: int, space_dim: int = 3, prop_dim: int = 32, out_dim: int = 48, k: int = 16,
@@ -96,20 +164,110 @@ class GravNetBlock(nn.Module):
         self.out = MLP(in_dim + 2 * prop_dim, out_dim, out_dim, n_layers=2, activation="elu", norm="layer",
                        output_activation="elu")
 
-    def forward(self, h: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, batch: Tensor, anchor: Tensor | None = None) -> tuple[Tensor, Tensor]:
         s = self.lin_s(h)
+        if anchor is not None:  # learned offsets around a physical position (first dims of S)
+            a = anchor.shape[1]
+            s = torch.cat([s[:, :a] + anchor, s[:, a:]], dim=1)
         f = torch.relu(self.lin_f(h))
-        e = knn_edges(s, self.k, batch, self.knn_impl)
-        i, j = e[0], e[1]
-        d2 = ((s[i] - s[j]) ** 2).sum(-1)
+        sigma = None
         if self.lin_sigma is not None:
             sigma = nn.functional.softplus(self.lin_sigma(h)).squeeze(-1) + 0.05
-            d2 = d2 / sigma[i] ** 2
-        w = torch.exp(-10.0 * d2)
-        agg = multi_aggregate(f[j] * w[:, None], i, ("mean", "max"), dim_size=h.shape[0])
+        nbr = knn_matrix(s, self.k, batch, self.knn_impl)
+        if nbr is not None:
+            # regular layout: every hit has exactly k neighbours -> dense [N, k] gathers and reductions
+            n, k = nbr.shape
+            flat = nbr.reshape(-1)
+            d2 = ((s.index_select(0, flat).view(n, k, -1) - s.unsqueeze(1)) ** 2).sum(-1)
+            if sigma is not None:
+                d2 = d2 / (sigma ** 2).unsqueeze(1)
+            w = torch.exp(-10.0 * d2)
+            if self.knn_impl == "dense":  # the export kNN may reach into another event when N < k
+                w = w * (batch.index_select(0, flat).view(n, k) == batch.unsqueeze(1)).to(w.dtype)
+            msg = f.index_select(0, flat).view(n, k, -1) * w.unsqueeze(-1)
+            agg = torch.cat([msg.mean(1), msg.amax(1)], dim=1)
+        else:
+            e = knn_edges(s, self.k, batch, self.knn_impl)
+            i, j = e[0], e[1]
+            d2 = ((s[i] - s[j]) ** 2).sum(-1)
+            if sigma is not None:
+                d2 = d2 / sigma[i] ** 2
+            w = torch.exp(-10.0 * d2)
+            agg = multi_aggregate(f[j] * w[:, None], i, ("mean", "max"), dim_size=h.shape[0])
         if self.subtract_self:
             agg = agg - torch.cat([f, f], dim=1)
         return self.out(torch.cat([h, agg], dim=1)), s
+
+
+class ShowerCalibration(nn.Module):
+    r"""Shower-level energy calibration: :math:`E = c(\mathbf{u}_k)\,S_k` with :math:`S_k=\sum_{j\in k} e_j`.
+
+    After condensation (or, in training, on the truth assignment) every shower :math:`k` is described
+    by energy-weighted moments of its hits, :math:`\mathbf{u}_k` = (log :math:`S_k`, EM-section energy
+    fraction, mean and RMS layer, log hit count, mean η, mean log hit energy, lateral RMS on the front
+    face, and the :math:`\beta^2`-weighted means of the network's per-hit energy factor and PID
+    probabilities), and a small MLP predicts the correction factor :math:`c`. The moments carry what a
+    per-hit head sees only through its neighbours: whether the shower is electromagnetic (all energy
+    early, dense) or hadronic (deep, sparse, with an EM fraction that fluctuates), so the factor can
+    calibrate, and partly compensate, each shower.
+
+    Args:
+        n_pid: PID classes of the per-hit head.
+        hidden: MLP width.
+
+    Shapes:
+        x ``[N, F_in]``, xy ``[N, 2]``, energy ``[N]``, assignment ``[N]`` (−1 unassigned),
+        hit_factor ``[N]``, pid_logits ``[N, P]``, beta ``[N]`` → factor ``[K]``, sum ``[K]``.
+    """
+
+    n_moments = 8
+
+    def __init__(self, n_pid: int = 4, hidden: int = 32) -> None:
+        super().__init__()
+        self.n_in = self.n_moments + 1 + n_pid
+        self.mlp = MLP(self.n_in, hidden, 1, n_layers=3, activation="elu", norm="none")
+        with torch.no_grad():
+            self.mlp[-1].weight.mul_(0.1)
+            self.mlp[-1].bias.zero_()
+
+    def features(self, x: Tensor, xy: Tensor, energy: Tensor, assignment: Tensor, n_showers: int,
+                 hit_factor: Tensor, pid_logits: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-shower moments ``[K, n_in]`` and summed hit energies ``[K]``."""
+        ok = assignment >= 0
+        a = assignment[ok]
+        k = n_showers
+        e = energy[ok].clamp(min=0.0)
+        xs = x[ok]
+        s_sum = scatter_sum(e, a, dim=0, dim_size=k)
+        den = s_sum.clamp(min=1e-6)
+
+        def wmean(v: Tensor) -> Tensor:
+            return scatter_sum(e.unsqueeze(-1) * v.reshape(v.shape[0], -1), a, dim=0, dim_size=k) / den.unsqueeze(-1)
+
+        layer = xs[:, _COL_LAYER]
+        m_layer = wmean(layer)[:, 0]
+        rms_layer = (wmean((layer - m_layer[a]) ** 2)[:, 0]).clamp(min=0.0).sqrt()
+        pxy = xy[ok] / 100.0
+        m_xy = wmean(pxy)
+        rms_xy = (wmean(((pxy - m_xy[a]) ** 2).sum(1))[:, 0]).clamp(min=0.0).sqrt()
+        n_hits = scatter_sum(torch.ones_like(e), a, dim=0, dim_size=k)
+        w2 = (beta[ok] ** 2)
+        wden = scatter_sum(w2, a, dim=0, dim_size=k).clamp(min=1e-6).unsqueeze(-1)
+        net_feats = scatter_sum(w2.unsqueeze(-1) * torch.cat([hit_factor[ok].unsqueeze(-1),
+                                                               torch.softmax(pid_logits[ok], -1)], 1),
+                                a, dim=0, dim_size=k) / wden
+        u = torch.cat([
+            (torch.log(den / 10.0) / 2.0).unsqueeze(1),
+            wmean(xs[:, _COL_EM]),
+            m_layer.unsqueeze(1), rms_layer.unsqueeze(1),
+            (torch.log1p(n_hits) / 5.0).unsqueeze(1),
+            wmean(xs[:, _COL_ETA]), wmean(xs[:, _COL_LOGE]),
+            rms_xy.unsqueeze(1), net_feats,
+        ], dim=1)
+        return u, s_sum
+
+    def forward(self, u: Tensor) -> Tensor:
+        return 1.0 + self.mlp(u).squeeze(-1)
 
 
 class CaloGravNet(nn.Module):
@@ -125,6 +283,15 @@ class CaloGravNet(nn.Module):
         energy_quantiles: add the 16 %/84 % quantile outputs of the energy factor.
         predict_distance_scale: add a per-hit distance-scale output (for the soft OC potential and
             a local condensation radius).
+        coord_anchor_mm: when > 0, the first two cluster coordinates are learned offsets around the
+            hit's position projected onto the front face, :math:`(x, y)\,z_{front}/z`, in units of
+            this length (mm): hits of one shower start close together and separated showers far
+            apart, so training only has to learn the corrections (the shower halo, overlaps).
+        space_anchor_mm: the same anchor (in units of this length) added to the first two
+            coordinates of every GravNet space, so the first kNN graphs are physical neighbourhoods.
+        z_front: front-face z (mm) of the projection.
+        shower_calibration: add a :class:`ShowerCalibration` head (``self.shower_head``) used by
+            :meth:`shower_energy` after condensation; it is not part of the tensor-only ``forward``.
 
     Shapes:
         x ``[N, F_in]``, batch ``[N]`` → dict of ``beta [N]``, ``coords [N, C]``, ``energy_factor [N]``,
@@ -135,8 +302,12 @@ class CaloGravNet(nn.Module):
     def __init__(self, in_dim: int = 9, hidden: int = 64, n_blocks: int = 4, space_dim: int = 3,
                  prop_dim: int = 32, k: int = 16, subtract_self: bool = True, local_scale: bool = False,
                  knn_impl: str = "auto", coord_dim: int = 3, n_pid: int = 4, energy_quantiles: bool = False,
-                 predict_distance_scale: bool = False) -> None:
+                 predict_distance_scale: bool = False, coord_anchor_mm: float = 0.0,
+                 space_anchor_mm: float = 0.0, z_front: float = 3200.0, shower_calibration: bool = False) -> None:
         super().__init__()
+        if (coord_anchor_mm > 0 and coord_dim < 2) or (space_anchor_mm > 0 and space_dim < 2):
+            raise ValueError("model.net.coord_anchor_mm / space_anchor_mm need coord_dim / space_dim >= 2")
+        self.coord_anchor_mm, self.space_anchor_mm, self.z_front = coord_anchor_mm, space_anchor_mm, z_front
         if n_blocks < 1:
             raise ValueError(f"model.net.n_blocks must be >= 1, got {n_blocks}")
         self.in_dim, self.coord_dim, self.n_pid = in_dim, coord_dim, n_pid
@@ -154,15 +325,45 @@ class CaloGravNet(nn.Module):
         n_energy = 3 if energy_quantiles else 1
         self.n_out = 1 + coord_dim + n_energy + 2 + 1 + n_pid + (1 if predict_distance_scale else 0)
         self.head = nn.Linear(hidden, self.n_out)
+        self.shower_head = ShowerCalibration(n_pid) if shower_calibration else None
+
+    def shower_energy(self, x: Tensor, out: dict[str, Tensor], energy: Tensor, assignment: Tensor,
+                      n_showers: int) -> tuple[Tensor, Tensor]:
+        """Calibrated energy ``[K]`` and summed hit energy ``[K]`` of the showers of ``assignment``.
+
+        With ``shower_calibration`` the factor comes from :class:`ShowerCalibration`; otherwise it is
+        the per-hit ``energy_factor`` at the β-weighted (β²) mean over the shower's hits.
+        """
+        xy = self.front_face_xy(x)
+        if self.shower_head is not None:
+            u, s_sum = self.shower_head.features(x, xy, energy, assignment, n_showers, out["energy_factor"],
+                                                 out["pid_logits"], out["beta"])
+            return self.shower_head(u) * s_sum, s_sum
+        ok = assignment >= 0
+        a = assignment[ok]
+        s_sum = scatter_sum(energy[ok].clamp(min=0.0), a, dim=0, dim_size=n_showers)
+        w2 = out["beta"][ok] ** 2
+        f = scatter_sum(w2 * out["energy_factor"][ok], a, dim=0, dim_size=n_showers) / \
+            scatter_sum(w2, a, dim=0, dim_size=n_showers).clamp(min=1e-12)
+        return f * s_sum, s_sum
+
+    def front_face_xy(self, x: Tensor) -> Tensor:
+        """Hit position projected onto the front face along the line from the origin, ``[N, 2]`` mm."""
+        xy = x[:, _COL_X:_COL_X + 2] * POSITION_SCALE_MM
+        z = self.z_front + x[:, _COL_DZ] * POSITION_SCALE_MM
+        return xy * (self.z_front / z.clamp(min=1.0)).unsqueeze(1)
 
     def forward(self, x: Tensor, batch: Tensor) -> dict[str, Tensor]:
         n_graphs = int(batch.max()) + 1 if batch.numel() else 1
+        anchored = self.coord_anchor_mm > 0 or self.space_anchor_mm > 0
+        xy = self.front_face_xy(x) if anchored else None
+        s_anchor = xy / self.space_anchor_mm if (xy is not None and self.space_anchor_mm > 0) else None
         h = self.embed(x)
         outs = [x]
         for pre, block in zip(self.pre, self.blocks):
             g = scatter_mean(h, batch, dim=0, dim_size=n_graphs)[batch]
             h = pre(torch.cat([h, g], dim=1))
-            h, _ = block(h, batch)
+            h, _ = block(h, batch, s_anchor)
             outs.append(h)
         z = self.head(self.trunk(torch.cat(outs, dim=1)))
         c = self.coord_dim
@@ -170,7 +371,10 @@ class CaloGravNet(nn.Module):
         res: dict[str, Tensor] = {}
         res["beta"] = torch.sigmoid(z[:, o]).clamp(1e-6, 1.0 - 1e-6)
         o += 1
-        res["coords"] = z[:, o:o + c]
+        coords = z[:, o:o + c]
+        if xy is not None and self.coord_anchor_mm > 0:
+            coords = torch.cat([coords[:, :2] + xy / self.coord_anchor_mm, coords[:, 2:]], dim=1)
+        res["coords"] = coords
         o += c
         res["energy_factor"] = 1.0 + z[:, o]
         o += 1

@@ -55,3 +55,87 @@ def test_knn_backends_agree():
     bt = torch.zeros(60, dtype=torch.long)
     with torch.no_grad():
         torch.testing.assert_close(a(x, bt)["coords"], b(x, bt)["coords"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("local_scale", [False, True])
+def test_dense_neighbour_matrix_equals_edge_list_aggregation(monkeypatch, local_scale):
+    """The [N, k] fast path and the multi_aggregate edge path give the same values and gradients."""
+    import gnnreco.tasks.calo.model as m
+
+    torch.manual_seed(0)
+    blk = GravNetBlock(8, space_dim=3, prop_dim=5, out_dim=7, k=6, local_scale=local_scale, knn_impl="gnnreco")
+    h = torch.randn(70, 8, requires_grad=True)
+    b = torch.cat([torch.zeros(30), torch.ones(40)]).long()
+    assert m.knn_matrix(h[:, :3], 6, b, "gnnreco").shape == (70, 6)
+    o1, _ = blk(h, b)
+    g1 = torch.autograd.grad(o1.square().sum(), h)[0]
+    monkeypatch.setattr(m, "knn_matrix", lambda *a, **k: None)
+    o2, _ = blk(h, b)
+    g2 = torch.autograd.grad(o2.square().sum(), h)[0]
+    torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+
+
+def test_small_event_falls_back_to_edges_and_scipy_knn_agrees():
+    import gnnreco.tasks.calo.model as m
+
+    s = torch.randn(25, 3)
+    b = torch.cat([torch.zeros(3), torch.ones(22)]).long()
+    assert m.knn_matrix(s, 4, b, "scipy") is None  # event 0 has fewer than k hits
+    e_sc = m.knn_edges(s, 4, b, "scipy")
+    e_gn = m.knn_edges(s, 4, b, "gnnreco")
+    as_set = lambda e: set(map(tuple, e.t().tolist()))  # noqa: E731
+    assert as_set(e_sc) == as_set(e_gn) and e_sc.shape[1] == 3 * 3 + 22 * 4
+
+
+def test_front_face_anchor_is_projective_and_shifts_coordinates():
+    from gnnreco.tasks.calo.data import FEATURE_NAMES, POSITION_SCALE_MM
+
+    net = CaloGravNet(in_dim=9, hidden=16, n_blocks=1, k=4, coord_anchor_mm=50.0, space_anchor_mm=100.0)
+    x = torch.zeros(2, 9)
+    ix, iz = FEATURE_NAMES.index("x"), FEATURE_NAMES.index("dz")
+    # two points on the same line from the origin: at the front face and 800 mm deeper
+    x[0, ix], x[0, ix + 1], x[0, iz] = 300.0 / POSITION_SCALE_MM, -200.0 / POSITION_SCALE_MM, 0.0
+    f = (3200.0 + 800.0) / 3200.0
+    x[1, ix], x[1, ix + 1], x[1, iz] = 300.0 * f / POSITION_SCALE_MM, -200.0 * f / POSITION_SCALE_MM, 0.8
+    xy = net.front_face_xy(x)
+    torch.testing.assert_close(xy, torch.tensor([[300.0, -200.0], [300.0, -200.0]]))
+    plain = CaloGravNet(in_dim=9, hidden=16, n_blocks=1, k=4, space_anchor_mm=100.0)
+    plain.load_state_dict(net.state_dict())
+    b = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        diff = net(x, b)["coords"] - plain(x, b)["coords"]
+    torch.testing.assert_close(diff[:, :2], xy / 50.0)
+    assert diff[:, 2].abs().max() == 0
+    with pytest.raises(ValueError, match="anchor"):
+        CaloGravNet(coord_dim=1, coord_anchor_mm=50.0)
+
+
+def test_shower_calibration_moments_and_default_energy():
+    from gnnreco.tasks.calo.data import FEATURE_NAMES
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 9)
+    em, layer = FEATURE_NAMES.index("em_section"), FEATURE_NAMES.index("layer")
+    x[:, em] = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    x[:, layer] = torch.tensor([0.1, 0.2, 0.6, 0.3, 0.7, 0.9])
+    e = torch.tensor([1.0, 3.0, 4.0, 2.0, 2.0, 5.0])
+    asg = torch.tensor([0, 0, 0, 1, 1, -1])
+    net = CaloGravNet(in_dim=9, hidden=16, n_blocks=1, k=3, shower_calibration=True)
+    out = net(x, torch.zeros(6, dtype=torch.long))
+    u, s_sum = net.shower_head.features(x, net.front_face_xy(x), e, asg, 2, out["energy_factor"],
+                                        out["pid_logits"], out["beta"])
+    torch.testing.assert_close(s_sum, torch.tensor([8.0, 4.0]))
+    torch.testing.assert_close(u[:, 1], torch.tensor([0.5, 0.5]))  # EM-section energy fraction
+    torch.testing.assert_close(u[:, 2], torch.tensor([(0.1 + 0.6 + 2.4) / 8.0, (0.6 + 1.4) / 4.0]))
+    energy, _ = net.shower_energy(x, out, e, asg, 2)
+    energy.sum().backward()
+    assert net.shower_head.mlp[0].weight.grad.abs().sum() > 0
+    # without the head: the beta^2-weighted per-hit factor times the summed energy
+    plain = CaloGravNet(in_dim=9, hidden=16, n_blocks=1, k=3)
+    with torch.no_grad():
+        o = plain(x, torch.zeros(6, dtype=torch.long))
+        got, _ = plain.shower_energy(x, o, e, asg, 2)
+        w = o["beta"] ** 2
+        f0 = (w[:3] * o["energy_factor"][:3]).sum() / w[:3].sum()
+    torch.testing.assert_close(got[0], f0 * 8.0)
