@@ -152,6 +152,8 @@ def run_infer(cfg: DictConfig) -> Path:
     t_loop = time.perf_counter()
     t_chunk = t_loop
     events = islice(reader.iterate(start), max(0, n_total - start))
+    # seconds to sleep after each event: lets tests kill a run mid-way deterministically
+    delay = float(os.environ.get("GNNRECO_INFER_EVENT_DELAY", "0") or 0)
     for ev in progress_iter(events, total=max(0, n_total - start), desc="inference", unit="events",
                             enabled=bool(cfg.get("progress", True))):
         cols = rec.reco(ev.data, kind=ev.kind)
@@ -159,6 +161,8 @@ def run_infer(cfg: DictConfig) -> Path:
             n_rejected += 1
         out.add(ev.run, ev.event, cols, ok=cols is not None)
         n_new += 1
+        if delay:
+            time.sleep(delay)
         if out.pending == 0:  # a chunk was just written
             now = time.perf_counter()
             rss, peak = rss_mb()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf, open_dict
-
 from conftest import compose_config
+from omegaconf import OmegaConf, open_dict
 
 N_EVENTS = 24
 RUN_NUMBER = 7

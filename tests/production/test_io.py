@@ -26,7 +26,7 @@ from gnnreco.io.results import result_columns, track_scores
 def _events(n=7, seed=0):
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _i in range(n):
         k = int(rng.integers(0, 9))  # includes empty events
         out.append({"hit_id": np.arange(1, k + 1), "x": rng.normal(size=k).astype(np.float32),
                     "y": rng.normal(size=k).astype(np.float32), "z": rng.normal(size=k).astype(np.float32),
