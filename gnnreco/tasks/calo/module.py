@@ -41,6 +41,7 @@ class CaloModule(GraphTaskModule):
         q_min: minimal charge :math:`q_{min}`.
         s_c: weight :math:`s_C` of the condensation terms.
         s_b: weight :math:`s_B` of the noise term.
+        s_log: weight of the extra :math:`-\log\beta_\alpha` term (keeps β from collapsing to 0).
         repulsive_scale: extra weight of the repulsive potential.
         payload_scale: weight of the payload terms.
         payload_kind: ``"paper"`` (arctanh²β) or ``"beta2"`` (β²) payload hit weights.
@@ -59,7 +60,7 @@ class CaloModule(GraphTaskModule):
                  payload_kind: str = "beta2", payload_weights: Mapping[str, float] | None = None,
                  potential: str = "hinge", repulsive: str = "chunked", max_n_rep: int = 0, t_beta: float = 0.3,
                  t_d: float = 0.5, local_radius: bool = False, iou_threshold: float = 0.1,
-                 metric_min_energy: float = 1.0, **base: Any) -> None:
+                 metric_min_energy: float = 1.0, s_log: float = 0.0, **base: Any) -> None:
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
@@ -91,11 +92,24 @@ class CaloModule(GraphTaskModule):
         tgt = {"energy": batch.hit_true_energy, "position": batch.hit_impact[:, :2] - batch.hit_pos[:, :2],
                "time": batch.hit_dt, "pid": batch.hit_pid_class}
         parts = payload_loss(pred, tgt, xi, energy_quantiles="energy_q" in out)
-        oc_parts = {k: oc[k] for k in ("attractive", "repulsive", "coward", "noise")}
+        if getattr(self.net, "shower_head", None) is not None:
+            parts["shower_energy"] = self._shower_energy_loss(batch, out, gid)
+        oc_parts = {k: oc[k] for k in ("attractive", "repulsive", "coward", "noise", "coward_log")}
         oc_parts["repulsive"] = hp.repulsive_scale * oc_parts["repulsive"]
         total = oc_total({**oc_parts, **parts}, s_c=hp.s_c, s_b=hp.s_b, payload_scale=hp.payload_scale,
-                         payload_weights_by_name=hp.payload_weights)
+                         payload_weights_by_name=hp.payload_weights, s_log=hp.s_log)
         return total, {**{k: v.detach() for k, v in oc_parts.items()}, **{k: v.detach() for k, v in parts.items()}}
+
+    def _shower_energy_loss(self, batch: Any, out: dict[str, Tensor], gid: Tensor) -> Tensor:
+        r"""Shower calibration on the truth assignment: Huber (δ = 0.2) of :math:`E_{pred}/E_{true} - 1`."""
+        n_sh = int(batch.num_showers.sum())
+        e_pred, s_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, gid - 1, n_sh)
+        e_true = batch.shower_energy.reshape(-1)
+        ok = (s_sum > 0) & (e_true > 0)
+        if not bool(ok.any()):
+            return e_pred.sum() * 0.0
+        rel = e_pred[ok] / e_true[ok] - 1.0
+        return nn.functional.huber_loss(rel, torch.zeros_like(rel), delta=0.2)
 
     # ------------------------------------------------------------------ reconstruction
     @torch.no_grad()
@@ -103,7 +117,8 @@ class CaloModule(GraphTaskModule):
         """Condense each event and regress its showers: one dict of numpy arrays per event.
 
         Keys: ``assignment`` (cluster per hit, −1 noise), ``cp_index`` (hit index within the event),
-        ``energy`` (GeV), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
+        ``energy`` (GeV: the network's :meth:`~gnnreco.tasks.calo.model.CaloGravNet.shower_energy`,
+        a calibration factor times the summed energy of the assigned hits), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
         ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``.
         """
         hp = self.hparams
@@ -114,8 +129,11 @@ class CaloModule(GraphTaskModule):
         k = cp.numel()
         asg = cond.assignment
         ok = asg >= 0
-        e_sum = scatter_sum(batch.hit_energy[ok], asg[ok], dim=0, dim_size=k)
-        energy = out["energy_factor"][cp] * e_sum
+        if getattr(self.net, "shower_energy", None) is not None:
+            energy, e_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, asg, k)
+        else:
+            e_sum = scatter_sum(batch.hit_energy[ok], asg[ok], dim=0, dim_size=k)
+            energy = out["energy_factor"][cp] * e_sum
         pos = batch.hit_pos[cp, :2] + out["position"][cp]
         time = batch.hit_pos.new_zeros(k) + out["time"][cp]
         pid = out["pid_logits"][cp].argmax(-1)
