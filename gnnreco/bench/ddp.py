@@ -123,7 +123,10 @@ def run(quick: bool = False, epochs: int | None = None, n_events: int | None = N
     notes = (
         f"\n\nTracking quick-start model, {n_events} generated events ({epochs} epochs, first left out), "
         f"one intra-op thread per process, validation off. Load average (1/5/15 min) before: "
-        f"{'/'.join(f'{x:.1f}' for x in load_before)}, after: {'/'.join(f'{x:.1f}' for x in load_after)}."
+        f"{'/'.join(f'{x:.1f}' for x in load_before)}, after: {'/'.join(f'{x:.1f}' for x in load_after)}. "
+        f"The 1-process wall time includes generating the event store. When more processes are runnable "
+        f"than there are cores ({os.cpu_count()} here), {devices} processes also get a larger share of "
+        f"the CPU than one, so on a loaded machine the ratio mixes parallel speed-up and scheduler share."
     )
     return table + notes
 
