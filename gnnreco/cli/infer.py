@@ -169,8 +169,12 @@ def run_infer(cfg: DictConfig) -> Path:
             chunks.append({"events_done": out.n_done, "seconds": now - t_chunk, "rss_mb": rss, "peak_rss_mb": peak})
             t_chunk = now
     t_reco = time.perf_counter() - t_loop
+    tail = out.pending
     path = out.finalize()
     rss, peak = rss_mb()
+    if tail:  # the last, partial chunk was written by finalize
+        chunks.append({"events_done": out.n_done, "seconds": time.perf_counter() - t_chunk, "rss_mb": rss,
+                       "peak_rss_mb": peak})
     stats = {
         "events": n_new, "events_resumed": start, "rejected": n_rejected, "seconds_reco": t_reco,
         "seconds_total": time.perf_counter() - t_start, "events_per_s": n_new / t_reco if t_reco > 0 else float("nan"),
