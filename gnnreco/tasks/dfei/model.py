@@ -41,6 +41,7 @@ from gnnreco.ops import scatter
 from gnnreco.tasks.dfei.data import edge_features
 
 __all__ = ["node_inputs", "edge_inputs", "edge_inputs_from_features", "rank_per_receiver", "candidate_mask",
+           "candidate_graph_dense", "pair_inputs",
            "GNBlock", "EncodeProcessDecode", "DFEIChain", "DFEIFused",
            "NODE_IN", "EDGE_IN", "GLOBAL_IN"]
 
@@ -255,19 +256,89 @@ def candidate_mask(f: Tensor, edge_index: Tensor, num_nodes: int, max_dz: float 
     if max_theta is not None:
         m = m & (f[:, 0] < max_theta)
     if k_nearest > 0:
-        # filtered pairs rank last
-        dp = torch.where(m, -f[:, 1], torch.full_like(f[:, 1], float("-inf")))
-        m = m & (rank_per_receiver(dp, edge_index[1], num_nodes) < k_nearest)
+        # k-th smallest d_perpP of every receiver from a dense [N + k, N] grid (k rows of +inf padding
+        # keep ``topk`` valid for events with fewer than k partners; filtered pairs count as +inf)
+        dp = torch.where(m, f[:, 1], torch.full_like(f[:, 1], float("inf")))
+        grid = torch.full(((num_nodes + k_nearest) * num_nodes,), float("inf"), dtype=f.dtype, device=f.device)
+        grid = grid.scatter(0, edge_index[0] * num_nodes + edge_index[1], dp).view(num_nodes + k_nearest, num_nodes)
+        kth = torch.topk(grid, k_nearest, dim=0, largest=False).values[-1]
+        m = m & (dp <= kth[edge_index[1]])
     return m
 
 
-def _full_graph(x: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-    """Fully connected directed graph of every event and its DFEI edge features."""
-    if batch.numel() == 0:
-        g = torch.empty(2, 0, dtype=torch.long, device=x.device)
-    else:
-        g = fully_connected_graph(batch=batch)
-    return g, edge_features(x, g)
+def candidate_graph_dense(x: Tensor, batch: Tensor, num_events: int, max_dz: float | None,
+                          max_theta: float | None, k_nearest: int = 0) -> Tensor:
+    r"""The first-stage pair graph of :func:`candidate_mask`, built per event on a padded
+    :math:`[B, N_{max}, N_{max}]` grid instead of a sorted pair list.
+
+    :math:`d_{\perp P}` is computed for every pair of an event at once; with ``k_nearest > 0`` a pair
+    :math:`(s, t)` is kept when its :math:`d_{\perp P}` is at most the ``k_nearest``-th smallest of the
+    receiver :math:`t` (one ``topk`` per column: no sort of the :math:`N^2` pairs). The result is sorted
+    by source then target, as :func:`gnnreco.graph.fully_connected_graph`.
+
+    Shapes:
+        x ``[N, >=9]``, batch ``[N]`` (sorted) → ``[2, E_0]``.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=x.device)
+    counts = torch.bincount(batch, minlength=num_events)
+    start = torch.cumsum(counts, 0) - counts
+    nmax = int(counts.max())
+    loc = torch.arange(n, device=x.device) - start[batch]
+    pad = x.new_zeros(num_events, nmax, 9)
+    pad[batch, loc] = x[:, :9]
+    valid = torch.zeros(num_events, nmax, dtype=torch.bool, device=x.device)
+    valid[batch, loc] = True
+    o, p = pad[..., 0:3], pad[..., 3:6]
+    d = o.unsqueeze(2) - o.unsqueeze(1)                      # [B, s, t, 3]
+    big = p.unsqueeze(2) + p.unsqueeze(1)
+    phat = big / torch.linalg.vector_norm(big, dim=3, keepdim=True).clamp_min(1e-9)
+    dperp = torch.linalg.vector_norm(d - (d * phat).sum(3, keepdim=True) * phat, dim=3)
+    eye = torch.eye(nmax, dtype=torch.bool, device=x.device).unsqueeze(0)
+    mask = valid.unsqueeze(2) & valid.unsqueeze(1) & ~eye
+    if max_dz is not None:
+        mask &= (pad[..., 8].unsqueeze(2) - pad[..., 8].unsqueeze(1)).abs() < max_dz
+    if max_theta is not None:
+        cross = torch.linalg.vector_norm(torch.cross(p.unsqueeze(2).expand_as(d), p.unsqueeze(1).expand_as(d), dim=3),
+                                         dim=3)
+        mask &= torch.atan2(cross, (p.unsqueeze(2) * p.unsqueeze(1)).sum(3)) < max_theta
+    if k_nearest > 0 and nmax > 1:
+        dperp = torch.where(mask, dperp, torch.full_like(dperp, float("inf")))
+        kth = torch.topk(dperp, min(k_nearest, nmax), dim=1, largest=False).values[:, -1:, :]
+        mask &= dperp <= kth
+    b, s, t = torch.nonzero(mask, as_tuple=True)
+    return torch.stack([start[b] + s, start[b] + t])
+
+
+def pair_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Every ordered pair of one event's particles and its DFEI pair features, on a dense grid.
+
+    The same pairs (sorted by source then target, :math:`s \ne t`) and the same features as
+    :func:`gnnreco.graph.fully_connected_graph` followed by :func:`gnnreco.tasks.dfei.data.edge_features`,
+    computed by broadcasting instead of gathers; only tensor operations, so it traces to TorchScript and
+    ONNX with a dynamic number of particles (the inputs of the tensor-only forward from ``x`` alone).
+
+    Shapes:
+        x ``[N, >=9]`` → (edge_index ``[2, N(N-1)]``, edge_attr ``[N(N-1), 4]``).
+    """
+    ids = _arange_like(x[:, 0])
+    n = ids.shape[0]
+    s = ids.view(-1, 1).expand(n, n)
+    t = ids.view(1, -1).expand(n, n)
+    off = s != t
+    o, p, pv = x[:, 0:3], x[:, 3:6], x[:, 6:9]
+    pi, pj = p.unsqueeze(1).expand(n, n, 3), p.unsqueeze(0).expand(n, n, 3)
+    cross = torch.linalg.vector_norm(torch.cross(pi, pj, dim=2), dim=2)
+    theta = torch.atan2(cross, (pi * pj).sum(2))
+    d = o.unsqueeze(1) - o.unsqueeze(0)
+    big = pi + pj
+    phat = big / torch.linalg.vector_norm(big, dim=2, keepdim=True).clamp_min(1e-9)
+    dperp = torch.linalg.vector_norm(d - (d * phat).sum(2, keepdim=True) * phat, dim=2)
+    dz = pv[:, 2].unsqueeze(1) - pv[:, 2].unsqueeze(0)
+    same = ((pv.unsqueeze(1) - pv.unsqueeze(0)).abs().amax(2) < 1e-6).to(x.dtype)
+    f = torch.stack([theta, dperp, dz, same], 2)
+    return torch.stack([s[off], t[off]]), f[off]
 
 
 def _single_event(x: Tensor) -> Tensor:
@@ -332,19 +403,18 @@ class DFEIChain(nn.Module):
         self.record_timings = False  # set True to fill ``last_timings`` (seconds per stage)
         self.last_timings: dict[str, float] = {}
 
-    def _stages(self, x: Tensor, g: Tensor, f: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None,
-                pair_label: Callable[[Tensor], Tensor] | None):
-        """The three stages on the full pair list ``g`` with features ``f``; returns
-        ``(node_logit, s1, edge_logit[s1], s2, lca_logits[s1][s2], local)`` with ``s1`` the pairs of
-        surviving nodes (indices into ``g``) and ``s2`` the pairs passing edge pruning (into ``s1``)."""
+    def _stages(self, x: Tensor, g0: Tensor, f0: Tensor, pairs: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+                batch: Tensor, n_pv: Tensor, y_node: Tensor | None, pair_label: Callable[[Tensor], Tensor] | None):
+        """The three stages. ``g0``/``f0``: the node-pruning graph and its DFEI pair features;
+        ``pairs(keep, ids) -> (g1, f1)``: every pair of surviving nodes (global ids, sorted by source then
+        target) and its features. Returns ``(node_logit, g1, edge_logit, s2, lca_logits[s2])`` with ``s2``
+        the pairs (rows of ``g1``) that passed edge pruning."""
         timing = self.record_timings
         t0 = time.perf_counter() if timing else 0.0
-        n, b = x.shape[0], n_pv.shape[0]
+        b = n_pv.shape[0]
         vin = node_inputs(x)
-        ein = edge_inputs_from_features(f)
-        s0 = _nonzero(candidate_mask(f, g, n, self.max_dz, self.max_theta, self.k_nearest))
         uin = _global_inputs(n_pv, _counts(batch, b))
-        node_logit = self.np_net.forward_inputs(vin, ein[s0], uin, g[:, s0], batch)[0].view(-1)
+        node_logit = self.np_net.forward_inputs(vin, edge_inputs_from_features(f0), uin, g0, batch)[0].view(-1)
         t1 = time.perf_counter() if timing else 0.0
         keep = torch.sigmoid(node_logit.detach()) > self.np_cut
         if self.training and self.train_max_nodes > 0:
@@ -352,11 +422,11 @@ class DFEIChain(nn.Module):
         if self.training and self.teacher_forcing and y_node is not None:
             keep = keep | (y_node > 0)
         ids = _nonzero(keep)
+        g1, f1 = pairs(keep, ids)
         newid = torch.cumsum(keep.to(torch.long), 0) - 1
-        s1 = _nonzero(keep[g[0]] & keep[g[1]])
-        local = newid[g[:, s1]]
+        local = newid[g1]
         bs = batch[ids]
-        vin1, ein1 = vin[ids], ein[s1]
+        vin1, ein1 = vin[ids], edge_inputs_from_features(f1)
         uin1 = _global_inputs(n_pv, _counts(bs, b))
         edge_logit = self.ep_net.forward_inputs(vin1, ein1, uin1, local, bs)[1].view(-1)
         t2 = time.perf_counter() if timing else 0.0
@@ -364,13 +434,13 @@ class DFEIChain(nn.Module):
         if self.training and self.train_max_edges > 0:
             ekeep = ekeep & _topk_per_receiver(edge_logit.detach(), local[1], self.train_max_edges, ids.shape[0])
         if self.training and self.teacher_forcing and pair_label is not None:
-            ekeep = ekeep | (pair_label(g[:, s1]) > 0)
+            ekeep = ekeep | (pair_label(g1) > 0)
         s2 = _nonzero(ekeep)
         lg = self.lca_net.forward_inputs(vin1, ein1[s2], uin1, local[:, s2], bs)[1]
         if timing:
             self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
                                  "lca": time.perf_counter() - t2}
-        return node_logit, s1, edge_logit, s2, lg
+        return node_logit, g1, edge_logit, s2, lg
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
                 pair_label: Callable[[Tensor], Tensor] | None = None):
@@ -390,12 +460,17 @@ class DFEIChain(nn.Module):
             return self.forward_tensors(x, batch, n_pv, y_node)
         n_pv = n_pv.view(-1)
         t = time.perf_counter()
-        g, f = _full_graph(x, batch)
+        g0 = candidate_graph_dense(x, batch, n_pv.shape[0], self.max_dz, self.max_theta, self.k_nearest)
+        f0 = edge_features(x, g0)
         t_graph = time.perf_counter() - t
-        node_logit, s1, edge_logit, s2, lg = self._stages(x, g, f, batch, n_pv, y_node, pair_label)
+
+        def pairs(keep: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+            g1 = ids[fully_connected_graph(batch=batch[ids])] if ids.numel() else ids.new_zeros(2, 0)
+            return g1, edge_features(x, g1)
+
+        node_logit, g1, edge_logit, s2, lg = self._stages(x, g0, f0, pairs, batch, n_pv, y_node, pair_label)
         if self.record_timings:
             self.last_timings["node_pruning"] += t_graph
-        g1 = g[:, s1]
         e1 = g1.shape[1]
         lca_logits = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).repeat(e1, 1)
         lca_logits = lca_logits.index_put((s2,), lg)
@@ -408,7 +483,18 @@ class DFEIChain(nn.Module):
                         u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Tensor-only forward of one event (class docstring): ``(node_logit, edge_logit, lca_logits)``."""
         batch = _single_event(x)
-        node_logit, s1, edge_logit, s2, lg = self._stages(x, edge_index, edge_attr, batch, u[:, 0], None, None)
+        n = x.shape[0]
+        s0 = _nonzero(candidate_mask(edge_attr, edge_index, n, self.max_dz, self.max_theta, self.k_nearest))
+        sel: list[Tensor] = []
+
+        def pairs(keep: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+            s1 = _nonzero(keep[edge_index[0]] & keep[edge_index[1]])
+            sel.append(s1)
+            return edge_index[:, s1], edge_attr[s1]
+
+        node_logit, _, edge_logit, s2, lg = self._stages(x, edge_index[:, s0], edge_attr[s0], pairs, batch, u[:, 0],
+                                                         None, None)
+        s1 = sel[0]
         e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s1, edge_logit)
         lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
         idx = s1[s2].view(-1, 1).expand(-1, 4)
@@ -444,15 +530,14 @@ class DFEIFused(nn.Module):
         self.node_cut, self.edge_cut, self.k_edges = node_cut, edge_cut, k_edges
         self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
 
-    def _blocks(self, x: Tensor, g: Tensor, f: Tensor, batch: Tensor, n_pv: Tensor):
-        """Blocks on the candidate pairs of ``g``; returns ``(s0, node_logit, edge_logit[s0], eid,
-        lca_logits[eid], aux_node, aux_edge)`` with ``eid`` indexing ``s0`` (the pairs that survived)."""
+    def _blocks(self, x: Tensor, g0: Tensor, f0: Tensor, batch: Tensor, n_pv: Tensor):
+        """Blocks on the candidate pairs ``g0`` (features ``f0``); returns ``(node_logit, edge_logit[E0],
+        eid, lca_logits[eid], aux_node, aux_edge)`` with ``eid`` the rows of ``g0`` that survived."""
         n, b = x.shape[0], n_pv.shape[0]
-        s0 = _nonzero(candidate_mask(f, g, n, self.max_dz, self.max_theta, self.k_nearest))
-        g0 = g[:, s0]
+        s0 = _arange_like(f0[:, 0])
         net = self.net
         v0 = net.enc_v(node_inputs(x))
-        e0 = net.enc_e(edge_inputs_from_features(f[s0]))
+        e0 = net.enc_e(edge_inputs_from_features(f0))
         u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b)))
         v, e, u = v0, e0, u0
         eid = _arange_like(s0)
@@ -483,7 +568,7 @@ class DFEIFused(nn.Module):
                 keep = keep & (rank_per_receiver(we.detach(), gi[1], n) < self.k_edges)
             sel = _nonzero(keep)
             eid, e, w = eid[sel], e[sel], we[sel]
-        return s0, node_logit, edge_logit, eid, net.edge_dec(e), aux_node, aux_edge
+        return node_logit, edge_logit, eid, net.edge_dec(e), aux_node, aux_edge
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
                 pair_label: Callable[[Tensor], Tensor] | None = None):
@@ -491,22 +576,25 @@ class DFEIFused(nn.Module):
         or the tensor-only call ``(x, edge_index, edge_attr, u)`` of the class docstring."""
         if batch.dim() == 2:
             return self.forward_tensors(x, batch, n_pv, y_node)
-        g, f = _full_graph(x, batch)
-        s0, node_logit, edge_logit, eid, lg, aux_node, aux_edge = self._blocks(x, g, f, batch, n_pv.view(-1))
-        e_all = s0.shape[0]
+        n_pv = n_pv.view(-1)
+        g0 = candidate_graph_dense(x, batch, n_pv.shape[0], self.max_dz, self.max_theta, self.k_nearest)
+        node_logit, edge_logit, eid, lg, aux_node, aux_edge = self._blocks(x, g0, edge_features(x, g0), batch, n_pv)
+        e_all = g0.shape[1]
         lca_logits = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).repeat(e_all, 1)
         lca_logits = lca_logits.index_put((eid,), lg)
         lca_mask = torch.zeros(e_all, dtype=torch.bool, device=x.device)
         lca_mask[eid] = True
         # outputs at the working point: pairs below the last edge cut count as pruned
-        return {"node_logit": node_logit, "pair_index": g[:, s0], "edge_logit": edge_logit,
+        return {"node_logit": node_logit, "pair_index": g0, "edge_logit": edge_logit,
                 "lca_logits": lca_logits, "lca_mask": lca_mask, "aux_node": aux_node, "aux_edge": aux_edge,
                 "graph_edges": int(eid.numel())}
 
     def forward_tensors(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor,
                         u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Tensor-only forward of one event (class docstring): ``(node_logit, edge_logit, lca_logits)``."""
-        s0, node_logit, edge_logit, eid, lg, _, _ = self._blocks(x, edge_index, edge_attr, _single_event(x), u[:, 0])
+        s0 = _nonzero(candidate_mask(edge_attr, edge_index, x.shape[0], self.max_dz, self.max_theta, self.k_nearest))
+        node_logit, edge_logit, eid, lg, _, _ = self._blocks(x, edge_index[:, s0], edge_attr[s0], _single_event(x),
+                                                             u[:, 0])
         e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s0, edge_logit)
         lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
         idx = s0[eid].view(-1, 1).expand(-1, 4)

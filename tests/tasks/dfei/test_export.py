@@ -123,3 +123,30 @@ def test_torchscript_and_onnx_dynamic_sizes(k, tmp_path):
     res = sess.run(None, {n: t.numpy() for n, t in zip(names, other)})
     for a, b in zip(ref, res):
         np.testing.assert_allclose(a.numpy(), b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("opts", [dict(k_nearest=5), dict(k_nearest=0, max_dz=1.0, max_theta=0.3),
+                                  dict(k_nearest=3, max_dz=5.0)])
+def test_dense_candidate_graph_equals_pair_list(opts):
+    """The padded-grid candidate graph (batched forward) equals the pair-list one (tensor forward)."""
+    from gnnreco.tasks.dfei.model import candidate_graph_dense, candidate_mask
+
+    evs = [_event(s, nu=0.8) for s in (1, 2, 3)]
+    x = torch.cat([e[0] for e in evs])
+    batch = torch.cat([torch.full((e[0].shape[0],), i) for i, e in enumerate(evs)])
+    g = fully_connected_graph(batch=batch)
+    f = edge_features(x, g)
+    ref = g[:, candidate_mask(f, g, x.shape[0], opts.get("max_dz"), opts.get("max_theta"), opts["k_nearest"])]
+    got = candidate_graph_dense(x, batch, 3, opts.get("max_dz"), opts.get("max_theta"), opts["k_nearest"])
+    assert torch.equal(ref, got)
+
+
+def test_pair_inputs_equal_graph_builder():
+    from gnnreco.tasks.dfei.model import pair_inputs
+
+    x, ei, ea, _ = _event(4)
+    g, f = pair_inputs(x)
+    assert torch.equal(g, ei)
+    torch.testing.assert_close(f, ea, atol=1e-6, rtol=1e-5)
+    g0, f0 = pair_inputs(torch.zeros(0, 13))
+    assert g0.shape == (2, 0) and f0.shape == (0, 4)
