@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ._util import as_tensor, check_finite, eta_of, expand_ranges, single_threaded, wrap_phi
+from ._util import as_tensor, check_finite, eta_of, single_threaded, wrap_phi
 from ._window import window_candidates
+from .module_map import ModuleMap, pair_features
 from .neighbors import knn_graph, radius_graph
 
 __all__ = [
@@ -81,29 +80,6 @@ def phi_slope_for_pt(pt_min: float, b_field: float = 2.0, margin: float = 5.0 / 
     return margin * 0.299792458 * b_field / (2.0 * pt_min) * 1e-3
 
 
-FEATURES = ("z0", "dphi", "phi_slope", "deta")
-
-
-def pair_features(r: Tensor, phi: Tensor, z: Tensor, src: Tensor, dst: Tensor) -> dict[str, Tensor]:
-    r"""Doublet features :math:`z_0`, :math:`\Delta\phi`, :math:`\phi_\text{slope}`, :math:`\Delta\eta`.
-
-    Args:
-        r, phi, z: hit cylindrical coordinates, :math:`(N,)`.
-        src, dst: inner and outer hit of each pair, :math:`(E,)`.
-
-    Returns:
-        dict of :math:`(E,)` tensors keyed ``z0``, ``dphi``, ``phi_slope``, ``deta``, ``dr``, ``dz``.
-    """
-    r1, r2 = r[src], r[dst]
-    z1, z2 = z[src], z[dst]
-    dr = r2 - r1
-    dz = z2 - z1
-    dphi = wrap_phi(phi[dst] - phi[src])
-    safe = torch.where(dr == 0, torch.full_like(dr, 1e-12), dr)
-    phi_slope = dphi / safe
-    z0 = z1 - r1 * dz / safe
-    deta = eta_of(r2, z2) - eta_of(r1, z1)
-    return {"z0": z0, "dphi": dphi, "phi_slope": phi_slope, "deta": deta, "dr": dr, "dz": dz}
 
 
 def _layer_keys(layer: Tensor, volume: Tensor | None) -> Tensor:
@@ -345,167 +321,6 @@ def layer_pair_graph(r, phi, z, layer, volume=None, *, phi_slope_max: float = 0.
     """Functional form of :class:`LayerPairBuilder` (same arguments); returns ``[2, E]``."""
     return LayerPairBuilder(phi_slope_max, z0_max, deta_max, layer_pairs, intersecting_cylinders)(
         r, phi, z, layer, volume)
-
-
-# ----------------------------------------------------------------------------------------------
-# module map
-# ----------------------------------------------------------------------------------------------
-
-
-class ModuleMap:
-    r"""Data-driven doublet module map (L2IT / GNN4ITk, doublet level).
-
-    Learning: for every true doublet :math:`(1 \to 2)` of the training events, the module pair
-    :math:`(m_1, m_2)` is recorded together with the running minimum and maximum of
-    :math:`z_0, \Delta\phi, \phi_\text{slope}, \Delta\eta`. Applying: every hit pair whose modules
-    form a known pair and whose features lie inside the learned windows (widened by
-    ``tolerance`` times the window width, plus ``abs_tolerance``) becomes an edge.
-
-    Everything is vectorised: module pairs are 64-bit keys :math:`m_1 M + m_2`, merged across
-    events with ``unique`` and looked up with ``searchsorted``; hit pairs are enumerated by range
-    expansion over hits sorted by module.
-
-    Args:
-        tolerance: relative widening of each learned window (0 = the exact min/max).
-        abs_tolerance: absolute widening per feature, ``{name: value}``.
-    """
-
-    def __init__(self, tolerance: float = 0.0, abs_tolerance: dict[str, float] | None = None):
-        self.tolerance = float(tolerance)
-        self.abs_tolerance = dict(abs_tolerance or {})
-        self.keys = torch.empty(0, dtype=torch.long)  # sorted m1 * M + m2
-        self.lo = torch.empty(0, len(FEATURES), dtype=torch.float64)
-        self.hi = torch.empty(0, len(FEATURES), dtype=torch.float64)
-        self.counts = torch.empty(0, dtype=torch.long)
-        self.num_modules = 0
-
-    def __len__(self) -> int:
-        return int(self.keys.numel())
-
-    def __repr__(self) -> str:
-        return f"ModuleMap(pairs={len(self)}, num_modules={self.num_modules}, tolerance={self.tolerance})"
-
-    # -- learning ------------------------------------------------------------------------------
-    def update(self, r, phi, z, module_id, truth_edge_index) -> ModuleMap:
-        """Add one training event's true doublets (``truth_edge_index``: inner -> outer)."""
-        r = as_tensor(r, "r", torch.float64).cpu()
-        phi = as_tensor(phi, "phi", torch.float64).cpu()
-        z = as_tensor(z, "z", torch.float64).cpu()
-        mod = as_tensor(module_id, "module_id", torch.long).cpu()
-        ei = as_tensor(truth_edge_index, "truth_edge_index", torch.long).cpu()
-        if ei.dim() != 2 or ei.size(0) != 2:
-            raise ValueError(f"'truth_edge_index' must have shape [2, E], got {tuple(ei.shape)}")
-        if mod.numel() and int(mod.min()) < 0:
-            raise ValueError("'module_id' must be non-negative")
-        src, dst = ei
-        f = pair_features(r, phi, z, src, dst)
-        vals = torch.stack([f[n] for n in FEATURES], 1)
-        M = max(self.num_modules, int(mod.max()) + 1 if mod.numel() else 0)
-        if M != self.num_modules and len(self):
-            m1, m2 = self.keys // self.num_modules, self.keys % self.num_modules
-            self.keys = m1 * M + m2
-        self.num_modules = M
-        keys = mod[src] * M + mod[dst]
-        allk = torch.cat([self.keys, keys])
-        alllo = torch.cat([self.lo, vals])
-        allhi = torch.cat([self.hi, vals])
-        allc = torch.cat([self.counts, torch.ones_like(keys)])
-        uk, inv = torch.unique(allk, return_inverse=True)
-        lo = torch.full((uk.numel(), len(FEATURES)), math.inf, dtype=torch.float64)
-        hi = torch.full((uk.numel(), len(FEATURES)), -math.inf, dtype=torch.float64)
-        idx = inv.unsqueeze(1).expand(-1, len(FEATURES))
-        lo.scatter_reduce_(0, idx, alllo, "amin")
-        hi.scatter_reduce_(0, idx, allhi, "amax")
-        self.keys, self.lo, self.hi = uk, lo, hi
-        self.counts = torch.zeros(uk.numel(), dtype=torch.long).index_add_(0, inv, allc)
-        return self
-
-    @classmethod
-    def fit(cls, events, tolerance: float = 0.0, abs_tolerance: dict[str, float] | None = None) -> ModuleMap:
-        """Learn a map from an iterable of ``(r, phi, z, module_id, truth_edge_index)`` tuples."""
-        mm = cls(tolerance, abs_tolerance)
-        for ev in events:
-            mm.update(*ev)
-        return mm
-
-    # -- applying ------------------------------------------------------------------------------
-    def _windows(self) -> tuple[Tensor, Tensor]:
-        width = (self.hi - self.lo).clamp(min=0)
-        extra = torch.tensor([self.abs_tolerance.get(n, 0.0) for n in FEATURES], dtype=torch.float64)
-        return self.lo - self.tolerance * width - extra, self.hi + self.tolerance * width + extra
-
-    def __call__(self, r, phi, z, module_id) -> Tensor:
-        """Edges of one event: hit pairs on known module pairs passing the learned windows."""
-        r = as_tensor(r, "r", torch.float64)
-        dev = r.device
-        phi = as_tensor(phi, "phi", torch.float64, dev)
-        z = as_tensor(z, "z", torch.float64, dev)
-        mod = as_tensor(module_id, "module_id", torch.long, dev)
-        if mod.numel() != r.numel():
-            raise ValueError(f"'module_id' has {mod.numel()} entries, expected {r.numel()}")
-        if len(self) == 0 or r.numel() == 0:
-            return torch.empty(2, 0, dtype=torch.long, device=dev)
-        M = self.num_modules
-        known = (mod >= 0) & (mod < M)
-        order = torch.argsort(torch.where(known, mod, torch.full_like(mod, M)), stable=True)
-        smod = mod[order]
-        umod, cnt = torch.unique_consecutive(smod, return_counts=True)
-        first = torch.cumsum(cnt, 0) - cnt
-        keys = self.keys.to(dev)
-        m1, m2 = keys // M, keys % M
-        # module -> (first hit, count) via searchsorted on the event's modules
-        def lookup(m: Tensor) -> tuple[Tensor, Tensor]:
-            i = torch.searchsorted(umod, m).clamp(max=umod.numel() - 1)
-            hit = umod[i] == m
-            return first[i], torch.where(hit, cnt[i], torch.zeros_like(cnt[i]))
-        f1, c1 = lookup(m1)
-        f2, c2 = lookup(m2)
-        npairs = c1 * c2
-        act = npairs > 0
-        pidx = act.nonzero(as_tuple=True)[0]
-        owner, t = expand_ranges(torch.zeros_like(pidx), npairs[pidx])
-        p = pidx[owner]
-        src = order[f1[p] + t // c2[p]]
-        dst = order[f2[p] + t % c2[p]]
-        f = pair_features(r, phi, z, src, dst)
-        vals = torch.stack([f[n] for n in FEATURES], 1)
-        lo, hi = self._windows()
-        lo, hi = lo.to(dev).index_select(0, p), hi.to(dev).index_select(0, p)
-        keep = ((vals >= lo) & (vals <= hi)).all(1) & (src != dst)
-        return torch.stack([src[keep], dst[keep]])
-
-    # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the map to ``path`` (``.npz``), atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, keys=self.keys.numpy(), lo=self.lo.numpy(), hi=self.hi.numpy(),
-                 counts=self.counts.numpy(), num_modules=np.int64(self.num_modules),
-                 features=np.array(FEATURES), tolerance=np.float64(self.tolerance))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, tolerance: float | None = None,
-             abs_tolerance: dict[str, float] | None = None) -> ModuleMap:
-        """Read a map written by :meth:`save`."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"module map file '{path}' does not exist")
-        with np.load(path) as d:
-            for name in ("keys", "lo", "hi", "num_modules", "features"):
-                if name not in d:
-                    raise ValueError(f"module map file '{path}' lacks the array '{name}'")
-            if tuple(d["features"].tolist()) != FEATURES:
-                raise ValueError(f"module map file '{path}' has features {d['features'].tolist()}, "
-                                 f"expected {list(FEATURES)}")
-            mm = cls(float(d["tolerance"]) if tolerance is None else tolerance, abs_tolerance)
-            mm.keys = torch.from_numpy(d["keys"]).long()
-            mm.lo = torch.from_numpy(d["lo"]).double()
-            mm.hi = torch.from_numpy(d["hi"]).double()
-            mm.counts = torch.from_numpy(d["counts"]).long() if "counts" in d else torch.ones_like(mm.keys)
-            mm.num_modules = int(d["num_modules"])
-        return mm
 
 
 # ----------------------------------------------------------------------------------------------

@@ -164,10 +164,10 @@ def test_module_map_learn_apply_save_load(tmp_path):
         t = truth_graph(ev["particle_id"], "modulewise", order=ev["r"], module_id=ev["module_id"])
         events.append((ev["r"], ev["phi"], ev["z"], ev["module_id"], t))
     mm = ModuleMap.fit(events)
-    assert len(mm) > 0
+    assert len(mm) > 0 and mm.num_triplets > 0
     # on a training event every true doublet passes (windows are min/max over it)
     ev = train[0]
-    got = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+    got = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"], triplets=False)
     truth = events[0][4]
     m = construction_metrics(got, truth, num_nodes=len(ev["r"]))
     assert m.loc[0, "efficiency"] == 1.0
@@ -186,16 +186,71 @@ def test_module_map_learn_apply_save_load(tmp_path):
     assert edge_set(got) == set(zip(s[ok].tolist(), d[ok].tolist()))
     path = mm.save(tmp_path / "mm.npz")
     mm2 = ModuleMap.load(path)
-    assert torch.equal(mm2.keys, mm.keys) and torch.equal(mm2.lo, mm.lo)
-    assert edge_set(mm2(ev["r"], ev["phi"], ev["z"], ev["module_id"])) == edge_set(got)
+    assert torch.equal(mm2.keys, mm.keys) and torch.equal(mm2.lo, mm.lo) and torch.equal(mm2.tkeys, mm.tkeys)
+    assert edge_set(mm2(ev["r"], ev["phi"], ev["z"], ev["module_id"], triplets=False)) == edge_set(got)
     # tolerance widens the windows (superset)
-    wide = ModuleMap.load(path, tolerance=0.5)(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+    wide = ModuleMap.load(path, tolerance=0.5)(ev["r"], ev["phi"], ev["z"], ev["module_id"], triplets=False)
     assert edge_set(got) <= edge_set(wide)
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         ModuleMap.load(tmp_path / "nope.npz")
     np.savez(tmp_path / "bad.npz", keys=np.zeros(1))
     with pytest.raises(ValueError, match="lacks"):
         ModuleMap.load(tmp_path / "bad.npz")
+
+
+def brute_triplet_filter(mm, ev, doublets):
+    """Edges of ``doublets`` that belong to a triplet passing the map (plain loops, small events)."""
+    r, phi, z = (torch.as_tensor(ev[k]).double() for k in ("r", "phi", "z"))
+    mod = torch.as_tensor(ev["module_id"])
+    src, dst = doublets
+    f = pair_features(r, phi, z, src, dst)
+    feats = torch.stack([f[k] for k in ("z0", "dphi", "phi_slope", "deta")], 1)
+    x, y = r * torch.cos(phi), r * torch.sin(phi)
+    table = {int(k): i for i, k in enumerate(mm.tkeys.tolist())}
+    dense = {int(m): i for i, m in enumerate(mm.modules.tolist())}
+    K = mm.modules.numel()
+    out = set()
+    by_src = {}
+    for e in range(src.numel()):
+        by_src.setdefault(int(src[e]), []).append(e)
+    for e1 in range(src.numel()):
+        for e2 in by_src.get(int(dst[e1]), []):
+            a, b, c = int(mod[src[e1]]), int(mod[dst[e1]]), int(mod[dst[e2]])
+            if a not in dense or b not in dense or c not in dense:
+                continue
+            j = table.get((dense[a] * K + dense[b]) * K + dense[c])
+            if j is None:
+                continue
+            def slope(p, q, num, den):
+                d = den[q] - den[p]
+                return (num[q] - num[p]) / (d if d != 0 else 1e-12)
+            s1, d1, d2 = int(src[e1]), int(dst[e1]), int(dst[e2])
+            diff = [slope(d1, d2, z, r) - slope(s1, d1, z, r), slope(d1, d2, y, x) - slope(s1, d1, y, x)]
+            v = torch.cat([feats[e1], feats[e2], torch.tensor(diff, dtype=torch.float64)])
+            if bool(((v >= mm.tlo[j]) & (v <= mm.thi[j])).all()):
+                out |= {(s1, d1), (d1, d2)}
+    return out
+
+
+def test_module_map_triplets_equal_brute_force_and_keep_training_truth():
+    train = [helix_event(300, seed=s, smear=0.02, noise_fraction=0.1) for s in range(4)]
+    events = [(e["r"], e["phi"], e["z"], e["module_id"],
+               truth_graph(e["particle_id"], "modulewise", order=e["r"], module_id=e["module_id"])) for e in train]
+    mm = ModuleMap.fit(events)
+    for ev, (*_, truth) in zip(train[:2], events[:2]):
+        doublets = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"], triplets=False)
+        got = mm(ev["r"], ev["phi"], ev["z"], ev["module_id"])
+        assert edge_set(got) == brute_triplet_filter(mm, ev, doublets)
+        assert edge_set(got) <= edge_set(doublets) and got.size(1) < doublets.size(1)
+        # every true doublet of a particle with >= 3 hits is part of a true (learned) triplet
+        pid = torch.as_tensor(ev["particle_id"])
+        nh = torch.bincount(pid)
+        t3 = truth[:, nh[pid[truth[0]]] >= 3]
+        assert edge_set(t3) <= edge_set(got)
+    assert mm(train[0]["r"], train[0]["phi"], train[0]["z"], train[0]["module_id"] * 0 + 10**6).shape == (2, 0)
+    with pytest.raises(ValueError, match="no triplets"):
+        ModuleMap.fit(events[:1], triplets=False)(train[0]["r"], train[0]["phi"], train[0]["z"],
+                                                   train[0]["module_id"], triplets=True)
 
 
 def test_module_map_incremental_update_equals_fit():

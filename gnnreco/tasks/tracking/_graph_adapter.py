@@ -96,13 +96,21 @@ def global_module_id(hits: pd.DataFrame) -> np.ndarray:
             + hits["module_id"].to_numpy(np.int64))
 
 
-def module_map_edges(hits: pd.DataFrame, module_map: Any = None, **options: Any) -> np.ndarray:
-    """Module-map graph via :class:`gnnreco.graph.ModuleMap` (a map object or the path of a saved map)."""
+def module_map_edges(hits: pd.DataFrame, module_map: Any = None, triplets: bool = False, **options: Any) -> np.ndarray:
+    """Module-map graph via :class:`gnnreco.graph.ModuleMap` (a map object or the path of a saved map).
+
+    Args:
+        hits: hit table with ``r, phi, z, volume_id, layer_id, module_id``.
+        module_map: a :class:`gnnreco.graph.ModuleMap` or the path of a saved one.
+        triplets: also apply the learned triplet windows (keeps edges of at least one valid
+            triplet; needs a map learned from enough events to cover the module triplets).
+        **options: :meth:`gnnreco.graph.ModuleMap.load` options (``tolerance``, ``abs_tolerance``).
+    """
     from gnnreco.graph import ModuleMap
 
     if module_map is None:
         raise ValueError("graph.method=module_map needs graph.module_map (a ModuleMap or the path of a saved map)")
     mm = module_map if isinstance(module_map, ModuleMap) else ModuleMap.load(module_map, **options)
     ei = mm(hits["r"].to_numpy(np.float64), hits["phi"].to_numpy(np.float64), hits["z"].to_numpy(np.float64),
-            global_module_id(hits))
+            global_module_id(hits), triplets=bool(triplets))
     return ei.cpu().numpy()
