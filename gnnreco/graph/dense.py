@@ -96,39 +96,54 @@ def fully_connected_graph(num_nodes: int | None = None, batch: Tensor | None = N
     return torch.cat(out, 1) if out else torch.empty(2, 0, dtype=torch.long, device=dev)
 
 
-def lsh_bins(x: Tensor, codebook: Tensor, bin_size: int, mask: Tensor | None = None) -> Tensor:
+def lsh_bins(x: Tensor, codebook: Tensor, bin_size: int, mask: Tensor | None = None,
+             buckets: str = "bins") -> Tensor:
     r"""Angular LSH bin assignment, sorted into bins of exactly ``bin_size`` elements (MLPF).
 
     With a random codebook :math:`R \in \mathbb{R}^{F \times M}` and :math:`n_b = N / \text{bin\_size}`
-    bins, each element gets
+    bins, each element gets the hash
 
     .. math::
-        h = \operatorname{argmax}\big( [\,x R_{:, :\lceil n_b/2 \rceil},\ -x R_{:, :\lceil n_b/2 \rceil}\,]_{:n_b} \big)
+        h = \operatorname{argmax}\big( [\,x R_{:, :m},\ -x R_{:, :m}\,]_{:H} \big)
 
-    and elements are stably sorted by :math:`h` (masked-out elements last); consecutive groups of
-    ``bin_size`` sorted elements form the bins, so every bin is full.
+    with ``buckets="bins"``: :math:`m = \lceil n_b/2 \rceil`, :math:`H = n_b` (one hash bucket per
+    bin, as in MLPF's ``max_num_bins``), or ``buckets="codebook"``: :math:`m = M`, :math:`H = 2M`
+    (a fixed number of buckets whatever :math:`N`; the semantics of
+    ``gnnreco.tasks.pflow.model.lsh_bins``). Elements are stably sorted by :math:`h` (masked-out
+    elements last, with key :math:`H`); consecutive groups of ``bin_size`` sorted elements form the
+    bins, so every bin is full.
 
     Args:
         x: :math:`(B, N, F)` with :math:`N` a multiple of ``bin_size``.
-        codebook: :math:`(F, M)` random projection, :math:`M \ge \lceil n_b / 2\rceil`.
+        codebook: :math:`(F, M)` random projection; with ``buckets="bins"``
+            :math:`M \ge \lceil n_b / 2\rceil`.
         bin_size: elements per bin.
         mask: optional :math:`(B, N)` bool, ``False`` for padding.
+        buckets: ``"bins"`` or ``"codebook"`` (see above).
 
     Returns:
-        :math:`(B, n_b, \text{bin\_size})` long tensor of element indices (a permutation of each row).
+        :math:`(B, n_b, \text{bin\_size})` long tensor of element indices (a permutation of each row;
+        ``.reshape(B, N)`` is the flat sorting permutation).
     """
     B, N, F = x.shape
     if N % bin_size != 0:
         raise ValueError(f"the number of elements ({N}) must be a multiple of 'bin_size' ({bin_size}); pad 'x'")
+    if buckets not in ("bins", "codebook"):
+        raise ValueError(f"'buckets' must be 'bins' or 'codebook', got {buckets!r}")
     n_bins = N // bin_size
-    half = (n_bins + 1) // 2
+    if buckets == "bins":
+        half = (n_bins + 1) // 2
+        n_hash = n_bins
+    else:
+        half = codebook.size(1)
+        n_hash = 2 * half
     if codebook.size(0) != F or codebook.size(1) < half:
         raise ValueError(f"'codebook' must have shape [{F}, >= {half}], got {tuple(codebook.shape)}")
     h = torch.matmul(x, codebook[:, :half].to(x.dtype))
-    h = torch.cat([h, -h], dim=-1)[..., :n_bins]
+    h = torch.cat([h, -h], dim=-1)[..., :n_hash]
     key = torch.argmax(h, dim=-1)
     if mask is not None:
-        key = torch.where(mask, key, torch.full_like(key, n_bins))
+        key = torch.where(mask, key, torch.full_like(key, n_hash))
     # stable sort of small integer keys == argsort of key * N + position (ONNX-friendly TopK)
     pos = torch.arange(N, device=x.device).unsqueeze(0)
     order = torch.argsort(key * N + pos, dim=-1)

@@ -95,3 +95,18 @@ def test_lsh_module_exports_to_onnx(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"x": x.numpy()})
     assert torch.allclose(torch.from_numpy(y), model(x), atol=1e-5)
+
+
+def test_lsh_bins_codebook_buckets_match_pflow_binning():
+    """``buckets="codebook"`` expresses the pflow task's private binning (fixed 2M buckets)."""
+    pflow = pytest.importorskip("gnnreco.tasks.pflow.model")
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 96, 6, generator=g)
+    mask = torch.rand(2, 96, generator=g) > 0.2
+    codebook = torch.randn(6, 16, generator=g)  # 32 buckets
+    ours = lsh_bins(x, codebook, 32, mask, buckets="codebook").reshape(2, 96)
+    assert torch.equal(ours, pflow.lsh_bins(x, mask, codebook, 32))
+    # the default (one bucket per bin) hashes differently
+    assert not torch.equal(lsh_bins(x, codebook, 32, mask).reshape(2, 96), ours)
+    with pytest.raises(ValueError, match="buckets"):
+        lsh_bins(x, codebook, 32, buckets="nope")
