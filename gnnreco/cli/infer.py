@@ -100,7 +100,14 @@ def build_reconstructor(cfg: DictConfig):
         manifest = json.loads(mpath.read_text())
         own = isinstance(manifest.get("config"), dict) or (exp / "config.yaml").exists()
         rec = Reconstructor.from_export(exp, config=None if own else cfg, backend=cfg.get("export_backend", "auto"), **kw)
-        return rec, (rec.config if own else cfg), {"export": _file_id(mpath)}
+        if own:  # the export's task/data/model configs describe the exported model
+            from omegaconf import open_dict
+
+            with open_dict(cfg):
+                for k in ("task", "data", "model"):
+                    if k in rec.config:
+                        cfg[k] = rec.config[k]
+        return rec, cfg, {"export": _file_id(mpath)}
     if not cfg.get("ckpt_path"):
         raise ValueError("gnnreco infer needs ckpt_path=<checkpoint> (or ckpt_path=last) or export_path=<export dir>")
     cfg, model, ckpt = load_trained(cfg, "infer")

@@ -110,3 +110,32 @@ def test_killed_infer_leaves_no_output_and_resumes(tmp_path, tracking_setup):
     # a finished output is never replaced silently
     with pytest.raises(FileExistsError, match="overwrite=true"):
         run_infer(cfg)
+
+
+def test_infer_from_export_directory(tmp_path, tracking_setup):
+    pytest.importorskip("onnxruntime")
+    import torch
+    from omegaconf import OmegaConf
+    from torch_geometric.data import Batch
+
+    from gnnreco.cli.infer import run_infer
+    from gnnreco.data.datamodule import event_to_data
+    from gnnreco.export import export_network
+
+    reco = gnnreco.Reconstructor.from_checkpoint(tracking_setup["ckpt"], device="cpu")
+    graph, _ = reco.process(tracking_setup["fields"][0])
+    batch = Batch.from_data_list([event_to_data({k: torch.as_tensor(v) for k, v in graph.items()})])
+    run_cfg = OmegaConf.load(tracking_setup["ckpt"].parents[1] / ".hydra" / "config.yaml")
+    exp = tmp_path / "exp"
+    export_network(reco.module.net, reco.module.export_inputs(batch), exp, input_names=tuple(reco.module.export_input_names),
+                   output_names=("logits",), formats=("onnx",), cfg=run_cfg)
+    OmegaConf.save(run_cfg, exp / "config.yaml")  # the export carries its task/data/model config
+    out = tmp_path / "reco.parquet"
+    cfg = infer_cfg(tmp_path, tracking_setup["ckpt"], ["ckpt_path=null", f"export_path={exp}",
+                                                        f"input={tracking_setup['parquet']}", f"output={out}",
+                                                        "max_events=3"])
+    run_infer(cfg)
+    arr = read_results(out)
+    for i in range(3):
+        ref = reco(tracking_setup["fields"][i])
+        np.testing.assert_array_equal(ak.to_numpy(arr["track_label"][i]), ref["track_label"])
