@@ -81,31 +81,48 @@ def conservation_rows(dtype: torch.dtype = torch.float64, epsilon: float = 1e-9,
     """One row per task model and propagation precision: relative residual, the share absorbed by
     biases, and the cost as ratios to the model's forward and to a plain gradient × input (one forward +
     backward) measured in the same process (smallest CPU time of ``repeat``, one thread)."""
-    from gnnreco.explain import conservation, explain
 
     rows = []
     for name, model, inputs, target in _task_models(dtype):
-        model.eval()
-        with torch.no_grad():
-            t_fwd = _best(lambda: model(*inputs), repeat)
-
-        def grad_x_input():
-            leaf = [t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs]
-            out = model(*leaf)
-            outs = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, tuple) else [out]
-            o = next(t for t in outs if isinstance(t, torch.Tensor) and t.requires_grad)
-            o.reshape(-1)[-1].backward()
-
-        t_grad = _best(grad_x_input, repeat)
-        for prec in precisions:
-            ex = explain(model, inputs, target, rules={"epsilon": epsilon}, precision=prec)
-            t_exp = _best(lambda: explain(model, inputs, target, rules={"epsilon": epsilon}, precision=prec), repeat)
-            c = conservation(ex)
-            ok = "yes" if c["relative"] <= 1e-4 else "NO"
-            rows.append([name, str(dtype).replace("torch.", ""), prec, f"{c['relative']:.1e}", ok,
-                         f"{c['absorbed_bias'] / (abs(c['output']) + 1e-30):+.2f}", f"{t_fwd * 1e3:.1f}",
-                         f"{t_exp / t_fwd:.1f}", f"{t_exp / t_grad:.1f}"])
+        rows += _model_rows(name, model, inputs, target, dtype, epsilon, precisions, repeat)
     return rows
+
+
+def _grad_x_input(model, inputs) -> None:
+    leaf = [t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs]
+    out = model(*leaf)
+    outs = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, tuple) else [out]
+    o = next(t for t in outs if isinstance(t, torch.Tensor) and t.requires_grad)
+    o.reshape(-1)[-1].backward()
+
+
+def _model_rows(name, model, inputs, target, dtype, epsilon, precisions, repeat) -> list[list[str]]:
+    from functools import partial
+
+    from gnnreco.explain import conservation, explain
+
+    model.eval()
+    with torch.no_grad():
+        t_fwd = _best(partial(model, *inputs), repeat)
+    t_grad = _best(partial(_grad_x_input, model, inputs), repeat)
+    rows = []
+    for prec in precisions:
+        call = partial(explain, model, inputs, target, rules={"epsilon": epsilon}, precision=prec)
+        c = conservation(call())
+        t_exp = _best(call, repeat)
+        ok = "yes" if c["relative"] <= 1e-4 else "NO"
+        rows.append([name, str(dtype).replace("torch.", ""), prec, f"{c['relative']:.1e}", ok,
+                     f"{c['absorbed_bias'] / (abs(c['output']) + 1e-30):+.2f}", f"{t_fwd * 1e3:.1f}",
+                     f"{t_exp / t_fwd:.1f}", f"{t_exp / t_grad:.1f}"])
+    return rows
+
+
+def _logit3(out):
+    return out[:, 3].sum()
+
+
+def _captum_call(lrp, x) -> None:
+    lrp.attribute(x.clone().requires_grad_(True), target=3)
 
 
 def captum_rows(repeat: int = 5) -> list[list[str]]:
@@ -115,6 +132,8 @@ def captum_rows(repeat: int = 5) -> list[list[str]]:
         from captum.attr._utils.lrp_rules import EpsilonRule
     except ImportError:
         return []
+    from functools import partial
+
     from gnnreco.explain import explain
 
     rows = []
@@ -127,12 +146,11 @@ def captum_rows(repeat: int = 5) -> list[list[str]]:
                 mod.rule = EpsilonRule(1e-9)
         x = torch.randn(n, 64)
         with torch.no_grad():
-            t_fwd = _best(lambda: m(x), repeat)
-        lrp = LRP(m)
-        t_cap = _best(lambda: lrp.attribute(x.clone().requires_grad_(True), target=3), repeat)
+            t_fwd = _best(partial(m, x), repeat)
+        t_cap = _best(partial(_captum_call, LRP(m), x), repeat)
         # captum explains logit 3 of every row at once (a sum of independent rows): the same for ours
-        t_ours = _best(lambda: explain(m, (x,), lambda out: out[:, 3].sum(), precision="native"), repeat)
-        t_o64 = _best(lambda: explain(m, (x,), lambda out: out[:, 3].sum()), repeat)
+        t_ours = _best(partial(explain, m, (x,), _logit3, precision="native"), repeat)
+        t_o64 = _best(partial(explain, m, (x,), _logit3), repeat)
         rows.append([f"MLP 64-{width}-{width}-10, batch {n}", f"{t_fwd * 1e3:.2f}", f"{t_cap / t_fwd:.1f}",
                      f"{t_ours / t_fwd:.1f}", f"{t_o64 / t_fwd:.1f}", f"{t_ours / t_cap:.2f}"])
     return rows
