@@ -20,8 +20,13 @@ Subclasses implement :meth:`forward` and :meth:`compute_loss`, and optionally:
   (called by ``gnnreco train``/``evaluate``);
 * ``reconstruct(batch, out) -> list[dict]`` — one record of reconstructed objects per event
   (``gnnreco infer``);
-* ``export_inputs(batch) -> tuple[Tensor, ...]``, ``export_input_names``, ``export_output_names`` and
-  ``export_manifest() -> dict`` — the tensor-only inputs of ``net`` (``gnnreco export``).
+* export hooks (``gnnreco export``, :func:`gnnreco.export.export_task`): ``export_formats``,
+  ``export_inputs(batch) -> tuple[Tensor, ...]`` (the tensor-only inputs of ``net`` for an example
+  batch), ``export_input_names``, ``export_output_names``, ``export_dynamic_axes`` (``{name: {axis:
+  symbol}}``) and ``export_manifest() -> dict`` (``task``, ``features``, ``normalisation``,
+  ``thresholds``, ``postprocessing``: see docs/export.md). The defaults here come from the export
+  adapter of the network family (:mod:`gnnreco.export.adapters`: calo and DFEI export through
+  wrappers); tracking and MLPF define them in their modules.
 """
 
 from __future__ import annotations
@@ -59,9 +64,6 @@ def _num_graphs(batch: Any) -> int:
 
 
 class GraphTaskModule(pl.LightningModule):
-    #: formats ``gnnreco export`` can write for this task's network
-    export_formats: tuple[str, ...] = ("torchscript", "onnx")
-
     """Base Lightning module of every gnnreco task.
 
     Args:
@@ -114,6 +116,54 @@ class GraphTaskModule(pl.LightningModule):
     def compute_metrics(self, batch: Any, out: dict[str, Tensor], stage: str) -> dict[str, float | Tensor]:
         """Per-batch validation/test metrics (averaged over events by the logger). Default: none."""
         return {}
+
+    # ------------------------------------------------------------------ export hooks (gnnreco.export)
+    def _export_adapter(self) -> Any:
+        from gnnreco.export.adapters import adapter_for
+
+        a = adapter_for(self.net)
+        if a is None:
+            raise TypeError(f"{type(self).__name__} ({type(self.net).__name__}) defines no export hooks and its "
+                            "network has no export adapter in gnnreco.export.adapters")
+        return a
+
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """Formats ``gnnreco export`` can write for this task's network."""
+        from gnnreco.export.adapters import adapter_for
+
+        a = adapter_for(self.net)
+        return a.formats if a is not None else ("torchscript", "onnx")
+
+    def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
+        """Example inputs of the exported network, taken from a PyG batch."""
+        return self._export_adapter().inputs(self, batch)
+
+    @property
+    def export_input_names(self) -> tuple[str, ...]:
+        return self._export_adapter().input_names(self.net)
+
+    @property
+    def export_output_names(self) -> tuple[str, ...]:
+        from gnnreco.export.adapters import adapter_for
+
+        a = adapter_for(self.net)
+        return a.output_names(self.net) if a is not None else ("output",)
+
+    @property
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]] | None:
+        """``None``: :func:`gnnreco.export.export_network`'s default (axis 0 of everything)."""
+        from gnnreco.export.adapters import adapter_for
+
+        a = adapter_for(self.net)
+        return a.dynamic_axes(self.net) if a is not None else None
+
+    def export_manifest(self) -> dict[str, Any]:
+        """Task metadata of the export manifest (docs/export.md)."""
+        from gnnreco.export.adapters import adapter_for
+
+        a = adapter_for(self.net)
+        return a.manifest(self) if a is not None else {}
 
     # ------------------------------------------------------------------ checkpoint provenance
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -61,4 +61,6 @@ def test_experiment_exports_and_reconstructs(name, compose, tmp_path):
     assert "torchscript" in model.export_formats
     for fmt in model.export_formats:
         assert manifest["files"][fmt]
-        assert manifest["max_abs_diff"][fmt] <= 1e-3
+        # relative to the output scale (calo's position output is in mm, ~100)
+        scale = max([1.0] + [o["example_max_abs"] for o in manifest["outputs"]])
+        assert manifest["max_abs_diff"][fmt] <= 1e-3 * scale

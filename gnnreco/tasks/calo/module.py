@@ -204,19 +204,3 @@ class CaloModule(GraphTaskModule):
         from gnnreco.tasks.calo.plots import plot_all
 
         return plot_all(self._test_acc, out_dir)
-
-    # ------------------------------------------------------------------ export
-    def export_inputs(self, batch: Any) -> tuple[Tensor, ...]:
-        """Inputs of ``net.forward(x, batch)``; switches every GravNet block to the traceable dense kNN
-        (``torch_cluster`` ops and the tiled search cannot be exported)."""
-        from gnnreco.tasks.calo.model import GravNetBlock
-
-        for m in self.net.modules():
-            if isinstance(m, GravNetBlock):
-                m.knn_impl = "dense"
-        return batch.x, batch.batch
-
-    export_input_names = ("x", "batch")
-    # The legacy ONNX exporter writes an invalid graph for the GravNet blocks (a Reshape output is
-    # dropped); TorchScript works. Open gap, noted on issue 7.
-    export_formats = ("torchscript",)

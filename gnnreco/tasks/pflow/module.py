@@ -163,10 +163,24 @@ class PFlowModule(GraphTaskModule):
         return X, mask
 
     def export_manifest(self) -> dict:
-        return {"inputs": "X [B, N, 12] float32 (Delphes element schema), mask [B, N] bool",
-                "outputs": "binary [B,N,2], pid [B,N,6], charge [B,N,3] logits; reg [B,N,5]; "
+        """Manifest sections (docs/export.md): element schema, in-network normalisation, output meaning."""
+        from gnnreco.sim.delphes_like import X_FEATURES
+
+        return {
+            "task": "pflow",
+            "features": {"X": list(X_FEATURES), "mask": "true for real elements, false for padding"},
+            "normalisation": {"X": "none outside the network: raw Delphes-like element rows (GeV); the network "
+                                   "applies log1p to the energy-like columns per element type itself "
+                                   "(gnnreco.tasks.pflow.model)"},
+            "thresholds": {"particle": "argmax(binary) == 1 (no tunable cut)"},
+            "postprocessing": {
+                "outputs": "binary [B,N,2], pid [B,N,6], charge [B,N,3] logits; reg [B,N,5] raw regression; "
                            "p4 [B,N,5] = (pT, eta, sin phi, cos phi, E)",
-                "classes": ["none", "ch.had", "n.had", "gamma", "e", "mu"]}
+                "classes": ["none", "ch.had", "n.had", "gamma", "e", "mu"],
+                "candidates": "gnnreco.tasks.pflow.module.candidates_from_outputs: rows [class, q, pT, eta, "
+                              "sin phi, cos phi, E] of the masked elements with class > 0",
+            },
+        }
 
 
 def export_mlpf_onnx(net: nn.Module, path: str | Path, example: tuple[Tensor, Tensor] | None = None,

@@ -324,13 +324,35 @@ class TrackingModule(GraphTaskModule):
             return batch.x, batch.edge_index, batch.edge_attr
         return batch.x, batch.edge_index
 
+    @property
+    def export_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Hits ``N`` and edges ``E`` vary (``edge_index`` along its last axis)."""
+        axes = {"x": {0: "N"}, "edge_index": {1: "E"}, "logits": {0: "E"}}
+        if self._uses_edge_attr():
+            axes["edge_attr"] = {0: "E"}
+        return axes
+
     def export_manifest(self) -> dict[str, Any]:
+        """Manifest sections (docs/export.md): feature order and scales, edge cut, track builder."""
+        from gnnreco.tasks.tracking.data import NODE_SCALES
+
+        features = self.features or []
+        features_spec: dict[str, Any] = {"x": list(features)}
+        norm: dict[str, Any] = {"x": {f: {"divide_by": float(self.node_scales.get(f, NODE_SCALES.get(f, 1.0)))}
+                                      for f in features}}
+        if self._uses_edge_attr():
+            features_spec["edge_attr"] = list(self.edge_feature_names or [])
+            norm["edge_attr"] = ("computed from the scaled node columns r, phi, z, eta of the edge's two hits "
+                                 "(source s, target d): dr = r_d - r_s, dphi = wrap(phi_d - phi_s) into [-1, 1), "
+                                 "dz, deta, phislope = dphi / dr (0 where |dr| < 1e-9, clipped to +-10), "
+                                 "rphislope = (r_d + r_s) / 2 * phislope (gnnreco.tasks.tracking.data.edge_features)")
+        features_spec["edge_index"] = ("[2, E] int64 (source, target) pairs of the hit graph, built by the "
+                                       "graph builder of config.data (module map, layer pairs or metric learning)")
         return {
             "task": "tracking",
-            "node_features": self.features,
-            "edge_features": self.edge_feature_names,
-            "normalisation": self.node_scales or None,
-            "edge_cut": self.edge_cut,
-            "output": "edge logits; score = sigmoid(logit)",
-            "track_builder": self.track_builder,
+            "features": features_spec,
+            "normalisation": norm,
+            "thresholds": {"edge_cut": self.edge_cut, "min_track_hits": self.min_track_hits},
+            "postprocessing": {"edge_score": "sigmoid(logits)",
+                               "track_builder": self.track_builder},
         }
