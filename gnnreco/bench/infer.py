@@ -5,7 +5,9 @@
 2. Run ``gnnreco infer`` on it in a subprocess (ROOT in, ROOT out, chunks of 100 events, one thread)
    with the quick-start network size (hidden 32, 4 message-passing steps; untrained weights, track
    building by connected components) and read its per-chunk statistics: events/s, resident memory
-   after the first chunk and at the end, and the peak at both points.
+   after the first chunk and at the end, and the peak at both points. A second run cycles the first
+   ``n_distinct`` events (no later event is larger than an early one) to tell a leak from the
+   allocator's high-water mark following the largest event so far.
 3. Reference, in this process: the same :class:`gnnreco.Reconstructor` on events already in memory
    (no file I/O, no chunking), so the ratio is the cost of streaming ROOT in and out.
 4. ROOT round trip per event: writing the input fields to a TTree and reading them back through the
@@ -91,7 +93,23 @@ def _round_trip(path: Path, fields: list[dict], results: list[dict]) -> tuple[fl
     return t_in, t_out
 
 
-def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100, n_reference: int | None = None) -> str:
+def _infer(tmp: Path, ckpt: Path, src: Path, name: str, chunk_size: int) -> tuple[dict, float]:
+    """Run ``gnnreco infer`` in a subprocess; returns its statistics file and the wall time."""
+    out = tmp / name
+    stats_file = tmp / f"{name}.stats.json"
+    env = dict(os.environ, GNNRECO_ROOT=str(tmp), GNNRECO_PROGRESS="0")
+    cmd = [sys.executable, "-m", "gnnreco.cli.main", "infer", OVERRIDES[0], f"ckpt_path={ckpt}", f"input={src}",
+           f"output={out}", f"chunk_size={chunk_size}", "num_threads=1", "device=cpu",
+           f"hydra.run.dir={tmp / ('hydra_' + name)}", f"stats_file={stats_file}"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"gnnreco infer failed:\n{r.stderr[-4000:]}")
+    return json.loads(stats_file.read_text()), time.perf_counter() - t0
+
+
+def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100, n_reference: int | None = None,
+        n_distinct: int = 40) -> str:
     """Run the benchmark; returns the Markdown table (see the module docstring)."""
     import gnnreco
     from gnnreco.io import default_schema, write_input_file
@@ -109,21 +127,16 @@ def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100,
                                event_numbers=range(n))
 
         # --- gnnreco infer, ROOT -> ROOT, in its own process (clean RSS)
-        out = tmp / "reco.root"
-        stats_file = tmp / "stats.json"
-        env = dict(os.environ, GNNRECO_ROOT=str(tmp), GNNRECO_PROGRESS="0")
-        cmd = [sys.executable, "-m", "gnnreco.cli.main", "infer", OVERRIDES[0], f"ckpt_path={ckpt}", f"input={src}",
-               f"output={out}", f"chunk_size={chunk_size}", "num_threads=1", "device=cpu",
-               f"hydra.run.dir={tmp / 'hydra'}", f"stats_file={stats_file}"]
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        t_cli = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise RuntimeError(f"gnnreco infer failed:\n{r.stderr[-4000:]}")
-        st = json.loads(stats_file.read_text())
+        st, t_cli = _infer(tmp, ckpt, src, "reco.root", chunk_size)
         first, last = st["chunks"][0], st["chunks"][-1]
         # memory in the steady state: after the second chunk (the first one warms the allocator up)
         steady = st["chunks"][min(1, len(st["chunks"]) - 1)]
+        # leak check: the first `n_distinct` events cycled, so no later event is larger than one seen early
+        n_rep = max(n // 2, 4 * chunk_size)
+        rep = write_input_file(tmp / "repeated.root", [fields[i % n_distinct] for i in range(n_rep)],
+                               default_schema("tracking"), runs=[1] * n_rep, event_numbers=range(n_rep))
+        st_rep, _ = _infer(tmp, ckpt, rep, "reco_repeated.root", chunk_size)
+        rep_steady, rep_last = st_rep["chunks"][min(1, len(st_rep["chunks"]) - 1)], st_rep["chunks"][-1]
 
         # --- reference: the same Reconstructor on events in memory, in this process
         reco = gnnreco.Reconstructor.from_checkpoint(ckpt, device="cpu")
@@ -146,6 +159,8 @@ def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100,
          f"{first['rss_mb']:.0f} → {last['rss_mb']:.0f}", "", last["rss_mb"] / first["rss_mb"]],
         [f"RSS after chunk 2 ({steady['events_done']} ev) → end, MiB", f"{steady['rss_mb']:.0f} → {last['rss_mb']:.0f}",
          "", last["rss_mb"] / steady["rss_mb"]],
+        [f"same, {n_rep} events cycling {n_distinct} distinct ones: RSS after chunk 2 → end, MiB",
+         f"{rep_steady['rss_mb']:.0f} → {rep_last['rss_mb']:.0f}", "", rep_last["rss_mb"] / rep_steady["rss_mb"]],
         ["peak RSS after chunk 1 → end, MiB", f"{first['peak_rss_mb']:.0f} → {last['peak_rss_mb']:.0f}", "",
          last["peak_rss_mb"] / first["peak_rss_mb"]],
         ["ROOT input round trip (write + read), ms/event", 1e3 * rt_root[0], 1e3 * t_reco, rt_root[0] / t_reco],
@@ -160,9 +175,8 @@ def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100,
         f"building; one CPU thread; chunks of {chunk_size} events; `gnnreco infer` wall time {t_cli:.0f} s "
         f"including start-up. Reference: {n_ref} events through the same `Reconstructor` in memory, "
         f"{1e3 * t_reco:.1f} ms/event. Round-trip ratios are the I/O cost as a fraction of the reconstruction "
-        f"time. RSS after each chunk (MiB): {traj}; with events of one fixed size repeated the RSS is flat "
-        f"from the second chunk on, so growth here follows the largest event seen so far (allocator high-water "
-        f"mark), not a leak. Load average {load:.1f} on a shared 2-core machine (other jobs running): absolute rates are "
+        f"time. RSS after each chunk (MiB): {traj}. "
+        f"Load average {load:.1f} on a shared 2-core machine (other jobs running): absolute rates are "
         "noisy, ratios less so."
     )
     return table + notes
