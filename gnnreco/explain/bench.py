@@ -102,9 +102,12 @@ def _model_rows(name, model, inputs, target, dtype, epsilon, precisions, repeat)
     from gnnreco.explain import conservation, explain
 
     model.eval()
-    with torch.no_grad():
-        t_fwd = _best(partial(model, *inputs), repeat)
-    t_grad = _best(partial(_grad_x_input, model, inputs), repeat)
+    try:
+        with torch.no_grad():
+            t_fwd = _best(partial(model, *inputs), repeat)
+        t_grad = _best(partial(_grad_x_input, model, inputs), repeat)
+    except RuntimeError:  # the model's own forward does not run in this dtype (the LRP forward may)
+        t_fwd = t_grad = float("nan")
     rows = []
     for prec in precisions:
         call = partial(explain, model, inputs, target, rules={"epsilon": epsilon}, precision=prec)
