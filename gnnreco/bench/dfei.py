@@ -120,79 +120,160 @@ def _evaluate(module, store, idx, node_cut, bs=16, b_ids: tuple[int, ...] | None
     return s
 
 
-def _time_inference(net, store, idx, n: int):
-    """Median CPU seconds per event (one thread, one event per call) per stage and for tree building."""
+def _time_inference(net, store, idx, n: int) -> dict[str, float]:
+    """CPU inference per event (one thread, one event per call), in seconds.
+
+    Two paths over the same events: the eager batched forward (per-stage wall times from the network's
+    own timers) and the TorchScript program of the tensor-only forward (traced once, as ``gnnreco
+    export`` writes it) including the construction of its inputs (:func:`pair_inputs`). Both add the
+    tree building (``tree``). ``*_wall`` are medians of wall time, ``*_cpu`` the process CPU time per
+    event (less sensitive to other processes on a shared machine).
+    """
+    import warnings
+
     from gnnreco.tasks.dfei.metrics import predicted_lca
+    from gnnreco.tasks.dfei.model import pair_inputs
     from gnnreco.tasks.dfei.reco import reconstruct_decay
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     net.eval()
-    if hasattr(net, "record_timings"):
-        net.record_timings = True
-    rows: dict[str, list[float]] = {"total": [], "tree": []}
+    events = [store[int(i)] for i in idx[: n + 5]]
+
+    def tree(n_nodes, pair, logits):
+        probs = torch.softmax(logits, 1).numpy()
+        return reconstruct_decay(predicted_lca(n_nodes, pair.numpy(), probs))
+
+    def eager(ev):
+        x = ev["x"]
+        out = net(x, torch.zeros(x.shape[0], dtype=torch.long), ev["n_pv"].view(-1))
+        t = time.perf_counter()
+        tree(x.shape[0], out["pair_index"], out["lca_logits"])
+        return time.perf_counter() - t
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x0 = events[0]["x"]
+        ex = (x0, *pair_inputs(x0), events[0]["n_pv"].float().view(1, 1))
+        traced = torch.jit.trace(net, ex, check_trace=False, strict=False)
+
+    def scripted(ev):
+        x = ev["x"]
+        ei, ea = pair_inputs(x)
+        nl, el, ll = traced(x, ei, ea, ev["n_pv"].float().view(1, 1))
+        t = time.perf_counter()
+        kept = ll[:, 0] != 8.0
+        tree(x.shape[0], ei[:, kept], ll[kept])
+        return time.perf_counter() - t
+
+    rows: dict[str, list[float]] = {}
+    cpu: dict[str, float] = {}
     try:
         with torch.no_grad():
-            for k, batch in enumerate(_loader(store, idx[:n + 5], 1)):
-                t0 = time.perf_counter()
-                out = net(batch.x, batch.batch, batch.n_pv.view(-1))
-                t1 = time.perf_counter()
-                nn_ = batch.num_nodes
-                probs = torch.softmax(out["lca_logits"], 1).numpy()
-                parent = reconstruct_decay(predicted_lca(nn_, out["pair_index"].numpy(), probs))
-                t2 = time.perf_counter()
-                del parent
-                if k < 5:
-                    continue  # warm-up
-                rows["total"].append(t2 - t0)
-                rows["tree"].append(t2 - t1)
-                for name, v in getattr(net, "last_timings", {}).items():
-                    rows.setdefault(name, []).append(v)
+            for name, fn in (("eager", eager), ("torchscript", scripted)):
+                if hasattr(net, "record_timings"):
+                    net.record_timings = name == "eager"
+                for ev in events[:5]:
+                    fn(ev)  # warm-up
+                c0 = time.process_time()
+                for ev in events[5:]:
+                    t0 = time.perf_counter()
+                    t_tree = fn(ev)
+                    rows.setdefault(f"{name}_wall", []).append(time.perf_counter() - t0)
+                    rows.setdefault(f"{name}_tree", []).append(t_tree)
+                    if name == "eager":
+                        for k, v in getattr(net, "last_timings", {}).items():
+                            rows.setdefault(k, []).append(v)
+                cpu[f"{name}_cpu"] = (time.process_time() - c0) / max(len(events) - 5, 1)
     finally:
         torch.set_num_threads(threads)
         if hasattr(net, "record_timings"):
             net.record_timings = False
-    return {k: float(np.median(v)) for k, v in rows.items() if v}
+    out = {k: float(np.median(v)) for k, v in rows.items() if v}
+    out.update(cpu)
+    return out
 
 
-def _gen_speed(n: int, backend: str) -> tuple[float, float]:
+def _gen_speed(n: int, backend: str) -> dict[str, float]:
+    """Events per second of one generator process: wall and process-CPU rates, start-up excluded."""
     from gnnreco.sim.lhcb import generate_event
 
     t = time.perf_counter()
     generate_event(10_000_019, backend=backend)  # start-up of the generators
     startup = time.perf_counter() - t
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for s in range(n):
         generate_event(20_000_000 + s, backend=backend)
-    return n / (time.perf_counter() - t), startup
+    return {"wall_rate": n / (time.perf_counter() - t), "cpu_rate": n / max(time.process_time() - c, 1e-9),
+            "startup": startup, "load": _load()}
+
+
+def _load() -> float:
+    try:
+        import os
+
+        return float(os.getloadavg()[0])
+    except OSError:  # pragma: no cover
+        return float("nan")
+
+
+def _tune_bias(module, store, idx, bs=16) -> tuple[tuple[float, ...], dict[str, float]]:
+    """LCA logit shift maximising perfect hierarchies on validation events (:func:`tune_lca_bias`)."""
+    import itertools
+
+    from gnnreco.tasks.dfei.metrics import tune_lca_bias
+    from gnnreco.tasks.dfei.module import split_events
+
+    net = module.net
+    net.lca_bias = None
+    module.eval()
+    evs = []
+    with torch.no_grad():
+        for batch in _loader(store, idx, bs):
+            for ev in split_events(batch, module(batch)):
+                if (ev["cluster"] >= 0).sum() >= 2:
+                    evs.append((ev["n"], ev["pair_index"], np.log(ev["lca_probs"] + 1e-12), ev["cluster"],
+                                ev["true_lca"]))
+    grid = [(0.0, b1, b2, b3) for b1, b2, b3 in itertools.product((0.0, 0.5, 1.0, 1.5, 2.0), (-0.5, 0.0, 0.5),
+                                                                    (-0.5, 0.0, 0.5, 1.0))]
+    return tune_lca_bias(evs, grid)
 
 
 def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = None, n_test: int | None = None,
         n_excl: int | None = None, train_minutes: float | None = None, model: str = "chain",
-        backend: str = "auto", gen_workers: int = 2, seed: int = 7, threads: int = 2,
-        class_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0), **net_options: Any) -> str:
-    """Run the DFEI benchmark and return its Markdown table (see module docstring)."""
+        backend: str = "auto", gen_workers: int = 2, seed: int = 7, threads: int = 1,
+        class_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0), checkpoint: str | None = None,
+        n_tune: int | None = None, **net_options: Any) -> str:
+    """Run the DFEI benchmark and return its Markdown table (see module docstring).
+
+    Args:
+        checkpoint: network weights: loaded when the file exists (training is then skipped and the
+            table says so), written after training otherwise.
+        n_tune: validation events (after the training events) on which the LCA working point
+            (``lca_bias``) is tuned; 0 disables the tuning.
+    """
     from gnnreco._compat import WITH_PYTHIA8
     from gnnreco.sim.lhcb import EXCLUSIVE_MODES
     from gnnreco.tasks.dfei.module import DFEIModule
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    n_train = n_train or (300 if quick else 4000)
+    n_train = n_train or (300 if quick else 1900)
     n_test = n_test or (200 if quick else 5000)
-    n_excl = n_excl if n_excl is not None else (50 if quick else 400)
-    train_minutes = train_minutes if train_minutes is not None else (1.0 if quick else 20.0)
+    n_tune = n_tune if n_tune is not None else (100 if quick else 400)
+    n_excl = n_excl if n_excl is not None else (50 if quick else 200)
+    train_minutes = train_minutes if train_minutes is not None else (1.0 if quick else 9.0)
     root = Path(data_dir or f"/tmp/gnnreco_bench_dfei_{'quick' if quick else 'full'}")
     backend_used = backend if backend != "auto" else ("pythia" if WITH_PYTHIA8 else "toy")
 
-    rate, startup = _gen_speed(20 if quick else 100, backend_used)
-    store, gen_time = _store(root / "inclusive", "inclusive", n_train + n_test, seed, gen_workers, backend_used)
+    gen = _gen_speed(20 if quick else 100, backend_used)
+    store, gen_time = _store(root / "inclusive", "inclusive", n_train + n_tune + n_test, seed, gen_workers,
+                             backend_used)
     n = len(store)
     train_idx = np.arange(0, min(n_train, n - 1))
-    val_idx = train_idx[-max(1, len(train_idx) // 20):]
-    train_idx = train_idx[: len(train_idx) - len(val_idx)] if len(train_idx) > 1 else train_idx
-    start = len(train_idx) + len(val_idx)
-    test_idx = np.arange(start, min(n, start + n_test))
+    tune_idx = np.arange(len(train_idx), min(n, len(train_idx) + n_tune))
+    start = max(len(train_idx) + len(tune_idx), n - n_test)
+    test_idx = np.arange(start, n)
 
     opts = dict(hidden=32, latent=16, ep_cut=0.5) if model == "chain" else dict(hidden=32, latent=16, k_nearest=16)
     opts.update(net_options)
@@ -200,33 +281,31 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
     # unweighted LCA cross-entropy: the pruning stages already balance the classes, and inverse-frequency
     # weights make the LCA head merge background into the chains
     module = DFEIModule(net=net, optimizer=partial(torch.optim.Adam, lr=1e-3), class_weights=list(class_weights))
-    opt = torch.optim.Adam(module.parameters(), lr=2e-3)
-    sched_steps = 0
-    t_end = time.perf_counter() + 60.0 * train_minutes
-    epochs = 0
-    losses = []
-    while time.perf_counter() < t_end:
-        module.train()
-        for batch in _loader(store, train_idx, 16, shuffle=True, seed=seed + epochs):
-            out = module(batch)
-            loss, _ = module.compute_loss(batch, out)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            opt.step()
-            losses.append(float(loss))
-            sched_steps += 1
-            if time.perf_counter() > t_end:
-                break
-        epochs += 1
-        if epochs in (3, 6):
-            for gp in opt.param_groups:
-                gp["lr"] *= 0.5
-    train_time = 60.0 * train_minutes
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and ck.exists():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["state"])
+        steps, epochs, minutes = state.get("steps", 0), state.get("epochs", 0), state.get("minutes", float("nan"))
+        trained = f"{steps} / {epochs} / {minutes:.0f} (loaded from {ck.name})"
+    else:
+        steps, epochs, minutes = _train(module, store, train_idx, train_minutes, seed)
+        trained = f"{steps} / {epochs} / {minutes:.0f}"
+        if ck is not None:
+            ck.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": net.state_dict(), "opts": opts, "steps": steps, "epochs": epochs,
+                        "minutes": minutes}, ck)
+
+    bias_note = "none"
+    if n_tune and len(tune_idx) and hasattr(net, "lca_bias"):
+        bias, frac = _tune_bias(module, store, tune_idx)
+        net.lca_bias = bias
+        bias_note = f"{list(bias)} (validation perfect {100 * frac['perfect']:.1f}%)"
 
     node_cut = module.node_cut
     s = _evaluate(module, store, test_idx, node_cut)
+    load_before = _load()
     timing = _time_inference(net, store, test_idx, 50 if quick else 300)
+    load_after = _load()
 
     rows: list[list[object]] = []
 
@@ -236,12 +315,15 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
     def ok(flag: bool) -> str:
         return "met" if flag else "**missed**"
 
-    rows.append(["generation, events/s on one core (" + backend_used + ")", f"{rate:.1f}", "≥ 20", ok(rate >= 20)])
-    rows.append(["generator start-up (s, once per worker)", f"{startup:.1f}", "", ""])
+    rows.append([f"generation, events/s on one core ({backend_used}), process CPU time", f"{gen['cpu_rate']:.1f}",
+                 "≥ 20", ok(gen["cpu_rate"] >= 20)])
+    rows.append([f"generation, events/s wall (load average {gen['load']:.1f} on 2 cores)", f"{gen['wall_rate']:.1f}",
+                 "", ""])
+    rows.append(["generator start-up (s, once per worker)", f"{gen['startup']:.1f}", "", ""])
     if gen_time is not None:
         rows.append([f"sample generation ({n} events, {gen_workers} workers), s", f"{gen_time:.0f}", "", ""])
-    rows.append(["training (steps / epochs / wall minutes)", f"{sched_steps} / {epochs} / {train_time / 60:.0f}",
-                 "", ""])
+    rows.append(["training (steps / epochs / wall minutes)", trained, "", ""])
+    rows.append(["LCA working point (logit shift, tuned on validation events)", bias_note, "", ""])
     rows.append(["test events (inclusive)", str(len(test_idx)), "≥ 5000", ok(len(test_idx) >= 5000)])
     rows.append(["true b chains (≥ 2 reconstructed particles)", str(int(s["n_chains"])), "", ""])
     rows.append(["node pruning: signal-particle efficiency", pct(s["signal_efficiency"]), "≥ 95%",
@@ -260,11 +342,17 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
         rows.append([f"{c.replace('_', ' ')} (per true b chain)", pct(s[f"chain_{c}"]), "", ""])
     rows.append(["perfect event reconstruction", pct(s["perfect_event"]), "", ""])
     rows.append(["perfectLCA (raw arg-max matrix)", pct(s["perfect_lca"]), "", ""])
-    for k in ("node_pruning", "edge_pruning", "lca", "tree", "total"):
+    for k in ("node_pruning", "edge_pruning", "lca", "eager_tree"):
         if k in timing:
-            goal = "≤ 10 ms" if k == "total" else ""
-            rows.append([f"CPU time per event, {k.replace('_', ' ')} (1 thread, ms)", f"{1e3 * timing[k]:.2f}",
-                         goal, ok(timing[k] <= 0.010) if k == "total" else ""])
+            rows.append([f"CPU wall time per event, eager, {k.replace('eager_', '').replace('_', ' ')} (1 thread, ms)",
+                         f"{1e3 * timing[k]:.2f}", "", ""])
+    for path in ("eager", "torchscript"):
+        if f"{path}_cpu" in timing:
+            cpu_ms, wall_ms = 1e3 * timing[f"{path}_cpu"], 1e3 * timing[f"{path}_wall"]
+            rows.append([f"whole chain + tree per event, {path}: process CPU time (1 thread, ms)", f"{cpu_ms:.2f}",
+                         "≤ 10 ms", ok(cpu_ms <= 10.0)])
+            rows.append([f"whole chain + tree per event, {path}: median wall time (ms, load {load_before:.0f}–"
+                         f"{load_after:.0f})", f"{wall_ms:.2f}", "", ""])
     table = markdown_table(["quantity", "value", "goal", "status"], rows)
 
     mode_rows = []
@@ -272,13 +360,40 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
         st, _ = _store(root / mode, mode, n_excl, seed + 1, gen_workers, backend_used)
         bid = EXCLUSIVE_MODES[mode]["id"]
         ms = _evaluate(module, st, np.arange(len(st)), node_cut, b_ids=(bid,))
-        mode_rows.append([mode, int(ms["n_chains"]), pct(ms["signal_efficiency"]), pct(ms["chain_perfect"]),
+        mode_rows.append([EXCLUSIVE_MODES[mode].get("label", mode), len(st), int(ms["n_chains"]),
+                          pct(ms["signal_efficiency"]), pct(ms["background_rejection"]), pct(ms["chain_perfect"]),
                           pct(ms["chain_wrong_hierarchy"]), pct(ms["chain_none_isolated"]),
                           pct(ms["chain_part_reco"] + ms["chain_not_found"])])
-    table += "\n\nPer exclusive mode (chains rooted at the forced b hadron; model trained on the inclusive sample):\n\n"
-    table += markdown_table(["mode", "chains", "signal eff.", "perfect", "wrong hier.", "none isolated",
-                             "part reco + not found"], mode_rows)
+    table += ("\n\nPer exclusive mode (chains rooted at the forced b hadron, ≥ 2 reconstructed particles; "
+              "model trained on the inclusive sample):\n\n")
+    table += markdown_table(["mode", "events", "chains", "signal eff.", "bkg rejection", "perfect", "wrong hier.",
+                             "none isolated", "part reco + not found"], mode_rows)
     return table
+
+
+def _train(module, store, train_idx, minutes: float, seed: int) -> tuple[int, int, float]:
+    """Adam on batches of 16 events for a wall-time budget; returns (steps, epochs, minutes)."""
+    opt = torch.optim.Adam(module.parameters(), lr=2e-3)
+    steps, epochs = 0, 0
+    t0 = time.perf_counter()
+    t_end = t0 + 60.0 * minutes
+    while time.perf_counter() < t_end:
+        module.train()
+        for batch in _loader(store, train_idx, 16, shuffle=True, seed=seed + epochs):
+            out = module(batch)
+            loss, _ = module.compute_loss(batch, out)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            steps += 1
+            if time.perf_counter() > t_end:
+                break
+        epochs += 1
+        if epochs in (3, 6):
+            for gp in opt.param_groups:
+                gp["lr"] *= 0.5
+    return steps, epochs, (time.perf_counter() - t0) / 60.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,15 +405,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-minutes", type=float, default=None)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--n-tune", type=int, default=None)
     p.add_argument("--n-excl", type=int, default=None)
     p.add_argument("--gen-workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint", default=None, help="weights to load (if the file exists) or to save")
+    p.add_argument("--class-weights", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0))
+    p.add_argument("--notes", default="", help="Markdown appended under the table (machine load, provenance)")
     a = p.parse_args(argv)
     table = run(quick=a.quick, data_dir=a.data_dir, model=a.model, train_minutes=a.train_minutes, n_train=a.n_train,
-                n_test=a.n_test, n_excl=a.n_excl, gen_workers=a.gen_workers, threads=a.threads)
+                n_test=a.n_test, n_tune=a.n_tune, n_excl=a.n_excl, gen_workers=a.gen_workers, threads=a.threads,
+                checkpoint=a.checkpoint, class_weights=tuple(a.class_weights))
+    if a.notes:
+        table += "\n\n" + a.notes
     print(table)
     if a.write:
-        cmd = "python -m gnnreco.bench.dfei" + (" --quick" if a.quick else "")
+        cmd = "python -m gnnreco.bench.dfei " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+        cmd = cmd.replace(" --write", "").split(" --notes")[0]
         write_section("dfei", "DFEI (LHCb full event interpretation)", cmd, table)
 
 

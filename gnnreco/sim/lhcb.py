@@ -70,14 +70,19 @@ NODE_FEATURES = ("Ox", "Oy", "Oz", "px", "py", "pz", "PVIPx", "PVIPy", "PVIPz", 
 
 #: Exclusive decay samples: Pythia ``onMode`` settings and the PDG id of the forced b hadron.
 EXCLUSIVE_MODES: dict[str, dict[str, Any]] = {
-    "Bd_Kpi": {"id": 511, "settings": ["511:onMode = off", "511:onIfMatch = 321 -211"]},
-    "Bu_JpsiK": {"id": 521, "settings": ["521:onMode = off", "521:onIfMatch = 443 321",
-                                         "443:onMode = off", "443:onIfMatch = 13 -13"]},
-    "Bs_Dspi": {"id": 531, "settings": ["531:onMode = off", "531:onIfMatch = -431 211",
-                                        "431:onMode = off", "431:onIfMatch = 321 -321 211"]},
-    "Bd_Dpi": {"id": 511, "settings": ["511:onMode = off", "511:onIfMatch = -411 211",
-                                       "411:onMode = off", "411:onIfMatch = -321 211 211"]},
-    "Lb_pK": {"id": 5122, "settings": ["5122:onMode = off", "5122:onIfMatch = 2212 -321"]},
+    "Bd_Kpi": {"label": "B⁰→K⁺π⁻", "id": 511,
+               "settings": ["511:onMode = off", "511:onIfMatch = 321 -211"]},
+    "Bu_JpsiK": {"label": "B⁺→J/ψ(→μ⁺μ⁻)K⁺", "id": 521,
+                 "settings": ["521:onMode = off", "521:onIfMatch = 443 321", "443:onMode = off",
+                              "443:onIfMatch = 13 -13"]},
+    "Bs_Dspi": {"label": "B_s⁰→D_s⁻(→K⁺K⁻π⁻)π⁺", "id": 531,
+                "settings": ["531:onMode = off", "531:onIfMatch = -431 211", "431:onMode = off",
+                             "431:onIfMatch = 321 -321 211"]},
+    "Bd_Dpi": {"label": "B⁰→D⁻(→K⁺π⁻π⁻)π⁺", "id": 511,
+               "settings": ["511:onMode = off", "511:onIfMatch = -411 211", "411:onMode = off",
+                            "411:onIfMatch = -321 211 211"]},
+    "Lb_pK": {"label": "Λ_b⁰→pK⁻", "id": 5122,
+              "settings": ["5122:onMode = off", "5122:onIfMatch = 2212 -321"]},
 }
 
 _STABLE = np.array([11, 13, 211, 321, 2212])

@@ -26,7 +26,7 @@ import numpy as np
 
 from gnnreco.tasks.dfei.reco import forest_clusters, lca_from_parents, reconstruct_decay
 
-__all__ = ["CATEGORIES", "predicted_lca", "chain_categories", "evaluate_event", "roc_curve", "auc",
+__all__ = ["CATEGORIES", "predicted_lca", "chain_categories", "evaluate_event", "roc_curve", "auc", "tune_lca_bias",
            "DFEIMetrics"]
 
 CATEGORIES = ("perfect", "wrong_hierarchy", "none_isolated", "part_reco", "not_found")
@@ -167,3 +167,35 @@ class DFEIMetrics:
             f, t, _ = roc_curve(np.concatenate(self.edge_scores), np.concatenate(self.edge_labels))
             out["edge_auc"] = auc(f, t)
         return out
+
+
+def tune_lca_bias(events: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                  grid: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], dict[str, float]]:
+    r"""Choose the LCA logit shift :math:`b` that maximises the perfect-hierarchy fraction.
+
+    The class of a pair becomes :math:`\arg\max_c (\log p_c + b_c)`, a prior shift of the classifier;
+    like a pruning cut it is a working point, to be chosen on validation events (never the test sample).
+
+    Args:
+        events: ``(n, pair_index [2, E], log_probs [E, 4], cluster [n], true_lca [n, n])`` per event,
+            with the LCA network run *without* a bias.
+        grid: candidate shifts, four values each (``b_0`` is usually 0).
+
+    Returns:
+        the best shift and its chain-category fractions (ties: the first in ``grid``).
+    """
+    best: tuple[tuple[float, ...], dict[str, float]] | None = None
+    for b in grid:
+        bias = np.asarray(b, dtype=np.float64)
+        if bias.shape != (4,):
+            raise ValueError(f"tune_lca_bias: every grid entry needs 4 values, got {list(b)}")
+        cats: Counter = Counter()
+        for n, pi, lp, cl, tl in events:
+            cats.update(chain_categories(cl, tl, reconstruct_decay(predicted_lca(n, pi, np.exp(lp + bias)))))
+        tot = sum(cats.values())
+        frac = {c: cats.get(c, 0) / tot if tot else float("nan") for c in CATEGORIES}
+        if best is None or frac["perfect"] > best[1]["perfect"]:
+            best = (tuple(float(v) for v in b), frac)
+    if best is None:
+        raise ValueError("tune_lca_bias: empty grid")
+    return best

@@ -341,6 +341,15 @@ def pair_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([s[off], t[off]]), f[off]
 
 
+def _check_bias(bias) -> tuple[float, ...] | None:
+    if bias is None:
+        return None
+    b = tuple(float(v) for v in bias)
+    if len(b) != 4:
+        raise ValueError(f"lca_bias: expected 4 values (one per LCA class), got {list(b)}")
+    return b
+
+
 def _single_event(x: Tensor) -> Tensor:
     return torch.zeros_like(x[:, 0], dtype=torch.long)
 
@@ -381,6 +390,9 @@ class DFEIChain(nn.Module):
             epochs when the node-pruning stage still passes everything (0: no bound).
         train_max_edges: in training, at most this many edges per surviving node (highest edge scores,
             per receiver) pass to the LCA stage, besides the teacher-forced ones (0: no bound).
+        lca_bias: outside training, added to the four LCA logits: log prior ratios that move
+            the arg-max working point between the classes (tuned on validation events after training,
+            like the pruning cuts; ``None``: no shift).
 
     The batched forward ``net(x, batch, n_pv, y_node=None, pair_label=None)`` builds the fully
     connected graph of every event and its pair features once; the three stages select from it.
@@ -390,9 +402,11 @@ class DFEIChain(nn.Module):
                  aggr: str = "sum", np_blocks: int = 2, ep_blocks: int = 2, lca_blocks: int = 3,
                  np_cut: float = 0.05, ep_cut: float = 0.05, max_dz: float | None = None,
                  max_theta: float | None = None, k_nearest: int = 12, teacher_forcing: bool = True,
-                 train_max_nodes: int = 32, train_max_edges: int = 4) -> None:
+                 train_max_nodes: int = 32, train_max_edges: int = 4,
+                 lca_bias: list[float] | tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.train_max_nodes, self.train_max_edges = train_max_nodes, train_max_edges
+        self.lca_bias = _check_bias(lca_bias)
         kw = dict(latent=latent, hidden=hidden, n_layers=n_layers, norm=norm, aggr=aggr)
         self.np_net = EncodeProcessDecode(n_blocks=np_blocks, node_head=1, **kw)
         self.ep_net = EncodeProcessDecode(n_blocks=ep_blocks, edge_head=1, **kw)
@@ -437,6 +451,8 @@ class DFEIChain(nn.Module):
             ekeep = ekeep | (pair_label(g1) > 0)
         s2 = _nonzero(ekeep)
         lg = self.lca_net.forward_inputs(vin1, ein1[s2], uin1, local[:, s2], bs)[1]
+        if self.lca_bias is not None and not self.training:
+            lg = lg + torch.tensor(self.lca_bias, dtype=lg.dtype, device=lg.device)
         if timing:
             self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
                                  "lca": time.perf_counter() - t2}
@@ -515,13 +531,16 @@ class DFEIFused(nn.Module):
         node_cut, edge_cut: weight cuts (pruning and, at the last block, the output selection).
         k_edges: edges kept per receiver by top-k.
         max_dz, max_theta, k_nearest: pair filter of the input graph (pairs it drops are never found).
+        lca_bias: outside training, added to the four LCA logits (as in :class:`DFEIChain`).
     """
 
     def __init__(self, latent: int = 16, hidden: int = 64, n_layers: int = 2, norm: str = "layer",
                  aggr: str = "sum", n_blocks: int = 4, weighted_mp: bool = True, prune: str = "cut",
                  node_cut: float = 0.01, edge_cut: float = 0.01, k_edges: int = 20,
-                 max_dz: float | None = None, max_theta: float | None = None, k_nearest: int = 0) -> None:
+                 max_dz: float | None = None, max_theta: float | None = None, k_nearest: int = 0,
+                 lca_bias: list[float] | tuple[float, ...] | None = None) -> None:
         super().__init__()
+        self.lca_bias = _check_bias(lca_bias)
         if prune not in ("cut", "topk", "both", "none"):
             raise ValueError(f"prune must be 'cut', 'topk', 'both' or 'none', got {prune!r}")
         self.net = EncodeProcessDecode(latent=latent, n_blocks=n_blocks, hidden=hidden, n_layers=n_layers,
@@ -568,7 +587,10 @@ class DFEIFused(nn.Module):
                 keep = keep & (rank_per_receiver(we.detach(), gi[1], n) < self.k_edges)
             sel = _nonzero(keep)
             eid, e, w = eid[sel], e[sel], we[sel]
-        return node_logit, edge_logit, eid, net.edge_dec(e), aux_node, aux_edge
+        lg = net.edge_dec(e)
+        if self.lca_bias is not None and not self.training:
+            lg = lg + torch.tensor(self.lca_bias, dtype=lg.dtype, device=lg.device)
+        return node_logit, edge_logit, eid, lg, aux_node, aux_edge
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
                 pair_label: Callable[[Tensor], Tensor] | None = None):
