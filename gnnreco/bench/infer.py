@@ -175,7 +175,8 @@ def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100,
         f"building; one CPU thread; chunks of {chunk_size} events; `gnnreco infer` wall time {t_cli:.0f} s "
         f"including start-up. Reference: {n_ref} events through the same `Reconstructor` in memory, "
         f"{1e3 * t_reco:.1f} ms/event. Round-trip ratios are the I/O cost as a fraction of the reconstruction "
-        f"time. RSS after each chunk (MiB): {traj}. "
+        f"time; the events/s ratio compares two runs made one after the other on a shared machine, so it "
+        f"moves with the load (either way), and the streaming cost itself is what the round-trip rows give. RSS after each chunk (MiB): {traj}. "
         f"Load average {load:.1f} on a shared 2-core machine (other jobs running): absolute rates are "
         "noisy, ratios less so."
     )

@@ -17,8 +17,9 @@ calo       ``hit_cluster [N]`` (−1 noise), ``cluster_energy [K]`` (GeV), ``clu
            (condensation point), and ``cluster_energy_low/high`` when quantiles are predicted
 pflow      ``cand_pid, cand_charge, cand_pt, cand_eta, cand_sin_phi, cand_cos_phi, cand_energy,
            cand_element`` ``[C]`` (element index of each candidate)
-dfei       ``node_score [N]``, ``parent [N]`` (parent link; −1 root), ``lca_i, lca_j, lca [P]``:
-           the non-zero upper triangle of the symmetric LCA matrix (``M[i,j] = M[j,i] = lca``)
+dfei       ``node_score [N]``, ``parent [N+M]`` (parent link of the N particles and then of the M
+           reconstructed ancestors, which are numbered N…N+M−1; −1 for a root), ``lca_i, lca_j,
+           lca [P]``: the non-zero upper triangle of the symmetric LCA matrix (``M[i,j] = M[j,i] = lca``)
 other      every 1-D array as a column, ``[n, k]`` arrays as ``<key>_0 … <key>_{k-1}``, lists of
            arrays as ``<key>`` (flat) + ``<key>_n`` (counts), scalars as scalars
 =========  ==================================================================================
