@@ -98,9 +98,14 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def skip_once(self, n: int) -> None:
+        """Leave out the first ``n`` indices of the next iteration only (resuming inside an epoch)."""
+        self._skip = max(0, int(n))
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size) if self.n else 0
@@ -116,7 +121,44 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
             total = len(self) * self.world_size
             order = (order * (total // len(order) + 1))[:total]
             order = order[self.rank::self.world_size]
+        if self._skip:
+            order, self._skip = order[self._skip:], 0
         return iter(order)
+
+
+def _resumable_loader_class():
+    from torch_geometric.loader import DataLoader
+
+    class ResumableLoader(DataLoader):
+        """A PyG ``DataLoader`` over an :class:`EpochSeededSampler` that resumes inside an epoch.
+
+        Lightning stores ``state_dict()`` in every checkpoint (it is a stateful loader) and hands it back
+        through ``load_state_dict`` when a run resumes. The state is the number of batches the training
+        loop had processed in the current epoch (``progress()``, read from the trainer); the next
+        iteration then skips exactly those batches, so a run resumed from a mid-epoch checkpoint (a SLURM
+        requeue checkpoint) sees the same batches as an uninterrupted one. Without this, Lightning
+        restarts the interrupted epoch's loader from its first batch.
+        """
+
+        def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._progress = progress
+            self._resume_batches = 0
+
+        def state_dict(self) -> dict[str, int]:
+            done = int(self._progress()) if self._progress is not None else 0
+            return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches_done": done}
+
+        def load_state_dict(self, state: Mapping[str, Any]) -> None:
+            self._resume_batches = int(state.get("batches_done", 0))
+
+        def __iter__(self):
+            n, self._resume_batches = self._resume_batches, 0
+            if 0 < n < len(self) and isinstance(self.sampler, EpochSeededSampler):
+                self.sampler.skip_once(n * int(self.batch_size))
+            return super().__iter__()
+
+    return ResumableLoader
 
 
 def _generate_one(args: tuple) -> tuple[int, dict | None]:
@@ -273,11 +315,18 @@ class EventDataModule(pl.LightningDataModule):
         if trainer is not None and getattr(trainer, "world_size", 1) > 1:
             rank, world = trainer.global_rank, trainer.world_size
         sampler = EpochSeededSampler(len(ds), self.seed, shuffle=shuffle, rank=rank, world_size=world)
-        return DataLoader(
-            ds, batch_size=self.batch_size, shuffle=False, sampler=sampler,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+        kwargs = dict(batch_size=self.batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers,
+                      pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        if split == "train" and trainer is not None:
+            return _resumable_loader_class()(ds, progress=self._train_batches_done, **kwargs)
+        return DataLoader(ds, **kwargs)
+
+    def _train_batches_done(self) -> int:
+        """Training batches processed so far in the current epoch (Lightning's loop progress)."""
+        try:
+            return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        except AttributeError:
+            return 0
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
