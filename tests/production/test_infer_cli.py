@@ -39,7 +39,8 @@ def test_infer_root_to_root_matches_python_api(tmp_path, tracking_setup):
         for k, v in ref.items():
             np.testing.assert_allclose(ak.to_numpy(arr[k][i]), v, rtol=1e-5, err_msg=k)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["events"] == 12 and stats["events_per_s"] > 0 and len(stats["chunks"]) == 2
+    assert stats["events"] == 12 and stats["events_per_s"] > 0
+    assert [c["events_done"] for c in stats["chunks"]] == [5, 10, 12]
     assert stats["device"] == "cpu" and stats["peak_rss_mb"] > 0
 
 
