@@ -397,8 +397,11 @@ class Reconstructor:
     # ------------------------------------------------------------------ per event
     def process(self, event: Any, kind: str | None = None) -> tuple[dict | None, np.ndarray | None]:
         """Raw event → processed graph (or None) and, for tracking, the input hit ids."""
+        from gnnreco.io.readers import InputEvent
         from gnnreco.io.schema import as_numpy, assemble
 
+        if isinstance(event, InputEvent):  # straight from a gnnreco.io reader
+            event, kind = event.data, kind or event.kind
         if kind is None:
             kind = "graph" if isinstance(event, Mapping) and "num_nodes" in event else "fields"
         if kind == "graph":
@@ -451,7 +454,8 @@ class Reconstructor:
 
         Args:
             event: logical fields (mapping / awkward record of NumPy, awkward or torch arrays), a raw
-                event of the task, or a processed graph (mapping with ``num_nodes``).
+                event of the task, a processed graph (mapping with ``num_nodes``), or an
+                :class:`~gnnreco.io.InputEvent` of a ``gnnreco.io`` reader.
             kind: ``fields``, ``raw`` or ``graph`` to skip the detection.
 
         Returns:

@@ -30,6 +30,10 @@ def test_reco_numpy_torch_awkward_inputs_agree(reco, tracking_setup):
     assert set(r_np) == {"hit_id", "track_label", "track_hits", "track_nhits", "track_score"}
     r_torch = reco({k: torch.from_numpy(np.asarray(v)) for k, v in ev.items()})
     r_ak = reco(ak.Record({k: ak.Array(np.asarray(v)) for k, v in ev.items()}))
+    from gnnreco.io import default_schema, open_input
+
+    r_file = reco(next(iter(open_input(tracking_setup["root"], default_schema("tracking")))))  # an InputEvent
+    _same(r_np, r_file)
     _same(r_np, r_torch)
     _same(r_np, r_ak)
     # without hit ids the hits are numbered 1..N in input order: same tracks
