@@ -47,6 +47,24 @@ def _runner(verb: str):
     return fn
 
 
+def sweep_objective(result, cfg):
+    """What the Hydra app returns: the number named by ``optimized_metric`` when the verb returned a
+    metrics dict (so Optuna/Nevergrad/Ax sweepers can optimise it); ``None`` with a warning naming the
+    metrics that exist when the run did not produce it; ``result`` unchanged for other verbs.
+    """
+    name = cfg.get("optimized_metric") if hasattr(cfg, "get") else None
+    if not name or not isinstance(result, dict):
+        return result
+    if name not in result:
+        import logging
+
+        logging.getLogger("gnnreco").warning(
+            "optimized_metric=%r is not among the run's metrics %s; a sweeper gets no objective", name,
+            sorted(result))
+        return None
+    return float(result[name])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -73,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=verb)
     def _app(cfg):
-        return fn(cfg)
+        return sweep_objective(fn(cfg), cfg)
 
     sys.argv = [f"gnnreco {verb}", *rest]
     _app()
