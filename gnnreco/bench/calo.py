@@ -167,7 +167,8 @@ def oc_loss_benchmark(quick: bool = False, threads: int = 2, full: tuple[int, in
 # 2. physics
 
 #: the network trained by the physics benchmark
-NET = {"hidden": 32, "n_blocks": 3, "k": 16, "space_dim": 3, "prop_dim": 32, "coord_dim": 3}
+NET = {"hidden": 32, "n_blocks": 2, "k": 12, "space_dim": 3, "prop_dim": 16, "coord_dim": 3, "coord_anchor_mm": 100.0,
+       "space_anchor_mm": 100.0, "shower_calibration": True, "predict_distance_scale": True}
 
 
 def _crop_sector(ev: dict, rng: np.random.Generator) -> dict:
@@ -198,13 +199,14 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
 
 
 #: the CaloModule settings of the physics benchmark
-MODULE = {"q_min": 0.5, "payload_scale": 0.5, "payload_weights": {"energy": 0.2}, "t_beta": 0.3, "t_d": 0.5}
+MODULE = {"q_min": 0.5, "payload_scale": 0.5, "payload_weights": {"energy": 0.2}, "s_log": 0.5, "local_radius": True,
+          "t_beta": 0.1, "t_d": 2.0}
 
 
 def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int = 0, threads: int = 2,
                        checkpoint: str | Path | None = None, log_every: int = 25,
                        repulsive_scale: float = 1.0, net_kwargs: dict | None = None,
-                       module_kwargs: dict | None = None, lr: float = 3e-3) -> dict:
+                       module_kwargs: dict | None = None, lr: float = 3e-3, calib_events: int = 0) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events."""
     from functools import partial
 
@@ -237,6 +239,12 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         if log_every and step % log_every == 0:
             print(f"[calo bench] step {step} t={time.perf_counter() - t0:.0f}s loss={np.mean(hist[-log_every:]):.3f} "
                   + " ".join(f"{k}={float(v):.3f}" for k, v in parts.items()), flush=True)
+    if getattr(net, "shower_head", None) is not None and calib_events > 0:
+        # second stage (inside the time budget's accounting): refit the shower calibration on the
+        # truth showers of whole training events with the network frozen
+        module.eval()
+        cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)])
+        print(f"[calo bench] shower calibration refit on {calib_events} events: loss {cal_loss:.4f}", flush=True)
     train_time = time.perf_counter() - t0
     if checkpoint:
         torch.save(net.state_dict(), checkpoint)
@@ -248,8 +256,10 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         val_out = [module(b) for b in val]
         test_out = [module(b) for b in test]
     best, best_score = (0.3, 0.5), -1e9
-    for tb in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7):
-        for td in (0.1, 0.2, 0.3, 0.5, 0.8):
+    # t_d is a radius in cluster space, or a multiple of the predicted local radius with local_radius
+    td_grid = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0) if module.hparams.local_radius else (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+    for tb in (0.1, 0.2, 0.3, 0.5, 0.7):
+        for td in td_grid:
             module.hparams.t_beta, module.hparams.t_d = tb, td
             acc = CaloMetricsAccumulator(min_energy=10.0)
             for b, o in zip(val, val_out):
@@ -273,24 +283,30 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
 # 3. inference time
 
 
-def inference_time(threads: int = 2, target_hits: int = 50_000, repeat: int = 3, checkpoint: str | Path | None = None) -> dict:
-    """Median time of network forward + condensation on one event of about ``target_hits`` hits."""
+def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float = 0.15, repeat: int = 3,
+                   checkpoint: str | Path | None = None, net_kwargs: dict | None = None,
+                   module_kwargs: dict | None = None) -> dict:
+    """Median time of the whole reconstruction of one event (network forward, condensation, shower
+    energies) with ``n_showers`` showers and pile-up: about 50k hits with the defaults."""
     from gnnreco.bench.report import time_fn
     from gnnreco.tasks.calo.model import CaloGravNet
     from gnnreco.tasks.calo.reco import condense
 
     torch.set_num_threads(threads)
-    net = CaloGravNet(**NET)
+    net = CaloGravNet(**(NET if net_kwargs is None else net_kwargs))
     if checkpoint and Path(checkpoint).exists():
         net.load_state_dict(torch.load(checkpoint))
     net.eval()
-    batch = _event(777, 200, pileup_density=0.15)
+    mk = {**MODULE, **(module_kwargs or {})}
+    batch = _event(777, n_showers, pileup_density=pileup_density)
     n = int(batch.num_nodes)
 
     def fn():
         with torch.no_grad():
             out = net(batch.x, batch.batch)
-            condense(out["beta"], out["coords"], t_beta=0.3, t_d=0.5, batch=batch.batch)
+            c = condense(out["beta"], out["coords"], t_beta=mk["t_beta"], t_d=mk["t_d"], batch=batch.batch,
+                         distance_scale=out.get("distance_scale") if mk.get("local_radius") else None)
+            net.shower_energy(batch.x, out, batch.hit_energy, c.assignment, c.cp_index.numel())
 
     t = time_fn(fn, repeat=repeat, warmup=1)
     return {"hits": n, "time_s": t}
@@ -319,7 +335,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     ckpt = checkpoint or str(Path(os.environ.get("TMPDIR", "/tmp")) / "gnnreco_calo_bench.pt")
     phys = train_and_evaluate(train_seconds=train_seconds, n_test=5 if quick else 20, threads=threads, checkpoint=ckpt,
                               repulsive_scale=repulsive_scale)
-    inf = inference_time(threads=threads, checkpoint=ckpt)
+    inf = inference_time(threads=threads, checkpoint=ckpt,
+                         module_kwargs={"t_beta": phys["t_beta"], "t_d": phys["t_d"]})
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
     prow = [
         ["efficiency (truth E > 10 GeV)", f"{phys['efficiency']:.3f}", "≥ 0.95", goal(phys["efficiency"] >= 0.95)],
@@ -331,14 +348,17 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
         ["truth-assignment hit-sum resolution", f"{phys['resolution_truth_sum']:.3f}", "", ""],
         ["resolution ratio", f"{phys['resolution_ratio']:.2f}", "≤ 1.2", goal(phys["resolution_ratio"] <= 1.2)],
         ["PID accuracy (matched)", f"{phys.get('pid_accuracy', float('nan')):.3f}", "", ""],
-        [f"inference, {inf['hits']} hits, {threads} threads [s]", f"{inf['time_s']:.2f}", "≤ 1", goal(inf["time_s"] <= 1.0)],
+        [f"inference, {inf['hits']} hits, {threads} thread(s) [s]", f"{inf['time_s']:.2f}", "≤ 1",
+         goal(inf["time_s"] <= 1.0 and inf["hits"] >= 50_000)],
     ]
     parts += ["\n### Physics and inference\n",
               markdown_table(["metric", "value", "goal", "met"], prow),
-              f"\nTraining: {phys['train_steps']} steps ({phys['train_seconds']:.0f} s, {threads} threads), each on "
+              f"\nTraining: {phys['train_steps']} steps ({phys['train_seconds']:.0f} s, {threads} thread(s)), each on "
               f"a random 90° sector of a fresh 50-shower event; test events have about "
-              f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {NET}, repulsive scale {repulsive_scale:g}; thresholds chosen on 5 validation events: t_β = {phys['t_beta']}, "
-              f"t_d = {phys['t_d']}; test on {5 if quick else 20} independent events."]
+              f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {NET}; CaloModule {MODULE}, "
+              f"repulsive scale {repulsive_scale:g}; thresholds chosen on 5 validation events: t_β = {phys['t_beta']}, "
+              f"t_d = {phys['t_d']}; test on {5 if quick else 20} independent events. Inference = network + "
+              "condensation + shower energies of one event (median of 3)."]
     return "\n".join(parts)
 
 

@@ -472,7 +472,7 @@ def oc_total(parts: Mapping[str, Tensor], *, s_c: float = 1.0, s_b: float = 1.0,
         lb = lb + s_log * parts["coward_log"]
     total = s_c * (lv + lb)
     pw = dict(payload_weights_by_name or {})
-    for name in ("energy", "energy_quantile", "position", "time", "pid", "shower_energy"):
+    for name in ("energy", "energy_quantile", "position", "time", "pid", "shower_energy", "radius"):
         if name in parts:
             total = total + payload_scale * pw.get(name, 1.0) * parts[name]
     return total
