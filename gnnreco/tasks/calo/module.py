@@ -33,7 +33,7 @@ def global_object_id(hit_shower: Tensor, num_showers: Tensor, batch: Tensor) -> 
 
 
 class CaloModule(GraphTaskModule):
-    """Calorimeter clustering with object condensation.
+    r"""Calorimeter clustering with object condensation.
 
     Args:
         net: a :class:`~gnnreco.tasks.calo.model.CaloGravNet` (tensor-only ``forward(x, batch)``).
