@@ -40,7 +40,7 @@ from gnnreco.nn.mlp import MLP
 from gnnreco.ops import scatter
 from gnnreco.tasks.dfei.data import edge_features
 
-__all__ = ["node_inputs", "edge_inputs", "edge_inputs_from_features", "rank_per_receiver", "candidate_mask",
+__all__ = ["node_inputs", "edge_inputs", "edge_inputs_from_features", "pair_mass_input", "rank_per_receiver", "candidate_mask",
            "candidate_graph_dense", "pair_inputs",
            "GNBlock", "EncodeProcessDecode", "DFEIChain", "DFEIFused",
            "NODE_IN", "EDGE_IN", "GLOBAL_IN"]
@@ -95,6 +95,28 @@ def edge_inputs_from_features(f: Tensor) -> Tensor:
     """
     th, dp, dz, same = f[:, 0:1], f[:, 1:2], f[:, 2:3], f[:, 3:4]
     return torch.cat([th * 10.0, torch.log(th + 1e-4), _asinh(dp / 0.05), _asinh(dz), same], 1)
+
+
+_M_PI = 0.13957
+
+
+def pair_mass_input(x: Tensor, edge_index: Tensor) -> Tensor:
+    r"""Optional extra pair input: :math:`\log m_{ij}` of the two particles under the pion hypothesis,
+
+    .. math::
+        m_{ij}^2 = 2 m_\pi^2 + 2 (E_i E_j - \vec p_i\cdot\vec p_j),\qquad E = \sqrt{p^2 + m_\pi^2}
+
+    (DFEI uses no particle identification; the pair mass lets the LCA stage tell resonances such as
+    J/ψ → μμ or D⁰ → Kπ, which share the vertex of their mother, from the other pairs of a chain).
+
+    Shapes:
+        x ``[N, >=6]``, edge_index ``[2, E]`` → ``[E, 1]``.
+    """
+    p = x[:, 3:6]
+    e = torch.sqrt((p * p).sum(1) + _M_PI**2)
+    s, t = edge_index[0], edge_index[1]
+    m2 = 2 * _M_PI**2 + 2 * (e[s] * e[t] - (p[s] * p[t]).sum(1))
+    return torch.log(torch.sqrt(m2.clamp_min(4 * _M_PI**2))).unsqueeze(1)
 
 
 def _global_inputs(n_pv: Tensor, counts: Tensor) -> Tensor:
@@ -154,17 +176,19 @@ class EncodeProcessDecode(nn.Module):
         hidden, n_layers, norm, aggr: MLP and aggregation settings.
         node_head, edge_head: output widths of the node / edge decoders (0: none).
         block_heads: add a node- and an edge-weight head (one logit each) after every block.
+        pair_mass: the edge encoder also reads :func:`pair_mass_input` (``EDGE_IN + 1`` pair inputs).
     """
 
     def __init__(self, latent: int = 16, n_blocks: int = 2, hidden: int = 64, n_layers: int = 2,
                  norm: str = "layer", aggr: str = "sum", node_head: int = 0, edge_head: int = 0,
-                 block_heads: bool = False) -> None:
+                 block_heads: bool = False, pair_mass: bool = False) -> None:
         super().__init__()
+        self.pair_mass = pair_mass
         if n_blocks < 1:
             raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
         L = latent
         self.enc_v = MLP(NODE_IN, hidden, L, n_layers=n_layers, norm=norm)
-        self.enc_e = MLP(EDGE_IN, hidden, L, n_layers=n_layers, norm=norm)
+        self.enc_e = MLP(EDGE_IN + int(pair_mass), hidden, L, n_layers=n_layers, norm=norm)
         self.enc_u = MLP(GLOBAL_IN, hidden, L, n_layers=n_layers, norm=norm)
         self.blocks = nn.ModuleList(
             [GNBlock(2 * L, 2 * L, 2 * L, L, hidden, n_layers, norm, aggr) for _ in range(n_blocks)])
@@ -178,8 +202,13 @@ class EncodeProcessDecode(nn.Module):
     def encode(self, x: Tensor, edge_index: Tensor, batch: Tensor, n_pv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b = n_pv.shape[0]
         counts = torch.bincount(batch, minlength=b)
-        return (self.enc_v(node_inputs(x)), self.enc_e(edge_inputs(x, edge_index)),
+        return (self.enc_v(node_inputs(x)), self.enc_e(self.edge_inputs(x, edge_index, edge_features(x, edge_index))),
                 self.enc_u(_global_inputs(n_pv, counts)))
+
+    def edge_inputs(self, x: Tensor, edge_index: Tensor, f: Tensor) -> Tensor:
+        """Pair inputs of the edge encoder from the DFEI pair features ``f`` (plus the pair mass if set)."""
+        ein = edge_inputs_from_features(f)
+        return torch.cat([ein, pair_mass_input(x, edge_index)], 1) if self.pair_mass else ein
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, n_pv: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Plain stack (no pruning): returns (node decoder output, edge decoder output)."""
@@ -393,6 +422,7 @@ class DFEIChain(nn.Module):
         lca_bias: outside training, added to the four LCA logits: log prior ratios that move
             the arg-max working point between the classes (tuned on validation events after training,
             like the pruning cuts; ``None``: no shift).
+        pair_mass: every stage also reads the pair mass under the pion hypothesis (:func:`pair_mass_input`).
 
     The batched forward ``net(x, batch, n_pv, y_node=None, pair_label=None)`` builds the fully
     connected graph of every event and its pair features once; the three stages select from it.
@@ -403,11 +433,11 @@ class DFEIChain(nn.Module):
                  np_cut: float = 0.05, ep_cut: float = 0.05, max_dz: float | None = None,
                  max_theta: float | None = None, k_nearest: int = 12, teacher_forcing: bool = True,
                  train_max_nodes: int = 32, train_max_edges: int = 4,
-                 lca_bias: list[float] | tuple[float, ...] | None = None) -> None:
+                 lca_bias: list[float] | tuple[float, ...] | None = None, pair_mass: bool = False) -> None:
         super().__init__()
         self.train_max_nodes, self.train_max_edges = train_max_nodes, train_max_edges
         self.lca_bias = _check_bias(lca_bias)
-        kw = dict(latent=latent, hidden=hidden, n_layers=n_layers, norm=norm, aggr=aggr)
+        kw = dict(latent=latent, hidden=hidden, n_layers=n_layers, norm=norm, aggr=aggr, pair_mass=pair_mass)
         self.np_net = EncodeProcessDecode(n_blocks=np_blocks, node_head=1, **kw)
         self.ep_net = EncodeProcessDecode(n_blocks=ep_blocks, edge_head=1, **kw)
         self.lca_net = EncodeProcessDecode(n_blocks=lca_blocks, edge_head=4, **kw)
@@ -428,7 +458,7 @@ class DFEIChain(nn.Module):
         b = n_pv.shape[0]
         vin = node_inputs(x)
         uin = _global_inputs(n_pv, _counts(batch, b))
-        node_logit = self.np_net.forward_inputs(vin, edge_inputs_from_features(f0), uin, g0, batch)[0].view(-1)
+        node_logit = self.np_net.forward_inputs(vin, self.np_net.edge_inputs(x, g0, f0), uin, g0, batch)[0].view(-1)
         t1 = time.perf_counter() if timing else 0.0
         keep = torch.sigmoid(node_logit.detach()) > self.np_cut
         if self.training and self.train_max_nodes > 0:
@@ -440,7 +470,8 @@ class DFEIChain(nn.Module):
         newid = torch.cumsum(keep.to(torch.long), 0) - 1
         local = newid[g1]
         bs = batch[ids]
-        vin1, ein1 = vin[ids], edge_inputs_from_features(f1)
+        vin1 = vin[ids]
+        ein1 = self.ep_net.edge_inputs(x, g1, f1)
         uin1 = _global_inputs(n_pv, _counts(bs, b))
         edge_logit = self.ep_net.forward_inputs(vin1, ein1, uin1, local, bs)[1].view(-1)
         t2 = time.perf_counter() if timing else 0.0
@@ -532,19 +563,20 @@ class DFEIFused(nn.Module):
         k_edges: edges kept per receiver by top-k.
         max_dz, max_theta, k_nearest: pair filter of the input graph (pairs it drops are never found).
         lca_bias: outside training, added to the four LCA logits (as in :class:`DFEIChain`).
+        pair_mass: the edge encoder also reads the pair mass (:func:`pair_mass_input`).
     """
 
     def __init__(self, latent: int = 16, hidden: int = 64, n_layers: int = 2, norm: str = "layer",
                  aggr: str = "sum", n_blocks: int = 4, weighted_mp: bool = True, prune: str = "cut",
                  node_cut: float = 0.01, edge_cut: float = 0.01, k_edges: int = 20,
                  max_dz: float | None = None, max_theta: float | None = None, k_nearest: int = 0,
-                 lca_bias: list[float] | tuple[float, ...] | None = None) -> None:
+                 lca_bias: list[float] | tuple[float, ...] | None = None, pair_mass: bool = False) -> None:
         super().__init__()
         self.lca_bias = _check_bias(lca_bias)
         if prune not in ("cut", "topk", "both", "none"):
             raise ValueError(f"prune must be 'cut', 'topk', 'both' or 'none', got {prune!r}")
         self.net = EncodeProcessDecode(latent=latent, n_blocks=n_blocks, hidden=hidden, n_layers=n_layers,
-                                       norm=norm, aggr=aggr, edge_head=4, block_heads=True)
+                                       norm=norm, aggr=aggr, edge_head=4, block_heads=True, pair_mass=pair_mass)
         self.weighted_mp, self.prune = weighted_mp, prune
         self.node_cut, self.edge_cut, self.k_edges = node_cut, edge_cut, k_edges
         self.max_dz, self.max_theta, self.k_nearest = max_dz, max_theta, k_nearest
@@ -556,7 +588,7 @@ class DFEIFused(nn.Module):
         s0 = _arange_like(f0[:, 0])
         net = self.net
         v0 = net.enc_v(node_inputs(x))
-        e0 = net.enc_e(edge_inputs_from_features(f0))
+        e0 = net.enc_e(net.edge_inputs(x, g0, f0))
         u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b)))
         v, e, u = v0, e0, u0
         eid = _arange_like(s0)

@@ -150,3 +150,48 @@ def test_pair_inputs_equal_graph_builder():
     torch.testing.assert_close(f, ea, atol=1e-6, rtol=1e-5)
     g0, f0 = pair_inputs(torch.zeros(0, 13))
     assert g0.shape == (2, 0) and f0.shape == (0, 4)
+
+
+def test_pair_mass_input_known_values():
+    from gnnreco.tasks.dfei.model import pair_mass_input
+
+    # two back-to-back 1 GeV pions: m = 2 sqrt(1 + m_pi^2)
+    x = torch.zeros(2, 13)
+    x[0, 3], x[1, 3] = 1.0, -1.0
+    m = torch.exp(pair_mass_input(x, torch.tensor([[0], [1]])))
+    torch.testing.assert_close(m, torch.tensor([[2 * (1 + 0.13957**2) ** 0.5]]), atol=1e-5, rtol=1e-5)
+    # collinear pair at threshold: clamped at 2 m_pi, no NaN
+    x[1, 3] = 1.0
+    m = torch.exp(pair_mass_input(x, torch.tensor([[0], [1]])))
+    torch.testing.assert_close(m, torch.tensor([[2 * 0.13957]]), atol=1e-4, rtol=1e-4)
+
+
+def test_pair_mass_and_lca_bias_options():
+    torch.manual_seed(1)
+    x, ei, ea, u = _event(7)
+    net = DFEIChain(hidden=16, np_blocks=1, ep_blocks=1, lca_blocks=1, np_cut=0.0, ep_cut=0.0,
+                    pair_mass=True).eval()
+    assert net.lca_net.enc_e[0].in_features == 6
+    with torch.no_grad():
+        _, _, l0 = net(x, ei, ea, u)
+        net.lca_bias = (0.0, 1.0, 0.0, -1.0)
+        _, _, l1 = net(x, ei, ea, u)
+    live = l0[:, 0] != 8.0
+    torch.testing.assert_close(l1[live] - l0[live], torch.tensor([0.0, 1.0, 0.0, -1.0]).expand(int(live.sum()), 4))
+    net.train()
+    with pytest.raises(ValueError, match="lca_bias"):
+        DFEIChain(lca_bias=[1.0, 2.0])
+
+
+def test_tune_lca_bias_picks_the_shift_that_fixes_a_biased_classifier():
+    from gnnreco.tasks.dfei.metrics import tune_lca_bias
+
+    # one chain of three particles: (0, 1) LCA 1, (0, 2) and (1, 2) LCA 2; the classifier prefers class 2
+    true = np.array([[0, 1, 2], [1, 0, 2], [2, 2, 0]])
+    pi = np.array([[0, 0, 1], [1, 2, 2]])
+    probs = np.array([[0.05, 0.40, 0.55, 0.0], [0.05, 0.05, 0.9, 0.0], [0.05, 0.05, 0.9, 0.0]])
+    ev = [(3, pi, np.log(probs + 1e-12), np.array([0, 0, 0]), true)]
+    bias, frac = tune_lca_bias(ev, [(0, 0, 0, 0), (0, 1.0, 0, 0)])
+    assert bias == (0.0, 1.0, 0.0, 0.0) and frac["perfect"] == 1.0
+    with pytest.raises(ValueError, match="4 values"):
+        tune_lca_bias(ev, [(0, 1)])
