@@ -45,13 +45,21 @@ class ExportMismatchError(RuntimeError):
     """An exported program disagrees with eager PyTorch (values beyond tolerance, shape or dtype)."""
 
 
-def config_hash(cfg: Any) -> str:
-    """Short SHA-256 (16 hex digits) of a config: OmegaConf YAML (unresolved) or sorted JSON."""
+def config_hash(cfg: Any, keys: Sequence[str] = ("task", "data", "model")) -> str:
+    """Short SHA-256 (16 hex digits) of the parts of a run config that define the model.
+
+    For an OmegaConf config with any of ``keys`` (default: ``task``, ``data``, ``model``) only those
+    sub-configs are hashed, as unresolved YAML, so the hash does not change with output paths, Hydra
+    run directories or the verb that loaded the config; any other config is hashed whole (sorted JSON).
+    """
     try:
         from omegaconf import OmegaConf
 
-        text = OmegaConf.to_yaml(cfg, resolve=False) if OmegaConf.is_config(cfg) else json.dumps(cfg, sort_keys=True,
-                                                                                                 default=str)
+        if OmegaConf.is_config(cfg):
+            part = {k: cfg[k] for k in keys if k in cfg} if any(k in cfg for k in keys) else cfg
+            text = OmegaConf.to_yaml(OmegaConf.create(part) if isinstance(part, dict) else part, resolve=False)
+        else:
+            text = json.dumps(cfg, sort_keys=True, default=str)
     except Exception:
         text = repr(cfg)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -83,8 +83,10 @@ class CaloExportNet(nn.Module):
     """
 
     #: hits allowed to differ from eager PyTorch beyond tolerance in the export check: a near-tie at the
-    #: k-th neighbour in a learned space is resolved by float rounding, which differs between backends
-    max_outlier_fraction = 2e-3
+    #: k-th neighbour in a learned space is resolved by float rounding, which differs between backends,
+    #: and one flipped neighbour in a block changes the hits that aggregate it in the later blocks
+    #: (measured on 6-9k-hit quick-start events in ONNX Runtime: up to 0.5 % of the hits)
+    max_outlier_fraction = 1e-2
 
     def __init__(self, net: CaloGravNet) -> None:
         super().__init__()

@@ -205,3 +205,12 @@ def test_bad_arguments_name_what_is_wrong(tmp_path):
         m(z=torch.ones(6, 3))
     with pytest.raises(FileNotFoundError, match="manifest.json"):
         load_export(tmp_path / "nowhere")
+
+
+def test_config_hash_follows_the_model_config_not_the_paths(tmp_path):
+    a = compose_config("train", ["experiment=tracking_quickstart"], tmp_path / "a", test_conf=False)
+    b = compose_config("train", ["experiment=tracking_quickstart"], tmp_path / "b", test_conf=False)
+    c = compose_config("train", ["experiment=tracking_quickstart", "model.edge_cut=0.4"], tmp_path / "b",
+                       test_conf=False)
+    assert a.paths.output_dir != b.paths.output_dir
+    assert config_hash(a) == config_hash(b) != config_hash(c)
