@@ -258,3 +258,16 @@ def test_tensor_buffers_are_reused():
     n_alloc = buf.allocations
     buf.put("x", torch.ones(12, 4))  # grows once, geometrically
     assert buf.allocations == n_alloc + 1 and buf.put("x", torch.ones(13, 4)).data_ptr() == buf.put("x", torch.ones(1, 4)).data_ptr()
+
+
+def test_cli_checkpoint_loading_checks_provenance(tmp_path):
+    from gnnreco.cli.common import load_checkpoint_weights
+    from gnnreco.io.checkpoint import CheckpointMismatchError
+
+    path = tmp_path / "dfei.ckpt"
+    torch.save({"state_dict": _Module().state_dict(),
+                "gnnreco": {"version": "0.1.0", "module": "gnnreco.tasks.dfei.module.DFEIModule", "net": "x.Net"}}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"dfei.ckpt.*written by module .*DFEIModule.*configured module is .*_Module"):
+        load_checkpoint_weights(_Module(), str(path))
+    torch.save({"state_dict": _Module().state_dict()}, path)  # no provenance, matching weights: loads
+    assert "state_dict" in load_checkpoint_weights(_Module(), str(path))
