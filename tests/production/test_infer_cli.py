@@ -140,3 +140,21 @@ def test_infer_from_export_directory(tmp_path, tracking_setup):
     for i in range(3):
         ref = reco(tracking_setup["fields"][i])
         np.testing.assert_array_equal(ak.to_numpy(arr["track_label"][i]), ref["track_label"])
+
+
+def test_infer_trackml_directory(tmp_path, tracking_setup):
+    import pandas as pd
+
+    from gnnreco.cli.infer import run_infer
+
+    d = tmp_path / "csv"
+    d.mkdir()
+    for i in range(3):  # hits files only: inference needs no truth
+        pd.DataFrame(tracking_setup["fields"][i]).to_csv(d / f"event{500 + i:09d}-hits.csv.gz", index=False)
+    out = tmp_path / "reco.root"
+    run_infer(infer_cfg(tmp_path, tracking_setup["ckpt"], [f"input={d}", f"output={out}"]))
+    arr = read_results(out)
+    assert arr["event"].tolist() == [500, 501, 502] and arr["run"].tolist() == [0, 0, 0]
+    reco = gnnreco.Reconstructor.from_checkpoint(tracking_setup["ckpt"], device="cpu")
+    for i in range(3):
+        np.testing.assert_array_equal(ak.to_numpy(arr["track_hits"][i]), reco(tracking_setup["fields"][i])["track_hits"])
