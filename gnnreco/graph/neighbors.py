@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._cells import knn_cells
 from ._checks import batch_to_ptr, check_batch, check_points
 
 __all__ = [
@@ -118,14 +119,18 @@ def _prepare(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | Non
     return x, y, bx, by, nb
 
 
-def _resolve_method(method: str, dim: int, num_events: int, nx: int) -> str:
-    """``"brute"``, ``"grid"``, or ``"probe"`` (decide after estimating the cell size)."""
-    if method not in ("auto", "grid", "brute"):
-        raise ValueError(f"'method' must be 'auto', 'grid' or 'brute', got {method!r}")
+def _resolve_method(method: str, dim: int, num_events: int, nx: int, knn: bool = False) -> str:
+    """``"brute"``, ``"grid"``, ``"cells"`` or ``"probe"`` (decide after estimating the cell size)."""
+    if method not in ("auto", "grid", "brute", "cells"):
+        raise ValueError(f"'method' must be 'auto', 'cells', 'grid' or 'brute', got {method!r}")
+    if method == "cells" and not knn:
+        return "grid"  # the cell-list engine is kNN-only; radius uses the grid (always exact at w = 1)
     if method != "auto":
         return method
     if nx <= 2048 and num_events <= 8:
         return "brute"
+    if knn and dim <= 4:
+        return "cells"
     if dim <= 3 or num_events > 8:
         return "grid"
     return "probe"
@@ -538,21 +543,51 @@ def _single_threaded(active: bool, restore: int):
 
 
 def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
-            r: float | None, exclude_self: bool, method: str) -> tuple[Tensor, Truncation]:
+            r: float | None, exclude_self: bool, method: str, flip: bool = False) -> tuple[Tensor, Truncation]:
+    """Edges ``[query, neighbour]`` (``[neighbour, query]`` with ``flip``), grouped by query, nearest first."""
     trunc = Truncation()
     coll = _Collector(y.size(0), x.device)
     if x.size(0) == 0 or y.size(0) == 0 or k <= 0:
         return coll.result(), trunc
     r2 = None if r is None else float(r) ** 2
-    m = _resolve_method(method, x.size(1), num_events, x.size(0))
+    m = _resolve_method(method, x.size(1), num_events, x.size(0), knn=r is None)
     global _WORKERS
     nthreads = torch.get_num_threads()
     _WORKERS = nthreads if x.device.type == "cpu" else 1
+    if m == "cells":
+        def fallback(q: Tensor) -> Tensor:
+            return _subset_knn(x, y, bx, by, num_events, k, exclude_self, q)
+
+        with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
+            out = knn_cells(x, y, bx, by, num_events, k, exclude_self, _WORKERS, fallback, flip=flip)
+        return out, trunc
     try:
         _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc)
     finally:
         _TLS.buf = None  # release the scratch buffer of this thread
-    return coll.result(), trunc
+    out = coll.result()
+    return (out.flip(0) if flip else out), trunc
+
+
+def _subset_knn(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+                exclude_self: bool, q: Tensor) -> Tensor:
+    """General-engine kNN of the queries ``y[q]`` (row 0: position in ``q``), self excluded by index."""
+    trunc = Truncation()
+    coll = _Collector(q.numel(), x.device)
+    kk = k + 1 if exclude_self else k
+    byq = None if by is None else by[q]
+    m = _resolve_method("auto", x.size(1), num_events, x.size(0))
+    _run_search(x, y[q], bx, byq, num_events, kk, None, False, "grid" if m == "probe" else m,
+                torch.get_num_threads(), coll, trunc)
+    e = coll.result()
+    if not exclude_self:
+        return e
+    keep = e[1] != q[e[0]]
+    e = e[:, keep]
+    counts = torch.bincount(e[0], minlength=q.numel())
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(e.size(1), device=x.device) - first[e[0]]
+    return e[:, rank < k]
 
 
 def _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc) -> None:
@@ -588,7 +623,7 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
         cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{y}_i)` instead.
         num_workers: accepted for PyG compatibility; CPU parallelism follows ``torch.get_num_threads()``.
         batch_size: accepted for PyG compatibility (number of events; derived when ``None``).
-        method: ``"auto"``, ``"grid"`` or ``"brute"`` (see the module docstring).
+        method: ``"auto"``, ``"cells"``, ``"grid"`` or ``"brute"`` (see the module docstring).
 
     Returns:
         ``[2, E]`` long tensor: row 0 indexes ``y``, row 1 indexes ``x``; grouped by query,
@@ -626,7 +661,7 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
         cosine: use cosine distance.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` edge index, :math:`E \le N k`.
@@ -644,8 +679,8 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
         x = F.normalize(x, dim=-1)
     if b is not None:
         b = b.to(x.device)
-    out, _ = _search(x, x, b, b, nb, int(k), None, not loop, method)
-    return out.flip(0) if flow == "source_to_target" else out
+    out, _ = _search(x, x, b, b, nb, int(k), None, not loop, method, flip=flow == "source_to_target")
+    return out
 
 
 def _radius_report(trunc: Truncation, max_num_neighbors: int, where: str) -> None:
@@ -681,7 +716,7 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None,
         max_num_neighbors: cap on neighbours per query.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` long tensor, row 0 indexes ``y`` and row 1 indexes ``x``; grouped by query,
@@ -720,7 +755,7 @@ def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = 
         flow: ``"source_to_target"`` gives ``[neighbour, centre]``.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` edge index.
@@ -737,9 +772,10 @@ def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = 
     nb = 1 if b is None or b.numel() == 0 else int(b[-1]) + 1
     if b is not None:
         b = b.to(x.device)
-    out, trunc = _search(x, x, b, b, nb, int(max_num_neighbors), float(r), not loop, method)
+    out, trunc = _search(x, x, b, b, nb, int(max_num_neighbors), float(r), not loop, method,
+                         flip=flow == "source_to_target")
     _radius_report(trunc, max_num_neighbors, "radius_graph")
-    return out.flip(0) if flow == "source_to_target" else out
+    return out
 
 
 def edge_sq_distance(x: Tensor, edge_index: Tensor, y: Tensor | None = None) -> Tensor:

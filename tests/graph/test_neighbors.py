@@ -12,7 +12,7 @@ from gnnreco.graph import edge_sq_distance, knn, knn_graph, last_truncation, rad
 
 torch_cluster = pytest.importorskip("torch_cluster")
 
-METHODS = ["grid", "brute"]
+METHODS = ["cells", "grid", "brute"]
 
 
 def edge_set(ei: torch.Tensor) -> set[tuple[int, int]]:
@@ -255,3 +255,25 @@ def test_auto_method_high_dimension(clustered):
     assert edge_set(got) == edge_set(ref)
     r = radius(x, x[:200], 0.3, max_num_neighbors=10_000)
     assert edge_set(r) == edge_set(torch_cluster.radius(x, x[:200], 0.3, max_num_neighbors=10_000))
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4])
+def test_cells_engine_exact_on_large_clouds_with_events_and_levels(dim):
+    """Enough points for several cell levels and the fallback (clustered + sparse noise), two events."""
+    g = torch.Generator().manual_seed(dim)
+    dense = torch.randn(3000, dim, generator=g) * 0.01
+    sparse = torch.rand(1500, dim, generator=g) * 10
+    x = torch.cat([dense, sparse, torch.rand(2500, dim, generator=g)])
+    b = torch.cat([torch.zeros(4500, dtype=torch.long), torch.ones(2500, dtype=torch.long)])
+    got = knn_graph(x, 12, b, method="cells", flow="target_to_source")
+    ref, _ = brute_knn(x, x, 12, b, b, exclude_self=True)
+    assert torch.equal(got[0], ref[0])
+    dg = (x[got[0]].double() - x[got[1]].double()).norm(dim=1)
+    dr = (x[ref[0]].double() - x[ref[1]].double()).norm(dim=1)
+    assert torch.allclose(dg, dr, atol=1e-6)
+    # knn(x, y) with queries outside the cloud
+    y = torch.rand(300, dim, generator=g) * 14 - 2
+    got = knn(x[:4500], y, 5, method="cells")
+    ref, _ = brute_knn(x[:4500], y, 5)
+    assert torch.equal(got[0], ref[0])
+    assert torch.allclose((y[got[0]] - x[got[1]]).norm(dim=1), (y[ref[0]] - x[ref[1]]).norm(dim=1), atol=1e-6)

@@ -1,0 +1,339 @@
+r"""Exact kNN by a multi-resolution cell list, writing straight into the output (``method="cells"``).
+
+One *level* handles a set of pending queries:
+
+1. the cell size :math:`h` is the median exact :math:`k`-th neighbour distance of up to 48 sampled
+   pending queries (so it follows the local point density of those queries);
+2. the points are sorted by cell key (event, then up to three grid coordinates on the widest axes,
+   row-major), so each row of cells along the last grid axis is a contiguous slice;
+3. queries are grouped by cell; the candidates of a query cell are the points of its
+   :math:`3^g` neighbour cells (:math:`3^{g-1}` ``searchsorted`` slices), shared by all its queries;
+4. query cells are sorted by (queries, candidates) and cut into tiles of at most ``_BUDGET`` distance
+   entries; a tile computes :math:`d^2 = \sum_d (y_{id} - x_{jd})^2` exactly (no GEMM rounding),
+   ``topk`` per query, and
+5. a query is *resolved* when its :math:`k`-th distance does not exceed its distance to the border
+   of the searched block (no point outside can be nearer); its row is written into the
+   pre-allocated ``[2, E]`` output at ``ptr[q] + rank``.
+
+Queries in over-full cells (dense cores of clustered data) and unresolved queries (sparse regions)
+form new pending sets, each solved by a further level with its own :math:`h`; after
+``_LEVELS`` levels the rest goes to the general engine. Tiles run on ``torch.get_num_threads()``
+worker threads with single-threaded ops. Memory: the output plus one tile per worker and
+:math:`O(N)` sort keys.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import Tensor
+
+from ._util import expand_ranges
+
+__all__ = ["knn_cells"]
+
+_BUDGET = 1 << 19  # distance entries per tile
+_LEVELS = 8
+_SAMPLE = 48
+_BAIL = 0.25  # more than this fraction pending after the first level: the rest goes to the fallback
+_HFACTOR = 1.15  # cell size / median k-th neighbour distance
+_LCAP = 32  # a query cell with more than _LCAP * k candidates is refined at the next level
+
+
+def _sample_h(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, q: Tensor, k: int,
+              exclude_self: bool) -> float:
+    gen = torch.Generator().manual_seed(q.numel())
+    sel = q[torch.randperm(q.numel(), generator=gen)[:_SAMPLE].to(q.device)]
+    kk = min(k + (1 if exclude_self else 0), x.size(0))
+    kths = []
+    for s in range(0, sel.numel(), 8):  # 8 x N distances at a time (memory)
+        qs = sel[s:s + 8]
+        d2 = torch.cdist(y[qs], x).pow_(2)
+        if bx is not None:
+            d2.masked_fill_(by[qs].unsqueeze(1) != bx.unsqueeze(0), math.inf)
+        v = torch.topk(d2, kk, dim=1, largest=False).values
+        kths.append(v[:, -1])
+    kth = torch.cat(kths)
+    kth = kth[torch.isfinite(kth)]
+    if kth.numel() == 0:
+        return math.inf
+    return float(kth.median().clamp(min=0).sqrt()) * _HFACTOR
+
+
+class _Level:
+    """Cell list of all points of ``x`` with cell size ``h`` (grid on the widest ``g`` axes)."""
+
+    def __init__(self, x: Tensor, bx: Tensor | None, num_events: int, h: float, dims: Tensor,
+                 lo: Tensor, ext: Tensor):
+        self.dims, self.lo = dims, lo
+        g = dims.numel()
+        n = torch.clamp(torch.floor(ext / h).long() + 1, 1, 1 << 20)
+        total = float(n.double().prod()) * max(1, num_events)
+        while total >= 2.0 ** 62:  # coarsen until keys fit in int64
+            n = torch.clamp(torch.div(n, 2, rounding_mode="floor"), min=1)
+            total = float(n.double().prod()) * max(1, num_events)
+        self.n = n
+        self.h = (ext / n.double()).clamp(min=1e-30).to(x.dtype)  # actual cell width per axis
+        self.g = g
+        self.strides = [1] * g
+        for i in range(g - 2, -1, -1):
+            self.strides[i] = self.strides[i + 1] * int(n[i + 1])
+        self.ncells = int(n.prod())
+        cx = self.coords(x)
+        key = self.key(cx, bx)
+        self.skey, self.perm = torch.sort(key)
+        # [D, N + 1] coordinate planes in cell order; column N is a sentinel at infinity (padding)
+        self.xs = torch.cat([x[self.perm].t(), torch.full((x.size(1), 1), math.inf, dtype=x.dtype,
+                                                            device=x.device)], 1).contiguous()
+        self.inv = torch.empty_like(self.perm)
+        self.inv[self.perm] = torch.arange(self.perm.numel(), device=x.device)
+
+    def coords(self, p: Tensor) -> Tensor:
+        c = torch.floor((p[:, self.dims] - self.lo) / self.h).long()
+        return torch.minimum(c.clamp_(min=0), self.n - 1)
+
+    def key(self, c: Tensor, b: Tensor | None) -> Tensor:
+        key = torch.zeros(c.size(0), dtype=torch.long, device=c.device)
+        for i in range(self.g):
+            key += c[:, i] * self.strides[i]
+        if b is not None:
+            key += b * self.ncells
+        return key
+
+
+def knn_cells(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+              exclude_self: bool, workers: int, fallback, flip: bool = False) -> Tensor:
+    """``[2, E]`` kNN edges (row 0 query, row 1 neighbour; swapped when ``flip``), grouped by query,
+    nearest first. ``fallback(q)`` returns the general engine's ``[2, E']`` for the queries ``q``
+    (row 0 indexing ``q``'s positions) and is used for what the levels leave unresolved."""
+    dev = x.device
+    M = y.size(0)
+    nx_ev = torch.bincount(bx, minlength=num_events) if bx is not None else torch.tensor([x.size(0)], device=dev)
+    ev_q = by if by is not None else torch.zeros(M, dtype=torch.long, device=dev)
+    kk = (nx_ev[ev_q] - (1 if exclude_self else 0)).clamp(min=0).clamp(max=k)
+    ptr = torch.cumsum(kk, 0) - kk
+    E = int(kk.sum())
+    out = torch.empty(2, E, dtype=torch.long, device=dev)
+    rq, rn = (1, 0) if flip else (0, 1)
+    if E == 0:
+        return out
+    lo_all = x.amin(0)
+    ext_all = x.amax(0) - lo_all
+    g = min(x.size(1), 4)
+    dims = torch.argsort(ext_all, descending=True)[:g]
+    lo, ext = lo_all[dims], ext_all[dims]
+    # queries outside the x bounding box are clamped into border cells; the border test uses the
+    # true coordinates, so they resolve only when their k-th distance allows it
+    q0 = (kk > 0).nonzero(as_tuple=True)[0]
+    groups: list[tuple[Tensor, float]] = []
+    if q0.numel():
+        h0 = _sample_h(x, y, bx, by, q0, k, exclude_self)
+        if not math.isfinite(h0) or h0 <= 0:
+            h0 = float(ext.max()) / 1024 + 1e-12 if not math.isfinite(h0) else max(h0, 1e-12)
+        groups = [(q0, h0)]
+    vg = {1: 2.0, 2: math.pi, 3: 4.0 * math.pi / 3.0, 4: math.pi ** 2 / 2.0}[g]
+    for _level in range(_LEVELS):
+        pend_q, pend_h = [], []
+        for q, h in groups:
+            lev = _Level(x, bx, num_events, h, dims, lo, ext)
+            pq, ph = _run_level(lev, x, y, by, q, k, kk, ptr, out, rq, rn, exclude_self, workers, vg)
+            pend_q.append(pq)
+            pend_h.append(ph)
+        groups = []
+        if not pend_q:
+            break
+        pq, ph = torch.cat(pend_q), torch.cat(pend_h)
+        if pq.numel() == 0:
+            break
+        if _level == 0 and pq.numel() > _BAIL * q0.numel():
+            # strongly varying density (clustered points): the adaptive grid engine does better
+            groups = [(pq, 0.0)]
+            break
+        # half-octave classes of the suggested cell size, one level each
+        cls = torch.round(torch.log2(ph.clamp(min=1e-30)) * 2).long()
+        for c in torch.unique(cls).tolist():
+            groups.append((pq[cls == c], float(2.0 ** (c / 2.0))))
+    rest = torch.cat([q for q, _ in groups]) if groups else torch.empty(0, dtype=torch.long, device=dev)
+    if rest.numel():
+        rest = torch.sort(rest).values  # event-sorted queries (the general engine needs sorted batches)
+        e = fallback(rest)  # row 0: position in rest, row 1: neighbour; grouped by query, nearest first
+        qpos = e[0]
+        counts = torch.bincount(qpos, minlength=rest.numel())
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(qpos.numel(), device=dev) - first[qpos]
+        qq = rest[qpos]
+        pos = ptr[qq] + rank
+        out[rq, pos] = qq
+        out[rn, pos] = e[1]
+    return out
+
+
+def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor, out: Tensor, rq: int,
+               rn: int, exclude_self: bool, workers: int, vg: float) -> tuple[Tensor, Tensor]:
+    """Solve what this level can; return the other queries and a suggested cell size for each."""
+    dev = x.device
+    g = lev.g
+    cq = lev.coords(y[q])
+    qkey = lev.key(cq, None if by is None else by[q])
+    qkey, o = torch.sort(qkey)
+    q, cq = q[o], cq[o]
+    ucell, mcount = torch.unique_consecutive(qkey, return_counts=True)
+    cfirst = torch.cumsum(mcount, 0) - mcount
+    cc = cq[cfirst]  # grid coords of each query cell
+    C = ucell.numel()
+    # rows of the 3^(g-1) block (offsets on all but the last axis), last axis slice [c-1, c+1]
+    offs = torch.cartesian_prod(*([torch.tensor([-1, 0, 1], device=dev)] * (g - 1))) if g > 1 else None
+    if offs is not None and offs.dim() == 1:
+        offs = offs.unsqueeze(1)
+    nrow = 1 if offs is None else offs.size(0)
+    ev_key = ucell - (ucell % lev.ncells)  # event * ncells
+    last = cc[:, g - 1]
+    lo_last = (last - 1).clamp(min=0)
+    hi_last = torch.minimum(last + 1, lev.n[g - 1] - 1)
+    starts, ends = [], []
+    for r in range(nrow):
+        rk = ev_key.clone()
+        valid = torch.ones(C, dtype=torch.bool, device=dev)
+        for i in range(g - 1):
+            ci = cc[:, i] + offs[r, i]
+            valid &= (ci >= 0) & (ci < lev.n[i])
+            rk += ci.clamp(0, int(lev.n[i]) - 1) * lev.strides[i]
+        s = torch.searchsorted(lev.skey, rk + lo_last)
+        e = torch.searchsorted(lev.skey, rk + hi_last, right=True)
+        e = torch.where(valid, e, s)
+        starts.append(s)
+        ends.append(e)
+    starts = torch.stack(starts, 1)  # [C, nrow]
+    lens = torch.stack(ends, 1) - starts
+    L = lens.sum(1)
+    # border of the searched block per query cell and axis (inf where the block reaches the grid edge)
+    h = lev.h
+    blo = lev.lo + (cc - 1).to(h.dtype) * h
+    bhi = lev.lo + (cc + 2).to(h.dtype) * h
+    blo = torch.where(cc - 1 < 0, torch.full_like(blo, -math.inf), blo)
+    bhi = torch.where(cc + 1 > lev.n - 1, torch.full_like(bhi, math.inf), bhi)
+    dense_cell = L > _LCAP * max(k, 8)
+    # tiles: query cells sorted by (m, L), cut so that sum(m_max * L_max) stays under the budget
+    work = (~dense_cell).nonzero(as_tuple=True)[0]
+    srt = torch.argsort(mcount[work] * (L.max() + 1) + L[work])
+    work = work[srt]
+    m_w, L_w = mcount[work], L[work]
+    cost = (m_w * L_w.clamp(min=1)).cumsum(0)
+    bounds = []
+    s = 0
+    cost_l = cost.tolist()
+    nw = work.numel()
+    while s < nw:
+        base = cost_l[s - 1] if s else 0
+        # largest e with cost[e-1] - base <= budget (at least one cell)
+        e = int(torch.searchsorted(cost, torch.tensor(base + _BUDGET, device=dev), right=True))
+        e = max(e, s + 1)
+        bounds.append((s, min(e, nw)))
+        s = e
+
+    xs, perm, inv = lev.xs, lev.perm, lev.inv
+    D = x.size(1)
+
+    def tile(se):
+        s, e = se
+        cells = work[s:e]
+        Cc = cells.numel()
+        mm = int(mcount[cells].max())
+        LL = int(L[cells].max())
+        # candidate positions [Cc, LL] in the sorted order (-1 padding)
+        own, pos = expand_ranges(starts[cells].flatten(), lens[cells].flatten())
+        cell_of = torch.div(own, nrow, rounding_mode="floor")
+        slot = torch.arange(own.numel(), device=dev) - (torch.cumsum(L[cells], 0) - L[cells])[cell_of]
+        npts = perm.numel()
+        cand = torch.full((Cc, LL), npts, dtype=torch.long, device=dev)  # padding: the sentinel
+        cand[cell_of, slot] = pos
+        # queries [Cc, mm] (-1 padding)
+        qo, qs = expand_ranges(cfirst[cells], mcount[cells])
+        qslot = qs - cfirst[cells][qo]
+        qi = torch.full((Cc, mm), -1, dtype=torch.long, device=dev)
+        qi[qo, qslot] = q[qs]
+        qv = qi >= 0
+        qc = qi.clamp(min=0)
+        d2 = torch.zeros(Cc, mm, LL, dtype=x.dtype, device=dev)
+        for d in range(D):
+            diff = y[:, d][qc].unsqueeze(2) - xs[d][cand].unsqueeze(1)
+            d2.addcmul_(diff, diff)
+        # one extra neighbour when the query itself is among the candidates, removed after topk
+        kt = min(k + (1 if exclude_self else 0), LL)
+        vals, pidx = torch.topk(d2, kt, dim=2, largest=False, sorted=True)
+        sp = torch.gather(cand.unsqueeze(1).expand(Cc, mm, LL), 2, pidx)  # sorted positions
+        if exclude_self and kt > 0:
+            # drop the query's own entry (or the last one when absent): column j <- j + (j >= own)
+            own = sp == inv[qc].unsqueeze(2)
+            ownpos = torch.where(own.any(2), own.to(torch.uint8).argmax(2), torch.full_like(qc, kt - 1))
+            j = torch.arange(kt - 1, device=dev)
+            col = j + (j >= ownpos.unsqueeze(2)).long()
+            vals = torch.gather(vals, 2, col)
+            sp = torch.gather(sp, 2, col)
+            kt = kt - 1
+        # resolution: k-th distance within the distance to the block border (grid axes only)
+        qk = kk[qc]
+        bd = None
+        for i, dd in enumerate(lev.dims.tolist()):
+            yd = y[:, dd][qc]
+            b_i = torch.minimum(yd - blo[cells, i].unsqueeze(1), bhi[cells, i].unsqueeze(1) - yd)
+            bd = b_i if bd is None else torch.minimum(bd, b_i)
+        bd = bd.clamp(min=0)
+        if kt > 0:
+            kth = torch.gather(vals, 2, (qk - 1).clamp(min=0, max=kt - 1).unsqueeze(2)).squeeze(2)
+        else:
+            kth = torch.full_like(bd, math.inf)
+        done = qv & (qk <= kt) & (torch.isfinite(kth) | (qk == 0)) & ((kth <= bd * bd) | torch.isinf(bd))
+        sel = done.view(-1).nonzero(as_tuple=True)[0]
+        qd = qi.view(-1).index_select(0, sel)
+        um = qv & ~done
+        unres = (qi[um], L[cells].unsqueeze(1).expand(Cc, mm)[um])
+        if kt == 0 or qd.numel() == 0:
+            e = qd[:0]
+            return e, e, e, unres
+        rows = sp.reshape(-1, kt).index_select(0, sel)
+        kq = kk[qd]
+        if bool((kq == kt).all()):
+            rank = torch.arange(kt, device=dev).repeat(qd.numel())
+            return qd.repeat_interleave(kt), rank, perm[rows.reshape(-1)], unres
+        ok = torch.arange(kt, device=dev).unsqueeze(0) < kq.unsqueeze(1)
+        rr, rank = ok.nonzero(as_tuple=True)
+        return qd[rr], rank, perm[rows[rr, rank]], unres
+
+    def write(res):
+        qd, rank, nbr, unres = res
+        p = ptr[qd] + rank
+        out[rq, p] = qd
+        out[rn, p] = nbr
+        return unres
+
+    unres_parts = []
+    if dev.type == "cpu" and workers > 1 and len(bounds) > 1:
+        def run(se):
+            torch.set_num_threads(1)
+            return tile(se)
+        with ThreadPoolExecutor(min(workers, len(bounds))) as ex:
+            for res in ex.map(run, bounds):
+                unres_parts.append(write(res))
+    else:
+        for se in bounds:
+            unres_parts.append(write(tile(se)))
+    dq = dense_cell.nonzero(as_tuple=True)[0]
+    o2, qs2 = expand_ranges(cfirst[dq], mcount[dq])
+    dense_q, dense_L = q[qs2], L[dq][o2]
+    un_q = torch.cat([u[0] for u in unres_parts] + [q[:0]])
+    un_L = torch.cat([u[1] for u in unres_parts] + [L[:0]])
+    # suggested cell size from the local density of the searched block:
+    # rho = L / prod(3 h_i), h* = HFACTOR * (k / (rho V_g))^(1/g); grow unresolved, shrink dense
+    vol = float((3.0 * lev.h.double()).prod())
+    hmax, hmin = float(lev.h.max()), float(lev.h.min())
+
+    def suggest(Lq: Tensor) -> Tensor:
+        rho = Lq.double().clamp(min=0.5) / vol
+        return _HFACTOR * (k / (rho * vg)).pow(1.0 / g)
+
+    h_un = torch.maximum(suggest(un_L), torch.full_like(un_L, 1.5 * hmax, dtype=torch.float64))
+    h_de = torch.minimum(suggest(dense_L), torch.full_like(dense_L, hmin / 1.5, dtype=torch.float64))
+    return torch.cat([dense_q, un_q]), torch.cat([h_de, h_un])
