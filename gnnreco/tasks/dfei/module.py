@@ -13,6 +13,7 @@ from gnnreco.tasks.base import GraphTaskModule
 from gnnreco.tasks.dfei.data import dense_lca, pair_labels
 from gnnreco.tasks.dfei.loss import dfei_loss
 from gnnreco.tasks.dfei.metrics import DFEIMetrics, evaluate_event
+from gnnreco.tasks.dfei.model import _PRUNED, DFEIChain, DFEIFused, pair_inputs
 
 __all__ = ["DFEIModule", "split_events"]
 
@@ -75,9 +76,40 @@ class DFEIModule(GraphTaskModule):
         return lambda ei: pair_labels(ei, batch.lca_edge_index, batch.lca_value, n)
 
     def forward(self, batch: Any) -> dict:
+        if not isinstance(getattr(self.net, "_orig_mod", self.net), DFEIChain | DFEIFused):  # an export
+            return self._forward_tensor_only(batch)
         b = batch.batch if getattr(batch, "batch", None) is not None else torch.zeros(
             batch.num_nodes, dtype=torch.long, device=batch.x.device)
         return self.net(batch.x, b, batch.n_pv.view(-1), y_node=batch.y_node, pair_label=self._pair_label(batch))
+
+    def _forward_tensor_only(self, batch: Any) -> dict:
+        """The batched output dictionary from a tensor-only network (an export loaded by
+        ``gnnreco.Reconstructor.from_export``), called once per event on :func:`pair_inputs`.
+
+        ``pair_index`` keeps the pairs that survived node pruning (``edge_logit`` above the pruned
+        value), as the eager chain does; ``lca_mask`` marks the pairs the LCA stage classified.
+        """
+        x = batch.x
+        ptr = batch.ptr.tolist() if getattr(batch, "ptr", None) is not None else [0, int(x.shape[0])]
+        n_pv = batch.n_pv.view(-1)
+        pruned = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device)
+        nls, pis, els, lls = [], [], [], []
+        for g in range(len(ptr) - 1):
+            a, b = ptr[g], ptr[g + 1]
+            xg = x[a:b]
+            ei, ea = pair_inputs(xg)
+            nl, el, ll = self.net(xg, ei, ea, n_pv[g:g + 1].to(x.dtype).view(1, 1))
+            keep = el > -8.0 + 1e-6
+            nls.append(nl.view(-1))
+            pis.append(ei[:, keep] + a)
+            els.append(el[keep])
+            lls.append(ll[keep])
+        lca = torch.cat(lls) if lls else x.new_zeros(0, 4)
+        pair = torch.cat(pis, 1) if pis else torch.zeros(2, 0, dtype=torch.long, device=x.device)
+        edge = torch.cat(els) if els else x.new_zeros(0)
+        return {"node_logit": torch.cat(nls) if nls else x.new_zeros(0), "pair_index": pair, "edge_logit": edge,
+                "lca_logits": lca, "lca_mask": (lca != pruned).any(1), "aux_node": [],
+                "aux_edge": [(edge, pair)] if edge.numel() else []}
 
     def compute_loss(self, batch: Any, out: dict) -> tuple[Tensor, dict[str, Tensor]]:
         bn, be, bl = self.beta

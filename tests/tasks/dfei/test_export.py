@@ -195,3 +195,29 @@ def test_tune_lca_bias_picks_the_shift_that_fixes_a_biased_classifier():
     assert bias == (0.0, 1.0, 0.0, 0.0) and frac["perfect"] == 1.0
     with pytest.raises(ValueError, match="4 values"):
         tune_lca_bias(ev, [(0, 1)])
+
+
+def test_module_runs_an_exported_program_like_the_network(tmp_path):
+    """DFEIModule.forward with a TorchScript export in place of the network (Reconstructor.from_export)."""
+    import functools
+
+    from torch_geometric.data import Batch
+
+    from gnnreco.data.datamodule import event_to_data
+    from gnnreco.tasks.dfei.module import DFEIModule
+
+    net = _nets()[0]
+    evs = [process_event(generate_event(s, backend="toy", nu=1.0, toy_tracks_per_collision=12.0)) for s in (11, 12)]
+    batch = Batch.from_data_list([event_to_data({k: torch.as_tensor(v) for k, v in e.items()}) for e in evs])
+    module = DFEIModule(net=net, optimizer=functools.partial(torch.optim.Adam, lr=1e-3)).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = module(batch)
+        module.net = torch.jit.trace(net, _event(11), check_trace=False, strict=False)
+        got = module(batch)
+    torch.testing.assert_close(got["node_logit"], ref["node_logit"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(got["pair_index"], ref["pair_index"])
+    assert torch.equal(got["lca_mask"], ref["lca_mask"])
+    torch.testing.assert_close(got["lca_logits"], ref["lca_logits"], atol=1e-4, rtol=1e-4)
+    recs = module.reconstruct(batch, got)
+    assert len(recs) == 2 and all(len(r["parent"]) >= len(r["node_score"]) for r in recs)
