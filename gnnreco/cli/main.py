@@ -15,7 +15,7 @@ USAGE = """usage: gnnreco <verb> [overrides ...]
 verbs:
   train       fit a task module, test it, print metrics, write plots   (conf/train.yaml)
   evaluate    test a checkpoint: ckpt_path=...                          (conf/evaluate.yaml)
-  infer       reconstruct events with a checkpoint, write parquet       (conf/infer.yaml)
+  infer       reconstruct ROOT/parquet/TrackML events, write ROOT/parquet (conf/infer.yaml)
   generate    simulate + process events into an event store            (conf/generate.yaml)
   export      TorchScript + ONNX + manifest of a checkpoint            (conf/export.yaml)
   bench       run a benchmark suite: gnnreco bench ops|graph|io|...    (conf/bench.yaml)
