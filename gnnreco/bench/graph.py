@@ -244,12 +244,12 @@ def _tracking_table(quick: bool) -> str:
     del e
     # module map on synthetic helix events (doublets and triplets)
     npart = 3_000 if quick else 11_500
-    mods = {"phi_modules": 64, "z_modules": 20}
+    mods = {"phi_modules": 256, "z_modules": 40}
     ev = helix_event(npart, seed=100, noise_fraction=0.1, smear=0.02, **mods)
     hh = len(ev["r"])
     train = []
     t0 = time.perf_counter()
-    n_train = 4 if quick else 20
+    n_train = 4 if quick else 10
     for s in range(n_train):
         tev = helix_event(npart, seed=s, smear=0.02, **mods)
         tg = truth_graph(tev["particle_id"], "modulewise", order=tev["r"], module_id=tev["module_id"])
@@ -300,7 +300,7 @@ NOTES = """Notes:
 - Tracking: layer pairs on one simulated mu=200 event (`gnnreco.sim` tracker, preset trackml, seed 1234,
   every volume, noise included); the tracking builders run single-threaded (see docs/graph.md).
   Module map: synthetic helix events on 10 barrel cylinders (2 T), 10 % noise hits in the applied
-  event, 64 (phi) x 20 (z) modules per layer, learned from 20 events' modulewise truth; efficiency
+  event, 256 (phi) x 40 (z) modules per layer, learned from 10 events' modulewise truth; efficiency
   and purity against the applied event's modulewise truth (triplets need many training events to
   cover the module triplets: the production map uses ~1e5 events).
 - CPU s: process CPU time (all threads), less sensitive to the other jobs on the machine than wall time.
