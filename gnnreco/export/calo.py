@@ -52,12 +52,17 @@ def _block(blk: GravNetBlock, h: Tensor, other_event: Tensor, anchor: Tensor | N
         a = anchor.shape[1]
         s = torch.cat([s[:, :a] + anchor, s[:, a:]], dim=1)
     f = torch.relu(blk.lin_f(h))
-    # squared distances one coordinate at a time (S is small): exact differences, unlike the a²+b²-2ab
-    # of cdist kernels, so near-ties at the k-th neighbour resolve as in the eager kNN; [N, N] buffers only
-    dd = torch.zeros_like(other_event, dtype=s.dtype)
-    for c in range(s.shape[1]):
-        col = s[:, c]
-        dd = dd + (col.unsqueeze(1) - col.unsqueeze(0)) ** 2
+    # exact differences, not the a²+b²-2ab of matrix-product distance kernels, so near-ties at the k-th
+    # neighbour resolve as in the eager kNN. TorchScript: one fused cdist kernel (4x faster than the
+    # loop at 7k hits); ONNX: squared distances one coordinate at a time (S is small), which keeps the
+    # intermediates at [N, N] (the exporter's cdist broadcasts an [N, N, S] difference, 2x slower in ORT)
+    if torch.onnx.is_in_onnx_export():
+        dd = torch.zeros_like(other_event, dtype=s.dtype)
+        for c in range(s.shape[1]):
+            col = s[:, c]
+            dd = dd + (col.unsqueeze(1) - col.unsqueeze(0)) ** 2
+    else:
+        dd = torch.cdist(s, s, compute_mode="donot_use_mm_for_euclid_dist")
     dd = dd.masked_fill(other_event, float("inf"))
     nbr = dd.topk(blk.k, dim=1, largest=False).indices  # [N, k], self included
     d2 = ((s.unsqueeze(1) - s[nbr]) ** 2).sum(-1)
