@@ -1,0 +1,43 @@
+"""Every other model config of each task exports to TorchScript and ONNX and matches eager PyTorch on
+three events (slow: one data generation per model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import open_dict
+
+from gnnreco.export import export_task
+
+pytest.importorskip("onnxruntime")
+
+VARIANTS = [("tracking", "tracking_ign2"), ("tracking", "tracking_resin"), ("pflow", "pflow_gravnet"),
+            ("pflow", "pflow_transformer"), ("dfei", "dfei_fused")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "model"), VARIANTS)
+def test_model_variant_exports(task, model, tmp_path):
+    from torch_geometric.data import Batch
+
+    from gnnreco.cli.common import build_datamodule, build_model
+
+    cfg = compose_config("train", [f"experiment={task}_quickstart", f"model={model}"], tmp_path, test_conf=False)
+    with open_dict(cfg):
+        if "n_events" in cfg.data:
+            cfg.data.n_events = 12
+        cfg.data.gen_workers = 1
+    torch.manual_seed(0)
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    ds = dm.dataset("test")
+    if len(ds) < 3:
+        dm.setup("fit")
+        ds = dm.dataset("train")
+    module = build_model(cfg).eval()
+    batches = [Batch.from_data_list([ds[i % len(ds)]]) for i in range(3)]
+    m = export_task(module, batches[0], tmp_path / "exp", cfg=cfg, check_batches=batches[1:])
+    assert set(m["files"]) == {"torchscript", "onnx"}
+    assert m["model_class"].endswith(type(module.net).__qualname__)
+    assert m["max_abs_diff"]["torchscript"] < 1e-4 and m["max_abs_diff"]["onnx"] < 1e-3
