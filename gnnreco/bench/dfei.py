@@ -277,13 +277,15 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
 
     opts = dict(hidden=32, latent=16, ep_cut=0.5) if model == "chain" else dict(hidden=32, latent=16, k_nearest=16)
     opts.update(net_options)
+    ck = Path(checkpoint) if checkpoint else None
+    state = torch.load(ck, map_location="cpu", weights_only=False) if ck is not None and ck.exists() else None
+    if state is not None:
+        opts.update(state.get("opts", {}))  # the network the weights belong to
     net = _build(model, **opts)
     # unweighted LCA cross-entropy: the pruning stages already balance the classes, and inverse-frequency
     # weights make the LCA head merge background into the chains
     module = DFEIModule(net=net, optimizer=partial(torch.optim.Adam, lr=1e-3), class_weights=list(class_weights))
-    ck = Path(checkpoint) if checkpoint else None
-    if ck is not None and ck.exists():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
+    if state is not None:
         net.load_state_dict(state["state"])
         steps, epochs, minutes = state.get("steps", 0), state.get("epochs", 0), state.get("minutes", float("nan"))
         trained = f"{steps} / {epochs} / {minutes:.0f} (loaded from {ck.name})"
@@ -323,6 +325,7 @@ def run(quick: bool = False, data_dir: str | None = None, n_train: int | None = 
     if gen_time is not None:
         rows.append([f"sample generation ({n} events, {gen_workers} workers), s", f"{gen_time:.0f}", "", ""])
     rows.append(["training (steps / epochs / wall minutes)", trained, "", ""])
+    rows.append(["network", f"{type(net).__name__} {opts}", "", ""])
     rows.append(["LCA working point (logit shift, tuned on validation events)", bias_note, "", ""])
     rows.append(["test events (inclusive)", str(len(test_idx)), "≥ 5000", ok(len(test_idx) >= 5000)])
     rows.append(["true b chains (≥ 2 reconstructed particles)", str(int(s["n_chains"])), "", ""])
