@@ -171,7 +171,7 @@ def _compare(ref: Sequence[Tensor], got: Sequence[Tensor], names: Sequence[str],
 #: manifest keys that come from the traced program, never from a task's export_manifest()
 _RESERVED = frozenset({"manifest_version", "model_class", "export_class", "gnnreco_version", "torch_version",
                        "onnx_opset", "created_utc", "config_hash", "files", "inputs", "outputs", "dynamic_axes", "tolerance",
-                       "signature", "max_abs_diff", "outlier_rows", "max_outlier_fraction", "checked_input_shapes", "export_seconds", "config"})
+                       "signature", "torchscript_device", "max_abs_diff", "outlier_rows", "max_outlier_fraction", "checked_input_shapes", "export_seconds", "config"})
 
 def _ort_options() -> Any:
     """ONNX Runtime session options: errors only (the traced graphs declare some intermediate shapes
@@ -215,6 +215,7 @@ def export_network(
     rtol: float = 1e-3,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     check_inputs: Sequence[Sequence[Tensor]] = (),
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Export ``net`` and return the manifest (also written to ``out_dir/manifest.json``).
 
@@ -241,6 +242,10 @@ def export_network(
         dynamic_axes: ``{name: {axis: symbol}}`` of the ONNX graph; default: axis 0 of everything
             (the last axis of ``[2, E]`` index tensors).
         check_inputs: more input tuples (other sizes) to run through every export.
+        device: device the TorchScript program is traced on and runs on. Tracing freezes the device of
+            tensors a network allocates itself (``torch.zeros(..., device=x.device)`` in the scatter
+            ops), so a program for libtorch on a GPU must be traced on a GPU (``"cuda"``). The ONNX
+            graph is device-free (any execution provider) and is always exported on the CPU.
 
     Raises:
         ValueError: unknown format or mismatched input names.
@@ -312,17 +317,21 @@ def export_network(
     manifest.update(dict(extra_manifest or {}))
     if "torchscript" in formats:
         path = out_dir / FILE_NAMES["torchscript"]
+        dev = torch.device(device)
         t0 = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(net, inputs, check_trace=False, strict=False)
+            traced = torch.jit.trace(net.to(dev), tuple(t.to(dev) for t in inputs), check_trace=False, strict=False)
         traced.save(str(path))
         manifest["export_seconds"]["torchscript"] = round(time.perf_counter() - t0, 3)
-        loaded = torch.jit.load(str(path))
+        manifest["torchscript_device"] = dev.type
+        loaded = torch.jit.load(str(path), map_location=dev)
         with torch.no_grad():
-            diffs = [_compare(r, _as_tuple(loaded(*s), output_names), output_names, atol, rtol,
+            diffs = [_compare(r, [o.cpu() for o in _as_tuple(loaded(*(t.to(dev) for t in s)), output_names)],
+                              output_names, atol, rtol,
                               f"TorchScript export, input shapes {[list(t.shape) for t in s]}", outlier_fraction)
                      for r, s in zip(refs, input_sets)]
+        net = net.cpu()
         manifest["files"]["torchscript"] = path.name
         manifest["max_abs_diff"]["torchscript"] = max(d for d, _ in diffs)
         manifest["outlier_rows"]["torchscript"] = max(n for _, n in diffs)
@@ -391,7 +400,8 @@ class ExportedModel:
             ``providers`` says otherwise).
         providers: ONNX Runtime execution providers.
 
-    Returns from a call: ``{output name: torch.Tensor}`` in manifest order.
+    Returns from a call: ``{output name: torch.Tensor}`` in manifest order (TorchScript: on the device the
+    program was traced for, ``manifest["torchscript_device"]``; ONNX: on the CPU).
     """
 
     def __init__(self, path: str | os.PathLike, backend: str = "torchscript",
@@ -411,8 +421,10 @@ class ExportedModel:
         self.file = mpath.parent / files[backend]
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
+        self.device = torch.device(self.manifest.get("torchscript_device") or "cpu") if backend == "torchscript" \
+            else torch.device("cpu")
         if backend == "torchscript":
-            self._ts = torch.jit.load(str(self.file), map_location="cpu")
+            self._ts = torch.jit.load(str(self.file), map_location=self.device)
         else:
             import onnxruntime as ort
 
@@ -441,7 +453,7 @@ class ExportedModel:
             tensors.append(t)
         if self.backend == "torchscript":
             with torch.no_grad():
-                out = _as_tuple(self._ts(*tensors), self.output_names)
+                out = _as_tuple(self._ts(*(t.to(self.device) for t in tensors)), self.output_names)
         else:
             got = self._sess.run(self.output_names, {n: t.cpu().numpy() for n, t in zip(self.input_names, tensors)})
             out = [torch.from_numpy(np.asarray(a)) for a in got]

@@ -140,6 +140,7 @@ def test_manifest_is_complete(task, task_setup, tmp_path):
         assert any(isinstance(s, str) for s in spec["shape"]) or t.dim() == 0 or t.numel() <= 1, spec
     assert [o["name"] for o in m["outputs"]] == list(model.export_output_names)
     assert m["signature"].startswith("forward(")
+    assert m["torchscript_device"] == "cpu"
     for key in SECTIONS:
         assert m[key], f"manifest section {key!r} is empty for {task}"
     assert set(m["config"]) >= {"data", "model"}
@@ -214,3 +215,16 @@ def test_config_hash_follows_the_model_config_not_the_paths(tmp_path):
                        test_conf=False)
     assert a.paths.output_dir != b.paths.output_dir
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("task", TASKS)
+def test_torchscript_traced_on_cuda_runs_on_cuda(task, task_setup, tmp_path):
+    """Tracing freezes the device of tensors a network allocates: a GPU program is traced on the GPU."""
+    cfg, model, batches = task_setup(task)
+    m = export_task(model, batches[0], tmp_path, formats=["torchscript"], check_batches=batches[1:2],
+                    device="cuda")
+    assert m["torchscript_device"] == "cuda"
+    prog = load_export(tmp_path, backend="torchscript")
+    out = prog(*model.export_inputs(batches[2]))
+    assert all(t.is_cuda for t in out.values())
