@@ -259,14 +259,22 @@ class GraphTaskModule(pl.LightningModule):
         out = self(batch)
         loss, parts = self.compute_loss(batch, out)
         bs = _num_graphs(batch)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=(stage == "val"), batch_size=bs)
+        # Under DDP each rank sees its own share of the events: reduce the epoch means over ranks so
+        # val/* (the checkpoint monitor) and test/* describe the whole split, not rank 0's part.
+        sync = self._distributed()
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=(stage == "val"), batch_size=bs, sync_dist=sync)
         for name, value in parts.items():
-            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs)
+            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs, sync_dist=sync)
         for name, value in self.compute_metrics(batch, out, stage).items():
             if isinstance(value, float) and math.isnan(value):
                 continue
-            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs)
+            self.log(f"{stage}/{name}", value, on_epoch=True, batch_size=bs, sync_dist=sync)
         return out
+
+    def _distributed(self) -> bool:
+        """True when attached to a trainer with more than one process."""
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")

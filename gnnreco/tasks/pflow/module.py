@@ -136,7 +136,7 @@ class PFlowModule(GraphTaskModule):
         self.test_summary = flat
         for k, v in flat.items():
             if v == v and ("jet_30_100" in k or "met_" in k or k.endswith("jet_matched_frac")):
-                self.log(f"test/{k}", float(v))
+                self.log(f"test/{k}", float(v), sync_dist=self._distributed())
 
     def evaluation_plots(self, out_dir: str | Path) -> list[Path]:
         """PNG comparison plots of MLPF and the baseline from the last test run."""

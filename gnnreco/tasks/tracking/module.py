@@ -258,7 +258,7 @@ class TrackingModule(GraphTaskModule):
         summary = self.test_summary()
         for k, v in summary.items():
             if not math.isnan(v):
-                self.log(f"test/total_{k}", v)
+                self.log(f"test/total_{k}", v, sync_dist=self._distributed())
 
     def test_summary(self) -> dict[str, float]:
         """Event-pooled results of the cached test events (counts summed over events)."""

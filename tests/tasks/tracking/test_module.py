@@ -105,7 +105,8 @@ def test_export_inputs_and_manifest(events):
     inputs = m.export_inputs(batch)
     assert len(inputs) == len(m.export_input_names) == 3
     man = m.export_manifest()
-    assert man["node_features"] == ["r", "phi", "z"] and man["edge_cut"] == 0.5
+    assert man["features"]["x"] == ["r", "phi", "z"] and man["thresholds"]["edge_cut"] == 0.5
+    assert set(man["normalisation"]["x"]) == {"r", "phi", "z"}
     with pytest.raises(ValueError, match="oversize"):
         _module(oversize="crop")
 
@@ -122,5 +123,5 @@ def test_export_network_writes_model_and_manifest(events, tmp_path):
                          extra_manifest=m.export_manifest())
     assert man["max_abs_diff"]["torchscript"] < 1e-5
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
-    assert on_disk["node_features"] == ["r", "phi", "z"] and on_disk["edge_cut"] == 0.5
+    assert on_disk["features"]["x"] == ["r", "phi", "z"] and on_disk["thresholds"]["edge_cut"] == 0.5
     assert [i["name"] for i in on_disk["inputs"]] == ["x", "edge_index", "edge_attr"]
