@@ -165,41 +165,23 @@ class _NamedOutputs(tuple):
 
 
 class ExportedNet(nn.Module):
-    """A TorchScript or ONNX export behind the eager network's call signature.
+    """A TorchScript or ONNX export (:class:`gnnreco.export.ExportedModel`) behind the eager network's
+    call signature, so a task module can run it in place of ``module.net``.
 
     Positional arguments feed the manifest's inputs in order; keyword arguments named like an input
-    are used too, others (training-only inputs such as labels) are ignored. Several outputs come back
-    as a tuple that can also be indexed by the manifest's output names.
+    are used too, others (training-only inputs such as labels) are ignored. Outputs come back on the
+    inputs' device; several outputs come back as a tuple that can also be indexed by the manifest's
+    output names.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, manifest: Mapping[str, Any], backend: str = "auto",
-                 device: torch.device | str = "cpu"):
+    def __init__(self, export_dir: str | os.PathLike, backend: str = "auto", device: torch.device | str = "cpu"):
         super().__init__()
-        files = dict(manifest.get("files") or {})
-        self.input_names = [i["name"] if isinstance(i, Mapping) else str(i) for i in manifest.get("inputs", [])]
-        self.output_names = [o["name"] if isinstance(o, Mapping) else str(o) for o in manifest.get("outputs", [])]
-        if not self.input_names:
-            raise ValueError(f"{export_dir}/manifest.json lists no inputs")
-        if backend == "auto":
-            backend = "torchscript" if "torchscript" in files else "onnx"
-        if backend not in files:
-            raise FileNotFoundError(f"{export_dir}: the manifest has no '{backend}' file (files: {files})")
-        self.backend = backend
-        path = Path(export_dir) / files[backend]
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: listed in the manifest but missing")
-        self._ts = None
-        self._sess = None
-        if backend == "torchscript":
-            self._ts = torch.jit.load(str(path), map_location=torch.device(device))
-            self._ts.eval()
-        else:
-            import onnxruntime as ort
+        from gnnreco.export import load_export
 
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device).type == "cuda" \
-                else ["CPUExecutionProvider"]
-            avail = set(ort.get_available_providers())
-            self._sess = ort.InferenceSession(str(path), providers=[p for p in providers if p in avail])
+        self.program = load_export(export_dir, backend=backend, device=device)
+        self.backend = self.program.backend
+        self.input_names = list(self.program.input_names)
+        self.output_names = list(self.program.output_names)
 
     def forward(self, *args: Tensor, **kwargs: Any):
         tensors = list(args[: len(self.input_names)])
@@ -207,21 +189,11 @@ class ExportedNet(nn.Module):
             if name not in kwargs:
                 raise TypeError(f"exported network needs input '{name}' (inputs: {self.input_names})")
             tensors.append(kwargs[name])
-        if self._ts is not None:
-            out = self._ts(*tensors)
-        else:
-            feeds = {n: t.detach().cpu().numpy() for n, t in zip(self.input_names, tensors)}
-            dev = tensors[0].device if tensors else torch.device("cpu")
-            out = [torch.from_numpy(a).to(dev) for a in self._sess.run(None, feeds)]
-        if isinstance(out, Tensor):
-            return out
-        if isinstance(out, Mapping):
-            return dict(out)
-        out = list(out)
+        dev = tensors[0].device if tensors and isinstance(tensors[0], Tensor) else torch.device("cpu")
+        out = [t.to(dev) for t in self.program(*tensors).values()]
         if len(out) == 1:
             return out[0]
-        names = self.output_names if len(self.output_names) == len(out) else [f"output_{i}" for i in range(len(out))]
-        return _NamedOutputs(out, names)
+        return _NamedOutputs(out, self.output_names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,7 +363,7 @@ class Reconstructor:
             from gnnreco.io.checkpoint import CheckpointMismatchError
 
             raise CheckpointMismatchError(f"export '{path}' is a '{m_task}' model but the config is task '{c_task}'")
-        module.net = ExportedNet(path, manifest, backend=backend, device=device)
+        module.net = ExportedNet(path, backend=backend, device=device)
         return cls.from_config(cfg, module=module, device=device, **kwargs)
 
     # ------------------------------------------------------------------ per event

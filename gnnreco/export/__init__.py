@@ -396,16 +396,18 @@ class ExportedModel:
 
     Args:
         path: the export directory (or its ``manifest.json``).
-        backend: ``"torchscript"`` (``torch.jit.load``) or ``"onnx"`` (ONNX Runtime, CPU provider unless
-            ``providers`` says otherwise).
+        backend: ``"torchscript"`` (``torch.jit.load``), ``"onnx"`` (ONNX Runtime, CPU provider unless
+            ``providers`` or ``device`` says otherwise) or ``"auto"`` (TorchScript when present).
         providers: ONNX Runtime execution providers.
+        device: where the caller's tensors live; ``cuda`` selects ONNX Runtime's CUDA provider when it is
+            installed (TorchScript programs run on the device they were traced for).
 
     Returns from a call: ``{output name: torch.Tensor}`` in manifest order (TorchScript: on the device the
     program was traced for, ``manifest["torchscript_device"]``; ONNX: on the CPU).
     """
 
     def __init__(self, path: str | os.PathLike, backend: str = "torchscript",
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, device: str | torch.device | None = None) -> None:
         path = Path(path)
         mpath = path if path.name == "manifest.json" else path / "manifest.json"
         if not mpath.exists():
@@ -415,21 +417,34 @@ class ExportedModel:
         if version != MANIFEST_VERSION:
             raise ValueError(f"{mpath}: manifest_version {version!r}; this gnnreco reads version {MANIFEST_VERSION}")
         files = self.manifest.get("files", {})
+        if backend == "auto":
+            backend = "torchscript" if "torchscript" in files else "onnx"
         if backend not in files:
             raise ValueError(f"{mpath}: no {backend!r} export in this directory (it has {sorted(files)})")
         self.backend = backend
         self.file = mpath.parent / files[backend]
         self.input_names = [i["name"] for i in self.manifest["inputs"]]
         self.output_names = [o["name"] for o in self.manifest["outputs"]]
-        self.device = torch.device(self.manifest.get("torchscript_device") or "cpu") if backend == "torchscript" \
-            else torch.device("cpu")
+        if not self.file.exists():
+            raise FileNotFoundError(f"{self.file}: listed in {mpath} but missing")
+        want = torch.device(device) if device is not None else None
         if backend == "torchscript":
+            # A traced program keeps the device it was traced on in its constants.
+            self.device = torch.device(self.manifest.get("torchscript_device") or "cpu")
+            if want is not None and want.type != self.device.type:
+                log.warning("%s was traced on %s; it runs there, not on %s (export with device=%s)",
+                            self.file, self.device, want, want.type)
             self._ts = torch.jit.load(str(self.file), map_location=self.device)
         else:
             import onnxruntime as ort
 
+            self.device = torch.device("cpu")
+            if providers is None:
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
+                    if want is not None and want.type == "cuda" else ["CPUExecutionProvider"]
+            avail = set(ort.get_available_providers())
             self._sess = ort.InferenceSession(str(self.file), _ort_options(),
-                                              providers=list(providers or ["CPUExecutionProvider"]))
+                                              providers=[p for p in providers if p in avail] or ["CPUExecutionProvider"])
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         if args and kwargs:
