@@ -128,8 +128,8 @@ def _cases(quick: bool, complete: bool = False) -> list[tuple[int, int, int, str
         cases.append((1_000_000, 8, 16, "uniform"))
     # the goal cases first, so a time budget keeps them
     first = [(100_000, 3, 16, "uniform"), (100_000, 4, 16, "uniform"), (100_000, 3, 16, "clustered"),
-             (1_000_000, 3, 16, "uniform"), (1_000_000, 8, 16, "clustered"), (10_000, 3, 16, "uniform"),
-             (10_000, 8, 16, "uniform")]
+             (1_000_000, 3, 16, "uniform"), (10_000, 3, 16, "uniform"), (10_000, 8, 16, "uniform"),
+             (100_000, 3, 64, "uniform"), (1_000_000, 8, 16, "clustered")]
     return first + [c for c in cases if c not in first]
 
 

@@ -215,22 +215,32 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
     blo = torch.where(cc - 1 < 0, torch.full_like(blo, -math.inf), blo)
     bhi = torch.where(cc + 1 > lev.n - 1, torch.full_like(bhi, math.inf), bhi)
     dense_cell = L > _LCAP * max(k, 8)
-    # tiles: query cells sorted by (m, L), cut so that sum(m_max * L_max) stays under the budget
+    # tiles: query cells grouped by m (queries per cell), sorted by L inside a group; a tile never
+    # crosses a group and its padded size (cells x m x max L) stays under the budget
     work = (~dense_cell).nonzero(as_tuple=True)[0]
     srt = torch.argsort(mcount[work] * (L.max() + 1) + L[work])
     work = work[srt]
-    m_w, L_w = mcount[work], L[work]
-    cost = (m_w * L_w.clamp(min=1)).cumsum(0)
+    m_l = mcount[work].tolist()
+    L_l = L[work].clamp(min=1).tolist()
     bounds = []
+    nw = len(m_l)
     s = 0
-    cost_l = cost.tolist()
-    nw = work.numel()
     while s < nw:
-        base = cost_l[s - 1] if s else 0
-        # largest e with cost[e-1] - base <= budget (at least one cell)
-        e = int(torch.searchsorted(cost, torch.tensor(base + _BUDGET, device=dev), right=True))
-        e = max(e, s + 1)
-        bounds.append((s, min(e, nw)))
+        m = m_l[s]
+        lo_e, hi_e = s + 1, s + 1
+        # grow exponentially, then bisect for the largest e with (e - s) * m * L[e - 1] <= budget
+        while hi_e < nw and m_l[hi_e] == m and (hi_e + 1 - s) * m * L_l[hi_e] <= _BUDGET:
+            lo_e = hi_e + 1
+            hi_e = min(nw, s + 2 * (hi_e - s) + 1)
+        hi_e = min(hi_e, nw)
+        while lo_e < hi_e:
+            mid = (lo_e + hi_e + 1) // 2
+            if m_l[mid - 1] == m and (mid - s) * m * L_l[mid - 1] <= _BUDGET:
+                lo_e = mid
+            else:
+                hi_e = mid - 1
+        e = max(lo_e, s + 1)
+        bounds.append((s, e))
         s = e
 
     xs, perm, inv = lev.xs, lev.perm, lev.inv
@@ -315,8 +325,11 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
             torch.set_num_threads(1)
             return tile(se)
         with ThreadPoolExecutor(min(workers, len(bounds))) as ex:
-            for res in ex.map(run, bounds):
-                unres_parts.append(write(res))
+            # at most 2 tiles per worker in flight, so finished rows never pile up before the write
+            step = 2 * workers
+            for b0 in range(0, len(bounds), step):
+                for res in ex.map(run, bounds[b0:b0 + step]):
+                    unres_parts.append(write(res))
     else:
         for se in bounds:
             unres_parts.append(write(tile(se)))

@@ -63,7 +63,7 @@ __all__ = [
     "Truncation",
 ]
 
-_BUDGET = 1 << 22  # distance-matrix entries per tile (x D for gathered coordinates)
+_BUDGET = 1 << 20  # distance-matrix entries per tile (x D for gathered coordinates)
 _WMAX = 4  # largest block half-width before the grid is coarsened
 _EXTRA = 8  # brute force: candidates re-scored exactly beyond k
 _HFACTOR = 1.25  # initial cell size / median k-th neighbour distance
