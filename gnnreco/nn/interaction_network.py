@@ -64,13 +64,14 @@ def _ops_scatter():
 def _native(src: Tensor, index: Tensor, dim_size: int, reduce: str) -> Tensor:
     """Plain-PyTorch reduction over dim 0 (export path and fallback); empty groups give 0."""
     idx = index.view(-1, 1).expand_as(src)
-    out = torch.zeros((dim_size, src.shape[1]), dtype=src.dtype, device=src.device)
+    # new_* allocations keep traced (TorchScript) exports device-agnostic
+    out = src.new_zeros((dim_size, src.shape[1]))
     if reduce == "sum":
         return out.scatter_add(0, idx, src)
     if reduce == "mean":
         s = out.scatter_add(0, idx, src)
-        ones = torch.ones((src.shape[0], 1), dtype=src.dtype, device=src.device)
-        cnt = torch.zeros((dim_size, 1), dtype=src.dtype, device=src.device).scatter_add(
+        ones = src.new_ones((src.shape[0], 1))
+        cnt = src.new_zeros((dim_size, 1)).scatter_add(
             0, index.view(-1, 1), ones)
         return s / cnt.clamp(min=1.0)
     if reduce in ("max", "min"):

@@ -61,6 +61,19 @@ def onnx_exporting() -> bool:
     return False
 
 
+def arange_like(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``torch.arange(n)`` (int64) on ``like``'s device, device-agnostic under ``torch.jit.trace``.
+
+    A traced ``torch.arange(n, device=x.device)`` freezes the tracing device into the program, so a
+    TorchScript export made on CPU would fail on a GPU. While tracing (but not for ONNX, which has no
+    devices) the positions come from ``like.new_ones(n).cumsum(0) - 1`` instead.
+    """
+    if not torch.jit.is_scripting():
+        if torch.jit.is_tracing() and not _onnx_exporting_eager():
+            return like.new_ones(n, dtype=torch.long).cumsum(0) - 1
+    return torch.arange(n, device=like.device)
+
+
 def normalize_dim(dim: int, ndim: int, name: str = "dim") -> int:
     """Map a negative ``dim`` into ``[0, ndim)``, raising ``IndexError`` naming ``name``."""
     if ndim == 0:

@@ -28,7 +28,7 @@ def _group_max(src: torch.Tensor, index: torch.Tensor, dim: int, n: int) -> torc
     """Per-group maximum (no gradient; softmax is shift invariant), ``-inf`` for empty groups."""
     size = list(src.size())
     size[dim] = n
-    m = torch.full(size, float("-inf"), dtype=src.dtype, device=src.device)
+    m = src.new_full(size, float("-inf"))
     m.scatter_reduce_(dim, index, src.detach(), "amax", include_self=True)
     return m
 

@@ -26,6 +26,7 @@ import torch
 
 from gnnreco.ops._dispatch import cuda_scatter, use_triton
 from gnnreco.ops._utils import (
+    arange_like,
     broadcast,
     check_index,
     index_validation_enabled,
@@ -105,8 +106,8 @@ def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.T
     if index.dtype != torch.long:
         index = index.long()
     if index.dim() == 1:
-        cnt = torch.zeros(n, dtype=like.dtype, device=index.device)
-        cnt.scatter_add_(0, index, torch.ones(index.size(), dtype=like.dtype, device=index.device))
+        cnt = like.new_zeros(n)
+        cnt.scatter_add_(0, index, like.new_ones(index.size()))
         shape = [1] * like.dim()
         shape[dim] = n
         cnt = cnt.view(shape)
@@ -114,8 +115,8 @@ def _count(index: torch.Tensor, dim: int, n: int, like: torch.Tensor) -> torch.T
         cdim = dim if index.dim() > dim else index.dim() - 1
         size = list(index.size())
         size[cdim] = n
-        cnt = torch.zeros(size, dtype=like.dtype, device=index.device)
-        cnt.scatter_add_(cdim, index, torch.ones(index.size(), dtype=like.dtype, device=index.device))
+        cnt = like.new_zeros(size)
+        cnt.scatter_add_(cdim, index, like.new_ones(index.size()))
         cnt = broadcast(cnt, like, dim)
     return cnt.clamp(min=1)
 
@@ -160,7 +161,7 @@ def _sum_impl(
             return out.add_(res)
         return res
     if out is None:
-        out = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+        out = src.new_zeros(_out_shape(src, dim, n))
     return out.scatter_add_(dim, idx, src)
 
 
@@ -203,7 +204,7 @@ def _mul_impl(
 ) -> torch.Tensor:
     idx, dim, n = _prepare(src, index, dim, out, dim_size, validate)
     if out is None:
-        out = torch.ones(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+        out = src.new_ones(_out_shape(src, dim, n))
     return out.scatter_reduce_(dim, idx, src, "prod", include_self=True)
 
 
@@ -281,22 +282,22 @@ def _minmax_impl(
     sd = src.detach()
     if not torch.jit.is_scripting():
         if out is None and onnx_exporting():
-            return _minmax_onnx(src, idx, dim, n, op), torch.empty(0, dtype=torch.long, device=src.device)
+            return _minmax_onnx(src, idx, dim, n, op), src.new_empty(0, dtype=torch.long)
     if out is None:
-        res = torch.zeros(_out_shape(src, dim, n), dtype=src.dtype, device=src.device)
+        res = src.new_zeros(_out_shape(src, dim, n))
         res.scatter_reduce_(dim, idx, sd, op, include_self=False)
     else:
         res = out.scatter_reduce_(dim, idx, src, op, include_self=True)
-    arg = torch.empty(0, dtype=torch.long, device=src.device)
+    arg = src.new_empty(0, dtype=torch.long)
     if (need_arg or (needs_grad and out is None)) and index.dim() == 1:
         arg = arg_from_1d_index(sd, index.long(), res.detach(), dim)
     elif need_arg or (needs_grad and out is None):
         pos_shape = [1] * src.dim()
         pos_shape[dim] = e
-        pos = torch.arange(e, device=src.device).view(pos_shape).expand(src.size())
+        pos = arange_like(e, src).view(pos_shape).expand(src.size())
         hit = sd == res.detach().gather(dim, idx)
         cand = torch.where(hit, pos, torch.full_like(pos, e))
-        arg = torch.full(res.size(), e, dtype=torch.long, device=src.device)
+        arg = src.new_full(res.size(), e, dtype=torch.long)
         arg.scatter_reduce_(dim, idx, cand, "amin", include_self=True)
     if needs_grad and out is None:
         if e > 0:
@@ -335,7 +336,7 @@ def arg_from_1d_index(src: torch.Tensor, index: torch.Tensor, res: torch.Tensor,
     nz = torch.nonzero(moved == resm.gather(0, index.view(-1, 1).expand(e, r_cols)))
     rows = nz[:, 0]
     lin = index.index_select(0, rows) * r_cols + nz[:, 1]
-    arg = torch.full([n * r_cols], e, dtype=torch.long, device=src.device)
+    arg = src.new_full([n * r_cols], e, dtype=torch.long)
     arg.scatter_reduce_(0, lin, rows, "amin", include_self=True)
     return arg.view([n] + rest).movedim(0, dim).contiguous()
 
@@ -350,7 +351,7 @@ def _minmax_onnx(src: torch.Tensor, idx: torch.Tensor, dim: int, n: int, op: str
         ident = info.max if op == "amin" else info.min
     # Flatten to 1-D: the exporter's scatter_reduce symbolic wraps N-D inputs in an If whose
     # branches differ in rank, which onnxruntime's shape inference rejects.
-    lin = torch.zeros(src.size(), dtype=torch.long, device=src.device)
+    lin = src.new_zeros(src.size(), dtype=torch.long)
     stride = 1
     for d in range(src.dim() - 1, -1, -1):
         if d == dim:
@@ -358,14 +359,14 @@ def _minmax_onnx(src: torch.Tensor, idx: torch.Tensor, dim: int, n: int, op: str
         else:
             view = [1] * src.dim()
             view[d] = src.size(d)
-            coord = torch.arange(src.size(d), device=src.device).view(view)
+            coord = arange_like(src.size(d), src).view(view)
         lin = lin + coord * stride
         stride *= size[d]
     lin = lin.reshape(-1)
     flat = src.reshape(-1)
     total = stride
-    res = torch.full((total,), ident, dtype=src.dtype, device=src.device).scatter_reduce(0, lin, flat, op)
-    cnt = torch.zeros(total, dtype=src.dtype, device=src.device).scatter_add(0, lin, torch.ones_like(flat))
+    res = src.new_full((total,), ident).scatter_reduce(0, lin, flat, op)
+    cnt = src.new_zeros(total).scatter_add(0, lin, torch.ones_like(flat))
     res = res.view(size)
     cnt = cnt.view(size)
     return torch.where(cnt > 0, res, torch.zeros_like(res))

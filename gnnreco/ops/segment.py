@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 
 from gnnreco.ops._dispatch import use_triton
-from gnnreco.ops._utils import check_index
+from gnnreco.ops._utils import arange_like, check_index
 from gnnreco.ops.scatter import _minmax, scatter_max, scatter_mean, scatter_min, scatter_sum
 
 __all__ = [
@@ -75,12 +75,12 @@ def _csr_to_index(indptr: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Te
     e = src.size(dim)
     ptr = indptr.long()
     if ptr.dim() == 1:
-        pos = torch.arange(e, device=src.device)
+        pos = arange_like(e, src)
         seg = torch.searchsorted(ptr, pos, right=True) - 1
     else:
         batch = list(src.size())[:dim]
         ptr = ptr.expand(batch + [n + 1]).contiguous()
-        pos = torch.arange(e, device=src.device).expand(batch + [e]).contiguous()
+        pos = arange_like(e, src).expand(batch + [e]).contiguous()
         seg = torch.searchsorted(ptr, pos, right=True) - 1
     return torch.where((seg < 0) | (seg >= n), torch.full_like(seg, n), seg)
 
@@ -91,7 +91,7 @@ def _csr_index_fast(indptr: torch.Tensor, src: torch.Tensor, dim: int) -> torch.
         e = src.size(dim)
         ptr = indptr.long()
         if int(ptr[0]) == 0 and int(ptr[-1]) == e:
-            return torch.repeat_interleave(torch.arange(n, device=src.device), ptr.diff(), output_size=e)
+            return torch.repeat_interleave(arange_like(n, src), ptr.diff(), output_size=e)
     return _csr_to_index(indptr, src, dim)
 
 
@@ -128,7 +128,7 @@ def _segment_csr(
     else:
         seg = _csr_index_fast(indptr, src, dim)
         n_tot = n + 1
-        arg = torch.empty(0, dtype=torch.long, device=src.device)
+        arg = src.new_empty(0, dtype=torch.long)
         if reduce == "sum" or reduce == "add":
             res = scatter_sum(src, seg, dim, None, n_tot)
         elif reduce == "mean":
@@ -266,7 +266,7 @@ def gather_csr(src: torch.Tensor, indptr: torch.Tensor, out: Optional[torch.Tens
     n = indptr.size(-1) - 1
     ptr = indptr.long()
     batch = list(src.size())[:dim]
-    pos = torch.arange(length, device=src.device)
+    pos = arange_like(length, src)
     if ptr.dim() > 1:
         ptr = ptr.expand(batch + [n + 1]).contiguous()
         pos = pos.expand(batch + [length]).contiguous()
@@ -274,7 +274,7 @@ def gather_csr(src: torch.Tensor, indptr: torch.Tensor, out: Optional[torch.Tens
     if n == 0:
         size = list(src.size())
         size[dim] = length
-        res = torch.zeros(size, dtype=src.dtype, device=src.device)
+        res = src.new_zeros(size)
     else:
         res = src.gather(dim, _expand_to(seg, src, dim, length))
     if out is not None:

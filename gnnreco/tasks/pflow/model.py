@@ -56,7 +56,7 @@ def encode_elements(X: Tensor) -> Tensor:
     """
     is_trk = (X[..., 0:1] == 2).to(X.dtype)
     is_cl = (X[..., 0:1] == 1).to(X.dtype)
-    logs = torch.log1p(X[..., [1, 5]].clamp(min=0))
+    logs = torch.log1p(torch.cat([X[..., 1:2], X[..., 5:6]], -1).clamp(min=0))
     c67 = X[..., 6:8]
     c67 = is_cl * torch.log1p(c67.clamp(min=0)) + is_trk * c67
     return torch.cat([is_trk, is_cl, logs, X[..., 2:5], c67, X[..., 8:12]], -1)
@@ -87,8 +87,9 @@ def pad_to_multiple(X: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Ten
     """Zero-pad the element axis to a multiple of ``multiple`` (shape arithmetic stays traceable)."""
     n = X.shape[1]
     pad = (multiple - n % multiple) % multiple
-    zx = torch.zeros(X.shape[0], pad, X.shape[2], dtype=X.dtype, device=X.device)
-    zm = torch.zeros(mask.shape[0], pad, dtype=mask.dtype, device=mask.device)
+    # new_zeros (not torch.zeros(device=...)) keeps a traced export device-agnostic
+    zx = X.new_zeros((X.shape[0], pad, X.shape[2]))
+    zm = mask.new_zeros((mask.shape[0], pad))
     return torch.cat([X, zx], 1), torch.cat([mask, zm], 1)
 
 
