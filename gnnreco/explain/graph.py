@@ -250,14 +250,14 @@ def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, p
 
 
 def _lsh_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
-    from gnnreco.tasks.pflow.model import lsh_bins
+    from gnnreco.tasks.pflow.model import lsh_perm
 
     B, N, W = h.shape
     S = self.bin_size
     d = self.ffn_dist(h).detach()
     if getattr(self, "geo_scale", None) is not None and geo is not None:  # geometric prior: binning only
         d = torch.cat([d, (self.geo_scale * geo).detach()], -1)
-    perm = lsh_bins(d, mask, self.codebook, S)
+    perm = lsh_perm(d, mask, self.codebook, S)
     hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
     ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
     ms = mask.gather(1, perm).reshape(B, -1, S).to(h.dtype)

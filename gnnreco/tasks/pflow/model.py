@@ -27,8 +27,9 @@ Optional geometric prior (``geo_scale > 0``, not in the MLPF reference): the cal
 and kernels then see geometric neighbours (tracks next to their clusters) from the first step, which
 matters when the training budget is minutes of CPU rather than GPU-days.
 
-``gnnreco.graph`` has no LSH binning yet, so the binning lives here (:func:`lsh_bins`); it uses only
-sort/gather/scatter/reshape with ``-1`` so ONNX export keeps N dynamic.
+The LSH binning is :func:`gnnreco.graph.lsh_bins` with ``buckets="codebook"`` (a fixed number of hash
+buckets set by the codebook, as in MLPF); it uses only sort/gather/scatter/reshape with ``-1`` so ONNX
+export keeps N dynamic.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gnnreco.graph import lsh_bins as graph_lsh_bins
 from gnnreco.nn.mlp import MLP
 
-__all__ = ["MLPFNet", "GHConvDense", "LSHLayer", "GravNetLayer", "TransformerLayer", "lsh_bins",
+__all__ = ["MLPFNet", "GHConvDense", "LSHLayer", "GravNetLayer", "TransformerLayer", "lsh_perm",
            "encode_elements", "decode_momentum", "pad_to_multiple", "calo_position"]
 
 NUM_CLASSES = 6
@@ -93,30 +95,9 @@ def pad_to_multiple(X: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Ten
     return torch.cat([X, zx], 1), torch.cat([mask, zm], 1)
 
 
-def lsh_bins(d: Tensor, mask: Tensor, codebook: Tensor, bin_size: int) -> Tensor:
-    r"""Permutation that sorts elements into LSH buckets of exactly ``bin_size`` elements.
-
-    Angular LSH: the hash is :math:`\arg\max([dR, -dR])` with a fixed random codebook
-    :math:`R \in \mathbb{R}^{D\times H}`; padded elements sort after all real ones. Consecutive blocks of
-    ``bin_size`` sorted elements form the bins (so every bin is full, as in MLPF).
-
-    Args:
-        d: distance-space coordinates :math:`(B, N, D)`, N a multiple of ``bin_size``.
-        mask: :math:`(B, N)` bool, True for real elements.
-        codebook: :math:`(D, H)` random projections.
-        bin_size: elements per bin.
-
-    Returns:
-        ``perm`` :math:`(B, N)` long: ``d.gather(1, perm)`` is bucket-sorted.
-    """
-    proj = d @ codebook
-    h = torch.argmax(torch.cat([proj, -proj], -1), -1)
-    # unique keys (bucket, then position) make any sort stable; padding gets the largest bucket
-    n_buckets = 2 * codebook.shape[1] + 1
-    bucket = torch.where(mask, h, torch.full_like(h, n_buckets - 1))
-    pos = torch.cumsum(torch.ones_like(h), 1) - 1
-    key = bucket * d.shape[1] + pos
-    return torch.sort(key, dim=1).indices
+def lsh_perm(d: Tensor, mask: Tensor, codebook: Tensor, bin_size: int) -> Tensor:
+    """Flat bucket-sorting permutation :math:`(B, N)` of :func:`gnnreco.graph.lsh_bins` (codebook buckets)."""
+    return graph_lsh_bins(d, codebook, bin_size, mask=mask, buckets="codebook").reshape(d.shape[0], -1)
 
 
 class GHConvDense(nn.Module):
@@ -172,7 +153,7 @@ class LSHLayer(nn.Module):
         d = self.ffn_dist(h)
         if self.geo_scale is not None and geo is not None:
             d = torch.cat([d, self.geo_scale * geo], -1)
-        perm = lsh_bins(d, mask, self.codebook, S)
+        perm = lsh_perm(d, mask, self.codebook, S)
         hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
         ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
         ms = mask.gather(1, perm).reshape(B, -1, S).to(h.dtype)

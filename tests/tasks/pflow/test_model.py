@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gnnreco.tasks.pflow.loss import focal_loss_multiclass, mlpf_loss, regression_targets
-from gnnreco.tasks.pflow.model import MLPFNet, lsh_bins
+from gnnreco.tasks.pflow.model import MLPFNet, lsh_perm
 
 BACKBONES = ["gnn_lsh", "gravnet", "transformer"]
 
@@ -47,10 +47,10 @@ def test_shapes_and_padding_does_not_leak(backbone):
         assert torch.isfinite(b).all()
 
 
-def test_lsh_bins_sort_padding_last_and_are_a_permutation():
+def test_lsh_perm_sort_padding_last_and_are_a_permutation():
     d = torch.randn(1, 64, 8)
     mask = torch.rand(1, 64) > 0.3
-    perm = lsh_bins(d, mask, torch.randn(8, 4), 16)
+    perm = lsh_perm(d, mask, torch.randn(8, 4), 16)
     assert sorted(perm[0].tolist()) == list(range(64))
     assert mask[0, perm[0]][: int(mask.sum())].all()  # real elements first
 
