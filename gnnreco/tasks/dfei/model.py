@@ -288,7 +288,7 @@ def candidate_mask(f: Tensor, edge_index: Tensor, num_nodes: int, max_dz: float 
         # k-th smallest d_perpP of every receiver from a dense [N + k, N] grid (k rows of +inf padding
         # keep ``topk`` valid for events with fewer than k partners; filtered pairs count as +inf)
         dp = torch.where(m, f[:, 1], torch.full_like(f[:, 1], float("inf")))
-        grid = torch.full(((num_nodes + k_nearest) * num_nodes,), float("inf"), dtype=f.dtype, device=f.device)
+        grid = f.new_full(((num_nodes + k_nearest) * num_nodes,), float("inf"))
         grid = grid.scatter(0, edge_index[0] * num_nodes + edge_index[1], dp).view(num_nodes + k_nearest, num_nodes)
         kth = torch.topk(grid, k_nearest, dim=0, largest=False).values[-1]
         m = m & (dp <= kth[edge_index[1]])
@@ -377,6 +377,17 @@ def _check_bias(bias) -> tuple[float, ...] | None:
     if len(b) != 4:
         raise ValueError(f"lca_bias: expected 4 values (one per LCA class), got {list(b)}")
     return b
+
+
+def _add_bias(lg: Tensor, bias: tuple[float, ...]) -> Tensor:
+    """``lg + bias`` per column with Python scalars (a traced program then carries no device constant)."""
+    return torch.cat([lg[:, c:c + 1] + b for c, b in enumerate(bias)], 1)
+
+
+def _pruned_logits(like: Tensor) -> Tensor:
+    """``[E, 4]`` rows of the pruned-pair logits :data:`_PRUNED`, allocated like ``like`` ``[E, 4]``."""
+    z = torch.zeros_like(like)
+    return torch.cat([z[:, :1] + _PRUNED[0], z[:, 1:] + _PRUNED[1]], 1)
 
 
 def _single_event(x: Tensor) -> Tensor:
@@ -483,7 +494,7 @@ class DFEIChain(nn.Module):
         s2 = _nonzero(ekeep)
         lg = self.lca_net.forward_inputs(vin1, ein1[s2], uin1, local[:, s2], bs)[1]
         if self.lca_bias is not None and not self.training:
-            lg = lg + torch.tensor(self.lca_bias, dtype=lg.dtype, device=lg.device)
+            lg = _add_bias(lg, self.lca_bias)
         if timing:
             self.last_timings = {"node_pruning": t1 - t0, "edge_pruning": t2 - t1,
                                  "lca": time.perf_counter() - t2}
@@ -543,7 +554,7 @@ class DFEIChain(nn.Module):
                                                          None, None)
         s1 = sel[0]
         e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s1, edge_logit)
-        lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
+        lca_full = _pruned_logits(edge_attr)
         idx = s1[s2].view(-1, 1).expand(-1, 4)
         return node_logit, e_full, lca_full.scatter(0, idx, lg)
 
@@ -621,7 +632,7 @@ class DFEIFused(nn.Module):
             eid, e, w = eid[sel], e[sel], we[sel]
         lg = net.edge_dec(e)
         if self.lca_bias is not None and not self.training:
-            lg = lg + torch.tensor(self.lca_bias, dtype=lg.dtype, device=lg.device)
+            lg = _add_bias(lg, self.lca_bias)
         return node_logit, edge_logit, eid, lg, aux_node, aux_edge
 
     def forward(self, x: Tensor, batch: Tensor, n_pv: Tensor, y_node: Tensor | None = None,
@@ -650,7 +661,7 @@ class DFEIFused(nn.Module):
         node_logit, edge_logit, eid, lg, _, _ = self._blocks(x, edge_index[:, s0], edge_attr[s0], _single_event(x),
                                                              u[:, 0])
         e_full = torch.full_like(edge_attr[:, 0], -8.0).scatter(0, s0, edge_logit)
-        lca_full = torch.tensor(_PRUNED, dtype=x.dtype, device=x.device).view(1, 4) + torch.zeros_like(edge_attr)
+        lca_full = _pruned_logits(edge_attr)
         idx = s0[eid].view(-1, 1).expand(-1, 4)
         return node_logit, e_full, lca_full.scatter(0, idx, lg)
 

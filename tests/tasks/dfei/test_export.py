@@ -221,3 +221,14 @@ def test_module_runs_an_exported_program_like_the_network(tmp_path):
     torch.testing.assert_close(got["lca_logits"], ref["lca_logits"], atol=1e-4, rtol=1e-4)
     recs = module.reconstruct(batch, got)
     assert len(recs) == 2 and all(len(r["parent"]) >= len(r["node_score"]) for r in recs)
+
+
+def test_traced_program_holds_no_device_constant():
+    """A program traced on the CPU must also run on a GPU: no tensor is allocated on a fixed device."""
+    net = _nets()[0]
+    net.lca_bias = (0.0, 0.5, 0.0, 0.0)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net, _event(3), check_trace=False, strict=False)
+    graph = str(traced.inlined_graph)
+    assert "Device" not in graph and '"cpu"' not in graph
