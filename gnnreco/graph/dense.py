@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from gnnreco.ops._utils import arange_like
+
 from ._checks import batch_to_ptr, check_batch
 from ._util import expand_ranges
 
@@ -145,7 +147,7 @@ def lsh_bins(x: Tensor, codebook: Tensor, bin_size: int, mask: Tensor | None = N
     if mask is not None:
         key = torch.where(mask, key, torch.full_like(key, n_hash))
     # stable sort of small integer keys == argsort of key * N + position (ONNX-friendly TopK)
-    pos = torch.arange(N, device=x.device).unsqueeze(0)
+    pos = arange_like(N, key).unsqueeze(0)  # device-agnostic when traced for TorchScript
     order = torch.argsort(key * N + pos, dim=-1)
     return order.reshape(B, n_bins, bin_size)
 

@@ -141,6 +141,10 @@ def test_manifest_is_complete(task, task_setup, tmp_path):
     assert [o["name"] for o in m["outputs"]] == list(model.export_output_names)
     assert m["signature"].startswith("forward(")
     assert m["torchscript_device"] == "cpu"
+    # a CPU-traced program must not pin the CPU, so the same file runs on a GPU
+    prog = torch.jit.load(str(tmp_path / m["files"]["torchscript"]))
+    codes = [mod.code for _, mod in [("", prog), *prog.named_modules()] if hasattr(mod, "code")]
+    assert not any('torch.device("cpu")' in c for c in codes), f"{task}: traced export pins the CPU"
     for key in SECTIONS:
         assert m[key], f"manifest section {key!r} is empty for {task}"
     assert set(m["config"]) >= {"data", "model"}

@@ -97,15 +97,22 @@ def test_lsh_module_exports_to_onnx(tmp_path):
     assert torch.allclose(torch.from_numpy(y), model(x), atol=1e-5)
 
 
-def test_lsh_bins_codebook_buckets_match_pflow_binning():
-    """``buckets="codebook"`` expresses the pflow task's private binning (fixed 2M buckets)."""
-    pflow = pytest.importorskip("gnnreco.tasks.pflow.model")
+def test_lsh_bins_codebook_buckets_match_reference_hashing():
+    """``buckets="codebook"`` (used by the MLPF GNN-LSH layers): a fixed 2M buckets from the codebook."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 96, 6, generator=g)
     mask = torch.rand(2, 96, generator=g) > 0.2
     codebook = torch.randn(6, 16, generator=g)  # 32 buckets
     ours = lsh_bins(x, codebook, 32, mask, buckets="codebook").reshape(2, 96)
-    assert torch.equal(ours, pflow.lsh_bins(x, mask, codebook, 32))
+    # reference, element by element: bucket = argmax([xR, -xR]); padding after every real bucket;
+    # ties in the bucket keep the original order
+    for b in range(2):
+        keys = []
+        for i in range(96):
+            proj = x[b, i] @ codebook
+            bucket = int(torch.argmax(torch.cat([proj, -proj]))) if mask[b, i] else 32
+            keys.append((bucket, i))
+        assert ours[b].tolist() == [i for _, i in sorted(keys)]
     # the default (one bucket per bin) hashes differently
     assert not torch.equal(lsh_bins(x, codebook, 32, mask).reshape(2, 96), ours)
     with pytest.raises(ValueError, match="buckets"):
