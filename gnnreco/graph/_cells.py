@@ -34,7 +34,7 @@ from ._util import expand_ranges
 
 __all__ = ["knn_cells"]
 
-_BUDGET = 1 << 19  # distance entries per tile
+_BUDGET = 1 << 16  # distance entries per tile
 _LEVELS = 8
 _SAMPLE = 48
 _BAIL = 0.25  # more than this fraction pending after the first level: the rest goes to the fallback
