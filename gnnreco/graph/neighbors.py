@@ -363,14 +363,27 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
     cb = None if by is None else by[q[qfirst]]
     start, length = grid.ranges(qc[qfirst], cb, w)  # [C, R]
     tot = length.sum(1)
+    D = x.size(1)
+    budget = max(1, _BUDGET // (D + 2))
+    # a cell whose queries x candidates exceed the tile budget is split into several query groups
+    # that share its candidate ranges (a dense cell would otherwise be one huge tile)
+    pieces = torch.minimum(torch.div(qcount * tot.clamp(min=1) + budget - 1, budget, rounding_mode="floor"),
+                           qcount).clamp(min=1)
+    if bool((pieces > 1).any()):
+        cid, off = _expand(pieces)
+        per = torch.div(qcount[cid] + pieces[cid] - 1, pieces[cid], rounding_mode="floor")
+        vcount = torch.minimum(per, qcount[cid] - off * per)
+        ok = vcount > 0
+        cid, off, per, vcount = cid[ok], off[ok], per[ok], vcount[ok]
+        qfirst = qfirst[cid] + off * per
+        qcount = vcount
+        start, length, tot = start[cid], length[cid], tot[cid]
     need_check = r2 is None
     b2 = grid.bound2(qg, qc, w) if need_check else None
     tot_sorted, corder = torch.sort(tot)
     qcount_sorted = qcount[corder]
     un_q, un_d = [], []
-    D = x.size(1)
     # tiles of cells: (#queries in tile) * L <= budget
-    budget = max(1, _BUDGET // (D + 2))
     ts = tot_sorted.tolist()
     cq = torch.cumsum(qcount_sorted, 0).tolist()
     bounds, s, C = [], 0, len(ts)
