@@ -63,24 +63,17 @@ def _latency(fn, repeat: int) -> float:
 def bench_task(task: str, root: Path, quick: bool) -> list[list[object]]:
     """Export one task's quick-start model under ``root``; one table row per format."""
     from omegaconf import open_dict
-    from torch_geometric.data import Batch
 
-    from gnnreco.cli.common import build_datamodule, build_model
-    from gnnreco.export import as_exportable, export_task, load_export
+    from gnnreco.cli.common import build_model
+    from gnnreco.export import as_exportable, example_batches, export_task, load_export
 
     cfg = _compose(task, root, _QUICK.get(task, []) if quick else [])
     with open_dict(cfg):
         if "n_events" in cfg.data:
             cfg.data.n_events = 12 if quick else 30
     torch.manual_seed(0)
-    dm = build_datamodule(cfg)
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if len(ds) < 3:
-        dm.setup("fit")
-        ds = dm.dataset("train")
+    batches = example_batches(cfg, 3)
     model = build_model(cfg).eval()
-    batches = [Batch.from_data_list([ds[i % len(ds)]]) for i in range(3)]
     m = export_task(model, batches[0], root / "export", cfg=cfg, check_batches=batches[1:])
     inputs = model.export_inputs(batches[0])
     net = as_exportable(model.net).eval()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from gnnreco.cli.common import build_datamodule, load_trained
+from gnnreco.cli.common import load_trained
 
 log = logging.getLogger("gnnreco")
 
@@ -20,16 +20,12 @@ def run_export(cfg: DictConfig) -> dict:
     The first test event traces the network; the next ``cfg.check_events`` test events (other sizes)
     are run through every exported program as well and compared with eager PyTorch.
     """
-    from torch_geometric.data import Batch
-
-    from gnnreco.export import export_task
+    from gnnreco.export import example_batches, export_task
 
     cfg, model, _ = load_trained(cfg, "export")
-    dm = build_datamodule(cfg)
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if len(ds) == 0:
-        raise ValueError("the test split is empty; an example event is needed to trace the network")
+    # the first test event traces; the next check_events (other sizes) are compared with eager
+    batches = example_batches(cfg, 1 + max(int(cfg.get("check_events", 2)), 0), fallback_to_train=False,
+                              cycle=False)
     model.eval()
     supported = tuple(model.export_formats)
     formats = [f for f in cfg.formats if f in supported]
@@ -39,10 +35,9 @@ def run_export(cfg: DictConfig) -> dict:
     if not formats:
         raise ValueError(f"none of the requested formats {list(cfg.formats)} is supported by "
                          f"{type(model).__name__} (it supports {list(supported)})")
-    n_check = min(int(cfg.get("check_events", 2)), len(ds) - 1)
-    checks = [Batch.from_data_list([ds[i]]) for i in range(1, 1 + n_check)]
-    manifest = export_task(model, Batch.from_data_list([ds[0]]), Path(cfg.out_dir), formats=formats,
-                           opset=int(cfg.opset), cfg=cfg, check_batches=checks, atol=float(cfg.get("atol", 1e-5)),
+    n_check = len(batches) - 1
+    manifest = export_task(model, batches[0], Path(cfg.out_dir), formats=formats,
+                           opset=int(cfg.opset), cfg=cfg, check_batches=batches[1:], atol=float(cfg.get("atol", 1e-5)),
                            rtol=float(cfg.get("rtol", 1e-3)), device=str(cfg.get("device", "cpu")))
     print(f"exported {', '.join(manifest['files'].values())} to {cfg.out_dir} "
           f"(max |diff| vs eager on {1 + n_check} events: {manifest['max_abs_diff']})")

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MANIFEST_VERSION", "export_network", "export_task", "config_hash", "as_exportable", "load_export",
+__all__ = ["MANIFEST_VERSION", "export_network", "export_task", "example_batches", "config_hash", "as_exportable", "load_export",
            "ExportedModel", "ExportMismatchError"]
 
 #: version of the manifest layout (bumped when a key changes meaning or disappears)
@@ -363,6 +363,32 @@ def export_network(
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
     os.replace(tmp, out_dir / "manifest.json")
     return manifest
+
+
+def example_batches(cfg: Any, n: int, fallback_to_train: bool = True, cycle: bool = True) -> list[Any]:
+    """``n`` one-event batches of the configured data for tracing and checking an export.
+
+    Events come from the test split; a split with fewer than ``n`` events is cycled (``cycle``) or gives
+    fewer batches. A test split with fewer than ``min(n, 2)`` events falls back to the training split
+    when ``fallback_to_train``.
+
+    Raises:
+        ValueError: no event at all to trace with.
+    """
+    from torch_geometric.data import Batch
+
+    from gnnreco.cli.common import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    ds = dm.dataset("test")
+    if len(ds) < min(n, 2) and fallback_to_train:
+        dm.setup("fit")
+        ds = dm.dataset("train")
+    if len(ds) == 0:
+        raise ValueError("the data split is empty; an example event is needed to trace the network")
+    m = n if cycle else min(n, len(ds))
+    return [Batch.from_data_list([ds[i % len(ds)]]) for i in range(m)]
 
 
 def export_task(module: nn.Module, batch: Any, out_dir: str | os.PathLike, formats: Sequence[str] | None = None,

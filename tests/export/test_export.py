@@ -34,9 +34,8 @@ SMALL = {"calo": ["data.generator.gun.n_particles=[1,3]", "data.generator.gun.en
 def task_setup(tmp_path_factory):
     """``setup(task) -> (cfg, module, [batch, batch, batch, batch])``: small quick-start model and
     four one-event test batches, built once per task for this module."""
-    from torch_geometric.data import Batch
-
-    from gnnreco.cli.common import build_datamodule, build_model
+    from gnnreco.cli.common import build_model
+    from gnnreco.export import example_batches
 
     cache: dict[str, tuple] = {}
 
@@ -50,14 +49,8 @@ def task_setup(tmp_path_factory):
                     cfg.data.n_events = 12
                 cfg.data.gen_workers = 1
             torch.manual_seed(0)
-            dm = build_datamodule(cfg)
-            dm.setup("test")
-            ds = dm.dataset("test")
-            if len(ds) < 2:
-                dm.setup("fit")
-                ds = dm.dataset("train")
+            batches = example_batches(cfg, 4)
             model = build_model(cfg).eval()
-            batches = [Batch.from_data_list([ds[i % len(ds)]]) for i in range(4)]
             cache[task] = (cfg, model, batches)
         return cache[task]
 

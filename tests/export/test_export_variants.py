@@ -19,9 +19,8 @@ VARIANTS = [("tracking", "tracking_ign2"), ("tracking", "tracking_resin"), ("pfl
 @pytest.mark.slow
 @pytest.mark.parametrize(("task", "model"), VARIANTS)
 def test_model_variant_exports(task, model, tmp_path):
-    from torch_geometric.data import Batch
-
-    from gnnreco.cli.common import build_datamodule, build_model
+    from gnnreco.cli.common import build_model
+    from gnnreco.export import example_batches
 
     cfg = compose_config("train", [f"experiment={task}_quickstart", f"model={model}"], tmp_path, test_conf=False)
     with open_dict(cfg):
@@ -29,14 +28,8 @@ def test_model_variant_exports(task, model, tmp_path):
             cfg.data.n_events = 12
         cfg.data.gen_workers = 1
     torch.manual_seed(0)
-    dm = build_datamodule(cfg)
-    dm.setup("test")
-    ds = dm.dataset("test")
-    if len(ds) < 3:
-        dm.setup("fit")
-        ds = dm.dataset("train")
+    batches = example_batches(cfg, 3)
     module = build_model(cfg).eval()
-    batches = [Batch.from_data_list([ds[i % len(ds)]]) for i in range(3)]
     m = export_task(module, batches[0], tmp_path / "exp", cfg=cfg, check_batches=batches[1:])
     assert set(m["files"]) == {"torchscript", "onnx"}
     assert m["model_class"].endswith(type(module.net).__qualname__)
