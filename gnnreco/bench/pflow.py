@@ -14,6 +14,7 @@ by concatenating real events' elements), the fitted exponent of t ∝ N^α, and 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -37,15 +38,80 @@ def _gen(seed: int) -> dict:
     return generate_pflow_event(seed, process="ttbar")
 
 
-def make_events(n: int, seed0: int, n_workers: int = 2) -> list[dict]:
-    """``n`` tt̄ events (elements, targets, gen particles); generated in ``n_workers`` processes."""
+#: default on-disk cache of generated benchmark events (``/data/`` is gitignored)
+DEFAULT_CACHE = "data/pflow_bench"
+_BLOCK = 100  # events per cache file: seeds [k·100, (k+1)·100)
+_CACHE_VERSION = 1  # bump when the generator or detector defaults change
+
+
+def _block_path(cache_dir: str, start: int) -> str:
+    import os
+
+    gen = "pythia" if pythia_available() else "parametric"
+    return os.path.join(cache_dir, f"ttbar_{gen}_v{_CACHE_VERSION}_{start:09d}.pkl")
+
+
+def _load_block(path: str, start: int) -> list[dict] | None:
+    import os
+    import pickle
+
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        blk = pickle.load(f)
+    if not isinstance(blk, dict) or blk.get("start") != start or len(blk.get("events", ())) != _BLOCK:
+        raise ValueError(f"event cache file {path} is not a block of {_BLOCK} events from seed {start}; "
+                         "delete it to regenerate")
+    return blk["events"]
+
+
+def _save_block(path: str, start: int, events: list[dict]) -> None:
+    import os
+    import pickle
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump({"start": start, "events": events}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)  # atomic: a crashed run never leaves half a block
+
+
+def make_events(n: int, seed0: int, n_workers: int = 2, cache_dir: str | None = None) -> list[dict]:
+    """``n`` tt̄ events with seeds ``seed0 … seed0+n−1`` (elements, targets, gen particles).
+
+    Events are generated in ``n_workers`` processes. With ``cache_dir`` they are stored there in blocks
+    of 100 seeds (one pickle per block, named after the generator backend and the first seed) and
+    read back on the next call, so reruns and larger ``n`` only generate the missing blocks; an event
+    depends only on its seed, so cached and fresh events are identical.
+    """
     import multiprocessing as mp
 
     seeds = [seed0 + i for i in range(n)]
-    if n_workers <= 1:
-        return [_gen(s) for s in seeds]
-    with mp.get_context("fork").Pool(n_workers) as pool:
-        return pool.map(_gen, seeds, chunksize=16)
+
+    def generate(ss: list[int]) -> list[dict]:
+        if n_workers <= 1 or len(ss) < 2:
+            return [_gen(s) for s in ss]
+        with mp.get_context("fork").Pool(n_workers) as pool:
+            return pool.map(_gen, ss, chunksize=8)
+
+    if not cache_dir or n == 0:
+        return generate(seeds)
+    starts = range((seeds[0] // _BLOCK) * _BLOCK, seeds[-1] + 1, _BLOCK)
+    have: dict[int, list[dict]] = {}
+    missing = []
+    for st in starts:
+        blk = _load_block(_block_path(cache_dir, st), st)
+        if blk is None:
+            missing.append(st)
+        else:
+            have[st] = blk
+    for g in range(0, len(missing), 4):  # save every 4 blocks: an interrupted run keeps what it made
+        group = missing[g:g + 4]
+        fresh = generate([st + i for st in group for i in range(_BLOCK)])
+        for k, st in enumerate(group):
+            have[st] = fresh[k * _BLOCK:(k + 1) * _BLOCK]
+            _save_block(_block_path(cache_dir, st), st, have[st])
+    return [have[(s // _BLOCK) * _BLOCK][s % _BLOCK] for s in seeds]
 
 
 def _pad(events: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,14 +128,20 @@ def _pad(events: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def train_mlpf(train: list[dict], minutes: float, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
+               loss_kw: dict | None = None, lr_floor: float = 0.05, warmup_steps: int = 200,
                **net_kw) -> tuple[MLPFNet, dict]:
-    """Train an MLPF GNN-LSH for ``minutes`` of wall time (epochs over ``train``, shuffled)."""
+    """Train an MLPF GNN-LSH for ``minutes`` of wall time (epochs over ``train``, shuffled).
+
+    AdamW, gradient clipping at 1, a linear warm-up over ``warmup_steps`` and a cosine decay over
+    the time budget down to ``lr_floor``·lr. ``loss_kw`` are keyword arguments of
+    :func:`~gnnreco.tasks.pflow.loss.mlpf_loss`.
+    """
     torch.manual_seed(seed)
     net = MLPFNet(**net_kw)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
-    # sort-by-size buckets keep padding small
-    t0 = time.perf_counter()
+    loss_kw = dict(loss_kw or {})
+    t0, c0 = time.perf_counter(), time.process_time()
     steps, epochs, losses = 0, 0, []
     deadline = t0 + 60 * minutes
     while time.perf_counter() < deadline:
@@ -77,33 +149,70 @@ def train_mlpf(train: list[dict], minutes: float, batch_size: int = 4, lr: float
         for b in range(0, len(order), batch_size):
             X, Y, M = _pad([train[i] for i in order[b:b + batch_size]])
             net.train()
-            loss, _ = mlpf_loss(net(X, M), X, Y, M)
+            loss, _ = mlpf_loss(net(X, M), X, Y, M, **loss_kw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
             steps += 1
             losses.append(float(loss.detach()))
-            # cosine-like decay over the time budget
             frac = min((time.perf_counter() - t0) / (60 * minutes), 1.0)
+            warm = min(1.0, steps / max(warmup_steps, 1))
             for g in opt.param_groups:
-                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+                g["lr"] = lr * warm * (lr_floor + (1 - lr_floor) * 0.5 * (1 + np.cos(np.pi * frac)))
             if time.perf_counter() >= deadline:
                 break
         epochs += 1
     return net.eval(), {"steps": steps, "epochs": epochs, "train_s": time.perf_counter() - t0,
-                        "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:]))}
+                        "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:])),
+                        "cpu_s": time.process_time() - c0}
+
+
+def save_model(path: str, net: MLPFNet, net_kw: dict, info: dict) -> None:
+    """Write the trained network, its constructor arguments and the training record (atomically)."""
+    import os
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save({"format": "gnnreco-pflow-bench-1", "net_kw": dict(net_kw), "info": dict(info),
+                "state_dict": net.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str) -> tuple[MLPFNet, dict, dict]:
+    """Read a network written by :func:`save_model`: ``(net in eval mode, net_kw, info)``."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != "gnnreco-pflow-bench-1":
+        raise ValueError(f"{path} is not a pflow benchmark checkpoint (expected format 'gnnreco-pflow-bench-1')")
+    net = MLPFNet(**ck["net_kw"])
+    net.load_state_dict(ck["state_dict"])
+    return net.eval(), dict(ck["net_kw"]), dict(ck["info"])
 
 
 @torch.no_grad()
-def evaluate(net: MLPFNet, test: list[dict]) -> PFEvaluator:
-    """MLPF and baseline candidates of every test event through one :class:`PFEvaluator`."""
+def evaluate(net: MLPFNet, test: list[dict], diagnose: bool = False) -> PFEvaluator:
+    """MLPF and baseline candidates of every test event through one :class:`PFEvaluator`.
+
+    With ``diagnose`` three more rows split the MLPF error: ``mlpf_cls+true_p4`` (MLPF decides which
+    elements are particles, the targets give their momenta), ``true_cls+mlpf_p4`` (target classes, MLPF
+    momenta) and ``target`` (the targets themselves: the ceiling of any per-element PF on this detector).
+    """
     ev = PFEvaluator()
     for e in test:
         X = torch.from_numpy(e["X"])[None]
         M = torch.ones(1, X.shape[1], dtype=torch.bool)
         cand = candidates_from_outputs(net(X, M))[0].numpy()
-        ev.add(e["y"], e["gen_p4"], {"mlpf": cand, "baseline": rule_based_pf(e["X"])})
+        algos = {"mlpf": cand, "baseline": rule_based_pf(e["X"])}
+        if diagnose:
+            y = np.asarray(e["y"], np.float32)
+            hybrid = y.copy()
+            hybrid[:, 0] = np.where(cand[:, 0] > 0, np.maximum(y[:, 0], 1), 0)
+            hybrid[cand[:, 0] == 0] = 0
+            swap = cand.copy()
+            swap[:, 0] = y[:, 0]
+            swap[y[:, 0] == 0] = 0
+            algos.update({"mlpf_cls+true_p4": hybrid, "true_cls+mlpf_p4": swap, "target": y})
+        ev.add(e["y"], e["gen_p4"], algos)
     return ev
 
 
@@ -124,23 +233,54 @@ def scaling(net: MLPFNet, pool: list[dict], sizes: list[int], repeat: int = 3,
     return out
 
 
+TRAIN_SEED0 = 1_000_000  #: first training-event seed
+TEST_SEED0 = 1_500_000  #: first test-event seed (fixed: the test set does not depend on ``n_train``)
+
+
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, minutes: float | None = None,
         width: int = 64, n_layers: int = 2, bin_size: int = 64, geo_scale: float = 16.0, workers: int = 2,
-        **_: object) -> str:
-    """Run the benchmark; returns the Markdown report (tables + verdicts)."""
+        cache_dir: str | None = DEFAULT_CACHE, save_path: str | None = None, load_path: str | None = None,
+        loss_kw: dict | None = None, lr: float = 1e-3, batch_size: int = 4, skip_scaling: bool = False,
+        diagnose: bool = False, **_: object) -> str:
+    """Run the benchmark; returns the Markdown report (tables + verdicts).
+
+    Args:
+        quick: small smoke-test sizes.
+        n_train, n_test: events (train seeds from :data:`TRAIN_SEED0`, test seeds from :data:`TEST_SEED0`).
+        minutes: training wall-time budget.
+        cache_dir: event cache (``None``: always generate).
+        save_path: write the trained network there (:func:`save_model`).
+        load_path: evaluate this saved network instead of training one (no training events needed).
+        loss_kw: keyword arguments of :func:`~gnnreco.tasks.pflow.loss.mlpf_loss`.
+    """
     # training with one thread: the benchmark machine's 2 cores are shared, and 2 threads contend
     torch.set_num_threads(1)
     n_train = n_train or (60 if quick else 1600)
     n_test = n_test or (20 if quick else 300)
     minutes = minutes if minutes is not None else (0.5 if quick else 25.0)
+    loss_kw = dict(loss_kw or {})
     net_kw = {"backbone": "gnn_lsh", "width": width, "n_layers": n_layers, "bin_size": bin_size,
               "geo_scale": geo_scale}
     t0 = time.perf_counter()
-    events = make_events(n_train + n_test, 1_000_000, workers)
+    test = make_events(n_test, TEST_SEED0, workers, cache_dir)
+    if load_path:
+        net, net_kw, info = load_model(load_path)
+        train = []
+        n_train = int(info.get("n_train", 0))
+        loss_kw = dict(info.get("loss_kw", {}))
+    else:
+        train = make_events(n_train, TRAIN_SEED0, workers, cache_dir)
     gen_s = time.perf_counter() - t0
-    train, test = events[:n_train], events[n_train:]
-    net, info = train_mlpf(train, minutes, **net_kw)
-    ev = evaluate(net, test)
+    events = train + test
+    if not load_path:
+        net, info = train_mlpf(train, minutes, batch_size=batch_size, lr=lr, loss_kw=loss_kw, **net_kw)
+        info.update({"n_train": n_train, "loss_kw": loss_kw, "lr": lr, "batch_size": batch_size,
+                     "load_at_end": os.getloadavg()[0]})
+        if save_path:
+            save_model(save_path, net, net_kw, info)
+    width, n_layers, bin_size, geo_scale = (net_kw.get(k, d) for k, d in
+                                            (("width", 64), ("n_layers", 2), ("bin_size", 64), ("geo_scale", 0.0)))
+    ev = evaluate(net, test, diagnose)
     s = ev.summary()
     b = [r for r in s["mlpf"]["jets"] if r["lo"] == 30.0][0]
     bb = [r for r in s["baseline"]["jets"] if r["lo"] == 30.0][0]
@@ -149,28 +289,39 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     n_elem = np.array([len(e["X"]) for e in events])
 
     sizes = [1000, 2000, 4000, 6400] if quick else [1000, 2000, 4000, 6400, 12800, 25600, 50000]
+    if skip_scaling:
+        sizes = []
     sc = scaling(net, test, sizes, repeat=3)
     torch.set_num_threads(2)
     # 2 threads only up to 6.4k: on the shared machine two threads contend and the large sizes take minutes
     sc2 = scaling(net, test, [n for n in sizes if n <= 6400], repeat=3) + [(n, float("nan")) for n in sizes if n > 6400]
     torch.set_num_threads(1)
-    ns, ts = np.array([x[0] for x in sc], float), np.array([x[1] for x in sc])
-    t64_2 = dict(sc2).get(6400, float("nan"))
-    alpha = float(np.polyfit(np.log(ns), np.log(ts), 1)[0])
-    t64 = dict(sc).get(6400, float("nan"))
+    alpha = t64 = t64_2 = float("nan")
+    if sc:
+        ns, ts = np.array([x[0] for x in sc], float), np.array([x[1] for x in sc])
+        t64_2 = dict(sc2).get(6400, float("nan"))
+        alpha = float(np.polyfit(np.log(ns), np.log(ts), 1)[0])
+        t64 = dict(sc).get(6400, float("nan"))
     gpu_row = "no CUDA device on this machine: GPU time not measured"
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and sc:
         g = scaling(net, test, [6400], repeat=10, device="cuda")[0][1]
         gpu_row = f"{1e3 * g:.1f} ms/event at 6.4k elements on {torch.cuda.get_device_name(0)}"
         net.cpu()
 
     gen_name = "Pythia 8 (pythia8mc)" if pythia_available() else "parametric fallback (pythia8mc not installed)"
+    origin = (f"loaded from `{load_path}` (not retrained)" if load_path else
+              f"trained in this run{f', saved to `{save_path}`' if save_path else ''}")
     lines = [
         f"Events: pp → tt̄, 13.6 TeV, no pile-up, generator **{gen_name}**, detector `gnnreco.sim.delphes_like` "
-        f"defaults; {n_train} training / {n_test} test events, {n_elem.mean():.0f} elements/event on average "
-        f"(generation {gen_s:.0f} s). MLPF GNN-LSH width {width}, {n_layers}+{n_layers} layers, bin {bin_size}, geometric prior (geo_scale) {geo_scale}, "
-        f"{count_parameters(net)} parameters, trained {info['train_s'] / 60:.1f} min on CPU "
-        f"({info['epochs']} epochs, {info['steps']} steps, loss {info['loss_first']:.2f} → {info['loss_last']:.2f}).",
+        f"defaults; {n_train} training (seeds from {TRAIN_SEED0}) / {n_test} test events (seeds from {TEST_SEED0}), "
+        f"{n_elem.mean():.0f} elements/event on average (generation or cache read {gen_s:.0f} s). "
+        f"MLPF GNN-LSH width {width}, {n_layers}+{n_layers} layers, bin {bin_size}, geometric prior (geo_scale) "
+        f"{geo_scale}, {count_parameters(net)} parameters, {origin}: {info['train_s'] / 60:.1f} min wall / "
+        f"{info.get('cpu_s', float('nan')) / 60:.1f} min CPU, 1 thread ({info['epochs']} epochs, {info['steps']} steps, "
+        f"batch {info.get('batch_size', 4)}, lr {info.get('lr', 1e-3)}, loss {info['loss_first']:.2f} → "
+        f"{info['loss_last']:.2f}); loss options {info.get('loss_kw') or 'defaults'}; "
+        f"load average {info.get('load_at_end', float('nan')):.1f} at the end of training, "
+        f"{os.getloadavg()[0]:.1f} at the end of evaluation.",
         "",
         "**Physics (test events; response = median p_T,reco/p_T,gen, resolution = IQR/median, ΔR < 0.1 matching)**",
         "",
@@ -238,6 +389,8 @@ def run_latency(n_events: int = 20, width: int = 64, n_layers: int = 2, bin_size
 
 
 def main() -> None:
+    import json
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write", action="store_true", help="record the result in docs/benchmarks.md")
@@ -247,6 +400,16 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--loss", type=json.loads, default=None,
+                    help='JSON keyword arguments of mlpf_loss, e.g. \'{"pt_linear_weight": 1.0}\'')
+    ap.add_argument("--cache-dir", default=DEFAULT_CACHE, help="event cache ('' disables; default %(default)s)")
+    ap.add_argument("--save-model", default=None, help="write the trained network to this path")
+    ap.add_argument("--load-model", default=None, help="evaluate this saved network instead of training")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="extra rows: MLPF classes + target momenta, target classes + MLPF momenta, targets")
+    ap.add_argument("--skip-scaling", action="store_true", help="physics only (no inference timing)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the inference latency/scaling (untrained network, ~1 min); own section")
     a = ap.parse_args()
@@ -258,12 +421,16 @@ def main() -> None:
                           "python -m gnnreco.bench.pflow --latency-only", table)
         return
     table = run(quick=a.quick, n_train=a.n_train, n_test=a.n_test, minutes=a.minutes, width=a.width,
-                n_layers=a.layers, workers=a.workers)
+                n_layers=a.layers, workers=a.workers, cache_dir=a.cache_dir or None, save_path=a.save_model,
+                load_path=a.load_model, loss_kw=a.loss, lr=a.lr, batch_size=a.batch_size,
+                skip_scaling=a.skip_scaling, diagnose=a.diagnose)
     print(table)
     if a.write:
-        cmd = "python -m gnnreco.bench.pflow" + (" --quick" if a.quick else "") + \
-              "".join(f" --{k} {v}" for k, v in (("n-train", a.n_train), ("n-test", a.n_test), ("minutes", a.minutes)) if v)
-        write_section("pflow", TITLE, cmd, table)
+        import shlex
+        import sys
+
+        cmd = "python -m gnnreco.bench.pflow " + " ".join(shlex.quote(x) for x in sys.argv[1:] if x != "--write")
+        write_section("pflow", TITLE, cmd.strip(), table)
 
 
 if __name__ == "__main__":

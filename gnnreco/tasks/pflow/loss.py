@@ -5,6 +5,7 @@ r"""The MLPF loss (reference §3.3, PyTorch HEAD version), masked so that paddin
       + \frac{1}{N_{elem}} \sum_{i \in \text{true}} \mathrm{FL}_\gamma(\text{pid}_i)
       + w_q\,\mathrm{CE}_{\text{true}}(q)
       + \sum_k w_k\, \mathrm{MSE}_{\text{true}}(r_k)
+      \;[+\ w_\chi\, \chi^2_{p_T}]
 
 with the focal loss :math:`\mathrm{FL}_\gamma = -(1 - p_t)^\gamma \log p_t` (γ = 2), the regression
 targets :math:`r = (\log p_T/p_{T,elem},\ \eta,\ \sin\phi,\ \cos\phi,\ \log E/E_{elem})` evaluated on true
@@ -50,9 +51,9 @@ def regression_targets(X: Tensor, y: Tensor) -> Tensor:
 
 def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_weight: float = 10.0,
               focal_gamma: float = 2.0, charge_weight: float = 1.0,
-              reg_weights: Sequence[float] = (1.0, 0.01, 0.01, 0.01, 1.0), sqrt_pt_weight: bool = True
-              ) -> tuple[Tensor, dict[str, Tensor]]:
-    """MLPF loss of a padded batch.
+              reg_weights: Sequence[float] = (1.0, 0.01, 0.01, 0.01, 1.0), sqrt_pt_weight: bool = True,
+              pt_linear_weight: float = 0.0, pt_linear_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""MLPF loss of a padded batch.
 
     Args:
         out: network outputs ``(binary, pid, charge, reg, p4)`` (see :class:`~gnnreco.tasks.pflow.model.MLPFNet`).
@@ -64,6 +65,12 @@ def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_
         charge_weight: :math:`w_q`.
         reg_weights: weights of the five regression terms.
         sqrt_pt_weight: multiply the p_T and E terms by √p_T,target.
+        pt_linear_weight: :math:`w_\chi`, weight of an extra term on the *linear* transverse momentum,
+            :math:`\chi^2_{p_T} = (p_T - p_{T,target})^2 / (p_{T,elem} + s)` on true particles (the
+            calorimeter variance grows like the energy, so this is a χ² per element). The log-ratio
+            MSE estimates a geometric mean; jets sum linear p_T, and this term pulls towards the
+            conditional mean and weighs elements by their absolute contribution. 0 (default) = reference loss.
+        pt_linear_scale: :math:`s` in GeV.
 
     Returns:
         ``(loss, parts)`` with parts ``binary, pid, charge, reg_pt, reg_eta, reg_sin, reg_cos, reg_e``.
@@ -89,5 +96,11 @@ def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_
     loss = binary_weight * l_bin + l_pid + charge_weight * l_q + (rw * per_term).sum()
     names = ("reg_pt", "reg_eta", "reg_sin", "reg_cos", "reg_e")
     parts = {"binary": l_bin.detach(), "pid": l_pid.detach(), "charge": l_q.detach()}
+    if pt_linear_weight > 0:
+        pt_elem = X[..., 1][true]
+        chi2 = (p4[..., 0][true] - y[..., 2][true]) ** 2 / (pt_elem.clamp(min=0) + pt_linear_scale)
+        l_lin = chi2.sum() / n_true
+        loss = loss + pt_linear_weight * l_lin
+        parts["pt_linear"] = l_lin.detach()
     parts.update({k: per_term[i].detach() for i, k in enumerate(names)})
     return loss, parts

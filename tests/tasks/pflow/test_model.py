@@ -72,6 +72,28 @@ def test_loss_ignores_padding_and_is_differentiable():
     assert set(parts) == {"binary", "pid", "charge", "reg_pt", "reg_eta", "reg_sin", "reg_cos", "reg_e"}
 
 
+def test_linear_pt_chi2_term():
+    X = torch.zeros(1, 3, 12)
+    X[0, :, 0] = 1
+    X[0, :, 1] = torch.tensor([10.0, 4.0, 7.0])
+    X[0, :, 5] = X[0, :, 1]
+    y = torch.zeros(1, 3, 7)
+    y[0, 0] = torch.tensor([2.0, 0.0, 8.0, 0.0, 0.0, 1.0, 8.0])
+    y[0, 1] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # no target: not in the term
+    y[0, 2] = torch.tensor([3.0, 0.0, 5.0, 0.0, 0.0, 1.0, 5.0])  # padded below: not in the term
+    mask = torch.tensor([[True, True, False]])
+    reg = torch.zeros(1, 3, 5)
+    reg[0, 0, 0] = float(np.log(0.5))  # predicted p_T 5 vs target 8
+    from gnnreco.tasks.pflow.model import decode_momentum
+
+    out = (torch.zeros(1, 3, 2), torch.zeros(1, 3, 6), torch.zeros(1, 3, 3), reg, decode_momentum(X, reg))
+    base, parts0 = mlpf_loss(out, X, y, mask)
+    loss, parts = mlpf_loss(out, X, y, mask, pt_linear_weight=2.0, pt_linear_scale=1.0)
+    assert "pt_linear" not in parts0
+    assert parts["pt_linear"].item() == pytest.approx((5.0 - 8.0) ** 2 / (10.0 + 1.0), rel=1e-5)
+    assert (loss - base).item() == pytest.approx(2.0 * 9.0 / 11.0, rel=1e-5)
+
+
 def test_focal_loss_and_regression_targets():
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
     t = torch.tensor([0, 0])
