@@ -119,13 +119,14 @@ def pair_mass_input(x: Tensor, edge_index: Tensor) -> Tensor:
     return torch.log(torch.sqrt(m2.clamp_min(4 * _M_PI**2))).unsqueeze(1)
 
 
-def _global_inputs(n_pv: Tensor, counts: Tensor) -> Tensor:
-    return torch.stack([torch.log1p(n_pv.to(torch.float32)), torch.log1p(counts.to(torch.float32)) - 4.0], 1)
+def _global_inputs(n_pv: Tensor, counts: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""Global inputs :math:`u = (\log(1 + n_{PV}),\ \log(1 + N) - 4)`, in the network's ``dtype``."""
+    return torch.stack([torch.log1p(n_pv.to(dtype)), torch.log1p(counts.to(dtype)) - 4.0], 1)
 
 
-def _counts(batch: Tensor, b: int) -> Tensor:
+def _counts(batch: Tensor, b: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Nodes per event, ``[B]`` (a scatter-sum, so that it also traces to ONNX)."""
-    return scatter(torch.ones_like(batch, dtype=torch.float32), batch, dim=0, dim_size=b, reduce="sum")
+    return scatter(torch.ones_like(batch, dtype=dtype), batch, dim=0, dim_size=b, reduce="sum")
 
 
 class GNBlock(nn.Module):
@@ -203,7 +204,7 @@ class EncodeProcessDecode(nn.Module):
         b = n_pv.shape[0]
         counts = torch.bincount(batch, minlength=b)
         return (self.enc_v(node_inputs(x)), self.enc_e(self.edge_inputs(x, edge_index, edge_features(x, edge_index))),
-                self.enc_u(_global_inputs(n_pv, counts)))
+                self.enc_u(_global_inputs(n_pv, counts, x.dtype)))
 
     def edge_inputs(self, x: Tensor, edge_index: Tensor, f: Tensor) -> Tensor:
         """Pair inputs of the edge encoder from the DFEI pair features ``f`` (plus the pair mass if set)."""
@@ -468,7 +469,7 @@ class DFEIChain(nn.Module):
         t0 = time.perf_counter() if timing else 0.0
         b = n_pv.shape[0]
         vin = node_inputs(x)
-        uin = _global_inputs(n_pv, _counts(batch, b))
+        uin = _global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype)
         node_logit = self.np_net.forward_inputs(vin, self.np_net.edge_inputs(x, g0, f0), uin, g0, batch)[0].view(-1)
         t1 = time.perf_counter() if timing else 0.0
         keep = torch.sigmoid(node_logit.detach()) > self.np_cut
@@ -483,7 +484,7 @@ class DFEIChain(nn.Module):
         bs = batch[ids]
         vin1 = vin[ids]
         ein1 = self.ep_net.edge_inputs(x, g1, f1)
-        uin1 = _global_inputs(n_pv, _counts(bs, b))
+        uin1 = _global_inputs(n_pv, _counts(bs, b, x.dtype), x.dtype)
         edge_logit = self.ep_net.forward_inputs(vin1, ein1, uin1, local, bs)[1].view(-1)
         t2 = time.perf_counter() if timing else 0.0
         ekeep = torch.sigmoid(edge_logit.detach()) > self.ep_cut
@@ -600,7 +601,7 @@ class DFEIFused(nn.Module):
         net = self.net
         v0 = net.enc_v(node_inputs(x))
         e0 = net.enc_e(net.edge_inputs(x, g0, f0))
-        u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b)))
+        u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype))
         v, e, u = v0, e0, u0
         eid = _arange_like(s0)
         w = None

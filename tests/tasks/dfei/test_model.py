@@ -123,3 +123,24 @@ def test_roc_curve_endpoints():
     f, t, _ = roc_curve(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0]))
     assert f[0] == 0 and t[0] == 0 and f[-1] == 1 and t[-1] == 1
     np.testing.assert_allclose(t, [0, 0.5, 0.5, 1, 1])
+
+
+@pytest.mark.parametrize("kind", ["chain", "fused"])
+def test_dfei_models_run_in_float64(kind):
+    """A float64 model on float64 inputs stays float64 (the global inputs used to be forced to float32)."""
+    from gnnreco.tasks.dfei.model import DFEIChain, DFEIFused
+
+    torch.manual_seed(0)
+    model = (DFEIChain(latent=8, hidden=12, np_cut=0.3, ep_cut=0.3, k_nearest=4) if kind == "chain"
+             else DFEIFused(latent=8, hidden=12, n_blocks=2, node_cut=0.2, edge_cut=0.2)).eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(14, 10, generator=g)
+    x[:, 3:6] *= 5
+    batch = torch.tensor([0] * 7 + [1] * 7)
+    npv = torch.tensor([1, 2])
+    with torch.no_grad():
+        ref = model(x, batch, npv)
+        out = model.double()(x.double(), batch, npv)
+    for key in ("node_logit", "edge_logit", "lca_logits"):
+        assert out[key].dtype == torch.float64, key
+        torch.testing.assert_close(out[key].float(), ref[key], atol=1e-4, rtol=1e-4)
