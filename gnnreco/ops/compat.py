@@ -10,39 +10,15 @@ from __future__ import annotations
 import sys
 import types
 
+import gnnreco.ops as _ops
 from gnnreco.ops import testing
 from gnnreco.ops._utils import broadcast
-from gnnreco.ops.composite import scatter_log_softmax, scatter_logsumexp, scatter_softmax, scatter_std
-from gnnreco.ops.scatter import (
-    scatter,
-    scatter_add,
-    scatter_max,
-    scatter_mean,
-    scatter_min,
-    scatter_mul,
-    scatter_sum,
-)
-from gnnreco.ops.segment import (
-    gather_coo,
-    gather_csr,
-    segment_add_coo,
-    segment_add_csr,
-    segment_coo,
-    segment_csr,
-    segment_max_coo,
-    segment_max_csr,
-    segment_mean_coo,
-    segment_mean_csr,
-    segment_min_coo,
-    segment_min_csr,
-    segment_sum_coo,
-    segment_sum_csr,
-)
 
 __version__ = "2.1.2"
 __gnnreco__ = True
 
-__all__ = [
+# torch_scatter 2.1.2's public names.
+_API = (
     "scatter_sum",
     "scatter_add",
     "scatter_mul",
@@ -69,14 +45,18 @@ __all__ = [
     "scatter_softmax",
     "scatter_log_softmax",
     "__version__",
-]
+)
+__all__ = list(_API)
+
+# torch_scatter's public functions, bound from gnnreco.ops (``__version__`` is this module's own).
+globals().update({_name: getattr(_ops, _name) for _name in _API if _name != "__version__"})
 
 utils = types.ModuleType("torch_scatter.utils", "broadcast() as in torch_scatter.utils")
 utils.broadcast = broadcast  # type: ignore[attr-defined]
 
 composite = types.ModuleType("torch_scatter.composite", "composite ops as in torch_scatter.composite")
 for _name in ("scatter_std", "scatter_logsumexp", "scatter_softmax", "scatter_log_softmax"):
-    setattr(composite, _name, globals()[_name])
+    setattr(composite, _name, getattr(_ops, _name))
 
 
 _SAVED: dict[str, types.ModuleType] = {}
