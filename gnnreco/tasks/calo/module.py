@@ -52,6 +52,9 @@ class CaloModule(GraphTaskModule):
         t_beta, t_d, local_radius: condensation thresholds (``local_radius`` uses the predicted
             distance scale: capture within :math:`t_d\,\sigma_\alpha`; with the hinge potential the
             scale is trained to each object's energy-weighted RMS radius, loss ``radius``).
+        assign: condensation's assignment of hits inside several capture radii: ``"beta"`` (the
+            paper: highest-β condensation point) or ``"nearest"`` (smallest distance over capture
+            radius; see :func:`~gnnreco.tasks.calo.reco.condense`).
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -61,7 +64,7 @@ class CaloModule(GraphTaskModule):
                  payload_kind: str = "beta2", payload_weights: Mapping[str, float] | None = None,
                  potential: str = "hinge", repulsive: str = "chunked", max_n_rep: int = 0, t_beta: float = 0.3,
                  t_d: float = 0.5, local_radius: bool = False, iou_threshold: float = 0.1,
-                 metric_min_energy: float = 1.0, s_log: float = 0.0, **base: Any) -> None:
+                 metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta", **base: Any) -> None:
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
@@ -189,7 +192,8 @@ class CaloModule(GraphTaskModule):
         hp = self.hparams
         b = batch.batch
         cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
-                        distance_scale=out.get("distance_scale") if hp.local_radius else None)
+                        distance_scale=out.get("distance_scale") if hp.local_radius else None,
+                        assign=hp.get("assign", "beta"))
         cp = cond.cp_index
         k = cp.numel()
         asg = cond.assignment

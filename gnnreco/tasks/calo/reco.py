@@ -61,10 +61,103 @@ def _radius_pairs(points: Tensor, queries: Tensor, r: float, batch_p: Tensor, ba
     return radius(points, queries, r, batch_p, batch_q, max_num_neighbors=max_num_neighbors)
 
 
+def _segments(batch: Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each event in a sorted batch vector (events without entries included)."""
+    if batch.numel() == 0:
+        return []
+    counts = torch.bincount(batch).tolist()
+    ends = np.cumsum(counts).tolist()
+    return [(e - c, e) for c, e in zip(counts, ends)]
+
+
+def _capture_pairs_kdtree(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
+                          lower_only: bool, workers: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CPU path of :func:`_capture_pairs` with ``scipy.spatial.cKDTree``, one tree per event: exact
+    per-point radii (``query_ball_point`` with an array of radii), or, for ``lower_only``, the
+    ``i < j`` pairs of ``query_pairs`` within the largest radius, filtered."""
+    from scipy.spatial import cKDTree
+
+    pts = points.numpy().astype(np.float64)
+    rad = radius_p.numpy().astype(np.float64)
+    qry = pts if lower_only else queries.numpy().astype(np.float64)
+    seg_p = _segments(batch_p)
+    seg_q = seg_p if lower_only else _segments(batch_q)
+    qs, ps = [], []
+    for ev, (p0, p1) in enumerate(seg_p):
+        if p1 == p0 or ev >= len(seg_q) or seg_q[ev][1] == seg_q[ev][0]:
+            continue
+        q0, q1 = seg_q[ev]
+        if lower_only:
+            pr = cKDTree(pts[p0:p1]).query_pairs(float(rad[p0:p1].max()), output_type="ndarray")
+            p, q = pr[:, 0] + p0, pr[:, 1] + p0  # p < q
+        else:
+            lists = cKDTree(qry[q0:q1]).query_ball_point(pts[p0:p1], rad[p0:p1], workers=workers,
+                                                         return_sorted=False)
+            lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+            q = (np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if lens.sum() else
+                 np.zeros(0, dtype=np.int64)) + q0
+            p = np.repeat(np.arange(p0, p1), lens)
+        qs.append(torch.from_numpy(np.ascontiguousarray(q, dtype=np.int64)))
+        ps.append(torch.from_numpy(np.ascontiguousarray(p, dtype=np.int64)))
+    if not qs:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty, torch.zeros(0)
+    q, p = torch.cat(qs), torch.cat(ps)
+    d = (queries.index_select(0, q) - points.index_select(0, p)).norm(dim=1)
+    ok = d < radius_p[p]
+    return q[ok], p[ok], d[ok]
+
+
+def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
+                   max_num_neighbors: int, n_buckets: int = 6, lower_only: bool = False,
+                   backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    r"""Pairs (query q, point p) with :math:`\lVert\mathbf{x}_q-\mathbf{x}_p\rVert < r_p`: each point
+    captures within its own radius.
+
+    One search with the largest radius would return every pair within :math:`\max_p r_p` (millions
+    when a few points have a wide radius); instead the points are grouped by radius into ``n_buckets``
+    octaves :math:`(r_{max}/2^{b+1}, r_{max}/2^b]` (the last one takes everything smaller) and each
+    group is searched with its own largest radius. With ``lower_only`` (points and queries the same
+    set) only pairs with ``p < q`` are kept. Returns query indices, point indices and distances.
+
+    ``backend``: ``"radius"`` (the bucketed searches above, :func:`gnnreco.graph.radius` or
+    ``torch_cluster``), ``"kdtree"`` (``scipy.spatial.cKDTree``, CPU: exact per-point radii in one
+    query, several times faster there), or ``"auto"`` (``kdtree`` on CPU, ``radius`` elsewhere).
+    """
+    dev = points.device
+    empty = torch.zeros(0, dtype=torch.long, device=dev)
+    if points.shape[0] == 0 or queries.shape[0] == 0:
+        return empty, empty, torch.zeros(0, device=dev)
+    if backend == "kdtree" or (backend == "auto" and dev.type == "cpu"):
+        return _capture_pairs_kdtree(points, radius_p, queries, batch_p, batch_q, lower_only,
+                                     max(1, torch.get_num_threads()))
+    if backend not in ("auto", "radius"):
+        raise ValueError(f"condense: backend must be 'auto', 'kdtree' or 'radius', got {backend!r}")
+    r_max = float(radius_p.max())
+    if not r_max > 0:
+        return empty, empty, torch.zeros(0, device=dev)
+    level = torch.floor(torch.log2(r_max / radius_p.clamp(min=1e-30))).clamp(0, n_buckets - 1).to(torch.long)
+    qs, ps = [], []
+    for b in torch.unique(level).tolist():
+        sel = torch.nonzero(level == b, as_tuple=True)[0]  # sorted, so batch_p[sel] stays sorted
+        rb = float(radius_p[sel].max())
+        pr = _radius_pairs(points[sel], queries, rb, batch_p[sel], batch_q, max_num_neighbors)
+        q, p = pr[0], sel[pr[1]]
+        if lower_only:
+            low = p < q
+            q, p = q[low], p[low]
+        qs.append(q)
+        ps.append(p)
+    q, p = torch.cat(qs), torch.cat(ps)
+    d = (queries.index_select(0, q) - points.index_select(0, p)).norm(dim=1)
+    ok = d < radius_p[p]
+    return q[ok], p[ok], d[ok]
+
+
 @torch.no_grad()
 def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 0.5,
-             batch: Tensor | None = None, distance_scale: Tensor | None = None,
-             max_num_neighbors: int = 512, max_rounds: int = 10_000) -> Condensation:
+             batch: Tensor | None = None, distance_scale: Tensor | None = None, assign: str = "beta",
+             max_num_neighbors: int = 512, max_rounds: int = 10_000, backend: str = "auto") -> Condensation:
     r"""Object-condensation clustering (see the module docstring).
 
     Args:
@@ -74,13 +167,23 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
         t_d: capture radius :math:`t_d` (times the local scale if given).
         batch: sorted event index per hit (clusters never cross events).
         distance_scale: predicted local distance scale :math:`\sigma_j` (optional).
-        max_num_neighbors: cap of the neighbour searches (exact unless more hits than this lie within
-            one capture radius of a point, which only happens for collapsed, untrained outputs).
+        assign: how a hit inside the capture radius of several condensation points is assigned:
+            ``"beta"`` (the paper: to the highest-β one, which took it first in the sequential loop)
+            or ``"nearest"`` (to the one with the smallest :math:`\lVert\mathbf{x}_j-\mathbf{x}_\alpha\rVert
+            /(t_d\sigma_\alpha)`, so a wide hadronic condensation point does not take the edge of a
+            narrow neighbour). The condensation points are the same in both modes.
+        max_num_neighbors: cap of the ``radius`` neighbour searches (exact unless more hits than this
+            lie within one capture radius of a point, which only happens for collapsed, untrained
+            outputs); the ``kdtree`` backend has no cap.
         max_rounds: bound on the CP-selection rounds.
+        backend: neighbour search, ``"auto"`` (``scipy`` KD-tree on CPU, else
+            :func:`gnnreco.graph.radius`), ``"kdtree"`` or ``"radius"``.
 
     Shapes:
         beta ``[N]``, coords ``[N, C]``, batch ``[N]`` → assignment ``[N]``.
     """
+    if assign not in ("beta", "nearest"):
+        raise ValueError(f"condense: assign must be 'beta' or 'nearest', got {assign!r}")
     beta = beta.reshape(-1).detach().float()
     coords = coords.detach().float()
     n = beta.shape[0]
@@ -102,14 +205,11 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
     cand = cand[order]
     cand = cand[torch.argsort(batch[cand], stable=True)]
     m = cand.numel()
-    r_max = float(radius_of[cand].max())
     cb = batch[cand]
+    xc = coords.index_select(0, cand)
+    rc = radius_of.index_select(0, cand)
     # capture edges a -> c between candidates: a ranked higher than c and |x_a - x_c| < r_a
-    pairs = _radius_pairs(coords[cand], coords[cand], r_max, cb, cb, max_num_neighbors)
-    c_, a_ = pairs[0], pairs[1]
-    d = (coords[cand][c_] - coords[cand][a_]).norm(dim=1)
-    keep = (a_ < c_) & (d < radius_of[cand][a_])
-    a_, c_ = a_[keep], c_[keep]
+    c_, a_, _ = _capture_pairs(xc, rc, xc, cb, cb, max_num_neighbors, lower_only=True, backend=backend)
     state = torch.zeros(m, dtype=torch.long, device=dev)  # 0 undecided, 1 CP, 2 captured
     rounds = 0
     while rounds < max_rounds:
@@ -117,25 +217,34 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
         und = state == 0
         if not bool(und.any()):
             break
-        blocking = (state[a_] != 2).to(torch.long)  # a capturer that is undecided or a CP blocks c
+        sa = state[a_]
+        blocking = (sa != 2).to(torch.long)  # a capturer that is undecided or a CP blocks c
         n_block = scatter_sum(blocking, c_, dim=0, dim_size=m)
         new_cp = und & (n_block == 0)
         state = torch.where(new_cp, torch.ones_like(state), state)
         hit_by_cp = scatter_sum((state[a_] == 1).to(torch.long), c_, dim=0, dim_size=m) > 0
         state = torch.where((state == 0) & hit_by_cp, torch.full_like(state, 2), state)
+        # pairs that can no longer change anything: decided targets, captured capturers
+        live = (state[c_] == 0) & (state[a_] != 2)
+        a_, c_ = a_[live], c_[live]
     cp_local = torch.nonzero(state == 1, as_tuple=True)[0]  # in beta order
     cp = cand[cp_local]
     k = cp.numel()
-    # assign every hit to the highest-beta CP that captures it
-    r_cp = radius_of[cp]
-    pairs = _radius_pairs(coords[cp], coords, float(r_cp.max()), batch[cp], batch, max_num_neighbors)
-    h_, p_ = pairs[0], pairs[1]
-    dd = (coords[h_] - coords[cp][p_]).norm(dim=1)
-    ok = dd < r_cp[p_]
-    h_, p_ = h_[ok], p_[ok]
-    best = scatter(p_, h_, dim=0, dim_size=n, reduce="min") if h_.numel() else torch.zeros(n, dtype=torch.long, device=dev)
-    has = scatter_sum(torch.ones_like(h_), h_, dim=0, dim_size=n) > 0 if h_.numel() else torch.zeros(n, dtype=torch.bool, device=dev)
-    assignment = torch.where(has, best, torch.full_like(best, -1))
+    # assign every hit to the highest-beta (or the nearest) CP that captures it
+    r_cp = radius_of.index_select(0, cp)
+    h_, p_, dd = _capture_pairs(coords.index_select(0, cp), r_cp, coords, batch[cp], batch, max_num_neighbors,
+                                 backend=backend)
+    assignment = torch.full((n,), -1, dtype=torch.long, device=dev)
+    if h_.numel():
+        if assign == "nearest":
+            key = dd / r_cp[p_]
+            kmin = scatter(key, h_, dim=0, dim_size=n, reduce="min")
+            sel = key <= kmin[h_]
+            h_, p_ = h_[sel], p_[sel]
+        best = scatter(p_, h_, dim=0, dim_size=n, reduce="min")
+        has = torch.zeros(n, dtype=torch.bool, device=dev)
+        has[h_] = True
+        assignment = torch.where(has, best, assignment)
     assignment[cp] = torch.arange(k, device=dev)
     return Condensation(assignment, cp, rounds)
 
