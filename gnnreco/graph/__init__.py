@@ -10,7 +10,16 @@ See ``docs/graph.md``.
 """
 
 from .dense import LSHBinning, fully_connected_graph, lsh_bins, unbin
-from .neighbors import Truncation, edge_sq_distance, knn, knn_graph, last_truncation, radius, radius_graph
+from .neighbors import (
+    Truncation,
+    edge_sq_distance,
+    knn,
+    knn_graph,
+    knn_index,
+    last_truncation,
+    radius,
+    radius_graph,
+)
 from .pyg_patch import patch_pyg
 from .tracking import (
     IN_PAPER_PRESETS,
@@ -36,6 +45,7 @@ from .truth import (
 __all__ = [
     "knn",
     "knn_graph",
+    "knn_index",
     "radius",
     "radius_graph",
     "edge_sq_distance",

@@ -104,21 +104,35 @@ class _Level:
 
 
 def knn_cells(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
-              exclude_self: bool, workers: int, fallback, flip: bool = False) -> Tensor:
+              exclude_self: bool, workers: int, fallback, flip: bool = False,
+              dense_out: Tensor | None = None) -> Tensor:
     """``[2, E]`` kNN edges (row 0 query, row 1 neighbour; swapped when ``flip``), grouped by query,
     nearest first. ``fallback(q)`` returns the general engine's ``[2, E']`` for the queries ``q``
-    (row 0 indexing ``q``'s positions) and is used for what the levels leave unresolved."""
+    (row 0 indexing ``q``'s positions) and is used for what the levels leave unresolved.
+
+    With ``dense_out`` (an ``[M, k]`` long tensor, pre-filled with the fill value) the neighbours
+    are written into it instead (row ``i``: the neighbours of query ``i``, nearest first) and it is
+    returned."""
     dev = x.device
     M = y.size(0)
     nx_ev = torch.bincount(bx, minlength=num_events) if bx is not None else torch.tensor([x.size(0)], device=dev)
     ev_q = by if by is not None else torch.zeros(M, dtype=torch.long, device=dev)
     kk = (nx_ev[ev_q] - (1 if exclude_self else 0)).clamp(min=0).clamp(max=k)
-    ptr = torch.cumsum(kk, 0) - kk
-    E = int(kk.sum())
-    out = torch.empty(2, E, dtype=torch.long, device=dev)
-    rq, rn = (1, 0) if flip else (0, 1)
-    if E == 0:
-        return out
+    if dense_out is not None:
+        # row-major [M, k]: slot (i, rank) is i * k + rank; only the neighbour row is written
+        ptr = torch.arange(M, device=dev) * k
+        E = int(kk.sum())
+        out = dense_out.view(1, -1)
+        rq, rn = None, 0
+        if E == 0:
+            return dense_out
+    else:
+        ptr = torch.cumsum(kk, 0) - kk
+        E = int(kk.sum())
+        out = torch.empty(2, E, dtype=torch.long, device=dev)
+        rq, rn = (1, 0) if flip else (0, 1)
+        if E == 0:
+            return out
     lo_all = x.amin(0)
     ext_all = x.amax(0) - lo_all
     g = min(x.size(1), 4)
@@ -165,12 +179,13 @@ def knn_cells(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_ev
         rank = torch.arange(qpos.numel(), device=dev) - first[qpos]
         qq = rest[qpos]
         pos = ptr[qq] + rank
-        out[rq, pos] = qq
+        if rq is not None:
+            out[rq, pos] = qq
         out[rn, pos] = e[1]
-    return out
+    return dense_out if dense_out is not None else out
 
 
-def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor, out: Tensor, rq: int,
+def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor, out: Tensor, rq: int | None,
                rn: int, exclude_self: bool, workers: int, vg: float) -> tuple[Tensor, Tensor]:
     """Solve what this level can; return the other queries and a suggested cell size for each."""
     dev = x.device
@@ -315,7 +330,8 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
     def write(res):
         qd, rank, nbr, unres = res
         p = ptr[qd] + rank
-        out[rq, p] = qd
+        if rq is not None:
+            out[rq, p] = qd
         out[rn, p] = nbr
         return unres
 

@@ -56,6 +56,7 @@ from ._checks import batch_to_ptr, check_batch, check_points
 __all__ = [
     "knn",
     "knn_graph",
+    "knn_index",
     "radius",
     "radius_graph",
     "edge_sq_distance",
@@ -259,6 +260,23 @@ def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float
         ex = ex.masked_fill(~torch.isfinite(vals), math.inf)
         ex, order = torch.sort(ex, dim=1)
         nb = nb.gather(1, order)
+        if r2 is None and kk < nx and kk > k:
+            # GEMM rounding (~eps (|y|^2 + |x|^2)) can reorder near-equal distances of points far
+            # from the origin (tight clusters): when a candidate left out by the GEMM top-(k+8) may
+            # still be nearer than the exact k-th, redo that row with exact differences
+            eps = torch.finfo(d.dtype).eps * 4 * (x.size(1) + 2)
+            err = eps * (yn_all[q0:q1] + xn.max())
+            unsure = (vals.amax(1) - err <= ex[:, k - 1] + err).nonzero(as_tuple=True)[0]
+            for s0 in range(0, unsure.numel(), max(1, _BUDGET // max(nx * x.size(1), 1))):
+                rows = unsure[s0:s0 + max(1, _BUDGET // max(nx * x.size(1), 1))]
+                dx = ((xe.unsqueeze(0) - ye[rows].unsqueeze(1)) ** 2).sum(-1)
+                if exclude_self:
+                    lq = qidx[rows] - x0
+                    ins = (lq >= 0) & (lq < nx)
+                    dx[ins.nonzero(as_tuple=True)[0], lq[ins]] = math.inf
+                v2, p2 = torch.topk(dx, k, dim=1, largest=False, sorted=True)
+                ex[rows, :k] = v2
+                nb[rows, :k] = p2 + x0
         _take_sorted(ex[:, :k], nb[:, :k], qidx, coll, r2)
         return tq, te
 
@@ -556,12 +574,17 @@ def _single_threaded(active: bool, restore: int):
 
 
 def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
-            r: float | None, exclude_self: bool, method: str, flip: bool = False) -> tuple[Tensor, Truncation]:
-    """Edges ``[query, neighbour]`` (``[neighbour, query]`` with ``flip``), grouped by query, nearest first."""
+            r: float | None, exclude_self: bool, method: str, flip: bool = False,
+            dense_out: Tensor | None = None) -> tuple[Tensor, Truncation]:
+    """Edges ``[query, neighbour]`` (``[neighbour, query]`` with ``flip``), grouped by query, nearest first.
+
+    With ``dense_out`` (kNN only: ``[M, k]`` long, pre-filled) the neighbours are written into it
+    (row ``i``: query ``i``, nearest first) and it is returned instead.
+    """
     trunc = Truncation()
     coll = _Collector(y.size(0), x.device)
     if x.size(0) == 0 or y.size(0) == 0 or k <= 0:
-        return coll.result(), trunc
+        return (coll.result() if dense_out is None else dense_out), trunc
     r2 = None if r is None else float(r) ** 2
     m = _resolve_method(method, x.size(1), num_events, x.size(0), knn=r is None)
     global _WORKERS
@@ -572,14 +595,28 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
             return _subset_knn(x, y, bx, by, num_events, k, exclude_self, q)
 
         with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
-            out = knn_cells(x, y, bx, by, num_events, k, exclude_self, _WORKERS, fallback, flip=flip)
+            out = knn_cells(x, y, bx, by, num_events, k, exclude_self, _WORKERS, fallback, flip=flip,
+                            dense_out=dense_out)
         return out, trunc
     try:
         _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc)
     finally:
         _TLS.buf = None  # release the scratch buffer of this thread
     out = coll.result()
+    if dense_out is not None:
+        _scatter_dense(out, dense_out)
+        return dense_out, trunc
     return (out.flip(0) if flip else out), trunc
+
+
+def _scatter_dense(e: Tensor, dense: Tensor) -> None:
+    """Write ``[query, neighbour]`` edges (grouped by query, nearest first) into ``dense[query, rank]``."""
+    if e.size(1) == 0:
+        return
+    counts = torch.bincount(e[0], minlength=dense.size(0))
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(e.size(1), device=e.device) - first[e[0]]
+    dense[e[0], rank] = e[1]
 
 
 def _subset_knn(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
@@ -693,6 +730,102 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
     if b is not None:
         b = b.to(x.device)
     out, _ = _search(x, x, b, b, nb, int(k), None, not loop, method, flip=flow == "source_to_target")
+    return out
+
+
+def knn_index(x: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = False,
+              method: str = "auto", cosine: bool = False, fill_value: int = -1) -> Tensor:
+    r"""The :math:`k` nearest points of every point, as an ``[N, k]`` index matrix.
+
+    Row :math:`i` holds :math:`\mathcal{N}_k(i)`, the indices of the :math:`k` points of
+    :math:`i`'s event nearest to :math:`\mathbf{x}_i`, nearest first (ties in any order):
+
+    .. math::
+        \mathcal{N}_k(i) = \operatorname*{arg\,min}_{S \subseteq \{j \ne i : b_j = b_i\}, |S| = k}
+        \sum_{j \in S} \| \mathbf{x}_j - \mathbf{x}_i \|_2
+
+    (:math:`j = i` allowed with ``loop=True``; the point itself is then normally first). This is
+    the layout GravNet-style layers gather from (``h[idx]`` is ``[N, k, F]``); ``knn_graph`` is the
+    same search flattened to ``[2, N k]`` edges. Self is excluded *by index*, so duplicated points
+    are still each other's neighbours at distance 0.
+
+    **Fill value.** An event with fewer than :math:`k` other points (``k`` or fewer points with
+    ``loop=False``, fewer than ``k`` with ``loop=True``) cannot fill its rows: the missing entries,
+    at the end of the row, are ``fill_value`` (default ``-1``; pass ``fill_value=N`` to index a
+    zero-padded feature table, ``h_pad[idx]`` with ``h_pad = cat([h, zeros(1, F)])``).
+    ``(idx >= 0)`` is the mask of real neighbours for the default fill.
+
+    Args:
+        x: points :math:`\mathbf{X} \in \mathbb{R}^{N \times D}` (finite; NaN/inf raise ``ValueError``).
+        k: number of neighbours :math:`k \ge 0`.
+        batch: sorted event index :math:`\mathbf{b}` of each point (optional, PyG convention).
+        loop: count the point itself as one of its neighbours.
+        method: ``"auto"`` (default), ``"cells"``, ``"grid"`` or ``"brute"``: gnnreco's own exact
+            engines (see ``docs/graph.md``; ``"auto"`` never calls SciPy); ``"kdtree"``: optional
+            backend on ``scipy.spatial.cKDTree`` (CPU, float64 copy of ``x``, same output
+            convention, ties may be ordered differently).
+        cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{x}_i)`.
+        fill_value: index written where a neighbour is missing.
+
+    Returns:
+        ``[N, k]`` ``torch.long`` tensor on ``x``'s device.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, D)`, ``batch`` :math:`(N)`
+        - **output:** :math:`(N, k)`
+    """
+    x = check_points(x, "x")
+    if isinstance(k, bool) or int(k) != k or int(k) < 0:
+        raise ValueError(f"'k' must be a non-negative integer, got {k!r}")
+    k = int(k)
+    b = check_batch(batch, x.size(0), "batch", "x")
+    nb = 1 if b is None or b.numel() == 0 else int(b[-1]) + 1
+    if b is not None:
+        b = b.to(x.device)
+    if cosine:
+        x = F.normalize(x, dim=-1)
+    n = x.size(0)
+    out = torch.full((n, k), int(fill_value), dtype=torch.long, device=x.device)
+    if n == 0 or k == 0:
+        return out
+    if method == "kdtree":
+        return _knn_index_kdtree(x, k, b, loop, out)
+    _search(x, x, b, b, nb, k, None, not loop, method, dense_out=out)
+    return out
+
+
+def _knn_index_kdtree(x: Tensor, k: int, b: Tensor | None, loop: bool, out: Tensor) -> Tensor:
+    """``knn_index(method="kdtree")``: scipy's cKDTree on a float64 copy, one tree for all events.
+
+    Events are separated by an extra coordinate ``event * span`` (``span`` larger than the cloud's
+    diameter), so within an event distances are unchanged and other events are never nearer.
+    """
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    n = x.size(0)
+    pts = x.detach().to("cpu", torch.float64).numpy()
+    ev = None
+    if b is not None and int(b[-1]) > 0:
+        ev = b.cpu().numpy()
+        span = 4.0 * float(np.linalg.norm(pts.max(0) - pts.min(0))) + 1.0
+        pts = np.concatenate([pts, (ev * span)[:, None]], 1)
+    kq = min(n, k + (0 if loop else 1))
+    _, idx = cKDTree(pts).query(pts, kq, workers=max(1, torch.get_num_threads()))
+    idx = np.asarray(idx, dtype=np.int64).reshape(n, kq)
+    rows = np.arange(n)[:, None]
+    valid = idx < n
+    if ev is not None:
+        valid &= ev[np.minimum(idx, n - 1)] == ev[:, None]
+    if not loop:
+        valid &= idx != rows
+    # keep the valid entries in distance order, left-aligned, at most k per row
+    order = np.argsort(~valid, axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, 1)[:, :k]
+    valid = np.take_along_axis(valid, order, 1)[:, :k]
+    fill = out[0, 0].item() if out.numel() else -1
+    res = torch.from_numpy(np.where(valid, idx, fill))
+    out[:, :res.size(1)] = res.to(out.device)
     return out
 
 
