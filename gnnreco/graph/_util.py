@@ -43,7 +43,8 @@ def expand_ranges(start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
     count = count.clamp(min=0)
     owner = torch.repeat_interleave(torch.arange(count.numel(), device=count.device), count)
     first = torch.cumsum(count, 0) - count
-    value = start[owner] + torch.arange(owner.numel(), device=count.device) - first[owner]
+    value = torch.arange(owner.numel(), device=count.device)
+    value += (start - first).index_select(0, owner)
     return owner, value
 
 
