@@ -407,15 +407,14 @@ def _collect_dfei_pipeline(tape: Tape, y: float, leaves: dict[int, Tensor], args
     """Relevance of a DFEI pipeline output on the event's particles and pairs.
 
     ``node_relevance [N, 11]``: the particle inputs; ``edge_attr_relevance [E, 5]``: the pair inputs on
-    the pair list they were computed for (``edge_index``: the event's full pair graph for
-    :class:`DFEIChain`, the candidate pairs for :class:`DFEIFused`); ``extra_inputs["global"]``: the event
-    inputs of every stage, stacked.
+    the candidate pairs of the model's output ``pair_index`` (``edge_index``); ``extra_inputs["global"]``: the
+    event inputs of every stage, stacked. The inputs are those the model's forward marks with
+    :func:`gnnreco.explain.tap.input`.
     """
     totals = tape.ledger.totals()
     absorbed = {k: v for k, v in totals.items() if k != "input"}
     n = args[0].shape[0]
-    recorded = tape.tensors.get("dfei_inputs", [])
-    graph = tape.tensors.get("dfei_graph")
+    recorded = tape.tensors.get("inputs", [])
     node = edge = edge_index = None
     extra: dict[str, Tensor] = {}
     glob = []
@@ -423,8 +422,6 @@ def _collect_dfei_pipeline(tape: Tape, y: float, leaves: dict[int, Tensor], args
         r = _rel(leaf)
         if kind == "node" and node is None and r.shape[0] == n:
             node = r
-        elif kind == "edge" and edge is None and graph is not None and r.shape[0] == graph.shape[1]:
-            edge, edge_index = r, graph
         elif kind == "edge" and edge is None and r.shape[0] == pair_index.shape[1]:
             edge, edge_index = r, pair_index
         elif kind == "global":
@@ -433,7 +430,7 @@ def _collect_dfei_pipeline(tape: Tape, y: float, leaves: dict[int, Tensor], args
             extra[f"{kind}_inputs_{k}"] = r
     if node is None:
         raise RuntimeError("explain(dfei): the particle inputs of the model were not recorded; the DFEI model's "
-                           "forward no longer calls gnnreco.tasks.dfei.model.node_inputs on the whole event")
+                           "forward no longer marks them with gnnreco.explain.tap.input('node', ...) on the whole event")
     if glob:
         extra["global"] = torch.cat(glob, 0)
     for i, t in leaves.items():  # raw inputs besides the encodings (should carry none)

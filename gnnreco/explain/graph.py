@@ -319,104 +319,6 @@ def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
     return tuple(o[:, :N] for o in outs)
 
 
-# --------------------------------------------------------------------------- DFEI
-def _gn_block_forward(self, v, e, u, edge_index, batch, edge_weight=None):
-    from gnnreco.ops import scatter
-
-    s, r = edge_index[0], edge_index[1]
-    n, b = v.shape[0], u.shape[0]
-    eb = batch[r]
-    e2 = self.edge_mlp(torch.cat([e, v[s], v[r], u[eb]], 1))
-    msg = e2 if edge_weight is None else e2 * edge_weight.detach().unsqueeze(1)
-    tape = current_tape()
-    if tape is not None:
-        msg = tape.message("edges", msg, r, s)
-    agg = scatter(msg, r, dim=0, dim_size=n, reduce=self.aggr)
-    v2 = self.node_mlp(torch.cat([v, agg, u[batch]], 1))
-    vm = scatter(v2, batch, dim=0, dim_size=b, reduce="mean")
-    em = scatter(e2, eb, dim=0, dim_size=b, reduce="mean")
-    u2 = self.global_mlp(torch.cat([u, vm, em], 1))
-    return v2, e2, u2
-
-
-def _dfei_encode(self, x, edge_index, batch, n_pv):
-    from gnnreco.tasks.dfei.model import _global_inputs, edge_inputs, node_inputs
-
-    b = n_pv.shape[0]
-    counts = torch.bincount(batch, minlength=b)
-    vin, ein, uin = node_inputs(x), edge_inputs(x, edge_index), _global_inputs(n_pv, counts).to(x.dtype)
-    tape = current_tape()
-    if tape is not None:  # explain the engineered node / pair / event inputs (per stage network in a chain)
-        vin = tape.ledger.leaf("input", vin)
-        ein = tape.ledger.leaf("input", ein)
-        uin = tape.ledger.leaf("input", uin)
-        for key, t in (("encoded_inputs", vin), ("encoded_edge_inputs", ein), ("encoded_global_inputs", uin)):
-            tape.tensors[tape.scoped(key)] = t
-    return self.enc_v(vin), self.enc_e(ein), self.enc_u(uin)
-
-
-def _dfei_epd_forward(self, x, edge_index, batch, n_pv):
-    v0, e0, u0 = _dfei_encode(self, x, edge_index, batch, n_pv)
-    v, e, u = v0, e0, u0
-    for blk in self.blocks:
-        v, e, u = blk(torch.cat([v0, v], 1), torch.cat([e0, e], 1), torch.cat([u0, u], 1), edge_index, batch)
-    nv = self.node_dec(v) if self.node_dec is not None else None
-    ne = self.edge_dec(e) if self.edge_dec is not None else None
-    return nv, ne
-
-
-_DFEI_INPUT_FNS = (("node_inputs", "node"), ("edge_inputs", "edge"), ("edge_inputs_from_features", "edge"),
-                   ("_global_inputs", "global"))
-
-
-def _dfei_pipeline_forward(self, x, batch, n_pv, y_node=None, pair_label=None):
-    """DFEIChain / DFEIFused in eval mode: the model's own forward, with its engineered inputs (particle,
-    pair and event inputs of :mod:`gnnreco.tasks.dfei.model`) made explanation leaves.
-
-    The pruning cuts are hard selections of particles and pairs (held fixed, like a graph builder);
-    between them every stage gathers from the same input tensors, so the relevance of any output —
-    node-pruning logit, edge-pruning logit or LCA logit — lands on the event's own particles and pairs.
-    Block weights that gate message passing (DFEIFused) are held constant by the GN block's LRP forward.
-    """
-    import gnnreco.tasks.dfei.model as dm
-
-    if self.training:
-        raise RuntimeError("LRP explains DFEI pipelines in eval mode only")
-    tape = current_tape()
-    if tape is None:
-        return type(self).forward(self, x, batch, n_pv, y_node, pair_label)
-    dtype = next(self.parameters()).dtype
-    saved = {}
-
-    def wrap(fn, kind):
-        def inner(*args, **kwargs):
-            out = fn(*args, **kwargs).to(dtype)
-            leaf = tape.ledger.leaf("input", out)
-            tape.tensors.setdefault("dfei_inputs", []).append((kind, leaf))  # type: ignore[union-attr]
-            return leaf
-        return inner
-
-    def full_graph(fn):
-        def inner(*args, **kwargs):
-            g, f = fn(*args, **kwargs)
-            tape.tensors["dfei_graph"] = g
-            return g, f
-        return inner
-
-    for name, kind in _DFEI_INPUT_FNS:
-        if hasattr(dm, name):
-            saved[name] = getattr(dm, name)
-            setattr(dm, name, wrap(saved[name], kind))
-    if hasattr(dm, "_full_graph"):
-        saved["_full_graph"] = dm._full_graph
-        dm._full_graph = full_graph(saved["_full_graph"])
-    try:
-        return type(self).forward(self, x, batch, n_pv, y_node, pair_label)
-    finally:
-        for name, fn in saved.items():
-            setattr(dm, name, fn)
-
-
 # --------------------------------------------------------------------------- transformer (AttnLRP / CP-LRP)
 def _transformer_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
     r"""Pre-norm transformer layer with the attention weights held constant.
@@ -503,9 +405,9 @@ _LAZY.update({
     "gnnreco.tasks.pflow.model:GHConvDense": "_ghconv_forward",
     "gnnreco.tasks.pflow.model:LSHLayer": "_lsh_layer_forward",
     "gnnreco.tasks.pflow.model:MLPFNet": "_mlpf_net_forward",
-    "gnnreco.tasks.dfei.model:GNBlock": "_gn_block_forward",
-    "gnnreco.tasks.dfei.model:EncodeProcessDecode": "_dfei_epd_forward",
-    "gnnreco.tasks.dfei.model:DFEIChain": "_dfei_pipeline_forward",
-    "gnnreco.tasks.dfei.model:DFEIFused": "_dfei_pipeline_forward",
+    "gnnreco.tasks.dfei.model:GNBlock": True,
+    "gnnreco.tasks.dfei.model:EncodeProcessDecode": True,
+    "gnnreco.tasks.dfei.model:DFEIChain": True,
+    "gnnreco.tasks.dfei.model:DFEIFused": True,
     "gnnreco.tasks.pflow.model:TransformerLayer": "_transformer_layer_forward",
 })

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from gnnreco.explain import tap
 from gnnreco.graph import fully_connected_graph
 from gnnreco.nn.mlp import MLP
 from gnnreco.ops import scatter
@@ -159,8 +160,8 @@ class GNBlock(nn.Module):
         n, b = v.shape[0], u.shape[0]
         eb = batch[r]
         e2 = self.edge_mlp(torch.cat([e, v[s], v[r], u[eb]], 1))
-        msg = e2 if edge_weight is None else e2 * edge_weight.unsqueeze(1)
-        agg = scatter(msg, r, dim=0, dim_size=n, reduce=self.aggr)
+        msg = e2 if edge_weight is None else e2 * tap.hold(edge_weight).unsqueeze(1)
+        agg = scatter(tap.message("edges", msg, r, s), r, dim=0, dim_size=n, reduce=self.aggr)
         v2 = self.node_mlp(torch.cat([v, agg, u[batch]], 1))
         vm = scatter(v2, batch, dim=0, dim_size=b, reduce="mean")
         em = scatter(e2, eb, dim=0, dim_size=b, reduce="mean")
@@ -203,12 +204,13 @@ class EncodeProcessDecode(nn.Module):
     def encode(self, x: Tensor, edge_index: Tensor, batch: Tensor, n_pv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b = n_pv.shape[0]
         counts = torch.bincount(batch, minlength=b)
-        return (self.enc_v(node_inputs(x)), self.enc_e(self.edge_inputs(x, edge_index, edge_features(x, edge_index))),
-                self.enc_u(_global_inputs(n_pv, counts, x.dtype)))
+        return (self.enc_v(tap.input("node", node_inputs(x))),
+                self.enc_e(self.edge_inputs(x, edge_index, edge_features(x, edge_index))),
+                self.enc_u(tap.input("global", _global_inputs(n_pv, counts, x.dtype))))
 
     def edge_inputs(self, x: Tensor, edge_index: Tensor, f: Tensor) -> Tensor:
         """Pair inputs of the edge encoder from the DFEI pair features ``f`` (plus the pair mass if set)."""
-        ein = edge_inputs_from_features(f)
+        ein = tap.input("edge", edge_inputs_from_features(f))
         return torch.cat([ein, pair_mass_input(x, edge_index)], 1) if self.pair_mass else ein
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor, n_pv: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -468,8 +470,8 @@ class DFEIChain(nn.Module):
         timing = self.record_timings
         t0 = time.perf_counter() if timing else 0.0
         b = n_pv.shape[0]
-        vin = node_inputs(x)
-        uin = _global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype)
+        vin = tap.input("node", node_inputs(x))
+        uin = tap.input("global", _global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype))
         node_logit = self.np_net.forward_inputs(vin, self.np_net.edge_inputs(x, g0, f0), uin, g0, batch)[0].view(-1)
         t1 = time.perf_counter() if timing else 0.0
         keep = torch.sigmoid(node_logit.detach()) > self.np_cut
@@ -484,7 +486,7 @@ class DFEIChain(nn.Module):
         bs = batch[ids]
         vin1 = vin[ids]
         ein1 = self.ep_net.edge_inputs(x, g1, f1)
-        uin1 = _global_inputs(n_pv, _counts(bs, b, x.dtype), x.dtype)
+        uin1 = tap.input("global", _global_inputs(n_pv, _counts(bs, b, x.dtype), x.dtype))
         edge_logit = self.ep_net.forward_inputs(vin1, ein1, uin1, local, bs)[1].view(-1)
         t2 = time.perf_counter() if timing else 0.0
         ekeep = torch.sigmoid(edge_logit.detach()) > self.ep_cut
@@ -599,9 +601,9 @@ class DFEIFused(nn.Module):
         n, b = x.shape[0], n_pv.shape[0]
         s0 = _arange_like(f0[:, 0])
         net = self.net
-        v0 = net.enc_v(node_inputs(x))
+        v0 = net.enc_v(tap.input("node", node_inputs(x)))
         e0 = net.enc_e(net.edge_inputs(x, g0, f0))
-        u0 = net.enc_u(_global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype))
+        u0 = net.enc_u(tap.input("global", _global_inputs(n_pv, _counts(batch, b, x.dtype), x.dtype)))
         v, e, u = v0, e0, u0
         eid = _arange_like(s0)
         w = None

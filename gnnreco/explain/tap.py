@@ -1,0 +1,56 @@
+r"""Explanation taps: the points of a model's forward that layer-wise relevance propagation must see.
+
+A model forward calls these functions where LRP needs more than its child layers: the messages of a
+message-passing step, the gates and weights that LRP holds constant, and the engineered inputs whose
+relevance an explanation reports. Outside an explanation (no tape from
+:func:`gnnreco.explain.propagate.lrp_session`) each tap returns its argument unchanged, so training,
+inference, tracing and export see the plain forward; inside one, the tap records what the explanation
+reads. A model with taps in its forward is then explained by its own code, and no LRP copy of the
+forward has to follow its changes.
+
+* :func:`message` — messages :math:`m_{ji}` about to be aggregated onto targets ``index`` from ``source``;
+  their relevance :math:`m \odot \partial y / \partial m` is kept (``Explanation.messages``).
+* :func:`hold` — a factor that LRP treats as a constant (edge weights, gates, kernel weights): the
+  relevance of the product goes to the other factor.
+* :func:`input` — an engineered network input (node, edge/pair or global inputs computed from the raw
+  arguments): it becomes an explanation leaf whose relevance is reported.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from gnnreco.explain.propagate import current_tape
+
+__all__ = ["message", "hold", "input", "INPUT_KEYS"]
+
+#: Where the first engineered input of each kind is kept on the tape (read by ``explain``).
+INPUT_KEYS = {"node": "encoded_inputs", "edge": "encoded_edge_inputs", "global": "encoded_global_inputs"}
+
+
+def message(name: str, value: Tensor, index: Tensor, source: Tensor | None = None) -> Tensor:
+    """Messages ``value [E, F]`` aggregated onto ``index [E]`` (from ``source [E]``); returned unchanged."""
+    tape = current_tape()
+    return value if tape is None else tape.message(name, value, index, source)
+
+
+def hold(value: Tensor) -> Tensor:
+    """``value``, held constant under LRP (detached inside an explanation, untouched outside)."""
+    return value if current_tape() is None else value.detach()
+
+
+def input(kind: str, value: Tensor) -> Tensor:  # noqa: A001 - the tap's name in model code reads tap.input
+    """An engineered input of ``kind`` (``"node"``, ``"edge"`` or ``"global"``); an explanation leaf inside LRP.
+
+    Every tapped input is appended to the tape's ``"inputs"`` list as ``(kind, leaf)``; the first one of
+    each kind in the current module scope is also kept under :data:`INPUT_KEYS`.
+    """
+    tape = current_tape()
+    if tape is None:
+        return value
+    if kind not in INPUT_KEYS:
+        raise ValueError(f"tap.input: kind must be one of {sorted(INPUT_KEYS)}, got {kind!r}")
+    leaf = tape.ledger.leaf("input", value)
+    tape.tensors.setdefault("inputs", []).append((kind, leaf))  # type: ignore[union-attr]
+    tape.tensors.setdefault(tape.scoped(INPUT_KEYS[kind]), leaf)
+    return leaf
