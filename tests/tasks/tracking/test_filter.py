@@ -1,0 +1,143 @@
+"""Edge filter stage: pair features, the MLP, the efficiency cut, edge selection and training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gnnreco.tasks.tracking.data import edge_features, process_event, simulate
+from gnnreco.tasks.tracking.filter import (
+    EdgeFilter,
+    cut_for_efficiency,
+    filter_event,
+    pair_features,
+    select_edges,
+    train_filter,
+)
+
+
+@pytest.fixture(scope="module")
+def events():
+    return [process_event(simulate(s, preset="toy", mu=5)) for s in (11, 12, 13)]
+
+
+def test_pair_features_z0_and_slope():
+    # two hits on a line through (r=0, z=0.05) in scaled units: z0 = 0.05
+    x = torch.tensor([[0.1, 0.0, 0.15], [0.3, 0.02, 0.35]])
+    ei = torch.tensor([[0], [1]])
+    ea = torch.tensor([[0.2, 0.02, 0.2, 0.0, 0.1]])
+    f = pair_features(x, ei, ea)
+    assert f.shape == (1, 2 * 3 + 5 + 2)
+    assert f[0, -2].item() == pytest.approx(0.05, abs=1e-6)
+    assert f[0, -1].item() == pytest.approx(0.1 * 0.2, abs=1e-6)  # slope * mean r
+    # equal radii (an end-cap disk pair): z0 falls back to the source z, finite
+    f2 = pair_features(torch.tensor([[0.1, 0.0, 0.6], [0.1, 0.0, 0.7]]), ei, None)
+    assert f2.shape == (1, 8) and torch.isfinite(f2).all() and f2[0, -2].item() == pytest.approx(0.6)
+
+
+def test_filter_forward_chunks_and_errors():
+    torch.manual_seed(0)
+    net = EdgeFilter(3, 5, hidden=8, n_layers=2).eval()
+    x = torch.randn(50, 3)
+    ei = torch.randint(0, 50, (2, 200))
+    ea = torch.randn(200, 5)
+    with torch.inference_mode():
+        a = net(x, ei, ea)
+        net.n_chunks = 7
+        b = net(x, ei, ea)
+        empty = net(x, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 5))
+    assert a.shape == (200,) and torch.allclose(a, b, atol=1e-6)
+    assert empty.shape == (0,)
+    with pytest.raises(ValueError, match="x must have shape"):
+        net(torch.randn(5, 4), ei, ea)
+    with pytest.raises(ValueError, match="edge_attr must have shape"):
+        net(x, ei, None)
+    with pytest.raises(ValueError, match="n_chunks"):
+        EdgeFilter(n_chunks=0)
+
+
+def test_cut_for_efficiency():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6, 0.5, 0.05])
+    target = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1], bool)
+    # 6 targets: 100 % needs the lowest target score, 5/6 may drop one
+    assert cut_for_efficiency(scores, target, 1.0) == pytest.approx(0.05)
+    c = cut_for_efficiency(scores, target, 0.8)
+    assert c == pytest.approx(0.5) and (scores[target] >= c).mean() >= 0.8
+    for eff in (0.5, 0.9, 0.99):
+        c = cut_for_efficiency(scores, target, eff)
+        assert (scores[target] >= c).mean() >= eff
+    assert cut_for_efficiency(scores, np.zeros(10, bool), 0.99) == -math.inf
+    with pytest.raises(ValueError, match="efficiency"):
+        cut_for_efficiency(scores, target, 0.0)
+
+
+def test_select_edges_keeps_per_edge_arrays_aligned(events):
+    ev = events[0]
+    e = ev["edge_index"].shape[1]
+    keep = np.arange(e) % 3 == 0
+    out = select_edges(ev, keep)
+    assert out["edge_index"].shape == (2, int(keep.sum()))
+    for k in ("edge_attr", "y", "weight", "edge_target"):
+        assert np.array_equal(out[k], ev[k][keep])
+    assert out["x"] is ev["x"] and out["hit_particle_id"] is ev["hit_particle_id"]
+    with pytest.raises(ValueError, match="keep must be a boolean mask"):
+        select_edges(ev, keep[:-1])
+
+
+def _synthetic_event(seed: int, n: int = 600, e: int = 10000) -> dict:
+    """Random hit pairs where the target edges point back to the beam spot (|z0| small, small φ-slope)
+    and the fakes are uniform: a filter must learn the z0 / slope selection."""
+    rng = np.random.default_rng(seed)
+    r = rng.choice([0.03, 0.07, 0.12, 0.17], n)
+    phi = rng.uniform(-1, 1, n)
+    z = rng.uniform(-0.4, 0.4, n)
+    src, dst = rng.integers(0, n, e), rng.integers(0, n, e)
+    ok = r[dst] > r[src]
+    src, dst = src[ok], dst[ok]
+    ei = np.stack([src, dst]).astype(np.int64)
+    scaled = {"r": r, "phi": phi, "z": z, "eta": np.arcsinh(z / r)}
+    attr = edge_features(scaled, ei)
+    z0 = z[src] - r[src] * (z[dst] - z[src]) / (r[dst] - r[src])
+    target = (np.abs(z0) < 0.08) & (np.abs(attr[:, 4]) < 2.0)
+    return {"x": np.stack([r, phi, z], 1).astype(np.float32), "edge_index": ei, "edge_attr": attr,
+            "y": target.copy(), "edge_target": target, "weight": np.where(target, 1.0, 0.1).astype(np.float32)}
+
+
+def test_trained_filter_prunes_fakes_at_high_target_efficiency():
+    torch.set_num_threads(1)
+    train = [_synthetic_event(s) for s in range(4)]
+    res = train_filter(train, EdgeFilter(3, 5, hidden=32, n_layers=3), epochs=40, neg_ratio=5.0, lr=1e-2,
+                       batch_edges=4096, seed=0)
+    net = res["net"]
+    assert res["steps"] > 0 and res["epochs"] == 40 and not net.training
+    ev = _synthetic_event(99)
+    t = ev["edge_target"]
+    assert t.sum() > 20 and (~t).sum() > 10 * t.sum()
+    _, logits = filter_event(net, ev, -math.inf)
+    cut = cut_for_efficiency(logits, t, 0.95)
+    kept, _ = filter_event(net, ev, cut)
+    # the cut keeps >= 95 % of the target edges and drops most fakes
+    assert kept["edge_target"].sum() >= 0.95 * t.sum()
+    assert (~kept["y"]).sum() < 0.3 * (~ev["y"]).sum()
+    from gnnreco.tasks.tracking.metrics import roc_auc
+
+    assert roc_auc(logits, t) > 0.9
+
+
+def test_filter_on_a_simulated_event_keeps_the_event_layout(events):
+    net = train_filter(events[:1], EdgeFilter(3, 5, hidden=8, n_layers=2), epochs=1, seed=0)["net"]
+    ev = events[1]
+    out, logits = filter_event(net, ev, float(np.median(logits_of(net, ev))))
+    assert logits.shape == (ev["edge_index"].shape[1],)
+    assert 0 < out["edge_index"].shape[1] < ev["edge_index"].shape[1]
+    assert out["num_nodes"][0] == ev["num_nodes"][0]
+
+
+def logits_of(net, ev):
+    return filter_event(net, ev, -math.inf)[1]
+
+
+def test_train_filter_rejects_empty_input():
+    with pytest.raises(ValueError, match="no training events"):
+        train_filter([])
