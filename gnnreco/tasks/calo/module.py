@@ -23,13 +23,26 @@ from gnnreco.tasks.calo.reco import condense, match_showers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CaloModule", "global_object_id"]
+__all__ = ["CaloModule", "global_object_id", "oc_hit_weights"]
 
 
 def global_object_id(hit_shower: Tensor, num_showers: Tensor, batch: Tensor) -> Tensor:
     """Object ids unique over a batch: ``shower + 1 + showers of earlier events``; 0 for noise."""
     off = torch.cumsum(num_showers.reshape(-1), 0) - num_showers.reshape(-1)
     return torch.where(hit_shower >= 0, hit_shower + 1 + off[batch], torch.zeros_like(hit_shower))
+
+
+def oc_hit_weights(energy: Tensor, power: float) -> Tensor | None:
+    r"""Hit weights of the OC potentials, :math:`w_j = \mathrm{clip}(e_j/\langle e\rangle, 0.05, 20)^p`
+    divided by their mean; ``None`` (unweighted) for :math:`p = 0`. Non-finite or negative energies
+    count as 0 (then the clip floor)."""
+    if power == 0.0:
+        return None
+    if power < 0:
+        raise ValueError(f"model.oc_energy_weight must be >= 0, got {power}")
+    e = torch.nan_to_num(energy.detach(), nan=0.0, posinf=0.0, neginf=0.0).clamp(min=0.0)
+    w = (e / e.mean().clamp(min=1e-12)).clamp(0.05, 20.0) ** power
+    return w / w.mean()
 
 
 class CaloModule(GraphTaskModule):
@@ -52,6 +65,10 @@ class CaloModule(GraphTaskModule):
         t_beta, t_d, local_radius: condensation thresholds (``local_radius`` uses the predicted
             distance scale: capture within :math:`t_d\,\sigma_\alpha`; with the hinge potential the
             scale is trained to each object's energy-weighted RMS radius, loss ``radius``).
+        oc_energy_weight: exponent :math:`p` of energy-weighted potentials, :math:`w_j \propto
+            \mathrm{clip}(e_j/\langle e\rangle, 0.05, 20)^p` normalised to mean 1 (0: unweighted, the
+            paper). The metrics weight hits by energy (IoU, shower energy), so with :math:`p > 0` the
+            potentials place the energetic hits of each shower first.
         assign: condensation's assignment of hits inside several capture radii: ``"beta"`` (the
             paper: highest-β condensation point) or ``"nearest"`` (smallest distance over capture
             radius; see :func:`~gnnreco.tasks.calo.reco.condense`).
@@ -64,7 +81,8 @@ class CaloModule(GraphTaskModule):
                  payload_kind: str = "beta2", payload_weights: Mapping[str, float] | None = None,
                  potential: str = "hinge", repulsive: str = "chunked", max_n_rep: int = 0, t_beta: float = 0.3,
                  t_d: float = 0.5, local_radius: bool = False, iou_threshold: float = 0.1,
-                 metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta", **base: Any) -> None:
+                 metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta",
+                 oc_energy_weight: float = 0.0, **base: Any) -> None:
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
@@ -76,8 +94,9 @@ class CaloModule(GraphTaskModule):
     def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
         gid = global_object_id(batch.hit_shower, batch.num_showers, batch.batch)
+        weights = oc_hit_weights(batch.hit_energy, hp.get("oc_energy_weight", 0.0))
         try:
-            oc = condensation_loss(beta=out["beta"], x=out["coords"], object_id=gid, q_min=hp.q_min,
+            oc = condensation_loss(beta=out["beta"], x=out["coords"], object_id=gid, weights=weights, q_min=hp.q_min,
                                    potential=hp.potential, repulsive=hp.repulsive, max_n_rep=hp.max_n_rep,
                                    distance_scale=out.get("distance_scale"), batch=batch.batch)
         except OCInputError as exc:  # a counted skip, never a crash inside the loss

@@ -250,24 +250,33 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
 
 
 def condense_reference(beta: np.ndarray, coords: np.ndarray, t_beta: float = 0.1, t_d: float = 0.5,
-                       distance_scale: np.ndarray | None = None) -> np.ndarray:
-    """The paper's sequential loop (one event), for tests: cluster index per hit, −1 noise."""
+                       distance_scale: np.ndarray | None = None, assign: str = "beta") -> np.ndarray:
+    """The paper's sequential loop (one event), for tests: cluster index per hit, −1 noise.
+
+    With ``assign="nearest"`` the condensation points are those of the loop, and every hit inside
+    some capture radius goes to the point with the smallest distance / radius (ties: higher β)."""
     beta = np.asarray(beta, dtype=np.float64)
     coords = np.asarray(coords, dtype=np.float64)
-    rad = t_d * (np.ones(len(beta)) if distance_scale is None else np.asarray(distance_scale))
-    assign = np.full(len(beta), -1)
+    rad = t_d * (np.ones(len(beta)) if distance_scale is None else np.asarray(distance_scale, dtype=np.float64))
+    out = np.full(len(beta), -1)
     cands = np.flatnonzero(beta > t_beta)
     cands = cands[np.argsort(-beta[cands], kind="stable")]
-    k = 0
+    cps: list[int] = []
     for c in cands:
-        if assign[c] >= 0:
+        if out[c] >= 0:
             continue
         d = np.linalg.norm(coords - coords[c], axis=1)
-        take = (assign < 0) & (d < rad[c])
-        assign[take] = k
-        assign[c] = k
-        k += 1
-    return assign
+        take = (out < 0) & (d < rad[c])
+        out[take] = len(cps)
+        out[c] = len(cps)
+        cps.append(int(c))
+    if assign == "nearest" and cps:
+        cp = np.array(cps)
+        rel = np.linalg.norm(coords[:, None, :] - coords[cp][None, :, :], axis=2) / rad[cp][None, :]
+        rel = np.where(rel < 1.0, rel, np.inf)
+        out = np.where(np.isfinite(rel).any(1), np.argmin(rel, axis=1), -1)
+        out[cp] = np.arange(len(cp))
+    return out
 
 
 def cluster_energies(assignment: Tensor, energy: Tensor, n_clusters: int) -> Tensor:

@@ -139,3 +139,25 @@ def test_shower_calibration_moments_and_default_energy():
         w = o["beta"] ** 2
         f0 = (w[:3] * o["energy_factor"][:3]).sum() / w[:3].sum()
     torch.testing.assert_close(got[0], f0 * 8.0)
+
+
+@pytest.mark.parametrize("impl", ["scipy", "gnnreco", "dense"])
+def test_inference_path_equals_autograd_path(impl):
+    """Without autograd the block weights its gathered neighbour features in place; the values must
+    be those of the differentiable path (and 'auto' on CPU is the multi-threaded scipy KD-tree)."""
+    torch.manual_seed(2)
+    net = CaloGravNet(in_dim=9, hidden=16, n_blocks=2, k=6, knn_impl=impl, predict_distance_scale=True,
+                      coord_anchor_mm=100.0, space_anchor_mm=100.0)
+    x = torch.randn(300, 9)
+    b = torch.cat([torch.zeros(120), torch.ones(180)]).long()
+    with_grad = net(x, b)
+    with torch.no_grad():
+        no_grad = net(x, b)
+    for k in with_grad:
+        torch.testing.assert_close(no_grad[k], with_grad[k].detach(), atol=1e-6, rtol=1e-6)
+    if impl == "scipy":
+        auto = CaloGravNet(in_dim=9, hidden=16, n_blocks=2, k=6, predict_distance_scale=True,
+                           coord_anchor_mm=100.0, space_anchor_mm=100.0)
+        auto.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(auto(x, b)["coords"], no_grad["coords"], atol=1e-6, rtol=1e-6)

@@ -13,7 +13,7 @@ from gnnreco.data.datamodule import EventDataModule
 from gnnreco.sim.calo import simulate
 from gnnreco.tasks.calo.data import F_IN, process_event
 from gnnreco.tasks.calo.model import CaloGravNet
-from gnnreco.tasks.calo.module import CaloModule, global_object_id
+from gnnreco.tasks.calo.module import CaloModule, global_object_id, oc_hit_weights
 
 
 def _module(**kw):
@@ -145,3 +145,31 @@ def test_shower_calibration_and_local_radius_losses_train_their_heads(tmp_path):
         # the calibration factor starts near 1: energies are close to the summed hit energies
         np.testing.assert_allclose(r["energy"], sums, rtol=0.5, atol=1e-6)
         start += n
+
+
+def test_oc_energy_weights_and_nearest_assignment_in_module(tmp_path):
+    """oc_hit_weights: None for p = 0, mean 1, monotone in energy, clipped; the module passes them to
+    the loss (the attractive term changes) and reconstructs with the 'nearest' assignment."""
+    e = torch.tensor([0.0, 0.001, 0.01, 0.1, 1.0, 10.0, float("nan")])
+    assert oc_hit_weights(e, 0.0) is None
+    w = oc_hit_weights(e, 0.5)
+    assert torch.isfinite(w).all() and w.mean().item() == pytest.approx(1.0)
+    assert (w[1:6].diff() >= 0).all() and w[0] == w[6]  # NaN counts as zero energy
+    assert w.max() / w.min() <= (20.0 / 0.05) ** 0.5 + 1e-4
+    with pytest.raises(ValueError, match="oc_energy_weight"):
+        oc_hit_weights(e, -1.0)
+    torch.manual_seed(0)
+    dm = _dm(tmp_path, n_events=2)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    plain, weighted = _module(t_beta=0.2), _module(t_beta=0.2, oc_energy_weight=0.5, assign="nearest")
+    weighted.load_state_dict(plain.state_dict())
+    out = plain(batch)
+    _, p0 = plain.compute_loss(batch, out)
+    _, p1 = weighted.compute_loss(batch, out)
+    assert not torch.isclose(p0["attractive"], p1["attractive"])
+    assert torch.equal(p0["coward"], p1["coward"])  # the beta terms are not weighted
+    weighted.eval()
+    with torch.no_grad():
+        recos = weighted.reconstruct(batch, weighted(batch))
+    assert sum(len(r["energy"]) for r in recos) > 0

@@ -69,3 +69,40 @@ def test_matching_perfect_permuted_merged():
     # no predictions at all
     m = match_showers(truth, np.full(7, -1), e)
     assert len(m.truth_idx) == 0 and m.intersection.shape == (3, 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("backend", ["kdtree", "radius"])
+def test_condense_nearest_assignment_and_backends_equal_loop(seed, backend):
+    # clumped clouds (as a trained network makes them) with per-hit radii spanning several octaves
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(40, 3, generator=g) * 6
+    x = centres[torch.randint(0, 40, (1200,), generator=g)] + 0.15 * torch.randn(1200, 3, generator=g)
+    beta = torch.rand(1200, generator=g)
+    scale = 0.1 * 2.0 ** (4 * torch.rand(1200, generator=g))
+    for assign in ("beta", "nearest"):
+        c = condense(beta, x, t_beta=0.2, t_d=1.0, distance_scale=scale, assign=assign, backend=backend)
+        ref = condense_reference(beta.numpy(), x.numpy(), 0.2, 1.0, scale.numpy(), assign=assign)
+        np.testing.assert_array_equal(c.assignment.numpy(), ref)
+    near = condense(beta, x, t_beta=0.2, t_d=1.0, distance_scale=scale, assign="nearest", backend=backend)
+    paper = condense(beta, x, t_beta=0.2, t_d=1.0, distance_scale=scale, backend=backend)
+    assert torch.equal(near.cp_index, paper.cp_index)  # same condensation points, other assignment
+    assert not torch.equal(near.assignment, paper.assignment)
+
+
+def test_condense_backends_agree_on_batched_events_and_reject_unknown():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(900, 2, generator=g) * 3
+    beta = torch.rand(900, generator=g)
+    batch = torch.repeat_interleave(torch.arange(3), torch.tensor([400, 0, 500]))  # an empty event
+    scale = torch.rand(900, generator=g) + 0.3
+    a = condense(beta, x, t_beta=0.3, t_d=0.3, batch=batch, distance_scale=scale, backend="kdtree")
+    b = condense(beta, x, t_beta=0.3, t_d=0.3, batch=batch, distance_scale=scale, backend="radius")
+    assert torch.equal(a.assignment, b.assignment) and torch.equal(a.cp_index, b.cp_index)
+    ok = a.assignment >= 0
+    assert ok.float().mean() > 0.5
+    assert torch.equal(batch[a.cp_index][a.assignment[ok]], batch[ok])  # clusters stay in their event
+    with pytest.raises(ValueError, match="backend"):
+        condense(beta, x, t_beta=0.3, backend="octree")
+    with pytest.raises(ValueError, match="assign"):
+        condense(beta, x, t_beta=0.3, assign="closest")
