@@ -10,6 +10,9 @@ kNN near-tie outlier rows separately), and the median latency of one call of the
 Runtime programs relative to the training-time eager network on the trace event (torch on
 ``--threads`` threads, ONNX Runtime on its default thread pool), all measured in this process.
 ``--quick`` uses fewer, smaller events (calo without noise hits: its export kNN is dense, O(N²)).
+``--cpp`` also builds the libtorch runner (:mod:`gnnreco.export.native`) and calls every TorchScript export
+from C++: one more row per task, "libtorch C++", with its largest difference from the exported network
+called in Python and its median call time measured inside the C++ program.
 """
 
 from __future__ import annotations
@@ -57,10 +60,18 @@ def _latency(fn, repeat: int) -> float:
     from gnnreco.bench.report import time_fn
 
     with torch.no_grad():
-        return time_fn(fn, repeat=repeat, warmup=1)
+        return time_fn(fn, repeat=repeat, warmup=2)
 
 
-def bench_task(task: str, root: Path, quick: bool) -> list[list[object]]:
+def _flat(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for o in out if o is not None for t in _flat(o)]
+
+
+def bench_task(task: str, root: Path, quick: bool, cpp: str | None = None) -> list[list[object]]:
     """Export one task's quick-start model under ``root``; one table row per format."""
     from omegaconf import open_dict
 
@@ -87,10 +98,22 @@ def bench_task(task: str, root: Path, quick: bool) -> list[list[object]]:
         t = _latency(lambda prog=prog: prog(*inputs), repeat)
         rows.append([task, fmt, shapes, m["export_seconds"][fmt], m["max_abs_diff"][fmt], m["outlier_rows"][fmt],
                      t_eager * 1e3, t * 1e3, t_eager / t])
+    if cpp is not None:
+        from gnnreco.export.native import run_cpp
+
+        with torch.no_grad():
+            ref = _flat(net(*inputs))
+        outs, ms = run_cpp(root / "export" / "model.pt", [t for t in inputs if t is not None], runner=cpp,
+                           repeat=repeat, threads=torch.get_num_threads())
+        if len(outs) != len(ref) or any(a.shape != b.shape for a, b in zip(outs, ref)):
+            raise RuntimeError(f"{task}: the C++ runner returned shapes {[tuple(o.shape) for o in outs]}, "
+                               f"Python {[tuple(r.shape) for r in ref]}")
+        diff = max(float((a.double() - b.double()).abs().max()) if a.numel() else 0.0 for a, b in zip(outs, ref))
+        rows.append([task, "libtorch C++", shapes, float("nan"), diff, 0, t_eager * 1e3, ms, t_eager * 1e3 / ms])
     return rows
 
 
-def run(quick: bool = False, tasks: tuple[str, ...] = TASKS) -> str:
+def run(quick: bool = False, tasks: tuple[str, ...] = TASKS, cpp: bool = False) -> str:
     """Export every task in ``tasks`` and return the Markdown table (module docstring)."""
     from gnnreco.bench.report import markdown_table
 
@@ -98,9 +121,14 @@ def run(quick: bool = False, tasks: tuple[str, ...] = TASKS) -> str:
     if bad:
         raise ValueError(f"unknown task(s) {bad}; expected some of {list(TASKS)}")
     rows: list[list[object]] = []
+    runner = None
+    if cpp:
+        from gnnreco.export.native import build_cpp_runner
+
+        runner = str(build_cpp_runner())
     with tempfile.TemporaryDirectory(prefix="gnnreco_bench_export_") as tmp:
         for task in tasks:
-            rows += bench_task(task, Path(tmp) / task, quick)
+            rows += bench_task(task, Path(tmp) / task, quick, runner)
     header = ["task", "format", "first input of the 3 checked events", "export s", "max abs diff vs eager",
               "outlier rows", "eager ms", "export ms", "speed-up vs eager"]
     return markdown_table(header, rows)
@@ -115,16 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (ONNX Runtime uses its own)")
+    p.add_argument("--cpp", action="store_true", help="also call each TorchScript export from the C++ runner")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    table = run(quick=a.quick, tasks=tuple(a.tasks))
+    table = run(quick=a.quick, tasks=tuple(a.tasks), cpp=a.cpp)
     print(table)
     if a.write:
         import os
 
         from gnnreco.bench.report import write_section
 
-        cmd = "python -m gnnreco.bench.export" + (" --quick" if a.quick else "") + \
+        cmd = "python -m gnnreco.bench.export" + (" --quick" if a.quick else "") + (" --cpp" if a.cpp else "") + \
             (f" --tasks {' '.join(a.tasks)}" if tuple(a.tasks) != TASKS else "")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         write_section("export", TITLE, cmd, table + f"\n\nUntrained quick-start models; CPU, load average "
