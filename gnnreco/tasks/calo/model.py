@@ -250,7 +250,8 @@ class ShowerCalibration(nn.Module):
         den = s_sum.clamp(min=1e-6)
 
         def wmean(v: Tensor) -> Tensor:
-            return scatter_sum(e.unsqueeze(-1) * v.reshape(v.shape[0], -1), a, dim=0, dim_size=k) / den.unsqueeze(-1)
+            v2 = v.unsqueeze(-1) if v.dim() == 1 else v  # (no reshape(-1): zero assigned hits must work)
+            return scatter_sum(e.unsqueeze(-1) * v2, a, dim=0, dim_size=k) / den.unsqueeze(-1)
 
         layer = xs[:, _COL_LAYER]
         m_layer = wmean(layer)[:, 0]

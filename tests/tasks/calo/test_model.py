@@ -161,3 +161,14 @@ def test_inference_path_equals_autograd_path(impl):
         auto.load_state_dict(net.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(auto(x, b)["coords"], no_grad["coords"], atol=1e-6, rtol=1e-6)
+
+
+def test_shower_energy_with_no_assigned_hits():
+    """An untrained network may condense nothing: the calibration must return empty tensors."""
+    net = CaloGravNet(in_dim=9, hidden=8, n_blocks=1, k=4, shower_calibration=True).eval()
+    x = torch.randn(30, 9)
+    with torch.no_grad():
+        out = net(x, torch.zeros(30, dtype=torch.long))
+        for k in (0, 2):
+            e, s = net.shower_energy(x, out, torch.rand(30), torch.full((30,), -1), k)
+            assert e.shape == s.shape == (k,) and (s == 0).all() and torch.isfinite(e).all()

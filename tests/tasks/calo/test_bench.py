@@ -1,0 +1,36 @@
+"""Calo benchmark plumbing: the saved checkpoint's sidecar and its reuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gnnreco.bench import calo as bench
+
+
+def test_checkpoint_sidecar_errors_name_the_file(tmp_path):
+    ck = tmp_path / "net.pt"
+    with pytest.raises(FileNotFoundError, match="net.pt"):
+        bench.load_checkpoint_info(ck)
+    torch.save({}, ck)
+    with pytest.raises(FileNotFoundError, match=r"net\.pt\.json"):
+        bench.load_checkpoint_info(ck)
+    (tmp_path / "net.pt.json").write_text(json.dumps({"net": {}}))
+    with pytest.raises(ValueError, match="'module'"):
+        bench.load_checkpoint_info(ck)
+
+
+@pytest.mark.slow
+def test_train_save_and_reuse_gives_the_same_evaluation(tmp_path):
+    ck = tmp_path / "calo.pt"
+    net = {**bench.NET, "hidden": 8, "k": 6}
+    first = bench.train_and_evaluate(train_seconds=3.0, n_test=2, threads=1, checkpoint=ck, log_every=0,
+                                     net_kwargs=net)
+    info = bench.load_checkpoint_info(ck)
+    assert info["net"] == net and info["train_steps"] == first["train_steps"] > 0
+    again = bench.train_and_evaluate(n_test=2, threads=1, checkpoint=ck, reuse=True)
+    assert again["reused"] and again["train_steps"] == first["train_steps"]
+    for key in ("efficiency", "fake_rate", "resolution", "t_beta", "t_d"):
+        assert again[key] == first[key] or (again[key] != again[key] and first[key] != first[key])
