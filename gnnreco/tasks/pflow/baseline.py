@@ -30,7 +30,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["rule_based_pf"]
+__all__ = ["rule_based_pf", "hadron_response_curve", "calibrate_hadron_energy"]
 
 
 def _nearest(eta_a, phi_a, eta_b, phi_b, r_max: float) -> np.ndarray:
@@ -43,9 +43,27 @@ def _nearest(eta_a, phi_a, eta_b, phi_b, r_max: float) -> np.ndarray:
     return np.where(dr2[np.arange(len(eta_a)), j] < r_max**2, j, -1)
 
 
+def hadron_response_curve(e: np.ndarray, h_over_e: float = 0.6, groom_k: float = 0.82) -> np.ndarray:
+    r"""Mean calorimeter response to a hadron of energy E: :math:`r(E) = f_{em} + (1 - f_{em})\,h/e`,
+    :math:`f_{em} = 1 - E^{k-1}` (Groom), E in GeV (below 1 GeV: r(1)). A single-hadron calibration curve."""
+    f_em = 1.0 - np.power(np.maximum(np.asarray(e, np.float64), 1.0), groom_k - 1.0)
+    return f_em + (1.0 - f_em) * h_over_e
+
+
+def calibrate_hadron_energy(raw: np.ndarray, h_over_e: float = 0.6, groom_k: float = 0.82,
+                            iterations: int = 8) -> np.ndarray:
+    """Invert :math:`E\,r(E) = E_{raw}` by fixed-point iteration (r varies slowly, so it converges fast)."""
+    raw = np.asarray(raw, np.float64)
+    e = raw / 0.8
+    for _ in range(iterations):
+        e = raw / hadron_response_curve(e, h_over_e, groom_k)
+    return e
+
+
 def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.15, hadron_response: float = 0.9,
                   hcal_stochastic: float = 1.0, hcal_constant: float = 0.05, n_sigma: float = 2.0,
-                  min_photon: float = 0.5, min_neutral_hadron: float = 2.0) -> np.ndarray:
+                  min_photon: float = 0.5, min_neutral_hadron: float = 2.0, calibration: str = "constant",
+                  h_over_e: float = 0.6, groom_k: float = 0.82) -> np.ndarray:
     """Rule-based PF candidates of one event.
 
     Args:
@@ -58,6 +76,11 @@ def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
         n_sigma: excess significance needed for a neutral candidate in a block with tracks.
         min_photon: minimum photon energy (GeV).
         min_neutral_hadron: minimum neutral-hadron energy (GeV).
+        calibration: ``constant`` (one response r_h for all hadronic energy) or ``response``
+            (energy-dependent single-hadron calibration: each hadron track is expected to deposit
+            p·r(p) with :func:`hadron_response_curve`, the raw excess over that sum is the neutral
+            energy, and neutral-hadron energies are calibrated with :func:`calibrate_hadron_energy`).
+        h_over_e, groom_k: constants of the ``response`` calibration curve.
 
     Returns:
         candidates [N, 7] ``[class, q, p_T, η, sinφ, cosφ, E]`` aligned with the elements.
@@ -108,17 +131,31 @@ def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
 
     lead_e, lead_h = leading(is_ecal), leading(is_hcal)
     e_ecal_rest = np.maximum(e_ecal - p_ele, 0.0)
-    e_cal = (e_ecal_rest + e_hcal) / hadron_response
-    sigma = np.sqrt(hcal_stochastic**2 * np.maximum(p_had, 1e-9) + (hcal_constant * p_had) ** 2)
     with_trk = n_trk > 0
-    excess = np.where(with_trk, e_cal - p_had, 0.0)
-    significant = with_trk & (excess > n_sigma * sigma)
-    gamma_e = np.where(significant, np.minimum(excess, e_ecal_rest), 0.0)
-    nh_e = np.where(significant, excess - gamma_e, 0.0)
-    # blocks without tracks: photon (ECAL only) or neutral hadron (with HCAL)
     no_trk = ~with_trk
+    if calibration == "constant":
+        e_cal = (e_ecal_rest + e_hcal) / hadron_response
+        sigma = np.sqrt(hcal_stochastic**2 * np.maximum(p_had, 1e-9) + (hcal_constant * p_had) ** 2)
+        excess = np.where(with_trk, e_cal - p_had, 0.0)
+        significant = with_trk & (excess > n_sigma * sigma)
+        gamma_e = np.where(significant, np.minimum(excess, e_ecal_rest), 0.0)
+        nh_e = np.where(significant, excess - gamma_e, 0.0)
+        nh_free = e_cal
+    elif calibration == "response":
+        p_trk = np.where(is_mu | is_e, 0.0, X[trk, 5])
+        expect = np.bincount(block[trk], p_trk * hadron_response_curve(p_trk, h_over_e, groom_k), n_blocks)
+        raw = e_ecal_rest + e_hcal
+        sigma = np.sqrt(hcal_stochastic**2 * np.maximum(expect, 1e-9) + (hcal_constant * expect) ** 2)
+        excess = np.where(with_trk, raw - expect, 0.0)
+        significant = with_trk & (excess > n_sigma * sigma)
+        gamma_e = np.where(significant, np.minimum(excess, e_ecal_rest), 0.0)
+        nh_e = np.where(significant, calibrate_hadron_energy(np.maximum(excess - gamma_e, 0.0), h_over_e, groom_k), 0.0)
+        nh_free = calibrate_hadron_energy(e_ecal + e_hcal, h_over_e, groom_k)
+    else:
+        raise ValueError(f"calibration={calibration!r}; expected 'constant' or 'response'")
+    # blocks without tracks: photon (ECAL only) or neutral hadron (with HCAL)
     gamma_e = np.where(no_trk & (lead_h < 0), e_ecal, gamma_e)
-    nh_e = np.where(no_trk & (lead_h >= 0), e_cal, nh_e)
+    nh_e = np.where(no_trk & (lead_h >= 0), nh_free, nh_e)
 
     def place(e_blk: np.ndarray, where: np.ndarray, cls: int, e_min: float) -> None:
         ok = (e_blk >= e_min) & (where >= 0)

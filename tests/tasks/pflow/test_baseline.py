@@ -1,6 +1,7 @@
 """Rule-based PF: linking, energy subtraction, neutral candidates from excess and from unlinked clusters."""
 
 import numpy as np
+import pytest
 
 from gnnreco.tasks.pflow.baseline import rule_based_pf
 
@@ -49,3 +50,23 @@ def test_lepton_flags_and_far_clusters_are_not_linked():
 
 def test_empty_event():
     assert rule_based_pf(np.zeros((0, 12))).shape == (0, 7)
+
+
+def test_response_calibration_inverts_the_hadron_response_curve():
+    from gnnreco.tasks.pflow.baseline import calibrate_hadron_energy, hadron_response_curve
+
+    e_true = np.array([2.0, 10.0, 50.0, 200.0])
+    raw = e_true * hadron_response_curve(e_true)
+    np.testing.assert_allclose(calibrate_hadron_energy(raw), e_true, rtol=1e-4)
+    assert np.all(np.diff(hadron_response_curve(e_true)) > 0)  # non-compensating: response rises with E
+    # an isolated HCAL cluster of raw energy 40 becomes a neutral hadron of the calibrated energy
+    X = np.array([_cluster(40.0, 0.5, 1.0, ecal=False)])
+    c = rule_based_pf(X, calibration="response")
+    assert c[0, 0] == 2 and abs(c[0, 6] - calibrate_hadron_energy(np.array([40.0]))[0]) < 1e-3
+    # a track whose expected deposit p·r(p) matches the cluster leaves no neutral excess
+    p = 30.0
+    X = np.array([_track(p, 0.0, 0.5), _cluster(p * float(hadron_response_curve(np.array([p]))[0]), 0.02, 0.51, ecal=False)])
+    c = rule_based_pf(X, calibration="response")
+    assert c[0, 0] == 1 and c[1, 0] == 0
+    with pytest.raises(ValueError, match="calibration"):
+        rule_based_pf(X, calibration="bogus")
