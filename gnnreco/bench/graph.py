@@ -191,7 +191,7 @@ def _sim_event(seed: int = 1234):
     return build_hit_table(ev.hits, truth=ev.truth)
 
 
-def _tracking_table(quick: bool) -> str:
+def _tracking_table(quick: bool, mm_train_events: int = 200, mm_train_particles: int = 11_500) -> str:
     from gnnreco.graph import (
         IN_PAPER_PRESETS,
         LAYER_PAIR_PRESETS,
@@ -247,14 +247,20 @@ def _tracking_table(quick: bool) -> str:
     mods = {"phi_modules": 256, "z_modules": 40}
     ev = helix_event(npart, seed=100, noise_fraction=0.1, smear=0.02, **mods)
     hh = len(ev["r"])
-    train = []
+    n_train = 4 if quick else mm_train_events
+    n_part_train = npart if quick else mm_train_particles
     t0 = time.perf_counter()
-    n_train = 4 if quick else 10
-    for s in range(n_train):
-        tev = helix_event(npart, seed=s, smear=0.02, **mods)
-        tg = truth_graph(tev["particle_id"], "modulewise", order=tev["r"], module_id=tev["module_id"])
-        train.append((tev["r"], tev["phi"], tev["z"], tev["module_id"], tg))
-    mm = ModuleMap.fit(train)
+    n_hits_train = 0
+
+    def training_events():  # generated on the fly: the map keeps only its tables
+        nonlocal n_hits_train
+        for s in range(n_train):
+            tev = helix_event(n_part_train, seed=s, smear=0.02, **mods)
+            tg = truth_graph(tev["particle_id"], "modulewise", order=tev["r"], module_id=tev["module_id"])
+            n_hits_train += len(tev["r"])
+            yield tev["r"], tev["phi"], tev["z"], tev["module_id"], tg
+
+    mm = ModuleMap.fit(training_events())
     t_fit = time.perf_counter() - t0
     truth = truth_graph(ev["particle_id"], "modulewise", order=ev["r"], module_id=ev["module_id"])
     for trip in (False, True):
@@ -266,19 +272,22 @@ def _tracking_table(quick: bool) -> str:
         rows.append([f"module map apply, {'doublets + triplets' if trip else 'doublets'} ({len(mm)} pairs, "
                      f"{mm.num_triplets} triplets); eff {m.loc[0, 'efficiency']:.3f}, pur {m.loc[0, 'purity']:.3f}",
                      hh, e.size(1), t, c])
-    rows.append([f"module map fit incl. truth graphs ({len(train)} events)", hh * len(train), len(mm), t_fit, ""])
+    rows.append([f"module map fit incl. event generation and truth graphs ({n_train} events x "
+                 f"{n_part_train} particles)", n_hits_train, len(mm), t_fit, ""])
     return markdown_table(["builder", "hits", "edges", "time s", "CPU s"], rows)
 
 
 def run(quick: bool = False, memory: bool = True, complete: bool = False,
-        budget_minutes: float = math.inf, **options) -> str:
+        budget_minutes: float = math.inf, mm_train_events: int = 200, mm_train_particles: int = 11_500,
+        **options) -> str:
     """Run the benchmark and return the Markdown tables (tracking builders first, then kNN).
 
-    ``budget_minutes`` stops starting new kNN cases after that much time (listed as not run).
+    ``budget_minutes`` stops starting new kNN cases after that much time (listed as not run);
+    ``mm_train_events`` / ``mm_train_particles``: the module map's synthetic training sample.
     """
     torch.set_num_threads(2)
     load0 = os.getloadavg()[0]
-    trk = _tracking_table(quick)
+    trk = _tracking_table(quick, mm_train_events, mm_train_particles)
     print(trk, flush=True)
     knn = _knn_table(quick, memory, complete, budget_minutes * 60.0)
     load1 = os.getloadavg()[0]
@@ -315,13 +324,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--complete", action="store_true", help="every N/D/k/points combination (hours)")
     p.add_argument("--budget-minutes", type=float, default=math.inf,
                    help="stop starting new kNN cases after this many minutes")
+    p.add_argument("--mm-train-events", type=int, default=200,
+                   help="synthetic training events of the module map (default 200)")
+    p.add_argument("--mm-train-particles", type=int, default=11_500,
+                   help="particles per module-map training event (default 11500, as the applied event)")
     a = p.parse_args(argv)
-    table = run(quick=a.quick, memory=not a.no_memory, complete=a.complete, budget_minutes=a.budget_minutes)
+    table = run(quick=a.quick, memory=not a.no_memory, complete=a.complete, budget_minutes=a.budget_minutes,
+                mm_train_events=a.mm_train_events, mm_train_particles=a.mm_train_particles)
     print(table)
     if a.write:
         cmd = "python -m gnnreco.bench.graph --write" + (" --quick" if a.quick else "") + \
             (" --complete" if a.complete else "") + \
-            (f" --budget-minutes {a.budget_minutes:g}" if math.isfinite(a.budget_minutes) else "")
+            (f" --budget-minutes {a.budget_minutes:g}" if math.isfinite(a.budget_minutes) else "") + \
+            (f" --mm-train-events {a.mm_train_events}" if a.mm_train_events != 200 else "") + \
+            (f" --mm-train-particles {a.mm_train_particles}" if a.mm_train_particles != 11_500 else "")
         write_section("graph", "graph: exact kNN and tracking graph builders", cmd, table)
 
 

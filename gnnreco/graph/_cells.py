@@ -17,7 +17,9 @@ One *level* handles a set of pending queries:
 
 Queries in over-full cells (dense cores of clustered data) and unresolved queries (sparse regions)
 form new pending sets, each solved by a further level with its own :math:`h`; after
-``_LEVELS`` levels the rest goes to the general engine. Tiles run on ``torch.get_num_threads()``
+``_LEVELS`` levels, or when the first level leaves more than ``_BAIL`` of the queries (clustered
+clouds), the rest goes to the Z-order multi-level engine (``_morton.py``: one sort serves every cell
+size, each query starts from its own upper bound). Tiles run on ``torch.get_num_threads()``
 worker threads with single-threaded ops. Memory: the output plus one tile per worker and
 :math:`O(N)` sort keys.
 """
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor
 
+from ._morton import knn_morton
 from ._util import expand_ranges
 
 __all__ = ["knn_cells"]
@@ -39,6 +42,7 @@ _LEVELS = 8
 _SAMPLE = 48
 _BAIL = 0.25  # more than this fraction pending after the first level: the rest goes to the fallback
 _HFACTOR = 1.15  # cell size / median k-th neighbour distance
+_MORTON = True  # unresolved queries go to the Z-order multi-level engine (else: the general engine)
 _LCAP = 32  # a query cell with more than _LCAP * k candidates is refined at the next level
 
 
@@ -162,7 +166,7 @@ def knn_cells(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_ev
         if pq.numel() == 0:
             break
         if _level == 0 and pq.numel() > _BAIL * q0.numel():
-            # strongly varying density (clustered points): the adaptive grid engine does better
+            # strongly varying density (clustered points): the Z-order multi-level engine takes the rest
             groups = [(pq, 0.0)]
             break
         # half-octave classes of the suggested cell size, one level each
@@ -170,6 +174,21 @@ def knn_cells(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_ev
         for c in torch.unique(cls).tolist():
             groups.append((pq[cls == c], float(2.0 ** (c / 2.0))))
     rest = torch.cat([q for q, _ in groups]) if groups else torch.empty(0, dtype=torch.long, device=dev)
+    if rest.numel() and _MORTON:
+        # one Z-order sort serves every cell size: each query starts at a size from its own bound
+        rest = torch.sort(rest).values
+        nb = knn_morton(x, y, bx, by, num_events, k, exclude_self, rest, workers)  # [R, k], -1 missing
+        if dense_out is not None:
+            ok = nb >= 0
+            cur = dense_out.index_select(0, rest)
+            dense_out.index_copy_(0, rest, torch.where(ok, nb, cur))
+        else:
+            rr, rank = (nb >= 0).nonzero(as_tuple=True)
+            qq = rest.index_select(0, rr)
+            pos = ptr.index_select(0, qq) + rank
+            out[rq, pos] = qq
+            out[rn, pos] = nb[rr, rank]
+        rest = rest[:0]
     if rest.numel():
         rest = torch.sort(rest).values  # event-sorted queries (the general engine needs sorted batches)
         e = fallback(rest)  # row 0: position in rest, row 1: neighbour; grouped by query, nearest first
@@ -260,75 +279,95 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
 
     xs, perm, inv = lev.xs, lev.perm, lev.inv
     D = x.size(1)
+    yT = y.t().contiguous()  # [D, M] coordinate planes: 1-D index_select per axis
+    npts = perm.numel()
+    # the query's own point lies in the middle row of its block (all offsets 0): its slot in the
+    # cell's candidate row is own_off[cell] + sorted position
+    r0 = (nrow - 1) // 2
+    own_off = (torch.cumsum(lens, 1) - lens)[:, r0] - starts[:, r0]
+    inf = torch.tensor(math.inf, dtype=x.dtype, device=dev)
 
     def tile(se):
         s, e = se
         cells = work[s:e]
         Cc = cells.numel()
-        mm = int(mcount[cells].max())
-        LL = int(L[cells].max())
-        # candidate positions [Cc, LL] in the sorted order (-1 padding)
-        own, pos = expand_ranges(starts[cells].flatten(), lens[cells].flatten())
+        mc = mcount.index_select(0, cells)
+        Lc = L.index_select(0, cells)
+        mm = int(mc.max())
+        LL = int(Lc.max())
+        # candidate positions [Cc, LL] in the sorted order (padding: the sentinel at infinity)
+        own, pos = expand_ranges(starts.index_select(0, cells).flatten(), lens.index_select(0, cells).flatten())
         cell_of = torch.div(own, nrow, rounding_mode="floor")
-        slot = torch.arange(own.numel(), device=dev) - (torch.cumsum(L[cells], 0) - L[cells])[cell_of]
-        npts = perm.numel()
-        cand = torch.full((Cc, LL), npts, dtype=torch.long, device=dev)  # padding: the sentinel
-        cand[cell_of, slot] = pos
+        flat = torch.arange(own.numel(), device=dev)
+        flat += (cell_of * LL - (torch.cumsum(Lc, 0) - Lc).index_select(0, cell_of))
+        cand = torch.full((Cc * LL,), npts, dtype=torch.long, device=dev)
+        cand.index_copy_(0, flat, pos)
         # queries [Cc, mm] (-1 padding)
-        qo, qs = expand_ranges(cfirst[cells], mcount[cells])
-        qslot = qs - cfirst[cells][qo]
-        qi = torch.full((Cc, mm), -1, dtype=torch.long, device=dev)
-        qi[qo, qslot] = q[qs]
+        cf = cfirst.index_select(0, cells)
+        qo, qs = expand_ranges(cf, mc)
+        qi = torch.full((Cc * mm,), -1, dtype=torch.long, device=dev)
+        qi.index_copy_(0, qo * mm + qs - cf.index_select(0, qo), q.index_select(0, qs))
         qv = qi >= 0
-        qc = qi.clamp(min=0)
-        d2 = torch.zeros(Cc, mm, LL, dtype=x.dtype, device=dev)
+        qcf = qi.clamp(min=0)
+        d2 = torch.empty(Cc, mm, LL, dtype=x.dtype, device=dev)
         for d in range(D):
-            diff = y[:, d][qc].unsqueeze(2) - xs[d][cand].unsqueeze(1)
-            d2.addcmul_(diff, diff)
-        # one extra neighbour when the query itself is among the candidates, removed after topk
-        kt = min(k + (1 if exclude_self else 0), LL)
+            yq = yT[d].index_select(0, qcf).view(Cc, mm, 1)
+            xc = xs[d].index_select(0, cand).view(Cc, 1, LL)
+            if d == 0:
+                torch.sub(yq, xc, out=d2)
+                d2.mul_(d2)
+            else:
+                diff = yq - xc
+                d2.addcmul_(diff, diff)
+        if exclude_self:
+            # mask the query's own entry before the selection
+            oslot = own_off.index_select(0, cells).repeat_interleave(mm) + inv.index_select(0, qcf)
+            at = torch.arange(Cc * mm, device=dev) * LL + oslot.clamp(0, LL - 1)
+            d2.view(-1).index_fill_(0, at[qv], inf)
+        kt = min(k, LL)
         vals, pidx = torch.topk(d2, kt, dim=2, largest=False, sorted=True)
-        sp = torch.gather(cand.unsqueeze(1).expand(Cc, mm, LL), 2, pidx)  # sorted positions
-        if exclude_self and kt > 0:
-            # drop the query's own entry (or the last one when absent): column j <- j + (j >= own)
-            own = sp == inv[qc].unsqueeze(2)
-            ownpos = torch.where(own.any(2), own.to(torch.uint8).argmax(2), torch.full_like(qc, kt - 1))
-            j = torch.arange(kt - 1, device=dev)
-            col = j + (j >= ownpos.unsqueeze(2)).long()
-            vals = torch.gather(vals, 2, col)
-            sp = torch.gather(sp, 2, col)
-            kt = kt - 1
+        sp = cand.view(Cc, LL).gather(1, pidx.view(Cc, mm * kt)).view(Cc * mm, kt)  # sorted positions
+        vals = vals.view(Cc * mm, kt)
         # resolution: k-th distance within the distance to the block border (grid axes only)
-        qk = kk[qc]
+        qk = kk.index_select(0, qcf)
         bd = None
+        blo_c, bhi_c = blo.index_select(0, cells), bhi.index_select(0, cells)
         for i, dd in enumerate(lev.dims.tolist()):
-            yd = y[:, dd][qc]
-            b_i = torch.minimum(yd - blo[cells, i].unsqueeze(1), bhi[cells, i].unsqueeze(1) - yd)
+            yd = yT[dd].index_select(0, qcf).view(Cc, mm)
+            b_i = torch.minimum(yd - blo_c[:, i].unsqueeze(1), bhi_c[:, i].unsqueeze(1) - yd)
             bd = b_i if bd is None else torch.minimum(bd, b_i)
-        bd = bd.clamp(min=0)
+        bd = bd.clamp(min=0).view(-1)
         if kt > 0:
-            kth = torch.gather(vals, 2, (qk - 1).clamp(min=0, max=kt - 1).unsqueeze(2)).squeeze(2)
+            kth = torch.gather(vals, 1, (qk - 1).clamp(min=0, max=kt - 1).unsqueeze(1)).squeeze(1)
         else:
             kth = torch.full_like(bd, math.inf)
         done = qv & (qk <= kt) & (torch.isfinite(kth) | (qk == 0)) & ((kth <= bd * bd) | torch.isinf(bd))
-        sel = done.view(-1).nonzero(as_tuple=True)[0]
-        qd = qi.view(-1).index_select(0, sel)
-        um = qv & ~done
-        unres = (qi[um], L[cells].unsqueeze(1).expand(Cc, mm)[um])
+        sel = done.nonzero(as_tuple=True)[0]
+        qd = qi.index_select(0, sel)
+        um = (qv & ~done).nonzero(as_tuple=True)[0]
+        unres = (qi.index_select(0, um), Lc.index_select(0, torch.div(um, mm, rounding_mode="floor")))
         if kt == 0 or qd.numel() == 0:
             e = qd[:0]
-            return e, e, e, unres
-        rows = sp.reshape(-1, kt).index_select(0, sel)
-        kq = kk[qd]
+            return e, None, e, unres
+        rows = sp.index_select(0, sel)
+        kq = kk.index_select(0, qd)
         if bool((kq == kt).all()):
-            rank = torch.arange(kt, device=dev).repeat(qd.numel())
-            return qd.repeat_interleave(kt), rank, perm[rows.reshape(-1)], unres
+            return qd, None, perm.index_select(0, rows.view(-1)).view(-1, kt), unres
         ok = torch.arange(kt, device=dev).unsqueeze(0) < kq.unsqueeze(1)
         rr, rank = ok.nonzero(as_tuple=True)
         return qd[rr], rank, perm[rows[rr, rank]], unres
 
     def write(res):
         qd, rank, nbr, unres = res
+        if qd.numel() == 0:
+            return unres
+        if rank is None:  # full rows: nbr is [Q, kt], slots ptr[q] .. ptr[q] + kt - 1
+            kt = nbr.size(1)
+            p = (ptr.index_select(0, qd).unsqueeze(1) + torch.arange(kt, device=dev)).view(-1)
+            if rq is not None:
+                out[rq].index_copy_(0, p, qd.repeat_interleave(kt))
+            out[rn].index_copy_(0, p, nbr.reshape(-1))
+            return unres
         p = ptr[qd] + rank
         if rq is not None:
             out[rq, p] = qd

@@ -126,3 +126,28 @@ def test_cosine_and_large_single_event_cells():
     cd = 1 - xn @ xn.t()
     cd.fill_diagonal_(math.inf)
     assert torch.allclose(cd.gather(1, ic), torch.topk(cd, 5, largest=False).values, atol=1e-6)
+
+
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_morton_engine_exact_on_clustered_events(exclude_self):
+    """The Z-order multi-level engine (unresolved queries of the cell engine) on its own."""
+    from gnnreco.graph._morton import knn_morton
+
+    x = points(3000, 3, True, seed=5)
+    bx = torch.sort(torch.randint(0, 3, (3000,), generator=torch.Generator().manual_seed(2))).values
+    bx[-4:] = 3  # a 4-point event: fewer than k others
+    q = torch.arange(0, 3000, 3)
+    k = 9
+    got = knn_morton(x, x, bx, bx, 4, k, exclude_self, q, workers=2)
+    d, ref = brute_dist(x, k, bx, not exclude_self)
+    d, ref = d[q], ref[q]
+    ok = torch.isfinite(ref)
+    assert torch.equal(got >= 0, ok)
+    assert torch.allclose(d.gather(1, got.clamp(min=0))[ok], ref[ok], rtol=1e-6, atol=1e-7)
+    # bipartite (queries are other points): y != x, no self exclusion
+    y = points(500, 3, True, seed=6)
+    by = torch.sort(torch.randint(0, 3, (500,), generator=torch.Generator().manual_seed(3))).values
+    got = knn_morton(x, y, bx, by, 4, k, False, torch.arange(500))
+    dy = torch.cdist(y.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    dy[by.unsqueeze(1) != bx.unsqueeze(0)] = math.inf
+    assert torch.allclose(dy.gather(1, got), torch.topk(dy, k, largest=False).values, rtol=1e-6, atol=1e-7)
