@@ -92,3 +92,20 @@ def test_diagnose_rows_use_targets_where_they_say():
     # the targets as candidates reproduce the generator jets closely (this detector's ceiling)
     tgt = [r for r in s["target"]["jets"] if r["n_gen"] > 0 and r["median"] == r["median"]]
     assert tgt and all(abs(r["median"] - 1) < 0.15 for r in tgt)
+
+
+def test_run_saves_and_reuses_the_network(tmp_path, monkeypatch):
+    from gnnreco.tasks.pflow.data import generate_pflow_event
+
+    monkeypatch.setattr(bench, "_gen", lambda s: generate_pflow_event(s, process="ttbar", backend="parametric"))
+    path = str(tmp_path / "net.pt")
+    kw = {"quick": True, "n_train": 6, "n_test": 3, "width": 16, "n_layers": 1, "bin_size": 16, "workers": 1,
+          "cache_dir": str(tmp_path / "cache"), "skip_scaling": True}
+    first = bench.run(minutes=0.01, save_path=path, loss_kw={"pt_linear_weight": 1.0}, **kw)
+    again = bench.run(load_path=path, **kw)
+    assert "trained in this run" in first and "loaded from" in again
+    table = [ln for ln in first.splitlines() if ln.startswith("| jet")]
+    assert table and table == [ln for ln in again.splitlines() if ln.startswith("| jet")]  # same net, same events
+    assert "pt_linear_weight" in again  # the training record travels with the network
+    warm = bench.run(minutes=0.01, init_path=path, **kw)
+    assert "training stages" in warm
