@@ -198,6 +198,10 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
     return Batch.from_data_list([data])
 
 
+#: first seed of the training events (before 2026-11-25 20:05 UTC it was 10000, which a training of
+#: more than 10000 steps would have run into the validation seeds 20000+)
+TRAIN_SEED0 = 1_000_000
+
 #: the CaloModule settings of the physics benchmark
 MODULE = {"q_min": 0.5, "payload_scale": 0.5, "payload_weights": {"energy": 0.2}, "s_log": 0.5, "local_radius": True,
           "t_beta": 0.1, "t_d": 2.0}
@@ -207,7 +211,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        checkpoint: str | Path | None = None, log_every: int = 25,
                        repulsive_scale: float = 1.0, net_kwargs: dict | None = None,
                        module_kwargs: dict | None = None, lr: float = 3e-3, calib_events: int = 0,
-                       reuse: bool = False, init_from: str | Path | None = None) -> dict:
+                       reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed") -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
@@ -216,6 +220,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     with the settings of its sidecar and the training is skipped; the thresholds are still chosen on
     the validation events and the test events are the same. ``init_from`` continues the training of
     a saved checkpoint (same settings, from its sidecar; the steps and seconds are added up).
+
+    With ``calib_events > 0`` the shower calibration head is refitted after the thresholds are chosen
+    (:meth:`CaloModule.fit_shower_calibration`, network frozen) on that many further 50-shower
+    events (seeds 40000+), on their condensed clusters (``calib_on="condensed"``) or truth showers;
+    this is part of the evaluation (the checkpoint holds the network before the refit).
     """
     from functools import partial
 
@@ -249,7 +258,9 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         frac = (time.perf_counter() - t0) / train_seconds
         for gparam in opt.param_groups:
             gparam["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-        batch = _event(10_000 + prior.get("train_steps", 0) + step, 50, crop=True)  # never a seen event
+        # training events: seeds from TRAIN_SEED0 on, never the validation (20000+), test (30000+) or
+        # calibration (40000+) events; a continued training goes on with unseen events
+        batch = _event(TRAIN_SEED0 + prior.get("train_steps", 0) + step, 50, crop=True)
         out = module(batch)
         loss, parts = module.compute_loss(batch, out)
         opt.zero_grad(set_to_none=True)
@@ -261,12 +272,6 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         if log_every and step % log_every == 0:
             print(f"[calo bench] step {step} t={time.perf_counter() - t0:.0f}s loss={np.mean(hist[-log_every:]):.3f} "
                   + " ".join(f"{k}={float(v):.3f}" for k, v in parts.items()), flush=True)
-    if getattr(net, "shower_head", None) is not None and calib_events > 0:
-        # second stage (inside the time budget's accounting): refit the shower calibration on the
-        # truth showers of whole training events with the network frozen
-        module.eval()
-        cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)])
-        print(f"[calo bench] shower calibration refit on {calib_events} events: loss {cal_loss:.4f}", flush=True)
     train_time = time.perf_counter() - t0
     if checkpoint and not reuse:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +305,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
             if score > best_score:
                 best, best_score = (tb, td), score
     module.hparams.t_beta, module.hparams.t_d = best
+    cal_loss = float("nan")
+    if getattr(net, "shower_head", None) is not None and calib_events > 0:
+        cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)], on=calib_on)
+        print(f"[calo bench] shower calibration refit on the {calib_on} showers of {calib_events} events: "
+              f"loss {cal_loss:.4f}", flush=True)  # the head acts after condensation: outputs unchanged
     acc = CaloMetricsAccumulator(min_energy=10.0)
     for b, o in zip(test, test_out):
         acc.extend(module.event_results(b, o))
@@ -307,7 +317,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     s.update({"train_steps": step + prior.get("train_steps", 0),
               "train_seconds": train_time + prior.get("train_seconds", 0.0), "t_beta": best[0], "t_d": best[1],
               "final_loss": float(np.mean(hist[-50:])) if hist else float("nan"),
-              "hits_per_event": float(np.mean([b.num_nodes for b in test]))})
+              "hits_per_event": float(np.mean([b.num_nodes for b in test])), "calib_events": calib_events,
+              "calib_on": calib_on, "calib_loss": cal_loss})
     if reuse:
         s.update({"train_steps": info.get("train_steps", 0), "train_seconds": info.get("train_seconds", 0.0),
                   "final_loss": info.get("final_loss", float("nan")), "reused": True})

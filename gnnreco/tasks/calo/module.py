@@ -137,31 +137,37 @@ class CaloModule(GraphTaskModule):
         return nn.functional.huber_loss(rel, torch.zeros_like(rel), delta=0.2)
 
     def fit_shower_calibration(self, batches: Iterable[Any], steps: int = 400, lr: float = 1e-2,
-                               min_energy: float = 1.0) -> float:
+                               min_energy: float = 1.0, on: str = "truth") -> float:
         r"""Second-stage fit of the :class:`~gnnreco.tasks.calo.model.ShowerCalibration` head with the
-        network frozen: the shower moments of the truth showers of ``batches`` are computed once, then
-        the head is fitted full-batch (Adam, ``steps``) on the Huber loss of :math:`E_{pred}/E_{true}-1`
+        network frozen: the shower moments of ``batches`` are computed once, then the head is fitted
+        full-batch (Adam, ``steps``) on the Huber loss (δ = 0.2) of :math:`E_{pred}/E_{true}-1`
         (showers above ``min_energy`` GeV). Cheap (seconds for thousands of showers), and it sees many
         more showers per step than the joint training. Returns the final loss.
+
+        ``on`` chooses the showers: ``"truth"`` (the truth assignment, as the joint training) or
+        ``"condensed"``: the clusters that inference makes (:meth:`reconstruct` with the module's
+        t_β, t_d), each matched to its truth shower (:func:`~gnnreco.tasks.calo.reco.match_showers`)
+        and calibrated to that shower's energy. The condensed clusters lose part of the halo to
+        neighbours and collect some of theirs; fitted on them, the head corrects the response of the
+        clusters it is applied to, not of ideal ones.
         """
         net = self.net
         head = getattr(net, "shower_head", None)
         if head is None:
             raise ValueError("fit_shower_calibration needs model.net.shower_calibration=true")
+        if on not in ("truth", "condensed"):
+            raise ValueError(f"fit_shower_calibration: on must be 'truth' or 'condensed', got {on!r}")
         feats, sums, truth = [], [], []
         with torch.no_grad():
             for b in batches:
                 out = net(b.x, b.batch)
-                gid = global_object_id(b.hit_shower, b.num_showers, b.batch)
-                u, s_sum = head.features(b.x, net.front_face_xy(b.x), b.hit_energy, gid - 1, int(b.num_showers.sum()),
-                                         out["energy_factor"], out["pid_logits"], out["beta"])
-                e_true = b.shower_energy.reshape(-1)
-                keep = (s_sum > 0) & (e_true > min_energy)
-                feats.append(u[keep])
-                sums.append(s_sum[keep])
-                truth.append(e_true[keep])
+                for u, s_sum, e_true in self._calibration_samples(b, out, on):
+                    keep = (s_sum > 0) & (e_true > min_energy)
+                    feats.append(u[keep])
+                    sums.append(s_sum[keep])
+                    truth.append(e_true[keep])
         if not feats or sum(len(f) for f in feats) == 0:
-            raise ValueError("fit_shower_calibration: no truth showers above min_energy in 'batches'")
+            raise ValueError("fit_shower_calibration: no showers above min_energy in 'batches'")
         u, s_sum, e_true = torch.cat(feats), torch.cat(sums), torch.cat(truth)
         opt = torch.optim.Adam(head.parameters(), lr=lr)
         loss = torch.zeros(())
@@ -173,6 +179,37 @@ class CaloModule(GraphTaskModule):
                 loss.backward()
                 opt.step()
         return float(loss.detach())
+
+    def _calibration_samples(self, b: Any, out: dict[str, Tensor], on: str) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(moments, hit sums, true energies) of the showers of one batch for the calibration fit."""
+        net = self.net
+        head = net.shower_head
+        if on == "truth":
+            gid = global_object_id(b.hit_shower, b.num_showers, b.batch)
+            u, s_sum = head.features(b.x, net.front_face_xy(b.x), b.hit_energy, gid - 1, int(b.num_showers.sum()),
+                                     out["energy_factor"], out["pid_logits"], out["beta"])
+            return [(u, s_sum, b.shower_energy.reshape(-1))]
+        res = []
+        recos = self.reconstruct(b, out)
+        counts = torch.bincount(b.batch, minlength=len(recos)).tolist()
+        n_sh = b.num_showers.reshape(-1).tolist()
+        xy = net.front_face_xy(b.x)
+        h0 = k0 = 0
+        for ev, r in enumerate(recos):
+            n, kt = counts[ev], int(n_sh[ev])
+            sl = slice(h0, h0 + n)
+            m = match_showers(b.hit_shower[sl].cpu().numpy(), r["assignment"], b.hit_energy[sl].cpu().numpy(),
+                              n_truth=kt, n_pred=len(r["energy"]), iou_threshold=self.hparams.iou_threshold)
+            if len(m.pred_idx):
+                a = torch.as_tensor(r["assignment"], device=b.x.device)
+                u, s_sum = head.features(b.x[sl], xy[sl], b.hit_energy[sl], a, len(r["energy"]),
+                                         out["energy_factor"][sl], out["pid_logits"][sl], out["beta"][sl])
+                p_idx = torch.as_tensor(m.pred_idx, device=b.x.device)
+                t_idx = torch.as_tensor(m.truth_idx, device=b.x.device)
+                res.append((u[p_idx], s_sum[p_idx], b.shower_energy.reshape(-1)[k0:k0 + kt][t_idx]))
+            h0 += n
+            k0 += kt
+        return res
 
     def _radius_loss(self, batch: Any, out: dict[str, Tensor], gid: Tensor, xi: Tensor) -> Tensor:
         r"""Local condensation radius for the hinge potential: every hit of object :math:`k` learns

@@ -173,3 +173,27 @@ def test_oc_energy_weights_and_nearest_assignment_in_module(tmp_path):
     with torch.no_grad():
         recos = weighted.reconstruct(batch, weighted(batch))
     assert sum(len(r["energy"]) for r in recos) > 0
+
+
+@pytest.mark.parametrize("on", ["truth", "condensed"])
+def test_fit_shower_calibration_on_truth_or_condensed_clusters(tmp_path, on):
+    """The second-stage fit moves only the calibration head, on the truth showers or on the condensed
+    clusters matched to them, and lowers its loss."""
+    torch.manual_seed(1)
+    dm = _dm(tmp_path, n_events=4)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    net = CaloGravNet(in_dim=F_IN, hidden=16, n_blocks=1, k=6, coord_anchor_mm=100.0, space_anchor_mm=100.0,
+                      shower_calibration=True, predict_distance_scale=True)
+    model = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), t_beta=0.05, t_d=1.0).eval()
+    samples = [s for b in batches for s in model._calibration_samples(b, model(b), on)]
+    assert samples and all(u.shape[0] == s.shape[0] == e.shape[0] for u, s, e in samples)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    first = model.fit_shower_calibration(batches, steps=1, on=on)
+    net.load_state_dict(before)
+    last = model.fit_shower_calibration(batches, steps=60, on=on)
+    assert last < first
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("shower_head.") for k in changed)
+    with pytest.raises(ValueError, match="'truth' or 'condensed'"):
+        model.fit_shower_calibration(batches, on="predicted")
