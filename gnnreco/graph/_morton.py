@@ -3,7 +3,7 @@ r"""Exact kNN on one Morton-sorted point set with a cell size chosen per query (
 Used by the cell-list engine (``_cells.py``) for the queries its global cell size cannot serve
 (shower cores and sparse halos in the same event), instead of rebuilding a grid per density class.
 
-1. The points' coordinates on the ``g`` widest axes are quantised to ``b``-bit integers (one unit
+1. The points' coordinates on the ``g <= 4`` widest axes are quantised to ``b``-bit integers (one unit
    for all axes) and sorted once by their Morton (Z-order) code, with the event id in the high
    bits. A grid cell of side :math:`2^s` units is then a *prefix* of the code, i.e. one contiguous
    slice of the sorted order, for every :math:`s` at once: all resolutions share one sort.
@@ -39,11 +39,13 @@ _SPREAD = {
         (1, 0x5555555555555555)),
     3: ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F), (4, 0x10C30C30C30C30C3),
         (2, 0x1249249249249249)),
+    4: ((24, 0x000000FF000000FF), (12, 0x000F000F000F000F), (6, 0x0303030303030303), (3, 0x1111111111111111)),
 }
 
 
 def _encode(c: Tensor, bits: int) -> Tensor:
-    """Morton code of integer coordinates ``c`` ``[n, g]`` (``g <= 3``, at most ``bits`` bits each)."""
+    """Morton code of integer coordinates ``c`` ``[n, g]`` (``g <= 4``; at most 21, 16 bits each for
+    ``g = 3, 4``)."""
     g = c.size(1)
     if g == 1:
         return c[:, 0].clone()
@@ -67,12 +69,12 @@ def knn_morton(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_e
     if Q == 0 or N == 0 or k == 0:
         return res
     ext_all = x.amax(0) - x.amin(0)
-    g = min(D, 3)
+    g = min(D, 4)
     dims = torch.argsort(ext_all, descending=True)[:g]
     lo = x[:, dims].amin(0)
     ne = max(1, num_events)
     ebits = max(1, math.ceil(math.log2(ne + 1)))
-    b = max(1, min(21, (62 - ebits) // g))
+    b = max(1, min(21 if g < 4 else 16, (62 - ebits) // g))
     unit = float(ext_all[dims].max()) / (2 ** b - 1) if float(ext_all.max()) > 0 else 1.0
     unit = max(unit, 1e-30)
     top = (1 << b) - 1

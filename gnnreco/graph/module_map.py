@@ -32,13 +32,14 @@ plus ``abs_tolerance``. No Python loop over hits, edges or modules.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._util import as_tensor, eta_of, expand_ranges, single_threaded, wrap_phi
+from ._util import _one_thread, as_tensor, eta_of, expand_ranges, single_threaded, wrap_phi
 
 __all__ = ["ModuleMap", "FEATURES", "TRIPLET_FEATURES", "pair_features"]
 
@@ -242,7 +243,6 @@ class ModuleMap:
             self._ht_cache = cache
         return cache[1]
 
-    @single_threaded
     def __call__(self, r, phi, z, module_id, triplets: bool | None = None) -> Tensor:
         """Edges of one event.
 
@@ -268,10 +268,14 @@ class ModuleMap:
             raise ValueError("triplets=True but the module map has no triplets (fit with triplets=True)")
         if len(self) == 0 or r.numel() == 0:
             return torch.empty(2, 0, dtype=torch.long, device=dev)
-        src, dst, feats = self._doublets(r, phi, z, mod)
-        if triplets and src.numel():
-            keep = self._triplet_mask(r, phi, z, mod, src, dst, feats)
-            src, dst = src[keep], dst[keep]
+        # memory-bound chains of ops run single-threaded (see gnnreco.graph._util.single_threaded);
+        # the triplet join is split into parts on torch.get_num_threads() worker threads instead
+        workers = torch.get_num_threads() if dev.type == "cpu" else 1
+        with _one_thread():
+            src, dst, feats = self._doublets(r, phi, z, mod)
+            if triplets and src.numel():
+                keep = self._triplet_mask(r, phi, z, mod, src, dst, feats, workers)
+                src, dst = src[keep], dst[keep]
         return torch.stack([src, dst])
 
     def _doublets(self, r: Tensor, phi: Tensor, z: Tensor, mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -328,7 +332,7 @@ class ModuleMap:
         src, dst, z0, dphi, slope, deta = sel(src, dst, z0, dphi, slope, deta, mask=ok)
         return src, dst, torch.stack([z0, dphi, slope, deta])
 
-    def _triplet_mask(self, r, phi, z, mod, src, dst, feats) -> Tensor:
+    def _triplet_mask(self, r, phi, z, mod, src, dst, feats, workers: int = 1) -> Tensor:
         """Edges (of the doublet stage) in at least one triplet inside its windows.
 
         ``feats``: the doublet features ``[4, E]`` (z0, dphi, phi_slope, deta) of the edges.
@@ -359,32 +363,53 @@ class ModuleMap:
         cnt = torch.bincount(s_src, minlength=r.numel())
         start = torch.cumsum(cnt, 0) - cnt
         mid = dst.index_select(0, first)
-        o, pos = expand_ranges(start.index_select(0, mid), cnt.index_select(0, mid))
-        e1, e2 = first.index_select(0, o), second.index_select(0, pos)
-        if e1.numel() == 0:
+        joins = cnt.index_select(0, mid)
+        total = int(joins.sum())
+        if total == 0:
             return keep
-        key = k12.index_select(0, e1) * K + d2.index_select(0, e2)
-        j = torch.searchsorted(tk, key).clamp(max=tk.numel() - 1)
-        i = (tk.index_select(0, j) == key).nonzero(as_tuple=True)[0]
-        e1, e2, j = e1.index_select(0, i), e2.index_select(0, i), j.index_select(0, i)
         _, _, lo, hi = self._columns(dev)
-        # the ten windows one at a time on the survivors; azimuthal features first (most selective)
-        for c in (1, 5, 2, 6, 0, 4, 3, 7):
-            e = e1 if c < 4 else e2
-            v = feats[c % 4].index_select(0, e)
-            ok = (v >= lo[c].index_select(0, j)) & (v <= hi[c].index_select(0, j))
-            i = ok.nonzero(as_tuple=True)[0]
+        d_all = _directions(r, phi, z, src, dst)
+
+        def part(bounds: tuple[int, int]) -> tuple[Tensor, Tensor]:
+            f = first[bounds[0]:bounds[1]]
+            m = mid[bounds[0]:bounds[1]]
+            o, pos = expand_ranges(start.index_select(0, m), cnt.index_select(0, m))
+            e1, e2 = f.index_select(0, o), second.index_select(0, pos)
+            key = k12.index_select(0, e1) * K + d2.index_select(0, e2)
+            j = torch.searchsorted(tk, key).clamp(max=tk.numel() - 1)
+            i = (tk.index_select(0, j) == key).nonzero(as_tuple=True)[0]
             e1, e2, j = e1.index_select(0, i), e2.index_select(0, i), j.index_select(0, i)
-            if e1.numel() == 0:
-                return keep
-        used = torch.unique(torch.cat([e1, e2]))
-        d = _directions(r, phi, z, src.index_select(0, used), dst.index_select(0, used))
-        slot = torch.full((src.numel(),), -1, dtype=torch.long, device=dev)
-        slot[used] = torch.arange(used.numel(), device=dev)
-        diff = d.index_select(0, slot.index_select(0, e2)) - d.index_select(0, slot.index_select(0, e1))
-        ok = ((diff >= lo[8:].t().index_select(0, j)) & (diff <= hi[8:].t().index_select(0, j))).all(1)
-        keep[e1[ok]] = True
-        keep[e2[ok]] = True
+            # the ten windows one at a time on the survivors; azimuthal features first (most selective)
+            for c in (1, 5, 2, 6, 0, 4, 3, 7, 8, 9):
+                if c < 8:
+                    v = feats[c % 4].index_select(0, e1 if c < 4 else e2)
+                else:
+                    v = d_all[:, c - 8].index_select(0, e2) - d_all[:, c - 8].index_select(0, e1)
+                ok = (v >= lo[c].index_select(0, j)) & (v <= hi[c].index_select(0, j))
+                i = ok.nonzero(as_tuple=True)[0]
+                e1, e2, j = e1.index_select(0, i), e2.index_select(0, i), j.index_select(0, i)
+                if e1.numel() == 0:
+                    break
+            return e1, e2
+
+        # the join in parts of about equal size (bounded memory), on `workers` threads
+        nparts = max(1, min(first.numel(), max(4 * workers if workers > 1 else 1, -(-total // (1 << 21)))))
+        cum = torch.cumsum(joins, 0)
+        cuts = torch.searchsorted(cum, torch.arange(1, nparts, device=dev) * (total / nparts)).tolist()
+        edges = sorted(set([0] + cuts + [first.numel()]))
+        parts = list(zip(edges[:-1], edges[1:]))
+        if workers > 1 and len(parts) > 1 and dev.type == "cpu":
+            def run(bounds):
+                torch.set_num_threads(1)
+                return part(bounds)
+
+            with ThreadPoolExecutor(min(workers, len(parts))) as ex:
+                results = list(ex.map(run, parts))
+        else:
+            results = [part(bd) for bd in parts]
+        for e1, e2 in results:
+            keep[e1] = True
+            keep[e2] = True
         return keep
 
     # -- persistence ---------------------------------------------------------------------------
