@@ -52,7 +52,8 @@ def regression_targets(X: Tensor, y: Tensor) -> Tensor:
 def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_weight: float = 10.0,
               focal_gamma: float = 2.0, charge_weight: float = 1.0,
               reg_weights: Sequence[float] = (1.0, 0.01, 0.01, 0.01, 1.0), sqrt_pt_weight: bool = True,
-              pt_linear_weight: float = 0.0, pt_linear_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+              pt_linear_weight: float = 0.0, pt_linear_scale: float = 1.0,
+              pt_linear_on_all: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     r"""MLPF loss of a padded batch.
 
     Args:
@@ -71,6 +72,9 @@ def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_
             MSE estimates a geometric mean; jets sum linear p_T, and this term pulls towards the
             conditional mean and weighs elements by their absolute contribution. 0 (default) = reference loss.
         pt_linear_scale: :math:`s` in GeV.
+        pt_linear_on_all: apply the χ² term to every real element, with :math:`p_{T,target} = 0` for
+            elements without a target: the regressed p_T then hedges towards zero where an element is
+            probably not a particle, so a false positive carries little momentum into the jets.
 
     Returns:
         ``(loss, parts)`` with parts ``binary, pid, charge, reg_pt, reg_eta, reg_sin, reg_cos, reg_e``.
@@ -97,9 +101,11 @@ def mlpf_loss(out: Sequence[Tensor], X: Tensor, y: Tensor, mask: Tensor, binary_
     names = ("reg_pt", "reg_eta", "reg_sin", "reg_cos", "reg_e")
     parts = {"binary": l_bin.detach(), "pid": l_pid.detach(), "charge": l_q.detach()}
     if pt_linear_weight > 0:
-        pt_elem = X[..., 1][true]
-        chi2 = (p4[..., 0][true] - y[..., 2][true]) ** 2 / (pt_elem.clamp(min=0) + pt_linear_scale)
-        l_lin = chi2.sum() / n_true
+        sel = m if pt_linear_on_all else true
+        pt_t = torch.where(cls > 0, y[..., 2], torch.zeros_like(y[..., 2]))[sel]
+        pt_elem = X[..., 1][sel]
+        chi2 = (p4[..., 0][sel] - pt_t) ** 2 / (pt_elem.clamp(min=0) + pt_linear_scale)
+        l_lin = chi2.sum() / (n_elem if pt_linear_on_all else n_true)
         loss = loss + pt_linear_weight * l_lin
         parts["pt_linear"] = l_lin.detach()
     parts.update({k: per_term[i].detach() for i, k in enumerate(names)})

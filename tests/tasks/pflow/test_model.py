@@ -92,6 +92,9 @@ def test_linear_pt_chi2_term():
     assert "pt_linear" not in parts0
     assert parts["pt_linear"].item() == pytest.approx((5.0 - 8.0) ** 2 / (10.0 + 1.0), rel=1e-5)
     assert (loss - base).item() == pytest.approx(2.0 * 9.0 / 11.0, rel=1e-5)
+    # on all elements: the real element without target (p_T,pred = 4) counts with target 0, padding does not
+    _, parts_all = mlpf_loss(out, X, y, mask, pt_linear_weight=1.0, pt_linear_on_all=True)
+    assert parts_all["pt_linear"].item() == pytest.approx((9.0 / 11.0 + 16.0 / 5.0) / 2, rel=1e-5)
 
 
 def test_focal_loss_and_regression_targets():
