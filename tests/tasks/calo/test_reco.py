@@ -106,3 +106,19 @@ def test_condense_backends_agree_on_batched_events_and_reject_unknown():
         condense(beta, x, t_beta=0.3, backend="octree")
     with pytest.raises(ValueError, match="assign"):
         condense(beta, x, t_beta=0.3, assign="closest")
+
+
+def test_condense_is_exact_in_a_dense_clump():
+    """A trained network collapses a shower's hits onto a point: more candidates than the radius
+    search's neighbour cap lie within one capture radius. The KD-tree backend (the CPU default) has no
+    cap; the radius backend is exact once the cap exceeds the clump (its documented limit)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([0.01 * torch.randn(1500, 3, generator=g), 5.0 + 0.01 * torch.randn(700, 3, generator=g)])
+    beta = 0.2 + 0.8 * torch.rand(2200, generator=g)
+    scale = torch.full((2200,), 0.3)
+    scale[torch.randint(0, 2200, (20,), generator=g)] = 3.0  # a few wide radii set the search radius
+    ref = condense_reference(beta.numpy(), x.numpy(), 0.1, 1.0, scale.numpy())
+    assert ref.max() == 1  # two clusters
+    for backend, cap in (("auto", 64), ("kdtree", 64), ("radius", 4096)):
+        c = condense(beta, x, t_beta=0.1, t_d=1.0, distance_scale=scale, backend=backend, max_num_neighbors=cap)
+        np.testing.assert_array_equal(c.assignment.numpy(), ref)
