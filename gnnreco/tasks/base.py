@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphTaskModule", "TooManyOOMError", "is_oom_error"]
+__all__ = ["GraphTaskModule", "TooManyOOMError", "is_oom_error", "gather_records"]
 
 
 class TooManyOOMError(RuntimeError):
@@ -56,6 +56,23 @@ def is_oom_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError | MemoryError) and (
         "out of memory" in str(exc).lower() or isinstance(exc, MemoryError)
     )
+
+
+def gather_records(records: list) -> list:
+    """Every process's ``records`` concatenated in rank order (``records`` itself without a process group).
+
+    Event-pooled test summaries (track efficiency over all test particles, jet resolution over all jets)
+    are not means of per-rank values: under DDP each rank holds the per-event records of its share of the
+    test split, and the summary must be computed from all of them. This gathers the (picklable) records
+    onto every rank with ``torch.distributed.all_gather_object``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return records
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(records))
+    return [r for part in parts for r in part]
 
 
 def _num_graphs(batch: Any) -> int:
