@@ -34,3 +34,15 @@ def test_train_save_and_reuse_gives_the_same_evaluation(tmp_path):
     assert again["reused"] and again["train_steps"] == first["train_steps"]
     for key in ("efficiency", "fake_rate", "resolution", "t_beta", "t_d"):
         assert again[key] == first[key] or (again[key] != again[key] and first[key] != first[key])
+
+
+def test_threshold_choice_prefers_resolution_within_the_goal_margins():
+    s = lambda e, f, r: {"efficiency": e, "fake_rate": f, "resolution": r}  # noqa: E731
+    grid = [((0.1, 1.0), s(0.99, 0.10, 0.05)),   # best resolution, too many fakes
+            ((0.3, 1.5), s(0.98, 0.02, 0.09)),
+            ((0.5, 2.0), s(0.965, 0.01, 0.08)),   # the choice
+            ((0.7, 2.0), s(0.94, 0.00, 0.07))]    # efficiency below the margin
+    assert bench.choose_thresholds(grid) == (0.5, 2.0)
+    # nothing within the margins: the largest efficiency - fake rate
+    assert bench.choose_thresholds(grid, min_efficiency=0.999) == (0.3, 1.5)
+    assert bench.choose_thresholds([((0.2, 1.0), s(float("nan"), float("nan"), float("nan")))]) == (0.3, 0.5)
