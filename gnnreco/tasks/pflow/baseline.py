@@ -52,7 +52,7 @@ def hadron_response_curve(e: np.ndarray, h_over_e: float = 0.6, groom_k: float =
 
 def calibrate_hadron_energy(raw: np.ndarray, h_over_e: float = 0.6, groom_k: float = 0.82,
                             iterations: int = 8) -> np.ndarray:
-    """Invert :math:`E\,r(E) = E_{raw}` by fixed-point iteration (r varies slowly, so it converges fast)."""
+    r"""Invert :math:`E\,r(E) = E_{raw}` by fixed-point iteration (r varies slowly, so it converges fast)."""
     raw = np.asarray(raw, np.float64)
     e = raw / 0.8
     for _ in range(iterations):
