@@ -290,10 +290,15 @@ class ModuleMap:
         keys = self.keys.to(dev)
         m1, m2 = keys // M, keys % M
 
+        # dense per-module tables (first hit, hit count): one gather per map key instead of a search
+        kn = umod < M
+        first_m = torch.zeros(M, dtype=torch.long, device=dev)
+        cnt_m = torch.zeros(M, dtype=torch.long, device=dev)
+        first_m[umod[kn]] = first[kn]
+        cnt_m[umod[kn]] = cnt[kn]
+
         def lookup(m: Tensor) -> tuple[Tensor, Tensor]:
-            i = torch.searchsorted(umod, m).clamp(max=umod.numel() - 1)
-            hit = umod.index_select(0, i) == m
-            return first.index_select(0, i), torch.where(hit, cnt.index_select(0, i), 0)
+            return first_m.index_select(0, m), cnt_m.index_select(0, m)
 
         f1, c1 = lookup(m1)
         f2, c2 = lookup(m2)
@@ -368,13 +373,22 @@ class ModuleMap:
         if total == 0:
             return keep
         _, _, lo, hi = self._columns(dev)
-        d_all = _directions(r, phi, z, src, dst)
+        d_all = _directions(r, phi, z, src, dst).t().contiguous()  # [2, E]
+
+        # every triplet window lies inside the union of all windows: a cheap pre-cut of the joined
+        # pairs on the change of direction before the (costlier) triplet-key lookup
+        glo = (float(lo[8].min()), float(lo[9].min()))
+        ghi = (float(hi[8].max()), float(hi[9].max()))
 
         def part(bounds: tuple[int, int]) -> tuple[Tensor, Tensor]:
             f = first[bounds[0]:bounds[1]]
             m = mid[bounds[0]:bounds[1]]
             o, pos = expand_ranges(start.index_select(0, m), cnt.index_select(0, m))
             e1, e2 = f.index_select(0, o), second.index_select(0, pos)
+            for c in (0, 1):
+                v = d_all[c].index_select(0, e2) - d_all[c].index_select(0, e1)
+                i = ((v >= glo[c]) & (v <= ghi[c])).nonzero(as_tuple=True)[0]
+                e1, e2 = e1.index_select(0, i), e2.index_select(0, i)
             key = k12.index_select(0, e1) * K + d2.index_select(0, e2)
             j = torch.searchsorted(tk, key).clamp(max=tk.numel() - 1)
             i = (tk.index_select(0, j) == key).nonzero(as_tuple=True)[0]
@@ -384,7 +398,7 @@ class ModuleMap:
                 if c < 8:
                     v = feats[c % 4].index_select(0, e1 if c < 4 else e2)
                 else:
-                    v = d_all[:, c - 8].index_select(0, e2) - d_all[:, c - 8].index_select(0, e1)
+                    v = d_all[c - 8].index_select(0, e2) - d_all[c - 8].index_select(0, e1)
                 ok = (v >= lo[c].index_select(0, j)) & (v <= hi[c].index_select(0, j))
                 i = ok.nonzero(as_tuple=True)[0]
                 e1, e2, j = e1.index_select(0, i), e2.index_select(0, i), j.index_select(0, i)
