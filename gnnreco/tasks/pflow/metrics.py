@@ -242,6 +242,18 @@ class PFEvaluator:
             self.met_pairs.setdefault(name, []).append((met(candidates_to_ptetaphie(cand)), gen_met))
         self.n_events += 1
 
+    def merge(self, other: PFEvaluator) -> PFEvaluator:
+        """Append the events of ``other`` (same binning) to this evaluator, e.g. every DDP rank's share."""
+        if other.pt_bins != self.pt_bins or other.jet_kw != self.jet_kw:
+            raise ValueError("PFEvaluator.merge: the evaluators use different jet settings or pT bins")
+        self.true_cls += other.true_cls
+        for name in other.pred_cls:
+            self.pred_cls.setdefault(name, []).extend(other.pred_cls[name])
+            self.jets.setdefault(name, []).extend(other.jets[name])
+            self.met_pairs.setdefault(name, []).extend(other.met_pairs[name])
+        self.n_events += other.n_events
+        return self
+
     def summary(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
         t = np.concatenate(self.true_cls) if self.true_cls else np.zeros(0, int)

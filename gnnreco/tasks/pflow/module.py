@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnreco.tasks.base import GraphTaskModule
+from gnnreco.tasks.base import GraphTaskModule, gather_records
 from gnnreco.tasks.pflow.baseline import rule_based_pf
 from gnnreco.tasks.pflow.data import split_gen
 from gnnreco.tasks.pflow.loss import mlpf_loss
@@ -130,6 +130,11 @@ class PFlowModule(GraphTaskModule):
         self.evaluator = PFEvaluator(self.pt_bins, jet_pt_min=self.jet_pt_min)
 
     def on_test_epoch_end(self) -> None:
+        if self.evaluator is not None and self._distributed():  # jets and MET pooled over every rank's events
+            parts = gather_records([self.evaluator])
+            self.evaluator = parts[0]
+            for other in parts[1:]:
+                self.evaluator.merge(other)
         if self.evaluator is None or self.evaluator.n_events == 0:
             return
         flat = self.evaluator.flat_metrics()

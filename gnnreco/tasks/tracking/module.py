@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnreco.tasks.base import GraphTaskModule
+from gnnreco.tasks.base import GraphTaskModule, gather_records
 from gnnreco.tasks.tracking.loss import make_edge_loss
 from gnnreco.tasks.tracking.metrics import edge_metrics, track_metrics, trackml_score
 from gnnreco.tasks.tracking.reco import build_tracks, candidates_from_labels
@@ -253,6 +253,8 @@ class TrackingModule(GraphTaskModule):
             self._test_cache.append(rec)
 
     def on_test_epoch_end(self) -> None:
+        # under DDP every rank pools the events of all ranks, so the totals describe the whole test split
+        self._test_cache = gather_records(self._test_cache)
         if not self._test_cache:
             return
         summary = self.test_summary()

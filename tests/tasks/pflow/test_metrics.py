@@ -117,3 +117,28 @@ def test_evaluator_truth_candidates_are_perfect():
     assert "truth" in ev.table()
     with pytest.raises(ValueError, match="one per element"):
         ev.add(d["y"], d["gen_p4"], {"bad": d["y"][:3]})
+
+
+def test_evaluator_merge_equals_one_pass():
+    """Merging per-rank evaluators (DDP) gives the summary of one evaluator over all the events."""
+    from gnnreco.tasks.pflow.data import generate_pflow_event
+
+    events = [generate_pflow_event(s, backend="parametric") for s in range(4)]
+    rng = np.random.default_rng(0)
+    cands = []
+    for d in events:  # the targets with a smeared third column (momentum), classes untouched
+        c = np.array(d["y"], dtype=np.float64)
+        c[:, 2] *= rng.uniform(0.8, 1.2, size=len(c))
+        cands.append(c)
+    whole, a, b = PFEvaluator(), PFEvaluator(), PFEvaluator()
+    for i, (d, c) in enumerate(zip(events, cands)):
+        whole.add(d["y"], d["gen_p4"], {"alg": c})
+        (a if i % 2 == 0 else b).add(d["y"], d["gen_p4"], {"alg": c})
+    merged = a.merge(b)
+    assert merged.n_events == 4
+    fa, fw = merged.flat_metrics(), whole.flat_metrics()
+    assert fa.keys() == fw.keys()
+    for k in fw:
+        assert (fa[k] == fw[k]) or (fa[k] != fa[k] and fw[k] != fw[k]), k
+    with pytest.raises(ValueError, match="different jet settings"):
+        PFEvaluator(R=0.8).merge(a)
