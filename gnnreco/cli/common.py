@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger("gnnreco")
 
 __all__ = [
+    "relaunch_argv",
+    "cpu_safe_trainer_config",
     "seed_everything", "build_datamodule", "build_model", "resolve_ckpt", "load_checkpoint_weights",
     "merge_run_config", "print_metrics", "output_dir", "to_float_dict", "load_trained",
 ]
@@ -175,3 +180,37 @@ def print_metrics(metrics: dict[str, float], title: str = "metrics") -> str:
         lines.append(f"{k:40s} {s}")
     Console().print(table)
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def relaunch_argv() -> Iterator[None]:
+    """Let Lightning's DDP launcher re-execute the command the user typed.
+
+    ``gnnreco.cli.main`` hands Hydra ``sys.argv = ["gnnreco <verb>", *overrides]``. Lightning's
+    subprocess launcher starts ranks 1..N-1 as ``python -m <__main__ module> sys.argv[1:]`` (or
+    ``python sys.argv[0] sys.argv[1:]`` for a console script), so while the trainer runs (``train``,
+    ``evaluate``) the verb is put back and ``argv[0]`` is the real script again.
+    """
+    saved = list(sys.argv)
+    if saved and saved[0].startswith("gnnreco ") and len(saved[0].split()) == 2:
+        main = sys.modules.get("__main__")
+        script = getattr(main, "__file__", None) or "gnnreco"
+        sys.argv = [script, saved[0].split()[1], *saved[1:]]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def cpu_safe_trainer_config(tcfg: DictConfig) -> DictConfig:
+    """``trainer=ddp`` on CPU: torch's SyncBatchNorm only runs on GPU modules, so it is switched off.
+
+    The change is logged (the CPU processes then keep per-process batch-norm statistics).
+    """
+    if tcfg.get("sync_batchnorm") and str(tcfg.get("accelerator", "")).lower() == "cpu":
+        log.warning("trainer.sync_batchnorm=true needs GPU modules (torch SyncBatchNorm); "
+                    "running trainer.accelerator=cpu with sync_batchnorm=false")
+        tcfg = tcfg.copy()
+        with open_dict(tcfg):
+            tcfg.sync_batchnorm = False
+    return tcfg

@@ -8,9 +8,11 @@ from omegaconf import DictConfig
 
 from gnnreco.cli.common import (
     build_datamodule,
+    cpu_safe_trainer_config,
     load_trained,
     output_dir,
     print_metrics,
+    relaunch_argv,
     seed_everything,
     to_float_dict,
 )
@@ -27,14 +29,15 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     out = output_dir(cfg)
     dm = build_datamodule(cfg)
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
     split = cfg.get("split", "test")
-    if split == "val":
-        results = trainer.validate(model=model, datamodule=dm, verbose=False)
-    elif split == "test":
-        results = trainer.test(model=model, datamodule=dm, verbose=False)
-    else:
+    if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    trainer = instantiate(cpu_safe_trainer_config(cfg.trainer), logger=loggers or False, callbacks=[])
+    with relaunch_argv():  # under DDP, Lightning re-executes `gnnreco evaluate ...` for the other ranks
+        if split == "val":
+            results = trainer.validate(model=model, datamodule=dm, verbose=False)
+        else:
+            results = trainer.test(model=model, datamodule=dm, verbose=False)
     metrics: dict[str, float] = {}
     for r in results:
         metrics.update(to_float_dict(r))

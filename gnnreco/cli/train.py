@@ -3,7 +3,7 @@
 Training at scale (docs/training_at_scale.md):
 
 * ``trainer=ddp`` started from the command line: Lightning re-executes the command for ranks 1..N-1;
-  :func:`_relaunch_argv` gives it the command the user typed (``gnnreco train ...``).
+  :func:`gnnreco.cli.common.relaunch_argv` gives it the command the user typed (``gnnreco train ...``).
 * Under SLURM (``hydra/launcher=slurm`` or a plain ``srun``) Lightning's ``SLURMEnvironment`` owns the
   processes. On the requeue signal (SIGUSR1) it writes ``<run dir>/hpc_ckpt_<n>.ckpt`` and requeues the
   job; the requeued job runs in the same run directory, and :func:`auto_resume_path` resumes from the
@@ -12,21 +12,20 @@ Training at scale (docs/training_at_scale.md):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from gnnreco.cli.common import (
     build_datamodule,
     build_model,
+    cpu_safe_trainer_config,
     output_dir,
     print_metrics,
+    relaunch_argv,
     resolve_ckpt,
     seed_everything,
     to_float_dict,
@@ -59,40 +58,6 @@ def auto_resume_path(run_dir: str | Path) -> str | None:
     return str(max(found, key=lambda p: (p.stat().st_mtime, p.name)))
 
 
-@contextlib.contextmanager
-def _relaunch_argv() -> Iterator[None]:
-    """Let Lightning's DDP launcher re-execute the command the user typed.
-
-    ``gnnreco.cli.main`` hands Hydra ``sys.argv = ["gnnreco train", *overrides]``. Lightning's
-    subprocess launcher starts ranks 1..N-1 as ``python -m <__main__ module> sys.argv[1:]`` (or
-    ``python sys.argv[0] sys.argv[1:]`` for a console script), so during training the verb is put back
-    and ``argv[0]`` is the real script again.
-    """
-    saved = list(sys.argv)
-    if saved and saved[0] == "gnnreco train":
-        main = sys.modules.get("__main__")
-        script = getattr(main, "__file__", None) or "gnnreco"
-        sys.argv = [script, "train", *saved[1:]]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def _cpu_safe_trainer_config(tcfg: DictConfig) -> DictConfig:
-    """``trainer=ddp`` on CPU: torch's SyncBatchNorm only runs on GPU modules, so it is switched off.
-
-    The change is logged (the CPU processes then keep per-process batch-norm statistics).
-    """
-    if tcfg.get("sync_batchnorm") and str(tcfg.get("accelerator", "")).lower() == "cpu":
-        log.warning("trainer.sync_batchnorm=true needs GPU modules (torch SyncBatchNorm); "
-                    "running trainer.accelerator=cpu with sync_batchnorm=false")
-        tcfg = tcfg.copy()
-        with open_dict(tcfg):
-            tcfg.sync_batchnorm = False
-    return tcfg
-
-
 def _describe_environment(trainer) -> None:
     env = getattr(trainer, "_accelerator_connector", None)
     env = getattr(env, "cluster_environment", None)
@@ -117,7 +82,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg)
     callbacks = instantiate_dict_of(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_dict_of(cfg.get("logger"), "logger")
-    trainer = instantiate(_cpu_safe_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cpu_safe_trainer_config(cfg.trainer), callbacks=callbacks, logger=loggers or False)
 
     _describe_environment(trainer)
 
@@ -129,7 +94,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
             if ckpt is not None:
                 log.info("resuming the interrupted run from %s", ckpt)
         # Checkpoints are gnnreco's own (hyper-parameters may hold OmegaConf containers): trusted.
-        with _relaunch_argv():
+        with relaunch_argv():
             trainer.fit(model=model, datamodule=dm, ckpt_path=ckpt, weights_only=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
     if cfg.get("test", True):
@@ -139,7 +104,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
             best = cb.best_model_path
         elif not cfg.get("train", True):
             best = resolve_ckpt(cfg.get("ckpt_path"), cfg)
-        with _relaunch_argv():
+        with relaunch_argv():
             results = trainer.test(model=model, datamodule=dm, ckpt_path=best, verbose=False,
                                    weights_only=False)
         for r in results:

@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gnnreco.cli import train as train_cli
+from gnnreco.cli.common import cpu_safe_trainer_config, relaunch_argv
 from tests.scale.helpers_scale import TOY, compose_raw, needs_submitit
 
 MULTINODE = TOY + ["trainer=ddp", "trainer.num_nodes=4", "hydra/launcher=slurm"]
@@ -105,7 +106,7 @@ def test_auto_resume_picks_the_newest_checkpoint(tmp_path):
 def test_relaunch_argv_restores_the_verb(monkeypatch, argv0):
     """Lightning re-executes ``sys.argv`` for DDP ranks; it must be ``<script> train <overrides>``."""
     monkeypatch.setattr(sys, "argv", [argv0, "trainer=ddp", "data.batch_size=2"])
-    with train_cli._relaunch_argv():
+    with relaunch_argv():
         inside = list(sys.argv)
     assert sys.argv == [argv0, "trainer=ddp", "data.batch_size=2"]
     if argv0 == "gnnreco train":
@@ -135,7 +136,7 @@ def test_ddp_on_cpu_turns_sync_batchnorm_off():
     """torch's SyncBatchNorm refuses CPU modules: ``trainer=ddp trainer.accelerator=cpu`` must still run."""
     cfg = compose_raw("train", TOY + ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
     assert cfg.trainer.sync_batchnorm is True
-    safe = train_cli._cpu_safe_trainer_config(cfg.trainer)
+    safe = cpu_safe_trainer_config(cfg.trainer)
     assert safe.sync_batchnorm is False and cfg.trainer.sync_batchnorm is True
     gpu = compose_raw("train", TOY + ["trainer=ddp"])
-    assert train_cli._cpu_safe_trainer_config(gpu.trainer).sync_batchnorm is True
+    assert cpu_safe_trainer_config(gpu.trainer).sync_batchnorm is True
