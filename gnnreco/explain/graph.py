@@ -121,25 +121,6 @@ def lrp_multi_aggregate(src: Tensor, index: Tensor, dim_size: int, reductions: S
     return torch.cat([lrp_aggregate(src, index, dim_size, r, name, source) for r in reductions], dim=-1)
 
 
-# --------------------------------------------------------------------------- Interaction Network
-def _interaction_block_forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-    src, dst = edge_index[0], edge_index[1]
-    n = x.shape[0]
-    agg = self.aggregations
-    if self.directions == "both":
-        parts = [x, lrp_multi_aggregate(e, dst, n, agg, "in", src), lrp_multi_aggregate(e, src, n, agg, "out", dst)]
-    elif self.directions == "in":
-        parts = [x, lrp_multi_aggregate(e, dst, n, agg, "in", src)]
-    elif self.directions == "out":
-        parts = [x, lrp_multi_aggregate(e, src, n, agg, "out", dst)]
-    else:
-        parts = [x, lrp_multi_aggregate(torch.cat([e, e], 0), torch.cat([dst, src], 0), n, agg, "undirected",
-                                        torch.cat([src, dst], 0))]
-    x_new = self.node_net(torch.cat(parts, dim=-1))
-    e_new = self.edge_net(torch.cat([x_new[src], x_new[dst], e], dim=-1))
-    return x_new, e_new
-
-
 # --------------------------------------------------------------------------- GravNet
 def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor, anchor: Tensor | None = None) -> tuple[Tensor, Tensor]:
     from gnnreco.tasks.calo.model import knn_edges
@@ -163,25 +144,6 @@ def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor, anchor: Tensor |
     if self.subtract_self:
         agg = agg - torch.cat([f, f], dim=1)
     return self.out(torch.cat([h, agg], dim=1)), s
-
-
-def _gravnet_conv_forward(self, x, batch=None):
-    from gnnreco.graph import edge_sq_distance, knn
-    from gnnreco.nn.gravnet_conv import _pair_batch
-
-    is_bipartite = True
-    if isinstance(x, Tensor):
-        x = (x, x)
-        is_bipartite = False
-    b_l, b_r = _pair_batch(batch)
-    h_l = self.lin_h(x[0])
-    s_l = self.lin_s(x[0]).detach()
-    s_r = self.lin_s(x[1]).detach() if is_bipartite else s_l
-    edge_index = knn(s_l, s_r, self.k, b_l, b_r).flip(0)
-    w = torch.exp(-10.0 * edge_sq_distance(s_l, edge_index, s_r)).detach()
-    msg = h_l.index_select(0, edge_index[0]) * w.unsqueeze(1)
-    out = lrp_multi_aggregate(msg, edge_index[1], s_r.size(0), ("mean", "max"), "knn", edge_index[0])
-    return self.lin_out1(x[1]) + self.lin_out2(out)
 
 
 # --------------------------------------------------------------------------- MLPF
@@ -393,12 +355,12 @@ for _cls in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
 
 _LAZY.update({
     "gnnreco.nn.mlp:MLP": True,
-    "gnnreco.nn.interaction_network:InteractionBlock": "_interaction_block_forward",
+    "gnnreco.nn.interaction_network:InteractionBlock": True,
     "gnnreco.tasks.tracking.model:InteractionEdgeClassifier": True,
     "gnnreco.tasks.tracking.model:InteractionGNN": True,
     "gnnreco.tasks.tracking.model:InteractionGNN2": True,
     "gnnreco.tasks.tracking.model:ResIN": True,
-    "gnnreco.nn.gravnet_conv:GravNetConv": "_gravnet_conv_forward",
+    "gnnreco.nn.gravnet_conv:GravNetConv": True,
     "gnnreco.tasks.calo.model:GravNetBlock": "_calo_gravnet_block_forward",
     "gnnreco.tasks.calo.model:CaloGravNet": True,
     "gnnreco.tasks.pflow.model:GravNetLayer": "_mlpf_gravnet_forward",

@@ -100,11 +100,12 @@ def current_tape() -> Tape | None:
     return _TAPES[-1] if _TAPES else None
 
 
-def _check_and_plan(model: nn.Module, rules: RuleSet) -> tuple[dict[str, object], dict[str, Callable]]:
+def _check_and_plan(model: nn.Module, rules: RuleSet) -> tuple[dict[str, object], dict[str, Callable], list[str]]:
     from gnnreco.explain.graph import composite_handler, supported_composites
 
     leaf_rules: dict[str, object] = {}
     overrides: dict[str, Callable] = {}
+    composites: list[str] = []  # every module with children (audited or with an LRP forward)
     skip_prefixes: list[str] = []
     for name, mod in model.named_modules():
         if any(name.startswith(p) for p in skip_prefixes):
@@ -136,9 +137,10 @@ def _check_and_plan(model: nn.Module, rules: RuleSet) -> tuple[dict[str, object]
                     f"composite modules: {', '.join(supported_composites())}; supported layer types: "
                     f"{', '.join(supported_layers())}. Register it with gnnreco.explain.graph.register_composite "
                     "once its forward is checked to be linear between its child modules.")
+            composites.append(name)
             if handler is not True:
                 overrides[name] = handler
-    return leaf_rules, overrides
+    return leaf_rules, overrides, composites
 
 
 @contextlib.contextmanager
@@ -147,7 +149,7 @@ def lrp_session(model: nn.Module, rules: RuleSet) -> Iterator[Tape]:
 
     The model is put in eval mode for the duration (Dropout off, BatchNorm on running statistics).
     """
-    leaf_rules, overrides = _check_and_plan(model, rules)
+    leaf_rules, overrides, composites = _check_and_plan(model, rules)
     tape = Tape()
     modules = dict(model.named_modules())
     handles = []
@@ -185,9 +187,12 @@ def lrp_session(model: nn.Module, rules: RuleSet) -> Iterator[Tape]:
             if "forward" in mod.__dict__:
                 saved_forward[name] = mod.__dict__["forward"]
             mod.forward = fn.__get__(mod, type(mod))  # type: ignore[method-assign]
+        for name in composites:  # taps and LRP forwards name their records after the module they run in
+            if not name:
+                continue
             pre, post = make_scope(name)
-            handles.append(mod.register_forward_pre_hook(pre))
-            handles.append(mod.register_forward_hook(post))
+            handles.append(modules[name].register_forward_pre_hook(pre))
+            handles.append(modules[name].register_forward_hook(post))
         _TAPES.append(tape)
         yield tape
     finally:

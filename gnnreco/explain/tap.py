@@ -12,17 +12,22 @@ forward has to follow its changes.
   their relevance :math:`m \odot \partial y / \partial m` is kept (``Explanation.messages``).
 * :func:`hold` — a factor that LRP treats as a constant (edge weights, gates, kernel weights): the
   relevance of the product goes to the other factor.
+* :func:`aggregate` — an aggregation of messages (sum, mean, max, min, std) with its relevance rule: outside
+  LRP it calls the layer's own aggregation; inside, the rule of :func:`gnnreco.explain.graph.lrp_aggregate`
+  (std gets the variance-share rule) and the messages are recorded.
 * :func:`input` — an engineered network input (node, edge/pair or global inputs computed from the raw
   arguments): it becomes an explanation leaf whose relevance is reported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from torch import Tensor
 
 from gnnreco.explain.propagate import current_tape
 
-__all__ = ["message", "hold", "input", "INPUT_KEYS"]
+__all__ = ["message", "hold", "aggregate", "input", "INPUT_KEYS"]
 
 #: Where the first engineered input of each kind is kept on the tape (read by ``explain``).
 INPUT_KEYS = {"node": "encoded_inputs", "edge": "encoded_edge_inputs", "global": "encoded_global_inputs"}
@@ -37,6 +42,21 @@ def message(name: str, value: Tensor, index: Tensor, source: Tensor | None = Non
 def hold(value: Tensor) -> Tensor:
     """``value``, held constant under LRP (detached inside an explanation, untouched outside)."""
     return value if current_tape() is None else value.detach()
+
+
+def aggregate(name: str, src: Tensor, index: Tensor, dim_size: int, reductions: Sequence[str],
+              source: Tensor | None, plain: Callable[[Tensor, Tensor, int, Sequence[str]], Tensor]) -> Tensor:
+    """Aggregate messages ``src [E, F]`` onto ``index`` with each of ``reductions``, concatenated.
+
+    Outside an explanation this is ``plain(src, index, dim_size, reductions)``, the layer's own
+    aggregation; inside one, the LRP aggregation that records the messages (from ``source``) under
+    ``name``. Both give the same values.
+    """
+    if current_tape() is None:
+        return plain(src, index, dim_size, reductions)
+    from gnnreco.explain.graph import lrp_multi_aggregate
+
+    return lrp_multi_aggregate(src, index, dim_size, reductions, name, source)
 
 
 def input(kind: str, value: Tensor) -> Tensor:  # noqa: A001 - the tap's name in model code reads tap.input

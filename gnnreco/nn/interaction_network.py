@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from gnnreco.explain import tap
 from gnnreco.nn.mlp import MLP
 
 __all__ = ["aggregate", "multi_aggregate", "InteractionBlock", "AGGREGATIONS", "DIRECTIONS"]
@@ -174,20 +175,22 @@ class InteractionBlock(nn.Module):
         self.edge_net = _mlp(2 * node_out + e_in, hidden, edge_out, n_layers, activation, norm, True)
         self.edge_chunks = 1
 
-    def _agg(self, e: Tensor, index: Tensor, n: int) -> Tensor:
-        return multi_aggregate(e, index, n, self.aggregations)
+    def _agg(self, name: str, e: Tensor, index: Tensor, n: int, source: Tensor) -> Tensor:
+        # an explanation tap: plain multi_aggregate outside LRP, the LRP aggregation rules inside
+        return tap.aggregate(name, e, index, n, self.aggregations, source, multi_aggregate)
 
     def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         src, dst = edge_index[0], edge_index[1]
         n = x.shape[0]
         if self.directions == "both":
-            parts = [x, self._agg(e, dst, n), self._agg(e, src, n)]
+            parts = [x, self._agg("in", e, dst, n, src), self._agg("out", e, src, n, dst)]
         elif self.directions == "in":
-            parts = [x, self._agg(e, dst, n)]
+            parts = [x, self._agg("in", e, dst, n, src)]
         elif self.directions == "out":
-            parts = [x, self._agg(e, src, n)]
+            parts = [x, self._agg("out", e, src, n, dst)]
         else:
-            parts = [x, self._agg(torch.cat([e, e], 0), torch.cat([dst, src], 0), n)]
+            parts = [x, self._agg("undirected", torch.cat([e, e], 0), torch.cat([dst, src], 0), n,
+                                  torch.cat([src, dst], 0))]
         x_new = self.node_net(torch.cat(parts, dim=-1))
         e_new = edge_apply(self.edge_net, x_new, edge_index, e, self.edge_chunks)
         return x_new, e_new
