@@ -121,31 +121,6 @@ def lrp_multi_aggregate(src: Tensor, index: Tensor, dim_size: int, reductions: S
     return torch.cat([lrp_aggregate(src, index, dim_size, r, name, source) for r in reductions], dim=-1)
 
 
-# --------------------------------------------------------------------------- GravNet
-def _calo_gravnet_block_forward(self, h: Tensor, batch: Tensor, anchor: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    from gnnreco.tasks.calo.model import knn_edges
-
-    s = self.lin_s(h).detach()  # graph-building path: weights only
-    if anchor is not None:  # physical anchor of the first coordinates (graph building only)
-        a = anchor.shape[1]
-        s = torch.cat([s[:, :a] + anchor.detach(), s[:, a:]], dim=1)
-    f = torch.relu(self.lin_f(h))  # relu's gradient is y/x: the ratio rule
-    e = knn_edges(s, self.k, batch, self.knn_impl)
-    i, j = e[0], e[1]
-    d2 = ((s[i] - s[j]) ** 2).sum(-1)
-    if self.lin_sigma is not None:
-        sigma = F.softplus(self.lin_sigma(h).detach()).squeeze(-1) + 0.05
-        d2 = d2 / sigma[i] ** 2
-    w = torch.exp(-10.0 * d2).detach()
-    if getattr(self, "knn_impl", None) == "dense":  # the export kNN may reach into another event
-        w = w * (batch[i] == batch[j]).to(w.dtype)
-    msg = f[j] * w[:, None]
-    agg = lrp_multi_aggregate(msg, i, h.shape[0], ("mean", "max"), "knn", j)
-    if self.subtract_self:
-        agg = agg - torch.cat([f, f], dim=1)
-    return self.out(torch.cat([h, agg], dim=1)), s
-
-
 # --------------------------------------------------------------------------- MLPF
 def _mlpf_gravnet_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
     B, N, _ = h.shape
@@ -361,7 +336,7 @@ _LAZY.update({
     "gnnreco.tasks.tracking.model:InteractionGNN2": True,
     "gnnreco.tasks.tracking.model:ResIN": True,
     "gnnreco.nn.gravnet_conv:GravNetConv": True,
-    "gnnreco.tasks.calo.model:GravNetBlock": "_calo_gravnet_block_forward",
+    "gnnreco.tasks.calo.model:GravNetBlock": True,
     "gnnreco.tasks.calo.model:CaloGravNet": True,
     "gnnreco.tasks.pflow.model:GravNetLayer": "_mlpf_gravnet_forward",
     "gnnreco.tasks.pflow.model:GHConvDense": "_ghconv_forward",

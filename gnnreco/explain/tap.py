@@ -27,10 +27,16 @@ from torch import Tensor
 
 from gnnreco.explain.propagate import current_tape
 
-__all__ = ["message", "hold", "aggregate", "input", "INPUT_KEYS"]
+__all__ = ["active", "message", "hold", "aggregate", "input", "INPUT_KEYS"]
 
 #: Where the first engineered input of each kind is kept on the tape (read by ``explain``).
 INPUT_KEYS = {"node": "encoded_inputs", "edge": "encoded_edge_inputs", "global": "encoded_global_inputs"}
+
+
+def active() -> bool:
+    """True inside an explanation: a layer with a fast path that records nothing (e.g. a dense ``[k, N, F]``
+    neighbour layout) takes its edge-list path, whose messages the taps can record."""
+    return current_tape() is not None
 
 
 def message(name: str, value: Tensor, index: Tensor, source: Tensor | None = None) -> Tensor:
@@ -45,14 +51,19 @@ def hold(value: Tensor) -> Tensor:
 
 
 def aggregate(name: str, src: Tensor, index: Tensor, dim_size: int, reductions: Sequence[str],
-              source: Tensor | None, plain: Callable[[Tensor, Tensor, int, Sequence[str]], Tensor]) -> Tensor:
+              source: Tensor | None,
+              plain: Callable[[Tensor, Tensor, int, Sequence[str]], Tensor] | None = None) -> Tensor:
     """Aggregate messages ``src [E, F]`` onto ``index`` with each of ``reductions``, concatenated.
 
     Outside an explanation this is ``plain(src, index, dim_size, reductions)``, the layer's own
-    aggregation; inside one, the LRP aggregation that records the messages (from ``source``) under
-    ``name``. Both give the same values.
+    aggregation (default: the fused :func:`gnnreco.ops.multi_aggregate`); inside one, the LRP aggregation
+    that records the messages (from ``source``) under ``name``. Both give the same values.
     """
     if current_tape() is None:
+        if plain is None:
+            from gnnreco.ops import multi_aggregate
+
+            return multi_aggregate(src, index, tuple(reductions), dim_size=dim_size)
         return plain(src, index, dim_size, reductions)
     from gnnreco.explain.graph import lrp_multi_aggregate
 

@@ -10,7 +10,6 @@ from torch_geometric.nn.dense.linear import Linear
 
 from gnnreco.explain import tap
 from gnnreco.graph import edge_sq_distance, knn
-from gnnreco.ops import multi_aggregate
 
 __all__ = ["GravNetConv"]
 
@@ -23,10 +22,6 @@ def _pair_batch(batch: Tensor | tuple[Tensor | None, Tensor | None] | None):
     return batch[0], batch[1]
 
 
-
-def _mean_max(msg: Tensor, index: Tensor, dim_size: int, reductions) -> Tensor:
-    """GravNet's aggregation :math:`[\\mathrm{mean}_j, \\max_j]` with the fused kernel of :mod:`gnnreco.ops`."""
-    return multi_aggregate(msg, index, reductions=tuple(reductions), dim_size=dim_size)
 
 class GravNetConv(torch.nn.Module):
     r"""The GravNet operator from `"Learning Representations of Irregular Particle-detector
@@ -102,7 +97,7 @@ class GravNetConv(torch.nn.Module):
         # the kNN weights depend only on the learned space: LRP holds them constant (explanation taps)
         edge_weight = tap.hold(torch.exp(-10.0 * edge_sq_distance(s_l, edge_index, s_r)))
         msg = h_l.index_select(0, edge_index[0]) * edge_weight.unsqueeze(1)
-        out = tap.aggregate("knn", msg, edge_index[1], s_r.size(0), ("mean", "max"), edge_index[0], _mean_max)
+        out = tap.aggregate("knn", msg, edge_index[1], s_r.size(0), ("mean", "max"), edge_index[0])
         return self.lin_out1(x[1]) + self.lin_out2(out)
 
     def __repr__(self) -> str:

@@ -32,8 +32,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gnnreco.explain import tap
 from gnnreco.nn.mlp import MLP
-from gnnreco.ops import multi_aggregate, scatter_mean, scatter_sum
+from gnnreco.ops import scatter_mean, scatter_sum
 from gnnreco.tasks.calo.data import FEATURE_NAMES, POSITION_SCALE_MM
 
 _COL_X, _COL_DZ = FEATURE_NAMES.index("x"), FEATURE_NAMES.index("dz")
@@ -131,6 +132,7 @@ def _torch_cluster_ok() -> bool:
     return bool(_compat.WITH_TORCH_CLUSTER)
 
 
+
 class GravNetBlock(nn.Module):
     r"""HGCalML-style GravNet layer (see the module docstring for the equations).
 
@@ -174,11 +176,13 @@ class GravNetBlock(nn.Module):
         if anchor is not None:  # learned offsets around a physical position (first dims of S)
             a = anchor.shape[1]
             s = torch.cat([s[:, :a] + anchor, s[:, a:]], dim=1)
+        # explanation taps: LRP holds the learned space (graph building and weights) constant
+        s = tap.hold(s)
         f = torch.relu(self.lin_f(h))
         sigma = None
         if self.lin_sigma is not None:
-            sigma = nn.functional.softplus(self.lin_sigma(h)).squeeze(-1) + 0.05
-        nbr = knn_matrix(s, self.k, batch, self.knn_impl)
+            sigma = tap.hold(nn.functional.softplus(self.lin_sigma(h)).squeeze(-1) + 0.05)
+        nbr = None if tap.active() else knn_matrix(s, self.k, batch, self.knn_impl)
         if nbr is not None:
             # regular layout: every hit has exactly k neighbours -> dense gathers and reductions, in a
             # [k, N, F] layout (neighbour-major) so that mean and max reduce over the outer dimension
@@ -201,7 +205,9 @@ class GravNetBlock(nn.Module):
             if sigma is not None:
                 d2 = d2 / sigma[i] ** 2
             w = torch.exp(-10.0 * d2)
-            agg = multi_aggregate(f[j] * w[:, None], i, ("mean", "max"), dim_size=h.shape[0])
+            if self.knn_impl == "dense":  # the export kNN may reach into another event when N < k
+                w = w * (batch[i] == batch[j]).to(w.dtype)
+            agg = tap.aggregate("knn", f[j] * w[:, None], i, h.shape[0], ("mean", "max"), j)
         if self.subtract_self:
             agg = agg - f.repeat(1, 2)
         return self.out(torch.cat([h, agg], dim=1)), s
