@@ -27,13 +27,12 @@ worker threads with single-threaded ops. Memory: the output plus one tile per wo
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from ._morton import knn_morton
-from ._util import expand_ranges
+from ._util import cell_block_distances, expand_ranges, map_tiles
 
 __all__ = ["knn_cells"]
 
@@ -278,7 +277,6 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
         s = e
 
     xs, perm, inv = lev.xs, lev.perm, lev.inv
-    D = x.size(1)
     yT = y.t().contiguous()  # [D, M] coordinate planes: 1-D index_select per axis
     npts = perm.numel()
     # the query's own point lies in the middle row of its block (all offsets 0): its slot in the
@@ -293,32 +291,10 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
         Cc = cells.numel()
         mc = mcount.index_select(0, cells)
         Lc = L.index_select(0, cells)
-        mm = int(mc.max())
-        LL = int(Lc.max())
-        # candidate positions [Cc, LL] in the sorted order (padding: the sentinel at infinity)
-        own, pos = expand_ranges(starts.index_select(0, cells).flatten(), lens.index_select(0, cells).flatten())
-        cell_of = torch.div(own, nrow, rounding_mode="floor")
-        flat = torch.arange(own.numel(), device=dev)
-        flat += (cell_of * LL - (torch.cumsum(Lc, 0) - Lc).index_select(0, cell_of))
-        cand = torch.full((Cc * LL,), npts, dtype=torch.long, device=dev)
-        cand.index_copy_(0, flat, pos)
-        # queries [Cc, mm] (-1 padding)
-        cf = cfirst.index_select(0, cells)
-        qo, qs = expand_ranges(cf, mc)
-        qi = torch.full((Cc * mm,), -1, dtype=torch.long, device=dev)
-        qi.index_copy_(0, qo * mm + qs - cf.index_select(0, qo), q.index_select(0, qs))
+        cand, qi, d2, mm, LL = cell_block_distances(starts, lens, cells, Lc, cfirst.index_select(0, cells), mc, q,
+                                                    xs, yT, npts)
         qv = qi >= 0
         qcf = qi.clamp(min=0)
-        d2 = torch.empty(Cc, mm, LL, dtype=x.dtype, device=dev)
-        for d in range(D):
-            yq = yT[d].index_select(0, qcf).view(Cc, mm, 1)
-            xc = xs[d].index_select(0, cand).view(Cc, 1, LL)
-            if d == 0:
-                torch.sub(yq, xc, out=d2)
-                d2.mul_(d2)
-            else:
-                diff = yq - xc
-                d2.addcmul_(diff, diff)
         if exclude_self:
             # mask the query's own entry before the selection
             oslot = own_off.index_select(0, cells).repeat_interleave(mm) + inv.index_select(0, qcf)
@@ -374,20 +350,7 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
         out[rn, p] = nbr
         return unres
 
-    unres_parts = []
-    if dev.type == "cpu" and workers > 1 and len(bounds) > 1:
-        def run(se):
-            torch.set_num_threads(1)
-            return tile(se)
-        with ThreadPoolExecutor(min(workers, len(bounds))) as ex:
-            # at most 2 tiles per worker in flight, so finished rows never pile up before the write
-            step = 2 * workers
-            for b0 in range(0, len(bounds), step):
-                for res in ex.map(run, bounds[b0:b0 + step]):
-                    unres_parts.append(write(res))
-    else:
-        for se in bounds:
-            unres_parts.append(write(tile(se)))
+    unres_parts = [write(res) for res in map_tiles(tile, bounds, workers, dev)]
     dq = dense_cell.nonzero(as_tuple=True)[0]
     o2, qs2 = expand_ranges(cfirst[dq], mcount[dq])
     dense_q, dense_L = q[qs2], L[dq][o2]

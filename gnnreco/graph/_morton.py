@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
-from ._util import expand_ranges
+from ._util import cell_block_distances, map_tiles
 
 __all__ = ["knn_morton"]
 
@@ -156,7 +155,6 @@ def _pass(s: int, at: Tensor, b: int, g: int, qkey: Tensor, cq: Tensor, ev_q: Te
           offs: Tensor, lo: Tensor, unit: float, dims: Tensor, res: Tensor, inf: Tensor, workers: int) -> Tensor:
     """One level (cell side ``2^s`` units) for the queries ``at``; returns the unresolved ones."""
     dev = xs.device
-    D = xs.size(0)
     N = perm.numel()
     ck = qkey.index_select(0, at) >> (s * g)
     ck, o = torch.sort(ck)
@@ -177,7 +175,6 @@ def _pass(s: int, at: Tensor, b: int, g: int, qkey: Tensor, cq: Tensor, ev_q: Te
     ends = torch.searchsorted(skey, (nkey + 1) << (s * g))
     lens = (ends - starts) * valid
     L = lens.sum(1)
-    nrow = offs.size(0)
     # block border in real coordinates (inf where the block reaches the grid edge)
     span = float(1 << s) * unit
     blo = lo + (cc - 1).to(xs.dtype) * span
@@ -218,29 +215,9 @@ def _pass(s: int, at: Tensor, b: int, g: int, qkey: Tensor, cq: Tensor, ev_q: Te
         T = cells.numel()
         mq = q_num[i0:i1]
         Lc = Li[i0:i1]
-        mm = int(mq.max())
-        LL = max(1, int(Lc.max()))
-        own, pos = expand_ranges(starts.index_select(0, cells).flatten(), lens.index_select(0, cells).flatten())
-        cell_of = torch.div(own, nrow, rounding_mode="floor")
-        flat = torch.arange(own.numel(), device=dev)
-        flat += cell_of * LL - (torch.cumsum(Lc, 0) - Lc).index_select(0, cell_of)
-        cand = torch.full((T * LL,), N, dtype=torch.long, device=dev)
-        cand.index_copy_(0, flat, pos)
-        qo, qs = expand_ranges(q_first[i0:i1], mq)
-        qi = torch.full((T * mm,), -1, dtype=torch.long, device=dev)
-        qi.index_copy_(0, qo * mm + qs - q_first[i0:i1].index_select(0, qo), at.index_select(0, qs))
+        cand, qi, d2, mm, LL = cell_block_distances(starts, lens, cells, Lc, q_first[i0:i1], mq, at, xs, yT, N)
         qv = qi >= 0
         qcf = qi.clamp(min=0)
-        d2 = torch.empty(T, mm, LL, dtype=xs.dtype, device=dev)
-        for d in range(D):
-            a = yT[d].index_select(0, qcf).view(T, mm, 1)
-            c = xs[d].index_select(0, cand).view(T, 1, LL)
-            if d == 0:
-                torch.sub(a, c, out=d2)
-                d2.mul_(d2)
-            else:
-                diff = a - c
-                d2.addcmul_(diff, diff)
         if self_pos is not None:
             d2.masked_fill_(cand.view(T, 1, LL) == self_pos.index_select(0, qcf).view(T, mm, 1), inf)
         kt = min(k, LL)
@@ -266,21 +243,8 @@ def _pass(s: int, at: Tensor, b: int, g: int, qkey: Tensor, cq: Tensor, ev_q: Te
         return qd, nbr, un
 
     outs = []
-    if dev.type == "cpu" and workers > 1 and len(bounds) > 1:
-        def run(se):
-            torch.set_num_threads(1)
-            return tile(se)
-
-        with ThreadPoolExecutor(min(workers, len(bounds))) as ex:
-            step = 2 * workers
-            for b0 in range(0, len(bounds), step):
-                for qd, nbr, un in ex.map(run, bounds[b0:b0 + step]):
-                    res[qd, :nbr.size(1)] = nbr
-                    outs.append(un)
-    else:
-        for se in bounds:
-            qd, nbr, un = tile(se)
-            res[qd, :nbr.size(1)] = nbr
-            outs.append(un)
+    for qd, nbr, un in map_tiles(tile, bounds, workers, dev):
+        res[qd, :nbr.size(1)] = nbr
+        outs.append(un)
     return torch.cat(outs) if outs else at[:0]
 

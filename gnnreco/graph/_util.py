@@ -85,3 +85,70 @@ def single_threaded(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def cell_block_distances(starts: Tensor, lens: Tensor, cells: Tensor, Lc: Tensor, q_first: Tensor, q_count: Tensor,
+                         q_ids: Tensor, xs, yT, sentinel: int) -> tuple[Tensor, Tensor, Tensor, int, int]:
+    """Squared distances of every query of ``T`` cells to the candidates of the cells' neighbourhoods, padded.
+
+    Each cell ``c`` of ``cells`` owns ``q_count[c]`` queries (``q_ids[q_first[c]:...]``) and ``Lc[c]``
+    candidates: the sorted-order position ranges ``starts[c, r]`` … ``+ lens[c, r]`` over its ``nrow``
+    neighbour rows. The block holds ``mm = max q_count`` query slots and ``LL = max Lc`` candidate slots
+    per cell; padding candidates point at ``sentinel`` (a coordinate at infinity in ``xs``), padding
+    queries are −1.
+
+    Args:
+        xs: ``D`` coordinate planes of the sorted points (``xs[d] [n + 1]``, ``xs[d][sentinel] = inf``).
+        yT: ``D`` coordinate planes of the queries (``yT[d] [M]``).
+
+    Returns:
+        ``cand [T·LL]`` candidate positions, ``qi [T·mm]`` query ids, ``d2 [T, mm, LL]``, ``mm``, ``LL``.
+    """
+    dev = starts.device
+    T, nrow = cells.numel(), starts.shape[1]
+    mm = int(q_count.max())
+    LL = max(1, int(Lc.max()))
+    own, pos = expand_ranges(starts.index_select(0, cells).flatten(), lens.index_select(0, cells).flatten())
+    cell_of = torch.div(own, nrow, rounding_mode="floor")
+    flat = torch.arange(own.numel(), device=dev)
+    flat += cell_of * LL - (torch.cumsum(Lc, 0) - Lc).index_select(0, cell_of)
+    cand = torch.full((T * LL,), sentinel, dtype=torch.long, device=dev)
+    cand.index_copy_(0, flat, pos)
+    qo, qs = expand_ranges(q_first, q_count)
+    qi = torch.full((T * mm,), -1, dtype=torch.long, device=dev)
+    qi.index_copy_(0, qo * mm + qs - q_first.index_select(0, qo), q_ids.index_select(0, qs))
+    qcf = qi.clamp(min=0)
+    d2 = torch.empty(T, mm, LL, dtype=xs[0].dtype, device=dev)
+    for d in range(len(xs)):
+        a = yT[d].index_select(0, qcf).view(T, mm, 1)
+        c = xs[d].index_select(0, cand).view(T, 1, LL)
+        if d == 0:
+            torch.sub(a, c, out=d2)
+            d2.mul_(d2)
+        else:
+            diff = a - c
+            d2.addcmul_(diff, diff)
+    return cand, qi, d2, mm, LL
+
+
+def map_tiles(tile, bounds: list, workers: int, device: torch.device):
+    """Yield ``tile(b)`` for every ``b`` of ``bounds``, in order.
+
+    On CPU with ``workers > 1`` the tiles run on a pool of ``workers`` threads, one torch thread each (the
+    kernels release the GIL), with at most two tiles per worker in flight, so finished results never pile up
+    before the caller consumes them (peak memory stays a few tiles).
+    """
+    if device.type != "cpu" or workers <= 1 or len(bounds) <= 1:
+        for b in bounds:
+            yield tile(b)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(b):
+        torch.set_num_threads(1)
+        return tile(b)
+
+    with ThreadPoolExecutor(min(workers, len(bounds))) as ex:
+        step = 2 * workers
+        for b0 in range(0, len(bounds), step):
+            yield from ex.map(run, bounds[b0:b0 + step])
