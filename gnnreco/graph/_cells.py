@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ._morton import knn_morton
-from ._util import cell_block_distances, expand_ranges, map_tiles
+from ._util import cell_block_distances, expand_ranges, map_tiles, tile_bounds
 
 __all__ = ["knn_cells"]
 
@@ -255,26 +255,7 @@ def _run_level(lev: _Level, x, y, by, q: Tensor, k: int, kk: Tensor, ptr: Tensor
     work = work[srt]
     m_l = mcount[work].tolist()
     L_l = L[work].clamp(min=1).tolist()
-    bounds = []
-    nw = len(m_l)
-    s = 0
-    while s < nw:
-        m = m_l[s]
-        lo_e, hi_e = s + 1, s + 1
-        # grow exponentially, then bisect for the largest e with (e - s) * m * L[e - 1] <= budget
-        while hi_e < nw and m_l[hi_e] == m and (hi_e + 1 - s) * m * L_l[hi_e] <= _BUDGET:
-            lo_e = hi_e + 1
-            hi_e = min(nw, s + 2 * (hi_e - s) + 1)
-        hi_e = min(hi_e, nw)
-        while lo_e < hi_e:
-            mid = (lo_e + hi_e + 1) // 2
-            if m_l[mid - 1] == m and (mid - s) * m * L_l[mid - 1] <= _BUDGET:
-                lo_e = mid
-            else:
-                hi_e = mid - 1
-        e = max(lo_e, s + 1)
-        bounds.append((s, e))
-        s = e
+    bounds = tile_bounds(len(m_l), lambda s, e: m_l[e - 1] == m_l[s] and (e - s) * m_l[s] * L_l[e - 1] <= _BUDGET)
 
     xs, perm, inv = lev.xs, lev.perm, lev.inv
     yT = y.t().contiguous()  # [D, M] coordinate planes: 1-D index_select per axis

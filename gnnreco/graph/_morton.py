@@ -18,13 +18,12 @@ Used by the cell-list engine (``_cells.py``) for the queries its global cell siz
 
 from __future__ import annotations
 
-import bisect
 import math
 
 import torch
 from torch import Tensor
 
-from ._util import cell_block_distances, map_tiles
+from ._util import cell_block_distances, map_tiles, tile_bounds
 
 __all__ = ["knn_morton"]
 
@@ -194,20 +193,7 @@ def _pass(s: int, at: Tensor, b: int, g: int, qkey: Tensor, cq: Tensor, ev_q: Te
     order = torch.argsort(q_num * (int(L.max()) + 1) + Li)
     item_cell, q_first, q_num, Li = (t.index_select(0, order) for t in (item_cell, q_first, q_num, Li))
     m_l, L_l = q_num.tolist(), Li.clamp(min=1).tolist()
-    bounds = []
-    i0, n_it = 0, len(m_l)
-    while i0 < n_it:
-        m = m_l[i0]
-        run_end = bisect.bisect_right(m_l, m, i0)
-        lo_i, hi_i = i0 + 1, run_end  # largest i1 with (i1 - i0) * m * L[i1 - 1] <= budget
-        while lo_i < hi_i:
-            mid = (lo_i + hi_i + 1) // 2
-            if (mid - i0) * m * L_l[mid - 1] <= _BUDGET:
-                lo_i = mid
-            else:
-                hi_i = mid - 1
-        bounds.append((i0, lo_i))
-        i0 = lo_i
+    bounds = tile_bounds(len(m_l), lambda s, e: m_l[e - 1] == m_l[s] and (e - s) * m_l[s] * L_l[e - 1] <= _BUDGET)
 
     def tile(se):
         i0, i1 = se

@@ -152,3 +152,27 @@ def map_tiles(tile, bounds: list, workers: int, device: torch.device):
         step = 2 * workers
         for b0 in range(0, len(bounds), step):
             yield from ex.map(run, bounds[b0:b0 + step])
+
+
+def tile_bounds(n: int, fits) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into consecutive tiles ``[s, e)``, each the longest that ``fits(s, e)`` (at least one item).
+
+    ``fits`` must be monotone in ``e`` (if ``[s, e)`` fits, every shorter tile from ``s`` does): the end is found
+    by galloping, then bisection, so a tile of ``t`` items costs ``O(log t)`` calls.
+    """
+    bounds, s = [], 0
+    while s < n:
+        lo, step = s + 1, 1
+        while lo + step <= n and fits(s, lo + step):
+            lo += step
+            step *= 2
+        hi = min(n, lo + step - 1)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(s, mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        bounds.append((s, lo))
+        s = lo
+    return bounds

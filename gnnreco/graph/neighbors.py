@@ -52,6 +52,7 @@ from torch import Tensor
 
 from ._cells import knn_cells
 from ._checks import batch_to_ptr, check_batch, check_points
+from ._util import tile_bounds
 
 __all__ = [
     "knn",
@@ -404,21 +405,8 @@ def _grid_pass(grid: _Grid, x: Tensor, y: Tensor, yg: Tensor, by: Tensor | None,
     # tiles of cells: (#queries in tile) * L <= budget
     ts = tot_sorted.tolist()
     cq = torch.cumsum(qcount_sorted, 0).tolist()
-    bounds, s, C = [], 0, len(ts)
-    while s < C:
-        base = cq[s - 1] if s else 0
-        e = s + 1
-        lo_e, hi_e = s + 1, C
-        # largest e with (cq[e-1]-base) * ts[e-1] <= budget (monotone in e)
-        while lo_e < hi_e:
-            mid = (lo_e + hi_e + 1) // 2
-            if (cq[mid - 1] - base) * max(1, ts[mid - 1]) <= budget:
-                lo_e = mid
-            else:
-                hi_e = mid - 1
-        e = max(lo_e, s + 1)
-        bounds.append((s, e))
-        s = e
+    # largest e with (cq[e-1] - cq[s-1]) * ts[e-1] <= budget (monotone in e)
+    bounds = tile_bounds(len(ts), lambda s, e: (cq[e - 1] - (cq[s - 1] if s else 0)) * max(1, ts[e - 1]) <= budget)
     def tile(se: tuple[int, int]):
         s, e = se
         cells = corder[s:e]
