@@ -8,14 +8,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import compose_config
-from omegaconf import open_dict
 
 from gnnreco.export.native import CppToolchainError, read_tensors, run_cpp, write_tensors
+from tests.export._small import small_task_config
 
 TASKS = ["tracking", "calo", "pflow", "dfei"]
-SMALL = {"calo": ["data.generator.gun.n_particles=[1,3]", "data.generator.gun.energy=[2.0,20.0]",
-                  "data.generator.noise=false", "data.generator.pileup_density=0.0"]}
 
 
 def test_tensor_files_round_trip(tmp_path):
@@ -78,11 +75,7 @@ def test_cpp_call_equals_python(task, runner, tmp_path):
     from gnnreco.cli.common import build_model
     from gnnreco.export import example_batches, export_task
 
-    cfg = compose_config("train", [f"experiment={task}_quickstart", *SMALL.get(task, [])], tmp_path, test_conf=False)
-    with open_dict(cfg):
-        if "n_events" in cfg.data:
-            cfg.data.n_events = 12
-        cfg.data.gen_workers = 1
+    cfg = small_task_config(task, tmp_path)
     torch.manual_seed(0)
     batches = example_batches(cfg, 2)
     model = build_model(cfg).eval()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_config
-from omegaconf import open_dict
 
 from gnnreco.export import (
     MANIFEST_VERSION,
@@ -19,15 +18,13 @@ from gnnreco.export import (
     export_task,
     load_export,
 )
+from tests.export._small import small_task_config
 
 ort = pytest.importorskip("onnxruntime")
 
 TASKS = ["tracking", "calo", "pflow", "dfei"]
 #: the task sections every manifest fills (docs/export.md)
 SECTIONS = ("features", "normalisation", "thresholds", "postprocessing")
-#: smaller events than the quick starts (the calo export's kNN is dense: O(N²) per event)
-SMALL = {"calo": ["data.generator.gun.n_particles=[1,3]", "data.generator.gun.energy=[2.0,20.0]",
-                  "data.generator.noise=false", "data.generator.pileup_density=0.0"]}
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +39,7 @@ def task_setup(tmp_path_factory):
     def setup(task: str):
         if task not in cache:
             tmp = tmp_path_factory.mktemp(task)
-            cfg = compose_config("train", [f"experiment={task}_quickstart", *SMALL.get(task, [])], tmp,
-                                 test_conf=False)
-            with open_dict(cfg):
-                if "n_events" in cfg.data:
-                    cfg.data.n_events = 12
-                cfg.data.gen_workers = 1
+            cfg = small_task_config(task, tmp)
             torch.manual_seed(0)
             batches = example_batches(cfg, 4)
             model = build_model(cfg).eval()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_config
-from omegaconf import open_dict
 
 from gnnreco.export import export_task
+from tests.export._small import small_task_config
 
 pytest.importorskip("onnxruntime")
 
@@ -22,11 +21,7 @@ def test_model_variant_exports(task, model, tmp_path):
     from gnnreco.cli.common import build_model
     from gnnreco.export import example_batches
 
-    cfg = compose_config("train", [f"experiment={task}_quickstart", f"model={model}"], tmp_path, test_conf=False)
-    with open_dict(cfg):
-        if "n_events" in cfg.data:
-            cfg.data.n_events = 12
-        cfg.data.gen_workers = 1
+    cfg = small_task_config(task, tmp_path, [f"model={model}"], small=False)
     torch.manual_seed(0)
     batches = example_batches(cfg, 3)
     module = build_model(cfg).eval()
