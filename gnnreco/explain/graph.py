@@ -18,9 +18,11 @@ onto the targets. In the gradient × input picture (:mod:`gnnreco.explain.rules`
 Everything is evaluated on the actual (sparse) edge index, so the relevance of a layer's messages is
 an ``[E, F]`` tensor; GravNet's kNN graph and MLPF's LSH bins are recorded with their messages.
 
-Modules with children are either *audited* (their ``forward`` does only linear work between child
-modules: concatenation, indexing, sums, scatter-sum/mean/max, residual additions) or get an *LRP
-forward* here that computes the same values (tests check this) with the rules above.
+Modules with children are *audited*: their ``forward`` does only linear work between child modules
+(concatenation, indexing, sums, scatter-sum/mean/max, residual additions), and the non-linear parts go
+through the taps of :mod:`gnnreco.explain.tap`, which apply the rules above inside an explanation (every
+gnnreco task model works this way). A custom model may instead register an *LRP forward* that computes the
+same values with those rules (:func:`register_composite`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnreco.explain.propagate import Message, current_tape
@@ -122,50 +123,6 @@ def lrp_multi_aggregate(src: Tensor, index: Tensor, dim_size: int, reductions: S
 
 
 # --------------------------------------------------------------------------- MLPF
-def _mlpf_gravnet_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
-    B, N, _ = h.shape
-    s, f = self.lin_s(h).detach(), self.lin_f(h)
-    if getattr(self, "geo_scale", None) is not None and geo is not None:  # geometric prior: graph building only
-        s = torch.cat([s, (self.geo_scale * geo).detach()], -1)
-    d2 = (s.unsqueeze(2) - s.unsqueeze(1)).pow(2).sum(-1)
-    d2 = d2.masked_fill(~mask.unsqueeze(1), 1e9)
-    k = min(self.k, N)
-    negd, idx = torch.topk(-d2, k, dim=-1)
-    valid = (negd > -1e8).to(h.dtype)
-    w = torch.exp(10.0 * negd) * valid
-    fj = f.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, f.shape[-1])).reshape(B, N, k, -1)
-    msg = fj * w.unsqueeze(-1)
-    tape = current_tape()
-    if tape is not None:  # record as a flat edge list (event-major element ids)
-        ar = torch.arange(B * N, device=h.device).view(B, N, 1).expand(B, N, k).reshape(-1)
-        src = (idx + (torch.arange(B, device=h.device) * N).view(B, 1, 1)).reshape(-1)
-        keep = valid.reshape(-1) > 0
-        flat = msg.reshape(B * N * k, -1)
-        flat = tape.message("knn", flat, ar, src)
-        tape.tensors.setdefault("_mlpf_keep", keep)
-        msg = flat.reshape(B, N, k, -1)
-    mean = msg.sum(2) / valid.sum(-1, keepdim=True).clamp(min=1)
-    mx = msg.max(2).values
-    out = self.lin_o(torch.cat([h, mean, mx], -1))
-    return self.norm(h + self.drop(pass_through(out, F.elu(out)))) * mask.unsqueeze(-1).to(h.dtype)
-
-
-def _ghconv_forward(self, h: Tensor, A: Tensor) -> Tensor:
-    A = A.detach()
-    deg = A.sum(-1, keepdim=True).clamp(min=1e-6)
-    norm = deg.rsqrt()
-    f_t, f_h, f_g = self.lin(h).split(self.width, -1)
-    src = norm * f_t
-    agg = norm * (A @ src)
-    tape = current_tape()
-    perm = None if tape is None else tape.tensors.get("_lsh_perm")
-    if tape is not None and perm is not None and agg.requires_grad:
-        agg.retain_grad()
-        tape.lazy.append(_lsh_message(tape.scoped("lsh"), agg, src.detach(), A, norm.detach(), perm))
-    g = torch.sigmoid(f_g).detach()  # gate held constant
-    return self.act(f_h + g * (agg - f_h))
-
-
 def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, perm: Tensor):
     r"""Relevance of the bin-internal messages j → i of one GHConv step, summed over features:
     :math:`R_{ji} = \hat A_{ij} \sum_f (n_j f_{t,jf})\, g_{if}` (``[B·K·S·S]`` entries, O(E))."""
@@ -186,104 +143,31 @@ def _lsh_message(name: str, agg: Tensor, src: Tensor, A: Tensor, norm: Tensor, p
     return make
 
 
-def _lsh_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
-    from gnnreco.tasks.pflow.model import lsh_perm
-
-    B, N, W = h.shape
-    S = self.bin_size
-    d = self.ffn_dist(h).detach()
-    if getattr(self, "geo_scale", None) is not None and geo is not None:  # geometric prior: binning only
-        d = torch.cat([d, (self.geo_scale * geo).detach()], -1)
-    perm = lsh_perm(d, mask, self.codebook, S)
-    hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
-    ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
-    ms = mask.gather(1, perm).reshape(B, -1, S).to(h.dtype)
-    sq = ds.pow(2).sum(-1)
-    d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * ds @ ds.transpose(-1, -2)).clamp(min=0)
-    A = torch.exp(-self.kernel_scale * d2) * ms.unsqueeze(-1) * ms.unsqueeze(-2)
-    tape = current_tape()
-    if tape is not None:
-        tape.tensors["_lsh_perm"] = perm
-    x = hs
-    try:
-        for conv in self.convs:
-            x = conv(x, A)
-    finally:
-        if tape is not None:
-            tape.tensors.pop("_lsh_perm", None)
-    x = self.drop(x).reshape(B, -1, W)
-    out = torch.zeros_like(h).scatter(1, perm.unsqueeze(-1).expand(-1, -1, W), x)
-    return self.norm(h + out) * mask.unsqueeze(-1).to(h.dtype)
-
-
-def _calo_position(X: Tensor) -> Tensor | None:
-    try:
-        from gnnreco.tasks.pflow.model import calo_position
-    except ImportError:  # older pflow models without the geometric prior
-        return None
-    return calo_position(X).detach()
-
-
-def _mlpf_net_forward(self, X: Tensor, mask: Tensor):
-    from gnnreco.tasks.pflow.model import decode_momentum, encode_elements, pad_to_multiple
-
-    N = X.shape[1]
-    mask = mask.to(torch.bool)
-    if self.bin_size > 1:
-        X, mask = pad_to_multiple(X, mask, self.bin_size)
-    X = X * mask.unsqueeze(-1).to(X.dtype)
-    tape = current_tape()
-    e = encode_elements(X)
-    if tape is not None:  # explain the encoded element features (13 per element)
-        e = tape.ledger.leaf("input", e)
-        tape.tensors["encoded_inputs"] = e
-    mf = mask.unsqueeze(-1).to(X.dtype)
-    geo = _calo_position(X)  # enters graph building (distance spaces) only
-    h_id = self.embed_id(e) * mf
-    for layer in self.layers_id:
-        h_id = layer(h_id, mask, geo)
-    h_reg = self.embed_reg(e) * mf
-    for layer in self.layers_reg:
-        h_reg = layer(h_reg, mask, geo)
-    z = torch.cat([e, h_id], -1)
-    binary, pid, charge = self.head_binary(z), self.head_pid(z), self.head_charge(z)
-    probs = torch.softmax(pid, -1)
-    if tape is not None:  # class probabilities enter the regression head as a relevance sink
-        probs = tape.ledger.leaf("sink", probs)
-    reg = self.head_reg(torch.cat([e, h_id, h_reg, probs], -1))
-    p4 = decode_momentum(X, reg)
-    outs = (binary, pid, charge, reg, p4)
-    return tuple(o[:, :N] for o in outs)
-
-
 # --------------------------------------------------------------------------- transformer (AttnLRP / CP-LRP)
-def _transformer_layer_forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
-    r"""Pre-norm transformer layer with the attention weights held constant.
+def lrp_attention(name: str, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    r"""Attention :math:`a_i = \sum_j A_{ij} v_j` with the weights held constant (what
+    :func:`gnnreco.explain.tap.attention` runs inside an explanation).
 
-    :math:`a_i = \sum_j A_{ij} v_j` with :math:`A = \mathrm{softmax}(q k^\top/\sqrt d + \text{mask})` treated
-    as a constant (CP-LRP, Ali et al. 2022; the value path of AttnLRP, Achtibat et al. 2024): relevance
-    flows from :math:`a_i` to the values :math:`v_j` in proportion to :math:`A_{ij} v_{jf}` (LRP-0 on a
-    linear map, conservative), none flows through the query/key path. LayerNorms take their rule from the
-    rule set (default: σ frozen, the LN rule of both papers). The messages :math:`j \to i` of the attention
-    graph are recorded with their relevance summed over heads and features.
+    :math:`A = \mathrm{softmax}(q k^\top/\sqrt d + \text{mask})` is treated as a constant (CP-LRP, Ali et al.
+    2022; the value path of AttnLRP, Achtibat et al. 2024): relevance flows from :math:`a_i` to the values
+    :math:`v_j` in proportion to :math:`A_{ij} v_{jf}` (LRP-0 on a linear map, conservative), none flows
+    through the query/key path. The messages :math:`j \to i` of the attention graph are recorded with their
+    relevance summed over heads and features.
+
+    Shapes:
+        q, k, v ``[B, H, N, d]``, mask ``[B, N]`` → ``[B, H, N, d]``.
     """
     import math
 
-    B, N, W = h.shape
-    H = self.heads
-    d = W // H
-    q, k, v = self.qkv(self.ln1(h)).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4)
-    scores = (q.detach() @ k.detach().transpose(-1, -2)) / math.sqrt(d)
+    scores = (q.detach() @ k.detach().transpose(-1, -2)) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(~mask[:, None, None, :].to(torch.bool), float("-inf"))
     att = torch.softmax(scores, -1).detach()
     a = att @ v
     tape = current_tape()
     if tape is not None and a.requires_grad:
         a.retain_grad()
-        tape.lazy.append(_attention_message(tape.scoped("attention"), a, v.detach(), att, mask))
-    h = h + self.out(a.transpose(1, 2).reshape(B, N, W))
-    h = h + self.ffn(self.ln2(h))
-    return h * mask.unsqueeze(-1).to(h.dtype)
+        tape.lazy.append(_attention_message(tape.scoped(name), a, v.detach(), att, mask))
+    return a
 
 
 ATTENTION_DENSE_LIMIT = 1 << 22  # record every (i, j) of the attention graph up to this many pairs
@@ -338,13 +222,13 @@ _LAZY.update({
     "gnnreco.nn.gravnet_conv:GravNetConv": True,
     "gnnreco.tasks.calo.model:GravNetBlock": True,
     "gnnreco.tasks.calo.model:CaloGravNet": True,
-    "gnnreco.tasks.pflow.model:GravNetLayer": "_mlpf_gravnet_forward",
-    "gnnreco.tasks.pflow.model:GHConvDense": "_ghconv_forward",
-    "gnnreco.tasks.pflow.model:LSHLayer": "_lsh_layer_forward",
-    "gnnreco.tasks.pflow.model:MLPFNet": "_mlpf_net_forward",
+    "gnnreco.tasks.pflow.model:GravNetLayer": True,
+    "gnnreco.tasks.pflow.model:GHConvDense": True,
+    "gnnreco.tasks.pflow.model:LSHLayer": True,
+    "gnnreco.tasks.pflow.model:MLPFNet": True,
     "gnnreco.tasks.dfei.model:GNBlock": True,
     "gnnreco.tasks.dfei.model:EncodeProcessDecode": True,
     "gnnreco.tasks.dfei.model:DFEIChain": True,
     "gnnreco.tasks.dfei.model:DFEIFused": True,
-    "gnnreco.tasks.pflow.model:TransformerLayer": "_transformer_layer_forward",
+    "gnnreco.tasks.pflow.model:TransformerLayer": True,
 })

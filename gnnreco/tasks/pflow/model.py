@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gnnreco.explain import tap
 from gnnreco.graph import lsh_bins as graph_lsh_bins
 from gnnreco.nn.mlp import MLP
 
@@ -123,8 +124,10 @@ class GHConvDense(nn.Module):
         deg = A.sum(-1, keepdim=True).clamp(min=1e-6)
         norm = deg.rsqrt()
         f_t, f_h, f_g = self.lin(h).split(self.width, -1)
-        agg = norm * (A @ (norm * f_t))
-        g = torch.sigmoid(f_g)
+        src = norm * f_t
+        agg = norm * (A @ src)
+        tap.bin_messages("lsh", agg, src, A, norm)  # explanation taps: bin messages, the gate held constant
+        g = tap.hold(torch.sigmoid(f_g))
         return self.act(f_h + g * (agg - f_h))
 
 
@@ -153,6 +156,7 @@ class LSHLayer(nn.Module):
         d = self.ffn_dist(h)
         if self.geo_scale is not None and geo is not None:
             d = torch.cat([d, self.geo_scale * geo], -1)
+        d = tap.hold(d)  # the distance space builds the bins and the kernel: held constant by LRP
         perm = lsh_perm(d, mask, self.codebook, S)
         hs = h.gather(1, perm.unsqueeze(-1).expand(-1, -1, W)).reshape(B, -1, S, W)
         ds = d.gather(1, perm.unsqueeze(-1).expand(-1, -1, d.shape[-1])).reshape(B, -1, S, d.shape[-1])
@@ -161,8 +165,9 @@ class LSHLayer(nn.Module):
         d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * ds @ ds.transpose(-1, -2)).clamp(min=0)
         A = torch.exp(-self.kernel_scale * d2) * ms.unsqueeze(-1) * ms.unsqueeze(-2)
         x = hs
-        for conv in self.convs:
-            x = conv(x, A)
+        with tap.bins(perm):
+            for conv in self.convs:
+                x = conv(x, A)
         x = self.drop(x).reshape(B, -1, W)
         out = torch.zeros_like(h).scatter(1, perm.unsqueeze(-1).expand(-1, -1, W), x)
         return self.norm(h + out) * mask.unsqueeze(-1).to(h.dtype)
@@ -196,17 +201,18 @@ class GravNetLayer(nn.Module):
         s, f = self.lin_s(h), self.lin_f(h)
         if self.geo_scale is not None and geo is not None:
             s = torch.cat([s, self.geo_scale * geo], -1)
+        s = tap.hold(s)  # the learned space builds the graph and the weights: held constant by LRP
         d2 = (s.unsqueeze(2) - s.unsqueeze(1)).pow(2).sum(-1)
         d2 = d2.masked_fill(~mask.unsqueeze(1), 1e9)
         k = min(self.k, N)
         negd, idx = torch.topk(-d2, k, dim=-1)
         w = torch.exp(10.0 * negd) * (negd > -1e8).to(h.dtype)
         fj = f.gather(1, idx.reshape(B, -1, 1).expand(-1, -1, f.shape[-1])).reshape(B, N, k, -1)
-        msg = fj * w.unsqueeze(-1)
+        msg = tap.knn_messages("knn", fj * w.unsqueeze(-1), idx, negd > -1e8)
         mean = msg.sum(2) / (negd > -1e8).to(h.dtype).sum(-1, keepdim=True).clamp(min=1)
         mx = msg.max(2).values
         out = self.lin_o(torch.cat([h, mean, mx], -1))
-        return self.norm(h + self.drop(F.elu(out))) * mask.unsqueeze(-1).to(h.dtype)
+        return self.norm(h + self.drop(tap.elementwise(out, F.elu(out)))) * mask.unsqueeze(-1).to(h.dtype)
 
 
 class TransformerLayer(nn.Module):
@@ -230,9 +236,7 @@ class TransformerLayer(nn.Module):
     def forward(self, h: Tensor, mask: Tensor, geo: Tensor | None = None) -> Tensor:
         B, N, W = h.shape
         q, k, v = self.qkv(self.ln1(h)).reshape(B, N, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
-        attn_mask = mask[:, None, None, :]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        a = tap.attention("attention", q, k, v, mask, self.dropout if self.training else 0.0)
         h = h + self.out(a.transpose(1, 2).reshape(B, N, W))
         h = h + self.ffn(self.ln2(h))
         return h * mask.unsqueeze(-1).to(h.dtype)
@@ -293,9 +297,9 @@ class MLPFNet(nn.Module):
         if self.bin_size > 1:
             X, mask = pad_to_multiple(X, mask, self.bin_size)
         X = X * mask.unsqueeze(-1).to(X.dtype)
-        e = encode_elements(X)
+        e = tap.input("node", encode_elements(X))  # LRP explains the encoded element features
         mf = mask.unsqueeze(-1).to(X.dtype)
-        geo = calo_position(X)
+        geo = tap.hold(calo_position(X))  # enters graph building (distance spaces) only
         h_id = self.embed_id(e) * mf
         for layer in self.layers_id:
             h_id = layer(h_id, mask, geo)
@@ -304,7 +308,8 @@ class MLPFNet(nn.Module):
             h_reg = layer(h_reg, mask, geo)
         z = torch.cat([e, h_id], -1)
         binary, pid, charge = self.head_binary(z), self.head_pid(z), self.head_charge(z)
-        reg = self.head_reg(torch.cat([e, h_id, h_reg, torch.softmax(pid, -1)], -1))
+        # the class probabilities feed the regression head as a relevance sink under LRP
+        reg = self.head_reg(torch.cat([e, h_id, h_reg, tap.sink(torch.softmax(pid, -1))], -1))
         p4 = decode_momentum(X, reg)
         outs = (binary, pid, charge, reg, p4)
         return tuple(o[:, :N] for o in outs)  # type: ignore[return-value]
