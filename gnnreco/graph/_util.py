@@ -59,9 +59,10 @@ def eta_of(r: Tensor, z: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def _one_thread():
+def _one_thread(active: bool = True):
+    """One intra-op thread inside the block (the previous count is restored); a no-op when not ``active``."""
     n = torch.get_num_threads()
-    if n == 1:
+    if n == 1 or not active:
         yield
         return
     torch.set_num_threads(1)

@@ -39,7 +39,6 @@ matrix is ever formed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import warnings
@@ -52,7 +51,7 @@ from torch import Tensor
 
 from ._cells import knn_cells
 from ._checks import batch_to_ptr, check_batch, check_points
-from ._util import tile_bounds
+from ._util import _one_thread, tile_bounds
 
 __all__ = [
     "knn",
@@ -548,19 +547,6 @@ def _grid(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events
     return True
 
 
-@contextlib.contextmanager
-def _single_threaded(active: bool, restore: int):
-    """Run the sequential parts single-threaded while tiles go to the worker threads."""
-    if not active:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(restore)
-
-
 def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
             r: float | None, exclude_self: bool, method: str, flip: bool = False,
             dense_out: Tensor | None = None) -> tuple[Tensor, Truncation]:
@@ -582,7 +568,7 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
         def fallback(q: Tensor) -> Tensor:
             return _subset_knn(x, y, bx, by, num_events, k, exclude_self, q)
 
-        with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
+        with torch.no_grad(), _one_thread(x.device.type == "cpu"):
             out = knn_cells(x, y, bx, by, num_events, k, exclude_self, _WORKERS, fallback, flip=flip,
                             dense_out=dense_out)
         return out, trunc
@@ -629,7 +615,7 @@ def _subset_knn(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_
 
 
 def _run_search(x, y, bx, by, num_events, k, r2, exclude_self, m, nthreads, coll, trunc) -> None:
-    with torch.no_grad(), _single_threaded(x.device.type == "cpu" and nthreads > 1, nthreads):
+    with torch.no_grad(), _one_thread(x.device.type == "cpu"):
         # the grid search returns False where it declines (high dimension, too dense); brute force then
         if m == "brute" or not _grid(x, y, bx, by, num_events, k, r2, exclude_self, coll, trunc,
                                      probe=m == "probe"):
