@@ -769,37 +769,41 @@ def knn_index(x: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = Fa
 
 
 def _knn_index_kdtree(x: Tensor, k: int, b: Tensor | None, loop: bool, out: Tensor) -> Tensor:
-    """``knn_index(method="kdtree")``: scipy's cKDTree on a float64 copy, one tree for all events.
+    """``knn_index(method="kdtree")``: one scipy cKDTree per event (``b`` is sorted), queried on every torch thread.
 
-    Events are separated by an extra coordinate ``event * span`` (``span`` larger than the cloud's
-    diameter), so within an event distances are unchanged and other events are never nearer.
+    The trees are built unbalanced (``balanced_tree=False``: several times faster to build, as fast to query
+    on particle-physics clouds). Rows are written straight into ``out``; with ``loop=False`` the point itself
+    is dropped from a ``k + 1`` query, and only rows where it is not first (duplicated points) are re-sorted.
     """
     import numpy as np
     from scipy.spatial import cKDTree
 
     n = x.size(0)
     pts = x.detach().to("cpu", torch.float64).numpy()
-    ev = None
-    if b is not None and int(b[-1]) > 0:
-        ev = b.cpu().numpy()
-        span = 4.0 * float(np.linalg.norm(pts.max(0) - pts.min(0))) + 1.0
-        pts = np.concatenate([pts, (ev * span)[:, None]], 1)
-    kq = min(n, k + (0 if loop else 1))
-    _, idx = cKDTree(pts).query(pts, kq, workers=max(1, torch.get_num_threads()))
-    idx = np.asarray(idx, dtype=np.int64).reshape(n, kq)
-    rows = np.arange(n)[:, None]
-    valid = idx < n
-    if ev is not None:
-        valid &= ev[np.minimum(idx, n - 1)] == ev[:, None]
-    if not loop:
-        valid &= idx != rows
-    # keep the valid entries in distance order, left-aligned, at most k per row
-    order = np.argsort(~valid, axis=1, kind="stable")
-    idx = np.take_along_axis(idx, order, 1)[:, :k]
-    valid = np.take_along_axis(valid, order, 1)[:, :k]
-    fill = out[0, 0].item() if out.numel() else -1
-    res = torch.from_numpy(np.where(valid, idx, fill))
-    out[:, :res.size(1)] = res.to(out.device)
+    counts = [n] if b is None else torch.bincount(b).tolist()
+    res = out.cpu().numpy() if out.device.type != "cpu" else out.numpy()
+    workers = max(1, torch.get_num_threads())
+    start = 0
+    for c in counts:  # a loop over events, not points
+        kk = min(k, c if loop else c - 1)
+        if kk > 0:
+            p = pts[start:start + c]
+            kq = kk if loop else kk + 1
+            _, idx = cKDTree(p, balanced_tree=False, compact_nodes=False).query(p, k=kq, workers=workers)
+            idx = np.asarray(idx, dtype=np.int64).reshape(c, kq)
+            if not loop:
+                rows = np.arange(c)[:, None]
+                first_self = idx[:, 0] == rows[:, 0]
+                if not first_self.all():  # a duplicate came first: drop the point itself, keep the order
+                    order = np.argsort(idx == rows, axis=1, kind="stable")
+                    idx = np.take_along_axis(idx, order, 1)
+                else:
+                    idx = idx[:, 1:]
+                idx = idx[:, :kk]
+            res[start:start + c, :kk] = idx + start
+        start += c
+    if out.device.type != "cpu":
+        out.copy_(torch.from_numpy(res))
     return out
 
 

@@ -82,27 +82,11 @@ def _knn_dense(s: Tensor, k: int, batch: Tensor) -> Tensor:
 
 
 def _knn_scipy(s: Tensor, k: int, batch: Tensor) -> Tensor:
-    """``[N, k]`` neighbours per event from ``scipy.spatial.cKDTree`` (CPU; ``N`` marks a missing one).
+    """``[N, k]`` neighbours per event, self included, from :func:`gnnreco.graph.knn_index`'s cKDTree
+    backend (``method="kdtree"``; ``N`` marks a missing one)."""
+    from gnnreco.graph import knn_index
 
-    The query runs on ``torch.get_num_threads()`` workers (the tree is built unbalanced, which is
-    several times faster to build and as fast to query for these clouds)."""
-    import numpy as np
-    from scipy.spatial import cKDTree
-
-    n = s.shape[0]
-    pts = s.detach().cpu().numpy()
-    counts = torch.bincount(batch).tolist() if n else []
-    out = np.full((n, k), n, dtype=np.int64)
-    workers = max(1, torch.get_num_threads())
-    start = 0
-    for c in counts:  # one tree per event (a loop over events, not hits)
-        if c:
-            kk = min(k, c)
-            tree = cKDTree(pts[start:start + c], balanced_tree=False, compact_nodes=False)
-            _, idx = tree.query(pts[start:start + c], k=kk, workers=workers)
-            out[start:start + c, :kk] = idx.reshape(c, kk) + start
-        start += c
-    return torch.from_numpy(out).to(s.device)
+    return knn_index(s, k, batch, loop=True, method="kdtree", fill_value=s.shape[0])
 
 
 def knn_matrix(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor | None:
