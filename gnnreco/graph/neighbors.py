@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _native
 from ._cells import knn_cells
 from ._checks import batch_to_ptr, check_batch, check_points
 from ._util import _one_thread, tile_bounds
@@ -122,8 +123,10 @@ def _prepare(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | Non
 
 def _resolve_method(method: str, dim: int, num_events: int, nx: int, knn: bool = False) -> str:
     """``"brute"``, ``"grid"``, ``"cells"`` or ``"probe"`` (decide after estimating the cell size)."""
-    if method not in ("auto", "grid", "brute", "cells"):
-        raise ValueError(f"'method' must be 'auto', 'cells', 'grid' or 'brute', got {method!r}")
+    if method not in ("auto", "native", "grid", "brute", "cells"):
+        raise ValueError(f"'method' must be 'auto', 'native', 'cells', 'grid' or 'brute', got {method!r}")
+    if method == "native":
+        method = "auto"  # the native engine is not available for these inputs: the torch engines decide
     if method == "cells" and not knn:
         return "grid"  # the cell-list engine is kNN-only; radius uses the grid (always exact at w = 1)
     if method != "auto":
@@ -559,6 +562,8 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
     coll = _Collector(y.size(0), x.device)
     if x.size(0) == 0 or y.size(0) == 0 or k <= 0:
         return (coll.result() if dense_out is None else dense_out), trunc
+    if method in ("auto", "native") and _native.supports(x) and y.dtype == x.dtype and y.device == x.device:
+        return _search_native(x, y, bx, by, num_events, k, r, exclude_self, flip, dense_out)
     r2 = None if r is None else float(r) ** 2
     m = _resolve_method(method, x.size(1), num_events, x.size(0), knn=r is None)
     global _WORKERS
@@ -581,6 +586,21 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
         _scatter_dense(out, dense_out)
         return dense_out, trunc
     return (out.flip(0) if flip else out), trunc
+
+
+def _search_native(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+                   r: float | None, exclude_self: bool, flip: bool,
+                   dense_out: Tensor | None) -> tuple[Tensor, Truncation]:
+    """:func:`_search` on the native k-d tree (CPU, float32/float64; ``gnnreco/graph/native/knn.cpp``)."""
+    trunc = Truncation()
+    ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
+    ptr_y = ptr_x if (y is x and by is bx) else batch_to_ptr(by, y.size(0), num_events, x.device)
+    with torch.no_grad():
+        if r is None:
+            return _native.knn(x, y, ptr_x, ptr_y, k, exclude_self, flip=flip, dense_out=dense_out), trunc
+        out, trunc.queries_truncated, trunc.edges_dropped = _native.radius(x, y, ptr_x, ptr_y, r, k, exclude_self,
+                                                                           flip=flip)
+    return out, trunc
 
 
 def _scatter_dense(e: Tensor, dense: Tensor) -> None:
