@@ -42,6 +42,8 @@ __all__ = [
     "filter_event",
     "train_filter",
     "EDGE_KEYS",
+    "FilteredEdgeClassifier",
+    "fit_filter",
 ]
 
 #: Per-edge keys of a processed event (``process_event``) that :func:`select_edges` subsets.
@@ -298,3 +300,117 @@ def train_filter(events: Sequence[Mapping[str, np.ndarray]], net: EdgeFilter | N
             break
     net.eval()
     return {"net": net, "steps": steps, "epochs": done, "cpu_s": time.process_time() - t0}
+
+
+class FilteredEdgeClassifier(nn.Module):
+    r"""Filter stage + edge classifier as one network: the GNN only sees the edges the filter keeps.
+
+    .. math::
+        \ell_{ji} = \begin{cases} \mathrm{GNN}(x, E_\text{kept}, a)_{ji} & f_{ji} \ge c \\
+                                   \ell_\text{fill} & \text{otherwise} \end{cases},
+        \qquad E_\text{kept} = \{(j, i) : f_{ji} \ge c\},
+
+    with :math:`f` the :class:`EdgeFilter` logits and :math:`c` the cut chosen for a target-edge
+    efficiency on validation events (:func:`fit_filter`). The output keeps one logit per *input* edge, so
+    ``forward(x, edge_index, edge_attr) -> logits[E]`` is the same contract as the bare classifier
+    (exported to TorchScript/ONNX as one graph); edges the filter drops get the constant
+    :math:`\ell_\text{fill}` (score :math:`\sigma(-20) \approx 2 \cdot 10^{-9}`), which is what the
+    benchmark's "filtered-out edges count as score 0" means. The filter is frozen (no gradients,
+    always evaluated in eval mode) while the GNN trains; :meth:`split` also returns the kept mask so that the loss is
+    computed on kept edges only.
+
+    Args:
+        gnn: edge classifier with ``forward(x, edge_index, edge_attr) -> logits`` and ``node_features`` /
+            ``edge_features`` attributes (:mod:`gnnreco.tasks.tracking.model`).
+        edge_filter: the filter MLP (default: an :class:`EdgeFilter` sized like ``gnn``).
+        cut: filter logit cut :math:`c` (set by :func:`fit_filter`).
+        fill_logit: logit of dropped edges.
+    """
+
+    def __init__(self, gnn: nn.Module, edge_filter: EdgeFilter | None = None, cut: float = -float("inf"),
+                 fill_logit: float = -20.0) -> None:
+        super().__init__()
+        self.gnn = gnn
+        self.node_features = int(getattr(gnn, "node_features"))
+        self.edge_features = int(getattr(gnn, "edge_features", 0))
+        self.edge_filter = edge_filter if edge_filter is not None else EdgeFilter(self.node_features,
+                                                                                  self.edge_features)
+        if self.edge_filter.node_features != self.node_features or self.edge_filter.edge_features != self.edge_features:
+            raise ValueError(f"edge filter reads {self.edge_filter.node_features} node / "
+                             f"{self.edge_filter.edge_features} edge features but the GNN reads "
+                             f"{self.node_features} / {self.edge_features}")
+        self.register_buffer("cut", torch.tensor(float(cut)))
+        self.register_buffer("fitted", torch.tensor(False))
+        self.fill_logit = float(fill_logit)
+        self.freeze_filter()
+
+    def freeze_filter(self) -> None:
+        """No gradients into the filter (its optimiser state stays empty while the GNN trains)."""
+        for p in self.edge_filter.parameters():
+            p.requires_grad_(False)
+        self.edge_filter.eval()
+
+    def split(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+              n_chunks: int = 1) -> tuple[Tensor, Tensor]:
+        """``(logits [E] over all input edges, kept mask [E])``; ``n_chunks`` > 1 chunks the GNN's edge MLPs."""
+        ea = edge_attr if self.edge_features > 0 else None
+        f = self.edge_filter
+        was = f.training
+        if was:  # frozen: always the eval-mode forward (fixed input statistics), whatever the GNN's mode
+            f.eval()
+        try:
+            with torch.no_grad():
+                keep = f(x, edge_index, ea) >= self.cut
+        finally:
+            if was:
+                f.train()
+        idx = torch.nonzero(keep).squeeze(1)
+        sub_ei = edge_index.index_select(1, idx)
+        sub_ea = ea.index_select(0, idx) if ea is not None else None
+        if n_chunks > 1 and hasattr(self.gnn, "predict_chunked"):
+            sub = self.gnn.predict_chunked(x, sub_ei, sub_ea, n_chunks=n_chunks)
+        else:
+            sub = self.gnn(x, sub_ei, sub_ea)
+        out = torch.full((edge_index.shape[1],), self.fill_logit, dtype=sub.dtype, device=sub.device)
+        return out.index_put((idx,), sub), keep
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
+        """Logits of every input edge (dropped edges get ``fill_logit``)."""
+        return self.split(x, edge_index, edge_attr)[0]
+
+    def predict_chunked(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                        n_chunks: int = 8) -> Tensor:
+        """Inference with the GNN's edge MLPs in ``n_chunks`` chunks (same result as ``forward``)."""
+        return self.split(x, edge_index, edge_attr, n_chunks=n_chunks)[0]
+
+
+def fit_filter(model: FilteredEdgeClassifier, train_events: Sequence[Mapping[str, np.ndarray]],
+               val_events: Sequence[Mapping[str, np.ndarray]], efficiency: float = 0.995,
+               **train_options: Any) -> dict[str, Any]:
+    """Train the filter of ``model`` on ``train_events`` and set its cut for ``efficiency`` on ``val_events``.
+
+    The cut is :func:`cut_for_efficiency` of the pooled validation logits of target edges (the training
+    events when there is no validation event), as in the bench's filter stage. The filter is frozen again
+    afterwards and ``model.fitted`` is set.
+
+    Returns:
+        ``{"cut", "val_target_efficiency", "val_kept_fraction", "steps", "epochs", "cpu_s"}``.
+    """
+    f = model.edge_filter
+    for p in f.parameters():
+        p.requires_grad_(True)
+    try:
+        res = train_filter(train_events, f, **train_options)
+    finally:
+        model.freeze_filter()
+    ref = [ev for ev in val_events if ev["edge_index"].shape[1] > 0] or list(train_events)
+    logits = [filter_event(f, ev, -float("inf"))[1] for ev in ref]
+    lg = np.concatenate(logits) if logits else np.zeros(0, np.float32)
+    tg = np.concatenate([np.asarray(ev["edge_target"], bool) for ev in ref]) if ref else np.zeros(0, bool)
+    cut = cut_for_efficiency(lg, tg, efficiency)
+    model.cut.fill_(cut)
+    model.fitted.fill_(True)
+    return {"cut": cut,
+            "val_target_efficiency": float((lg[tg] >= cut).mean()) if tg.any() else float("nan"),
+            "val_kept_fraction": float((lg >= cut).mean()) if lg.size else float("nan"),
+            "steps": res["steps"], "epochs": res["epochs"], "cpu_s": res["cpu_s"]}

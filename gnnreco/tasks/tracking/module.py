@@ -28,6 +28,39 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TrackingModule"]
 
+_FILTER_DEFAULTS: dict[str, Any] = {"hidden": 32, "n_layers": 3, "efficiency": 0.995, "epochs": 12, "neg_ratio": 20.0,
+                                    "lr": 3e-3, "batch_edges": 65536, "max_events": 40, "budget_s": None, "seed": 0}
+
+
+def _filter_options(cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``model.edge_filter`` with defaults filled in; unknown keys are an error that lists the known ones."""
+    cfg = to_plain(cfg)
+    if cfg is None or cfg is False:
+        return None
+    if cfg is True:
+        cfg = {}
+    unknown = sorted(set(cfg) - set(_FILTER_DEFAULTS))
+    if unknown:
+        raise ValueError(f"model.edge_filter: unknown option(s) {unknown}; known: {sorted(_FILTER_DEFAULTS)}")
+    out = {**_FILTER_DEFAULTS, **cfg}
+    if not 0.0 < float(out["efficiency"]) <= 1.0:
+        raise ValueError(f"model.edge_filter.efficiency must be in (0, 1], got {out['efficiency']}")
+    return out
+
+
+def _event_arrays(data: Any) -> dict[str, np.ndarray]:
+    """NumPy view of a stored event (PyG ``Data``) with the keys the filter trainer reads."""
+    out = {}
+    for k in ("x", "edge_index", "edge_attr", "y", "edge_target"):
+        v = getattr(data, k, None)
+        if v is None:
+            if k == "edge_attr":
+                continue
+            raise KeyError(f"model.edge_filter: the stored events have no '{k}' (process them with "
+                           "gnnreco.tasks.tracking.data.process_event)")
+        out[k] = v.detach().cpu().numpy()
+    return out
+
 
 
 
@@ -51,6 +84,12 @@ class TrackingModule(GraphTaskModule):
         oversize: ``skip`` or ``subsample``.
         n_chunks: edge chunks at inference (memory guard; same result).
         features / edge_feature_names / node_scales: recorded in the export manifest.
+        edge_filter: optional filter stage (Exa.TrkX/acorn ``Filter``; :mod:`gnnreco.tasks.tracking.filter`):
+            ``{hidden, n_layers, efficiency, epochs, neg_ratio, lr, batch_edges, max_events, budget_s, seed}``.
+            ``net`` is wrapped in a :class:`~gnnreco.tasks.tracking.filter.FilteredEdgeClassifier`; at the
+            start of ``fit`` the filter MLP is trained on up to ``max_events`` training events and its cut set
+            for ``efficiency`` of the target edges on the validation events, then frozen, and the GNN trains
+            (loss on kept edges only) and predicts on the filtered graph. The export is the composite network.
     """
 
     export_output_names = ("logits",)
@@ -75,9 +114,19 @@ class TrackingModule(GraphTaskModule):
         features: Sequence[str] | None = None,
         edge_feature_names: Sequence[str] | None = None,
         node_scales: Mapping[str, float] | None = None,
+        edge_filter: Mapping[str, Any] | None = None,
         **base: Any,
     ) -> None:
+        filter_options = _filter_options(edge_filter)
+        if filter_options is not None:
+            from gnnreco.tasks.tracking.filter import EdgeFilter, FilteredEdgeClassifier
+
+            net = FilteredEdgeClassifier(net, EdgeFilter(
+                int(getattr(net, "node_features")), int(getattr(net, "edge_features", 0)),
+                hidden=filter_options["hidden"], n_layers=filter_options["n_layers"]))
         super().__init__(net=net, optimizer=optimizer, scheduler=scheduler, **base)
+        self.filter_options = filter_options
+        self.filter_summary: dict[str, Any] | None = None
         if oversize not in ("skip", "subsample"):
             raise ValueError(f"model.oversize must be 'skip' or 'subsample', got {oversize!r}")
         self.loss_fn = make_edge_loss(**(to_plain(loss) or {}))
@@ -104,21 +153,74 @@ class TrackingModule(GraphTaskModule):
     def _edge_attr(self, batch: Any) -> Tensor | None:
         return getattr(batch, "edge_attr", None)
 
+    def _filtered_net(self) -> Any:
+        """The :class:`FilteredEdgeClassifier` (unwrapped from ``torch.compile``), or None."""
+        if self.filter_options is None:
+            return None
+        return getattr(self.net, "_orig_mod", self.net)
+
     def forward(self, batch: Any) -> dict[str, Tensor]:
         x, ei, ea = batch.x, batch.edge_index, self._edge_attr(batch)
         if ei.shape[1] == 0:
             return {"logits": x.new_zeros(0)}
-        if not self.training and self.n_chunks > 1 and hasattr(self.net, "predict_chunked"):
-            return {"logits": self.net.predict_chunked(x, ei, ea, n_chunks=self.n_chunks)}
+        chunks = self.n_chunks if not self.training else 1
+        fnet = self._filtered_net()
+        if fnet is not None:
+            logits, keep = fnet.split(x, ei, ea, n_chunks=chunks)
+            return {"logits": logits, "keep": keep}
+        if chunks > 1 and hasattr(self.net, "predict_chunked"):
+            return {"logits": self.net.predict_chunked(x, ei, ea, n_chunks=chunks)}
         return {"logits": self.net(x, ei, ea)}
 
     def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = out["logits"]
+        logits, y, w = out["logits"], batch.y, getattr(batch, "weight", None)
+        keep = out.get("keep")
+        if keep is not None:  # the loss sees only the edges the filter passed to the GNN
+            logits, y = logits[keep], y[keep]
+            w = w[keep] if w is not None else None
         if logits.numel() == 0:
-            zero = sum(p.sum() * 0.0 for p in self.parameters())
+            zero = sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
             return zero, {}
-        w = getattr(batch, "weight", None)
-        return self.loss_fn(logits, batch.y, w), {}
+        return self.loss_fn(logits, y, w), {}
+
+    # ------------------------------------------------------------------ filter stage
+    def on_fit_start(self) -> None:
+        """Train the edge filter (once: a resumed or fine-tuned model keeps its fitted filter)."""
+        fnet = self._filtered_net()
+        if fnet is None or bool(fnet.fitted):
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "dataset"):
+            raise RuntimeError("model.edge_filter needs an EventDataModule (trainer.fit(model, datamodule)) to "
+                               "train the filter on its training events")
+        self.fit_edge_filter(dm.dataset("train"), dm.dataset("val"))
+
+    def fit_edge_filter(self, train: Sequence[Any], val: Sequence[Any]) -> dict[str, Any]:
+        """Train the filter on (up to ``max_events`` of) ``train`` and set its cut on ``val``; returns the summary.
+
+        Every DDP rank runs the same deterministic fit on the same events (same seed), so the ranks agree.
+        """
+        from gnnreco.tasks.tracking.filter import fit_filter
+
+        fnet = self._filtered_net()
+        if fnet is None:
+            raise RuntimeError("this TrackingModule has no edge filter (model.edge_filter is null)")
+        o = self.filter_options
+        n_max = o["max_events"]
+        tr = [_event_arrays(train[i]) for i in range(min(len(train), n_max) if n_max else len(train))]
+        tr = [ev for ev in tr if ev["edge_index"].shape[1] > 0]
+        va = [_event_arrays(val[i]) for i in range(min(len(val), n_max) if n_max else len(val))]
+        if not tr:
+            raise ValueError("model.edge_filter: every training event has zero edges; nothing to train the filter on")
+        fnet.to("cpu")
+        res = fit_filter(fnet, tr, va, efficiency=o["efficiency"], epochs=o["epochs"], neg_ratio=o["neg_ratio"],
+                         lr=o["lr"], batch_edges=o["batch_edges"], budget_s=o["budget_s"], seed=o["seed"])
+        fnet.to(self.device)
+        log.info("edge filter: %d epochs on %d events (%.0f s CPU); cut %.3f keeps %.1f%% of the validation edges "
+                 "at %.2f%% target-edge efficiency", res["epochs"], len(tr), res["cpu_s"], res["cut"],
+                 100 * res["val_kept_fraction"], 100 * res["val_target_efficiency"])
+        self.filter_summary = res
+        return res
 
     # ------------------------------------------------------------------ memory guard
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
@@ -312,6 +414,14 @@ class TrackingModule(GraphTaskModule):
         return records
 
     # ------------------------------------------------------------------ export
+    def _filter_manifest(self) -> dict[str, Any]:
+        fnet = self._filtered_net()
+        if fnet is None:
+            return {}
+        return {"edge_filter": {"logit_cut": float(fnet.cut), "fitted": bool(fnet.fitted),
+                                "target_efficiency": float(self.filter_options["efficiency"]),
+                                "dropped_edge_logit": fnet.fill_logit}}
+
     def _uses_edge_attr(self) -> bool:
         return int(getattr(self.net, "edge_features", 0)) > 0
 
@@ -354,7 +464,8 @@ class TrackingModule(GraphTaskModule):
             "task": "tracking",
             "features": features_spec,
             "normalisation": norm,
-            "thresholds": {"edge_cut": self.edge_cut, "min_track_hits": self.min_track_hits},
+            "thresholds": {"edge_cut": self.edge_cut, "min_track_hits": self.min_track_hits,
+                           **self._filter_manifest()},
             "postprocessing": {"edge_score": "sigmoid(logits)",
                                "track_builder": self.track_builder},
         }

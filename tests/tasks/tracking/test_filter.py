@@ -141,3 +141,100 @@ def logits_of(net, ev):
 def test_train_filter_rejects_empty_input():
     with pytest.raises(ValueError, match="no training events"):
         train_filter([])
+
+
+# ---------------------------------------------------------------- filter stage inside the GNN network / module
+def _gnn():
+    from gnnreco.tasks.tracking.model import InteractionGNN
+
+    torch.manual_seed(1)
+    # sum/max as in the bench (the std aggregation of one-edge nodes amplifies matmul rounding of chunked runs)
+    return InteractionGNN(node_features=3, edge_features=5, hidden=8, n_graph_iters=1,
+                          aggregations=("sum", "max")).eval()
+
+
+def test_filtered_classifier_runs_the_gnn_on_kept_edges_only(events):
+    from gnnreco.tasks.tracking.filter import FilteredEdgeClassifier
+
+    ev = events[0]
+    x, ei, ea = (torch.as_tensor(ev[k]) for k in ("x", "edge_index", "edge_attr"))
+    gnn = _gnn()
+    model = FilteredEdgeClassifier(gnn, EdgeFilter(3, 5, hidden=8)).eval()
+    with torch.no_grad():
+        # unfitted (cut -inf): every edge goes through, identical to the bare GNN
+        assert torch.allclose(model(x, ei, ea), gnn(x, ei, ea), atol=1e-6)
+        f = model.edge_filter(x, ei, ea)
+        model.cut.fill_(float(f.median()))
+        logits, keep = model.split(x, ei, ea)
+        assert torch.equal(keep, f >= model.cut) and 0 < int(keep.sum()) < ei.shape[1]
+        sub = gnn(x, ei[:, keep], ea[keep])
+        assert torch.allclose(logits[keep], sub, atol=1e-6)
+        assert torch.all(logits[~keep] == model.fill_logit)
+        assert torch.allclose(model.predict_chunked(x, ei, ea, n_chunks=3), logits, atol=1e-5)
+    # the filter stays frozen, and evaluates with its fixed input statistics, while the GNN trains
+    model.train()
+    stats = model.edge_filter.input_norm.running_mean.clone()
+    with torch.no_grad():
+        assert torch.equal(model.split(x, ei, ea)[1], keep)
+    assert torch.equal(model.edge_filter.input_norm.running_mean, stats) and model.edge_filter.training
+    assert not any(p.requires_grad for p in model.edge_filter.parameters())
+    with pytest.raises(ValueError, match="edge filter reads"):
+        FilteredEdgeClassifier(gnn, EdgeFilter(4, 5))
+
+
+def test_filtered_classifier_exports_equal_to_eager(events, tmp_path):
+    from gnnreco.export import export_network
+    from gnnreco.tasks.tracking.filter import FilteredEdgeClassifier
+
+    ev = events[1]
+    x, ei, ea = (torch.as_tensor(ev[k]) for k in ("x", "edge_index", "edge_attr"))
+    model = FilteredEdgeClassifier(_gnn(), EdgeFilter(3, 5, hidden=8)).eval()
+    with torch.no_grad():
+        model.cut.fill_(float(model.edge_filter(x, ei, ea).quantile(0.3)))
+    man = export_network(model, (x, ei, ea), tmp_path, input_names=("x", "edge_index", "edge_attr"),
+                         output_names=("logits",), formats=["torchscript", "onnx"],
+                         dynamic_axes={"x": {0: "N"}, "edge_index": {1: "E"}, "edge_attr": {0: "E"},
+                                       "logits": {0: "E"}})
+    assert man["max_abs_diff"]["torchscript"] < 1e-5 and man["max_abs_diff"]["onnx"] < 1e-5
+    # the traced graph re-selects edges on a different event (no shape or count baked in)
+    ts = torch.jit.load(str(tmp_path / "model.pt"))
+    ev2 = events[2]
+    x2, ei2, ea2 = (torch.as_tensor(ev2[k]) for k in ("x", "edge_index", "edge_attr"))
+    with torch.no_grad():
+        assert torch.allclose(ts(x2, ei2, ea2), model(x2, ei2, ea2), atol=1e-5)
+
+
+def test_tracking_module_trains_the_filter_then_the_gnn(tmp_path):
+    import functools
+
+    import pytorch_lightning as pl
+
+    from gnnreco.data.datamodule import EventDataModule
+    from gnnreco.tasks.tracking.module import TrackingModule
+
+    dm = EventDataModule(str(tmp_path / "store"), "tracking",
+                         generator=functools.partial(simulate, preset="toy", mu=5),
+                         processor=functools.partial(process_event), n_events=6, seed=5, progress=False,
+                         splits=(0.5, 0.25, 0.25))
+    m = TrackingModule(_gnn(), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+                       edge_filter={"hidden": 8, "epochs": 3, "efficiency": 0.95},
+                       track_builder={"method": "cc"}, val_builder=None)
+    gnn_before = [p.detach().clone() for p in m.net.gnn.parameters()]
+    tr = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    tr.fit(m, dm)
+    s = m.filter_summary
+    assert bool(m.net.fitted) and math.isfinite(s["cut"]) and float(m.net.cut) == s["cut"]
+    assert s["val_target_efficiency"] >= 0.95 and s["val_kept_fraction"] < 1.0
+    filt_after_fit = [p.detach().clone() for p in m.net.edge_filter.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(gnn_before, m.net.gnn.parameters()))
+    # a second fit does not retrain the fitted filter, and the GNN steps leave it untouched
+    tr2 = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    tr2.fit(m, dm)
+    assert all(torch.equal(a, b) for a, b in zip(filt_after_fit, m.net.edge_filter.parameters()))
+    res = tr2.test(m, dm, verbose=False)[0]
+    assert "test/edge_efficiency" in res
+    assert m.export_manifest()["thresholds"]["edge_filter"]["logit_cut"] == pytest.approx(s["cut"])
+    with pytest.raises(ValueError, match="unknown option"):
+        TrackingModule(_gnn(), optimizer=functools.partial(torch.optim.AdamW), edge_filter={"hiden": 8})
