@@ -1,7 +1,8 @@
 """Benchmark of the graph builders: exact kNN against cKDTree, dense cdist+topk, torch_cluster, faiss;
 peak memory vs output size; tracking builders on a 100k-hit event.
 
-``python -m gnnreco.bench.graph [--quick] [--write]``
+``python -m gnnreco.bench.graph [--quick] [--write]``; the issue's goal rows only (N=1e5, k=16, D=3/4, uniform
+and clustered, no tracking builders): ``python -m gnnreco.bench.graph --cases goal --no-tracking``.
 
 Peak memory is measured in a fresh subprocess per case (Linux): inputs are allocated and torch
 is warmed up on a tiny input, the kernel's peak-RSS counter is reset (``5 > /proc/self/clear_refs``),
@@ -79,7 +80,8 @@ def _ckdtree(x: np.ndarray, k: int):
 
 
 def _peak_memory(n: int, d: int, kind: str, k: int) -> tuple[float, float]:
-    """(extra peak RSS in MiB, output size in MiB) of ``knn_graph`` in a fresh process."""
+    """(extra peak RSS in MiB, output size in MiB) of ``knn_graph`` in a fresh process (same engine selection
+    as the timed column: the environment, e.g. ``GNNRECO_NO_NATIVE``, is passed on)."""
     code = f"""
 import json, torch
 torch.set_num_threads(2)
@@ -99,20 +101,27 @@ after = status("VmHWM:")
 print(json.dumps([(after - before) / 1024.0, e.numel() * 8 / 2**20]))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=1800)
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
     if proc.returncode != 0:
         return math.nan, math.nan
     return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def _cases(quick: bool, complete: bool = False) -> list[tuple[int, int, int, str]]:
+GOAL_CASES = [(100_000, 3, 16, "uniform"), (100_000, 4, 16, "uniform"), (100_000, 3, 16, "clustered"),
+              (100_000, 4, 16, "clustered")]
+
+
+def _cases(quick: bool, complete: bool = False, which: str = "default") -> list[tuple[int, int, int, str]]:
     """Benchmark cases ``(N, D, k, points)``.
 
-    Default: every D/k/points at N=1e4 and at N=1e5 for D <= 4; D in {8, 12} at N=1e5 with k=16;
-    N=1e6 for D=3 (both point sets) and D=8 clustered. ``complete`` adds the rest of the grid
-    (hours on 2 shared cores: uniform 8-D/12-D points defeat every space partition, so exact
-    search there is close to brute force for every library).
+    ``which="goal"``: only the issue's goal rows (N=1e5, k=16, D=3/4, uniform and clustered).
+
+    Default: every D/k/points at N=1e4 and N=1e5; N=1e6 for D=3 (both point sets) and D=8 clustered.
+    ``complete`` adds N=1e6 D=8 uniform (uniform 8-D/12-D points defeat every space partition, so exact
+    search there is close to brute force for every library: minutes per call on 2 cores).
     """
+    if which == "goal":
+        return list(GOAL_CASES)
     if quick:
         return [(10_000, 3, 16, "uniform"), (100_000, 3, 16, "uniform"), (100_000, 3, 16, "clustered"),
                 (10_000, 8, 16, "uniform")]
@@ -121,38 +130,40 @@ def _cases(quick: bool, complete: bool = False) -> list[tuple[int, int, int, str
         for d in (3, 4, 8, 12):
             for k in (16, 64):
                 for kind in ("uniform", "clustered"):
-                    if complete or n == 10_000 or d <= 4 or k == 16:
+                    if complete or n <= 100_000:
                         cases.append((n, d, k, kind))
     cases += [(1_000_000, 3, 16, "uniform"), (1_000_000, 3, 16, "clustered"), (1_000_000, 8, 16, "clustered")]
     if complete:
         cases.append((1_000_000, 8, 16, "uniform"))
-    # the goal cases first, so a time budget keeps them; then by expected cost (high-dimensional
-    # clustered clouds at N >= 1e5 last: gnnreco's exact engines take minutes to hours there)
+    # the goal cases first, so a time budget keeps them; then by expected cost (uniform 12-D at N=1e5 last:
+    # cKDTree takes minutes there)
     first = [(100_000, 3, 16, "uniform"), (100_000, 4, 16, "uniform"), (100_000, 3, 16, "clustered"),
              (100_000, 4, 16, "clustered"), (1_000_000, 3, 16, "uniform"), (1_000_000, 3, 16, "clustered")]
     rest = [c for c in cases if c not in first]
 
     def cost(c):
         n, d, k, kind = c
-        return (n >= 100_000 and d >= 8, n >= 100_000 and d >= 8 and kind == "clustered", n, d, k)
+        return (n >= 100_000 and d >= 8, n >= 100_000 and d >= 12 and kind == "uniform", n, d, k)
 
     return first + sorted(rest, key=cost)
 
 
-def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: float = math.inf) -> str:
+def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: float = math.inf,
+               which: str = "default") -> str:
     from gnnreco._compat import faiss, torch_cluster
     from gnnreco.graph import knn_graph
 
     rows = []
     skipped = []
     t_start = time.perf_counter()
-    for n, d, k, kind in _cases(quick, complete):
+    for n, d, k, kind in _cases(quick, complete, which):
         if time.perf_counter() - t_start > budget_s:
             skipped.append(f"N={n:.0e} D={d} k={k} {kind}")
             continue
         x = make_points(n, d, kind)
         xn = x.numpy()
-        big = n >= 1_000_000
+        load = os.getloadavg()[0]
+        big = n >= 1_000_000 or (n >= 100_000 and d >= 8)  # one call each: tens of seconds
         rep = 1 if n >= 100_000 else 3
         t_g = time_fn(lambda x=x, k=k: knn_graph(x, k), repeat=rep, warmup=0 if big else 1)
         t_kd = time_fn(lambda xn=xn, k=k: _ckdtree(xn, k), repeat=rep, warmup=0 if big else 1)
@@ -173,12 +184,12 @@ def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: floa
 
             t_fa = time_fn(_faiss, repeat=1, warmup=0)
         mem, out = (math.nan, math.nan)
-        if memory and n >= 100_000 and k == 16:
+        if memory and n >= 100_000:
             mem, out = _peak_memory(n, d, kind, k)
-        rows.append([f"{n:.0e}", d, k, kind, t_g, t_kd, t_kd / t_g, c_g, c_kd, c_kd / c_g, t_dense, t_dense / t_g,
+        rows.append([f"{n:.0e}", d, k, kind, f"{load:.1f}", t_g, t_kd, t_kd / t_g, c_g, c_kd, c_kd / c_g, t_dense, t_dense / t_g,
                      t_tc, t_tc / t_g, t_fa, mem, out, mem / out if out == out and out else math.nan])
         print(rows[-1], flush=True)
-    header = ["N", "D", "k", "points", "gnnreco s", "cKDTree(w=2) s", "x cKDTree", "gnnreco CPU s",
+    header = ["N", "D", "k", "points", "load", "gnnreco s", "cKDTree(w=2) s", "x cKDTree", "gnnreco CPU s",
               "cKDTree CPU s", "x cKDTree (CPU)", "dense cdist+topk s",
               "x dense", "torch_cluster s", "x torch_cluster", "faiss s", "peak MiB", "output MiB",
               "peak/output"]
@@ -290,32 +301,41 @@ def _tracking_table(quick: bool, mm_train_events: int = 200, mm_train_particles:
 
 def run(quick: bool = False, memory: bool = True, complete: bool = False,
         budget_minutes: float = math.inf, mm_train_events: int = 200, mm_train_particles: int = 11_500,
-        **options) -> str:
-    """Run the benchmark and return the Markdown tables (tracking builders first, then kNN).
+        cases: str = "default", tracking: bool = True, **options) -> str:
+    """Run the benchmark and return the Markdown tables (kNN, then the tracking builders).
 
     ``budget_minutes`` stops starting new kNN cases after that much time (listed as not run);
-    ``mm_train_events`` / ``mm_train_particles``: the module map's synthetic training sample.
+    ``mm_train_events`` / ``mm_train_particles``: the module map's synthetic training sample;
+    ``cases="goal"``: only the issue's goal rows; ``tracking=False`` skips the tracking builders.
     """
+    from gnnreco.graph import _native
+
     torch.set_num_threads(2)
     load0 = os.getloadavg()[0]
-    trk = _tracking_table(quick, mm_train_events, mm_train_particles)
-    print(trk, flush=True)
-    knn = _knn_table(quick, memory, complete, budget_minutes * 60.0)
+    _native.available()  # compile (or load from the cache) before timing anything
+    trk = ""
+    if tracking:
+        trk = _tracking_table(quick, mm_train_events, mm_train_particles)
+        print(trk, flush=True)
+    knn = _knn_table(quick, memory, complete, budget_minutes * 60.0, cases)
     load1 = os.getloadavg()[0]
+    engine = ("native k-d tree (`gnnreco/graph/native/knn.cpp`)" if _native.available() else
+              f"torch engines (native engine unavailable: {_native._STATE.get('reason') or 'GNNRECO_NO_NATIVE'})")
     return ("### kNN graph (CPU, 2 torch threads; ratios > 1 mean gnnreco is faster)\n\n" + knn +
-            "\n\n### Tracking builders (synthetic helix event)\n\n" + trk + "\n\n" +
-            NOTES.format(load0=load0, load1=load1, cores=os.cpu_count()))
+            (("\n\n### Tracking builders (synthetic helix event)\n\n" + trk) if trk else "") + "\n\n" +
+            NOTES.format(load0=load0, load1=load1, cores=os.cpu_count(), engine=engine))
 
 
 NOTES = """Notes:
 - 1-minute load average {load0:.1f} at the start and {load1:.1f} at the end, on {cores} cores shared
   with other jobs: absolute times are not those of a quiet machine, and codes that synchronise
   threads per operation (torch ops, torch_cluster) suffer more than cKDTree's worker threads.
-- gnnreco: `knn_graph(x, k)` with `method="auto"`: gnnreco's own exact engines only (`"auto"` never
-  dispatches to SciPy; `knn_index(..., method="kdtree")` is the optional SciPy backend and is not
-  what this column measures). D <= 4: the cell-list engine, with the Z-order multi-level engine for
-  the queries its global cell size leaves (clustered clouds); D > 4: grid or brute-force tiles
-  after a probe. cKDTree: build + `query(k+1, workers=2)`.
+- gnnreco: `knn_graph(x, k)` with `method="auto"`, which ran: {engine}. gnnreco's own code only
+  (`"auto"` never dispatches to SciPy; `knn_index(..., method="kdtree")` is the optional SciPy backend and
+  is not what this column measures). Without the native engine (`GNNRECO_NO_NATIVE=1`, no compiler) `"auto"`
+  picks the torch engines: D <= 4 the cell-list engine with the Z-order multi-level engine for the queries
+  its global cell size leaves; D > 4 grid or brute-force tiles after a probe.
+  cKDTree: build + `query(k+1, workers=2)`. load: 1-minute load average when the row started.
   dense: row-chunked `torch.cdist` + `topk` (the full N x N matrix does not fit at N=1e5).
   torch_cluster: `knn_graph` (CPU, nanoflann kd-tree). faiss: `IndexFlatL2` when installed.
 - peak MiB: extra peak RSS of the call in a fresh process (VmHWM after resetting it, minus VmRSS
@@ -344,16 +364,21 @@ def main(argv: list[str] | None = None) -> None:
                    help="synthetic training events of the module map (default 200)")
     p.add_argument("--mm-train-particles", type=int, default=11_500,
                    help="particles per module-map training event (default 11500, as the applied event)")
+    p.add_argument("--cases", choices=["default", "goal"], default="default",
+                   help="'goal': only N=1e5, k=16, D=3/4, uniform + clustered (the issue's goal rows)")
+    p.add_argument("--no-tracking", action="store_true", help="skip the tracking-builder table")
     a = p.parse_args(argv)
     table = run(quick=a.quick, memory=not a.no_memory, complete=a.complete, budget_minutes=a.budget_minutes,
-                mm_train_events=a.mm_train_events, mm_train_particles=a.mm_train_particles)
+                mm_train_events=a.mm_train_events, mm_train_particles=a.mm_train_particles, cases=a.cases,
+                tracking=not a.no_tracking)
     print(table)
     if a.write:
         cmd = "python -m gnnreco.bench.graph --write" + (" --quick" if a.quick else "") + \
             (" --complete" if a.complete else "") + \
             (f" --budget-minutes {a.budget_minutes:g}" if math.isfinite(a.budget_minutes) else "") + \
             (f" --mm-train-events {a.mm_train_events}" if a.mm_train_events != 200 else "") + \
-            (f" --mm-train-particles {a.mm_train_particles}" if a.mm_train_particles != 11_500 else "")
+            (f" --mm-train-particles {a.mm_train_particles}" if a.mm_train_particles != 11_500 else "") + \
+            (f" --cases {a.cases}" if a.cases != "default" else "") + (" --no-tracking" if a.no_tracking else "")
         write_section("graph", "graph: exact kNN and tracking graph builders", cmd, table)
 
 
