@@ -1,6 +1,11 @@
 r"""Exact k-nearest-neighbour and radius search, with PyG / torch_cluster conventions.
 
-Two exact engines, both plain PyTorch (device agnostic, so they run on CUDA unchanged):
+On CPU (float32/float64) ``method="auto"`` runs the native engine, ``"native"``: gnnreco's own k-d
+tree in C++ (``gnnreco/graph/native/knn.cpp``, compiled on first use and cached; see
+:mod:`gnnreco.graph._native`), exact, ties ordered by index, written straight into the output.
+Without a compiler, with ``GNNRECO_NO_NATIVE=1``, or on CUDA, the torch engines below answer.
+
+Exact torch engines, plain PyTorch (device agnostic, so they run on CUDA unchanged):
 
 * ``"brute"``: per event, tiles of queries against all points of the event. Squared distances
   come from one GEMM, :math:`d^2_{ij} = \|y_i\|^2 - 2\,y_i\cdot x_j + \|x_j\|^2`, the best
@@ -16,8 +21,8 @@ Two exact engines, both plain PyTorch (device agnostic, so they run on CUDA unch
   starts at the median :math:`k`-th neighbour distance of a sample of queries, which adapts to
   the point density. For ``radius`` the cell size is :math:`r` and :math:`w = 1` is always exact.
 
-``method="auto"`` picks the grid for low dimension (:math:`D \le 4`) or many events, and brute
-force otherwise (see ``docs/graph.md`` for the measurements behind this choice).
+Without the native engine, ``method="auto"`` picks the grid for low dimension (:math:`D \le 4`) or many
+events, and brute force otherwise (see ``docs/graph.md`` for the measurements behind this choice).
 
 Conventions (identical to ``torch_cluster`` / PyG):
 
@@ -667,7 +672,7 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
         cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{y}_i)` instead.
         num_workers: accepted for PyG compatibility; CPU parallelism follows ``torch.get_num_threads()``.
         batch_size: accepted for PyG compatibility (number of events; derived when ``None``).
-        method: ``"auto"``, ``"cells"``, ``"grid"`` or ``"brute"`` (see the module docstring).
+        method: ``"auto"``, ``"native"``, ``"cells"``, ``"grid"`` or ``"brute"`` (see the module docstring).
 
     Returns:
         ``[2, E]`` long tensor: row 0 indexes ``y``, row 1 indexes ``x``; grouped by query,
@@ -705,7 +710,7 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
         cosine: use cosine distance.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"native"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` edge index, :math:`E \le N k`.
@@ -754,8 +759,8 @@ def knn_index(x: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = Fa
         k: number of neighbours :math:`k \ge 0`.
         batch: sorted event index :math:`\mathbf{b}` of each point (optional, PyG convention).
         loop: count the point itself as one of its neighbours.
-        method: ``"auto"`` (default), ``"cells"``, ``"grid"`` or ``"brute"``: gnnreco's own exact
-            engines (see ``docs/graph.md``; ``"auto"`` never calls SciPy); ``"kdtree"``: optional
+        method: ``"auto"`` (default; the native k-d tree on CPU), ``"native"``, ``"cells"``, ``"grid"`` or
+            ``"brute"``: gnnreco's own exact engines (see ``docs/graph.md``; ``"auto"`` never calls SciPy); ``"kdtree"``: optional
             backend on ``scipy.spatial.cKDTree`` (CPU, float64 copy of ``x``, same output
             convention, ties may be ordered differently).
         cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{x}_i)`.
@@ -860,7 +865,7 @@ def radius(x: Tensor, y: Tensor, r: float, batch_x: Tensor | None = None,
         max_num_neighbors: cap on neighbours per query.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"native"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` long tensor, row 0 indexes ``y`` and row 1 indexes ``x``; grouped by query,
@@ -899,7 +904,7 @@ def radius_graph(x: Tensor, r: float, batch: Tensor | None = None, loop: bool = 
         flow: ``"source_to_target"`` gives ``[neighbour, centre]``.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"native"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
 
     Returns:
         ``[2, E]`` edge index.
