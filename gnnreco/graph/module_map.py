@@ -27,6 +27,11 @@ shared hit :math:`b` (edges sorted by source; range expansion over each middle h
 edges), the triplet key is looked up with ``searchsorted``, and an edge is kept when it belongs to
 at least one triplet inside its windows. Windows are widened by ``tolerance`` times their width
 plus ``abs_tolerance``. No Python loop over hits, edges or modules.
+
+On CPU the triplet join runs in a small C++ kernel (``native/module_map.cpp``, compiled on first
+use by :mod:`gnnreco.utils.native`, threads = ``torch.get_num_threads()``), which gives the same
+edges as the torch join and is used whenever it is available; ``ModuleMap.native = False`` or
+``GNNRECO_NO_NATIVE=1`` selects the torch join (also the path on GPU or without a compiler).
 """
 
 from __future__ import annotations
@@ -39,7 +44,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..utils.native import NativeLibrary
 from ._util import _one_thread, as_tensor, eta_of, expand_ranges, single_threaded, wrap_phi
+
+
+def _bind_triplets(so) -> None:
+    import ctypes
+
+    vp, i64 = ctypes.c_void_p, ctypes.c_int64
+    so.gnr_mm_triplets.restype = ctypes.c_int
+    so.gnr_mm_triplets.argtypes = [i64, vp, vp, vp, vp, vp, i64, vp, vp, vp, i64, vp, i64, vp, i64, vp, i64,
+                                   vp, vp, vp, vp, vp, ctypes.c_int]
+
+
+#: The triplet join in C++ (gnnreco/graph/native/module_map.cpp), compiled on first use; None → torch.
+_NATIVE = NativeLibrary(Path(__file__).with_name("native") / "module_map.cpp", "module-map", "gnr_mm_version", 2,
+                        _bind_triplets, "native module-map triplet join")
 
 __all__ = ["ModuleMap", "FEATURES", "TRIPLET_FEATURES", "pair_features"]
 
@@ -113,6 +133,9 @@ class ModuleMap:
         abs_tolerance: absolute widening per feature, ``{name: value}`` (doublet feature names
             also widen the triplet's ``_12``/``_23`` windows).
     """
+
+    #: run the triplet join in the native C++ kernel when it is available (CPU); False: torch only
+    native: bool = True
 
     def __init__(self, tolerance: float = 0.0, abs_tolerance: dict[str, float] | None = None):
         self.tolerance = float(tolerance)
@@ -349,6 +372,9 @@ class ModuleMap:
         # dense module index per hit, then per edge: key12 = d1 * K + d2 (unknown modules: -1)
         dh = torch.searchsorted(mods, mod).clamp(max=K - 1)
         dh = torch.where(mods.index_select(0, dh) == mod, dh, -1)
+        so = _NATIVE.get() if (dev.type == "cpu" and self.native) else None
+        if so is not None:
+            return self._triplet_mask_native(so, r, phi, z, dh, src, dst, feats, K, workers)
         d1, d2 = dh.index_select(0, src), dh.index_select(0, dst)
         good = (d1 >= 0) & (d2 >= 0)
         k12 = torch.where(good, d1 * K + d2, -1)
@@ -425,6 +451,30 @@ class ModuleMap:
             keep[e1] = True
             keep[e2] = True
         return keep
+
+    def _triplet_mask_native(self, so, r, phi, z, dh, src, dst, feats, K: int, workers: int) -> Tensor:
+        """:meth:`_triplet_mask` in C++ (``native/module_map.cpp``): the same join, pre-cut and windows,
+        with the module-pair roles, directions and the by-source grouping computed there too."""
+        heads, tails = self._heads_tails(r.device)
+        _, _, lo, hi = self._columns(r.device)
+        f64 = torch.float64
+        r64, z64 = r.to(f64).contiguous(), z.to(f64).contiguous()
+        p64 = phi.to(f64)
+        x64, y64 = (r64 * torch.cos(p64)).contiguous(), (r64 * torch.sin(p64)).contiguous()
+        ints = [t.to(torch.long).contiguous() for t in (dh, src, dst, heads, tails, self.tkeys)]
+        f = feats.to(f64).contiguous()
+        lo, hi = lo.to(f64).contiguous(), hi.to(f64).contiguous()
+        glo = torch.stack([lo[8].min(), lo[9].min()]).contiguous()
+        ghi = torch.stack([hi[8].max(), hi[9].max()]).contiguous()
+        keep = torch.zeros(src.numel(), dtype=torch.uint8)
+        rc = so.gnr_mm_triplets(r64.numel(), ints[0].data_ptr(), r64.data_ptr(), z64.data_ptr(), x64.data_ptr(),
+                                y64.data_ptr(), src.numel(), ints[1].data_ptr(), ints[2].data_ptr(), f.data_ptr(),
+                                int(K), ints[3].data_ptr(), ints[3].numel(), ints[4].data_ptr(), ints[4].numel(),
+                                ints[5].data_ptr(), ints[5].numel(), lo.data_ptr(), hi.data_ptr(), glo.data_ptr(),
+                                ghi.data_ptr(), keep.data_ptr(), int(max(1, workers)))
+        if rc != 0:
+            raise MemoryError("native module-map triplet join: out of memory")
+        return keep.bool()
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
