@@ -52,11 +52,16 @@ def encode_elements(X: Tensor) -> Tensor:
     r"""Input normalisation: log of the energy-like columns, per element type.
 
     Tracks keep ``[p_T, p] → log``; clusters ``[E_T, E, E_em, E_had] → log(1+·)``; the type becomes
-    a one-hot pair. Output features: 13.
+    a one-hot pair. Output features: 13. Columns after the 12th (the optional link features of
+    :mod:`gnnreco.tasks.pflow.links`, in GeV and possibly negative) are appended as the signed log
+    :math:`\operatorname{sign}(x)\log(1 + |x|)`.
 
     Shapes:
-        X :math:`(B, N, 12)` → :math:`(B, N, 13)`.
+        X :math:`(B, N, 12 + F_x)` → :math:`(B, N, 13 + F_x)`.
     """
+    if X.shape[-1] > 12:
+        x = X[..., 12:]
+        return torch.cat([encode_elements(X[..., :12]), torch.sign(x) * torch.log1p(x.abs())], -1)
     is_trk = (X[..., 0:1] == 2).to(X.dtype)
     is_cl = (X[..., 0:1] == 1).to(X.dtype)
     logs = torch.log1p(torch.cat([X[..., 1:2], X[..., 5:6]], -1).clamp(min=0))
@@ -254,20 +259,26 @@ class MLPFNet(nn.Module):
         k, space_dim, prop_dim: GravNet settings.
         heads: transformer heads.
         dropout: dropout in the backbones.
+        geo_scale: initial scale of the geometric prior (0 = off).
+        extra_features: columns appended after the 12 schema features (``X[B, N, 12 + extra_features]``),
+            e.g. 4 for the track–cluster link features of :func:`gnnreco.tasks.pflow.links.with_link_features`.
     """
 
     def __init__(self, backbone: str = "gnn_lsh", in_features: int = 12, width: int = 64, n_layers: int = 2,
                  bin_size: int = 64, distance_dim: int = 32, kernel_scale: float = 0.1, n_steps: int = 2,
                  k: int = 16, space_dim: int = 4, prop_dim: int = 32, heads: int = 4, dropout: float = 0.0,
-                 geo_scale: float = 0.0):
+                 geo_scale: float = 0.0, extra_features: int = 0):
         super().__init__()
         if in_features != 12:
             raise ValueError(f"in_features must be 12 (Delphes element schema), got {in_features}")
+        if extra_features < 0:
+            raise ValueError(f"extra_features must be >= 0, got {extra_features}")
+        self.extra_features = int(extra_features)
         if backbone not in ("gnn_lsh", "gravnet", "transformer"):
             raise ValueError(f"backbone={backbone!r}; expected 'gnn_lsh', 'gravnet' or 'transformer'")
         self.backbone = backbone
         self.bin_size = int(bin_size) if backbone == "gnn_lsh" else 1
-        enc_dim = 13
+        enc_dim = 13 + self.extra_features
 
         def make_layer(i: int) -> nn.Module:
             if backbone == "gnn_lsh":
@@ -293,6 +304,9 @@ class MLPFNet(nn.Module):
     def forward(self, X: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Shapes: X :math:`(B, N, 12)`, mask :math:`(B, N)` bool → outputs :math:`(B, N, \\cdot)`."""
         N = X.shape[1]
+        if X.shape[-1] != 12 + self.extra_features:
+            raise ValueError(f"X has {X.shape[-1]} features per element; this network expects "
+                             f"{12 + self.extra_features} (12 schema columns + extra_features={self.extra_features})")
         mask = mask.to(torch.bool)
         if self.bin_size > 1:
             X, mask = pad_to_multiple(X, mask, self.bin_size)

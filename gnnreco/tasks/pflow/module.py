@@ -92,8 +92,21 @@ class PFlowModule(GraphTaskModule):
         self.test_summary: dict[str, float] = {}
 
     # ------------------------------------------------------------------ core
-    def forward(self, batch: Any) -> dict[str, Tensor]:
+    def _net_inputs(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Padded ``X``, ``mask``, ``Y``; with the link features appended when the network reads them."""
         X, mask, Y = to_padded(batch)
+        if int(getattr(self.net, "extra_features", 0)) and X.shape[-1] == 12:
+            from gnnreco.tasks.pflow.links import with_link_features
+
+            Xa = X.new_zeros((*X.shape[:2], 16))
+            for i in range(X.shape[0]):
+                m = mask[i]
+                Xa[i, m] = torch.from_numpy(with_link_features(X[i, m].cpu().numpy())).to(X)
+            X = Xa
+        return X, mask, Y
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        X, mask, Y = self._net_inputs(batch)
         outs = self.net(X, mask)
         out = dict(zip(OUTPUT_NAMES, outs))
         out.update({"X": X, "mask": mask})
@@ -124,7 +137,7 @@ class PFlowModule(GraphTaskModule):
         gens = split_gen(batch.gen_p4.cpu().numpy(), batch.n_gen.cpu().numpy())
         for i in range(X.shape[0]):
             m = mask[i].numpy()
-            self.evaluator.add(Y[i][m], gens[i], {"mlpf": C[i][m], "baseline": rule_based_pf(X[i][m], **self.baseline_kwargs)})
+            self.evaluator.add(Y[i][m], gens[i], {"mlpf": C[i][m], "baseline": rule_based_pf(X[i][m][:, :12], **self.baseline_kwargs)})
 
     def on_test_epoch_start(self) -> None:
         self.evaluator = PFEvaluator(self.pt_bins, jet_pt_min=self.jet_pt_min)
@@ -164,16 +177,21 @@ class PFlowModule(GraphTaskModule):
         return recs
 
     def export_inputs(self, batch: Any) -> tuple[Tensor, Tensor]:
-        X, mask, _ = to_padded(batch)
+        X, mask, _ = self._net_inputs(batch)
         return X, mask
 
     def export_manifest(self) -> dict:
         """Manifest sections (docs/export.md): element schema, in-network normalisation, output meaning."""
         from gnnreco.sim.delphes_like import X_FEATURES
+        from gnnreco.tasks.pflow.links import LINK_FEATURES
 
+        link = bool(int(getattr(self.net, "extra_features", 0)))
         return {
             "task": "pflow",
-            "features": {"X": list(X_FEATURES), "mask": "true for real elements, false for padding"},
+            "features": {"X": list(X_FEATURES) + (list(LINK_FEATURES) if link else []),
+                         "mask": "true for real elements, false for padding",
+                         **({"link_features": "columns 12-15 from gnnreco.tasks.pflow.links.with_link_features "
+                                              "(numpy, computed from columns 0-11 before the network)"} if link else {})},
             "normalisation": {"X": "none outside the network: raw Delphes-like element rows (GeV); the network "
                                    "applies log1p to the energy-like columns per element type itself "
                                    "(gnnreco.tasks.pflow.model)"},

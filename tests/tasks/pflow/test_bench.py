@@ -109,3 +109,43 @@ def test_run_saves_and_reuses_the_network(tmp_path, monkeypatch):
     assert "pt_linear_weight" in again  # the training record travels with the network
     warm = bench.run(minutes=0.01, init_path=path, **kw)
     assert "training stages" in warm
+
+
+def test_link_features_run_on_validation_events_and_scaling(tmp_path, monkeypatch):
+    from gnnreco.tasks.pflow.data import generate_pflow_event
+
+    monkeypatch.setattr(bench, "_gen", lambda s: generate_pflow_event(s, process="ttbar", backend="parametric"))
+    path = str(tmp_path / "net.pt")
+    kw = {"quick": True, "n_train": 4, "n_test": 3, "width": 16, "n_layers": 1, "bin_size": 16, "workers": 1,
+          "cache_dir": str(tmp_path / "cache"), "skip_scaling": True}
+    first = bench.run(minutes=0.01, save_path=path, link=True, eval_set="val", **kw)
+    assert "link features on" in first and "val events (seeds from 1400000)" in first
+    assert "bootstrap over val events" in first
+    net, net_kw, _ = bench.load_model(path)
+    assert net_kw["extra_features"] == 4
+    again = bench.run(load_path=path, **kw)  # a loaded network keeps its own inputs
+    assert "link features on" in again and "test events (seeds from 1500000)" in again
+    pool = bench.make_events(2, bench.VAL_SEED0, 1, str(tmp_path / "cache"))
+    (n, t), = bench.scaling(net, pool, [100], repeat=1)  # times from the 12 schema columns
+    assert n == 100 and t > 0
+    with pytest.raises(ValueError, match="eval_set"):
+        bench.run(eval_set="train", **kw)
+
+
+def test_bootstrap_gain_of_identical_algorithms_is_zero():
+    from gnnreco.tasks.pflow.metrics import PFEvaluator
+
+    ev = PFEvaluator()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        gen = np.stack([rng.uniform(40, 80, 6), rng.uniform(-1, 1, 6), rng.uniform(-3, 3, 6), np.zeros(6)], 1)
+        gen[:, 3] = gen[:, 0] * np.cosh(gen[:, 1])
+        cand = np.zeros((6, 7), np.float32)
+        cand[:, 0] = 1
+        cand[:, 2] = gen[:, 0] * rng.uniform(0.8, 1.2, 6)
+        cand[:, 3] = gen[:, 1]
+        cand[:, 4], cand[:, 5] = np.sin(gen[:, 2]), np.cos(gen[:, 2])
+        cand[:, 6] = cand[:, 2] * np.cosh(gen[:, 1])
+        ev.add(cand, gen, {"mlpf": cand, "baseline": cand})
+    sd, p_goal = bench.bootstrap_gain(ev, n_boot=20)
+    assert sd == 0.0 and p_goal == 0.0
