@@ -417,7 +417,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         f"load average {info.get('load_at_end', float('nan')):.1f} at the end of training, "
         f"{os.getloadavg()[0]:.1f} at the end of evaluation.",
         "",
-        "**Physics (test events; response = median p_T,reco/p_T,gen, resolution = IQR/median, ΔR < 0.1 matching)**",
+        f"**Physics ({eval_set} events; response = median p_T,reco/p_T,gen, resolution = IQR/median, ΔR < 0.1 matching)**",
         "",
         ev.table(),
         "",

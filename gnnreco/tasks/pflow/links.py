@@ -75,8 +75,10 @@ def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     e = X[:, 5]
     p_trk = np.where(X[trk, 10] > 0.5, 0.0, e[trk])  # muons leave only a MIP: their p is not calorimeter energy
     te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
-    th = _nearest(X[trk, 6], phi_out[trk], X[hcal, 2], phi[hcal], hcal_link)
-    eh = _nearest(X[ecal, 2], phi[ecal], X[hcal, 2], phi[hcal], hcal_link)
+    # track → HCAL and ECAL → HCAL share the radius: one tree, one query
+    to_h = _nearest(np.concatenate([X[trk, 6], X[ecal, 2]]), np.concatenate([phi_out[trk], phi[ecal]]),
+                    X[hcal, 2], phi[hcal], hcal_link)
+    th, eh = to_h[:len(trk)], to_h[len(trk):]
     # element-level sums over the direct track–cluster links
     link_sum = np.zeros(n)
     for ok, cl in ((te >= 0, ecal[te[te >= 0]]), (th >= 0, hcal[th[th >= 0]])):
