@@ -28,10 +28,10 @@ edges), the triplet key is looked up with ``searchsorted``, and an edge is kept 
 at least one triplet inside its windows. Windows are widened by ``tolerance`` times their width
 plus ``abs_tolerance``. No Python loop over hits, edges or modules.
 
-On CPU the triplet join runs in a small C++ kernel (``native/module_map.cpp``, compiled on first
-use by :mod:`gnnreco.utils.native`, threads = ``torch.get_num_threads()``), which gives the same
-edges as the torch join and is used whenever it is available; ``ModuleMap.native = False`` or
-``GNNRECO_NO_NATIVE=1`` selects the torch join (also the path on GPU or without a compiler).
+On CPU both stages run in a small C++ kernel (``native/module_map.cpp``, compiled on first use by
+:mod:`gnnreco.utils.native`, threads = ``torch.get_num_threads()``), which gives the same edges in the
+same order as the torch code and is used whenever it is available; ``ModuleMap.native = False`` or
+``GNNRECO_NO_NATIVE=1`` selects the torch code (also the path on GPU or without a compiler).
 """
 
 from __future__ import annotations
@@ -55,10 +55,15 @@ def _bind_triplets(so) -> None:
     so.gnr_mm_triplets.restype = ctypes.c_int
     so.gnr_mm_triplets.argtypes = [i64, vp, vp, vp, vp, vp, i64, vp, vp, vp, i64, vp, i64, vp, i64, vp, i64,
                                    vp, vp, vp, vp, vp, ctypes.c_int]
+    pp = ctypes.POINTER(ctypes.c_void_p)
+    so.gnr_mm_doublets.restype = i64
+    so.gnr_mm_doublets.argtypes = [vp, vp, vp, vp, vp, i64, vp, vp, vp, vp, vp, vp, pp, pp, pp, ctypes.c_int]
+    so.gnr_mm_free.restype = None
+    so.gnr_mm_free.argtypes = [vp]
 
 
 #: The triplet join in C++ (gnnreco/graph/native/module_map.cpp), compiled on first use; None → torch.
-_NATIVE = NativeLibrary(Path(__file__).with_name("native") / "module_map.cpp", "module-map", "gnr_mm_version", 2,
+_NATIVE = NativeLibrary(Path(__file__).with_name("native") / "module_map.cpp", "module-map", "gnr_mm_version", 3,
                         _bind_triplets, "native module-map triplet join")
 
 __all__ = ["ModuleMap", "FEATURES", "TRIPLET_FEATURES", "pair_features"]
@@ -295,13 +300,14 @@ class ModuleMap:
         # the triplet join is split into parts on torch.get_num_threads() worker threads instead
         workers = torch.get_num_threads() if dev.type == "cpu" else 1
         with _one_thread():
-            src, dst, feats = self._doublets(r, phi, z, mod)
+            src, dst, feats = self._doublets(r, phi, z, mod, workers)
             if triplets and src.numel():
                 keep = self._triplet_mask(r, phi, z, mod, src, dst, feats, workers)
                 src, dst = src[keep], dst[keep]
         return torch.stack([src, dst])
 
-    def _doublets(self, r: Tensor, phi: Tensor, z: Tensor, mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _doublets(self, r: Tensor, phi: Tensor, z: Tensor, mod: Tensor,
+                  workers: int = 1) -> tuple[Tensor, Tensor, Tensor]:
         """Hit pairs on known module pairs inside the doublet windows: ``src, dst, feats [4, E]``."""
         dev = r.device
         M = self.num_modules
@@ -319,6 +325,10 @@ class ModuleMap:
         cnt_m = torch.zeros(M, dtype=torch.long, device=dev)
         first_m[umod[kn]] = first[kn]
         cnt_m[umod[kn]] = cnt[kn]
+
+        so = _NATIVE.get() if (dev.type == "cpu" and self.native) else None
+        if so is not None:
+            return self._doublets_native(so, order, first_m, cnt_m, m1, m2, r, phi, z, workers)
 
         def lookup(m: Tensor) -> tuple[Tensor, Tensor]:
             return first_m.index_select(0, m), cnt_m.index_select(0, m)
@@ -359,6 +369,38 @@ class ModuleMap:
         ok = inside(deta, 3, p)
         src, dst, z0, dphi, slope, deta = sel(src, dst, z0, dphi, slope, deta, mask=ok)
         return src, dst, torch.stack([z0, dphi, slope, deta])
+
+    def _doublets_native(self, so, order, first_m, cnt_m, m1, m2, r, phi, z,
+                         workers: int) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_doublets` in C++ (``native/module_map.cpp``): same pairs, windows, order and features."""
+        import ctypes
+
+        lo, hi, _, _ = self._columns(r.device)
+        f64 = torch.float64
+        r64, p64, z64 = (t.to(f64).contiguous() for t in (r, phi, z))
+        eta = eta_of(r64, z64).contiguous()
+        ints = [t.to(torch.long).contiguous() for t in (order, first_m, cnt_m, m1, m2)]
+        lo, hi = lo.to(f64).contiguous(), hi.to(f64).contiguous()
+        ps, pd, pf = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_void_p()
+        n = so.gnr_mm_doublets(*(t.data_ptr() for t in ints), ints[3].numel(), lo.data_ptr(), hi.data_ptr(),
+                               r64.data_ptr(), p64.data_ptr(), z64.data_ptr(), eta.data_ptr(), ctypes.byref(ps),
+                               ctypes.byref(pd), ctypes.byref(pf), int(max(1, workers)))
+        if n < 0:
+            raise MemoryError("native module-map doublets: out of memory")
+        try:
+            def take(ptr, ctype, count, dtype):
+                if count == 0:
+                    return torch.empty(0, dtype=dtype)
+                buf = (ctype * count).from_address(ptr.value)
+                return torch.frombuffer(buf, dtype=dtype).clone()
+
+            src = take(ps, ctypes.c_int64, n, torch.long)
+            dst = take(pd, ctypes.c_int64, n, torch.long)
+            feats = take(pf, ctypes.c_double, 4 * n, f64).view(4, n)
+        finally:
+            for p in (ps, pd, pf):
+                so.gnr_mm_free(p)
+        return src, dst, feats
 
     def _triplet_mask(self, r, phi, z, mod, src, dst, feats, workers: int = 1) -> Tensor:
         """Edges (of the doublet stage) in at least one triplet inside its windows.

@@ -1,4 +1,4 @@
-"""The module map's native (C++) triplet join gives exactly the torch join's edges."""
+"""The module map's native (C++) doublet and triplet stages give exactly the torch stages' edges."""
 
 import pytest
 import torch
@@ -31,14 +31,28 @@ def test_native_triplet_join_equals_torch(fitted, tolerance, threads):
     try:
         mm.native = False
         ref = mm(ev["r"], ev["phi"], ev["z"], mod)
+        ref2 = mm(ev["r"], ev["phi"], ev["z"], mod, triplets=False)
         mm.native = True
         got = mm(ev["r"], ev["phi"], ev["z"], mod)
+        got2 = mm(ev["r"], ev["phi"], ev["z"], mod, triplets=False)
     finally:
         torch.set_num_threads(old)
         mm.native = True
         mm.tolerance = 0.0
-    assert ref.size(1) > 0
-    assert torch.equal(got, ref)
+    assert 0 < ref.size(1) < ref2.size(1)
+    assert torch.equal(got, ref) and torch.equal(got2, ref2)  # same edges in the same order
+
+
+def test_native_doublet_features_equal_torch(fitted):
+    ev = helix_event(500, seed=52, smear=0.02, noise_fraction=0.1)
+    r, phi, z = (torch.as_tensor(ev[k], dtype=torch.float64) for k in ("r", "phi", "z"))
+    mod = torch.as_tensor(ev["module_id"])
+    fitted.native = False
+    a = fitted._doublets(r, phi, z, mod)
+    fitted.native = True
+    b = fitted._doublets(r, phi, z, mod, workers=2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[2].shape == b[2].shape == (4, a[0].numel()) and torch.allclose(a[2], b[2], rtol=0, atol=1e-12)
 
 
 def test_native_join_is_skipped_when_disabled(fitted, monkeypatch):

@@ -13,6 +13,8 @@
 // Plain C ABI on raw pointers (no torch headers), loaded with ctypes by gnnreco.graph._mm_native.
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -116,7 +118,7 @@ void parallel_blocks(int64_t n, int64_t block, int threads, F fn) {
 
 extern "C" {
 
-int gnr_mm_version() { return 2; }
+int gnr_mm_version() { return 3; }
 
 // Triplet stage of one event. Hits: dense module index dh[N] (-1: module not in the map) and
 // Cartesian/cylindrical coordinates r, z, x, y [N]. Edges: src, dst [E] and their doublet features
@@ -178,5 +180,96 @@ int gnr_mm_triplets(int64_t N, const int64_t* dh, const double* r, const double*
   }
   return 0;
 }
+
+// Doublet stage of one event. Hits sorted by module: `order` [N] (hit ids), and per dense module m < M
+// the first position first_m[m] and count cnt_m[m] in `order`. Map: n_keys module pairs
+// (m1[p], m2[p]) with windows lo/hi [4, n_keys] (rows z0, dphi, phi_slope, deta). Hit coordinates
+// r, phi, z and eta [N]. Every hit pair (a in m1, b in m2, a != b) inside all four windows is
+// written as src/dst with its features, in the order (pair, hit of m1, hit of m2). The outputs are
+// allocated here (gnr_mm_free releases them); returns the number of doublets, or -1 when out of memory.
+int64_t gnr_mm_doublets(const int64_t* order, const int64_t* first_m, const int64_t* cnt_m, const int64_t* m1,
+                        const int64_t* m2, int64_t n_keys, const double* lo, const double* hi, const double* r,
+                        const double* phi, const double* z, const double* eta, int64_t** out_src,
+                        int64_t** out_dst, double** out_feats, int threads) {
+  const double pi = 3.14159265358979323846, two_pi = 2.0 * pi;
+  try {
+    const int64_t block = 256;
+    const int64_t n_blocks = (n_keys + block - 1) / block;
+    std::vector<std::vector<int64_t>> bs(n_blocks), bd(n_blocks);
+    std::vector<std::vector<double>> bf(n_blocks);
+    parallel_blocks(n_blocks, 1, threads, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        auto& S = bs[b];
+        auto& D = bd[b];
+        auto& F = bf[b];
+        const int64_t p1 = std::min(n_keys, (b + 1) * block);
+        for (int64_t p = b * block; p < p1; ++p) {
+          const int64_t f1 = first_m[m1[p]], c1 = cnt_m[m1[p]];
+          const int64_t f2 = first_m[m2[p]], c2 = cnt_m[m2[p]];
+          if (c1 == 0 || c2 == 0) continue;
+          const double lz = lo[p], hz = hi[p];
+          const double lp = lo[n_keys + p], hp = hi[n_keys + p];
+          const double ls = lo[2 * n_keys + p], hs = hi[2 * n_keys + p];
+          const double le = lo[3 * n_keys + p], he = hi[3 * n_keys + p];
+          for (int64_t i = 0; i < c1; ++i) {
+            const int64_t a = order[f1 + i];
+            const double ra = r[a], pa = phi[a], za = z[a];
+            for (int64_t j = 0; j < c2; ++j) {
+              const int64_t c = order[f2 + j];
+              // wrap into [-pi, pi): remainder(d + pi, 2 pi) - pi, as torch.remainder (sign of the divisor)
+              const double w = (phi[c] - pa) + pi;
+              double m = std::fmod(w, two_pi);
+              if (m != 0 && m < 0) m += two_pi;
+              const double dphi = m - pi;
+              if (!(dphi >= lp && dphi <= hp) || a == c) continue;
+              double dr = r[c] - ra;
+              if (dr == 0) dr = 1e-12;
+              const double slope = dphi / dr;
+              if (!(slope >= ls && slope <= hs)) continue;
+              const double z0 = za - ra * (z[c] - za) / dr;
+              if (!(z0 >= lz && z0 <= hz)) continue;
+              const double deta = eta[c] - eta[a];
+              if (!(deta >= le && deta <= he)) continue;
+              S.push_back(a);
+              D.push_back(c);
+              F.push_back(z0);
+              F.push_back(dphi);
+              F.push_back(slope);
+              F.push_back(deta);
+            }
+          }
+        }
+      }
+    });
+    int64_t n = 0;
+    for (auto& v : bs) n += static_cast<int64_t>(v.size());
+    int64_t* src = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * std::max<int64_t>(n, 1)));
+    int64_t* dst = static_cast<int64_t*>(std::malloc(sizeof(int64_t) * std::max<int64_t>(n, 1)));
+    double* feats = static_cast<double*>(std::malloc(sizeof(double) * 4 * std::max<int64_t>(n, 1)));
+    if (!src || !dst || !feats) {
+      std::free(src);
+      std::free(dst);
+      std::free(feats);
+      return -1;
+    }
+    int64_t o = 0;
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t k = static_cast<int64_t>(bs[b].size());
+      std::copy(bs[b].begin(), bs[b].end(), src + o);
+      std::copy(bd[b].begin(), bd[b].end(), dst + o);
+      for (int64_t i = 0; i < k; ++i)
+        for (int c = 0; c < 4; ++c) feats[c * n + o + i] = bf[b][4 * i + c];  // rows z0, dphi, slope, deta
+      o += k;
+    }
+    *out_src = src;
+    *out_dst = dst;
+    *out_feats = feats;
+    return n;
+  } catch (const std::bad_alloc&) {
+    return -1;
+  }
+}
+
+void gnr_mm_free(void* p) { std::free(p); }
 
 }  // extern "C"
