@@ -212,7 +212,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        repulsive_scale: float = 1.0, net_kwargs: dict | None = None,
                        module_kwargs: dict | None = None, lr: float = 3e-3, calib_events: int = 0,
                        reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed",
-                       n_val: int = 10) -> dict:
+                       n_val: int = 10, share_scan: bool = True) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
@@ -226,6 +226,13 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     (:meth:`CaloModule.fit_shower_calibration`, network frozen) on that many further 50-shower
     events (seeds 40000+), on their condensed clusters (``calib_on="condensed"``) or truth showers;
     this is part of the evaluation (the checkpoint holds the network before the refit).
+
+    The reconstruction settings are chosen on ``n_val`` validation events (seeds 20000+), never on
+    the test events (30000+): the thresholds t_β, t_d with the hard assignment; then, with
+    ``share_scan``, the energy sharing (:func:`~gnnreco.tasks.calo.reco.share_energy`: hard or one
+    of the ``SHARE_*`` options) at those thresholds; then the thresholds again with the chosen
+    sharing. The result holds the test summary, event-bootstrap standard deviations
+    (``bootstrap``) and, when sharing was chosen, the same test events without it (``hard``).
     """
     from functools import partial
 
@@ -293,17 +300,26 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         val_out = [module(b) for b in val]
         test_out = [module(b) for b in test]
     # t_d is a radius in cluster space, or a multiple of the predicted local radius with local_radius
-    td_grid = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0) if module.hparams.local_radius else (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
-    grid = []
-    for tb in (0.1, 0.2, 0.3, 0.5, 0.7):
-        for td in td_grid:
-            module.hparams.t_beta, module.hparams.t_d = tb, td
-            acc = CaloMetricsAccumulator(min_energy=10.0)
-            for b, o in zip(val, val_out):
-                acc.extend(module.event_results(b, o))
-            grid.append(((tb, td), acc.summary()))
-    best = choose_thresholds(grid)
-    module.hparams.t_beta, module.hparams.t_d = best
+    td_grid = (1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 4.0) if module.hparams.local_radius else \
+        (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+    thr_grid = [{"t_beta": tb, "t_d": td} for tb in (0.1, 0.3, 0.7) for td in td_grid]
+    hard = {"energy_sharing": "none"}
+    best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid]))
+    share = dict(hard)
+    if share_scan:
+        # energy sharing at those thresholds, then the thresholds again with the chosen sharing
+        options = [hard] + [{"energy_sharing": "gaussian", "share_sigma": sg, "share_radius": rho, "share_beta_power": bp,
+                             "share_energy_power": q}
+                            for sg in SHARE_SIGMAS for rho in SHARE_RADII for bp in SHARE_BETA_POWERS
+                            for q in SHARE_ENERGY_POWERS]
+        best = {k: best[k] for k in ("t_beta", "t_d")}
+        share = choose_thresholds(scan(module, val, val_out, [{**best, **o} for o in options]))
+        share = {k: v for k, v in share.items() if k not in ("t_beta", "t_d")}
+        if share != hard:
+            best = choose_thresholds(scan(module, val, val_out, [{**p, **share} for p in thr_grid]))
+    best = {k: best[k] for k in ("t_beta", "t_d")}
+    _set(module, {**best, **share})
+    print(f"[calo bench] validation choice: {best} {share}", flush=True)
     cal_loss = float("nan")
     if getattr(net, "shower_head", None) is not None and calib_events > 0:
         cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)], on=calib_on)
@@ -313,9 +329,18 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     for b, o in zip(test, test_out):
         acc.extend(module.event_results(b, o))
     s = acc.summary()
-    s["n_val"] = n_val
+    s["bootstrap"] = acc.bootstrap(1000)
+    if share != hard:  # the same test events and thresholds without energy sharing, for comparison
+        _set(module, hard)
+        acc_h = CaloMetricsAccumulator(min_energy=10.0)
+        for b, o in zip(test, test_out):
+            acc_h.extend(module.event_results(b, o))
+        s["hard"] = {**acc_h.summary(), "bootstrap": acc_h.bootstrap(1000)}
+        _set(module, share)
+    s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
     s.update({"train_steps": step + prior.get("train_steps", 0),
-              "train_seconds": train_time + prior.get("train_seconds", 0.0), "t_beta": best[0], "t_d": best[1],
+              "train_seconds": train_time + prior.get("train_seconds", 0.0), "t_beta": best["t_beta"],
+              "t_d": best["t_d"],
               "final_loss": float(np.mean(hist[-50:])) if hist else float("nan"),
               "hits_per_event": float(np.mean([b.num_nodes for b in test])), "calib_events": calib_events,
               "calib_on": calib_on, "calib_loss": cal_loss})
@@ -327,17 +352,46 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     return s
 
 
-def choose_thresholds(grid: list[tuple[tuple[float, float], dict]], min_efficiency: float = 0.96,
-                      max_fake: float = 0.04) -> tuple[float, float]:
-    """The working point (t_β, t_d) of a validation scan: the best energy resolution among the points
-    whose validation efficiency and fake rate keep a margin to the goals (≥ ``min_efficiency``,
-    ≤ ``max_fake``); if none does, the largest efficiency − fake rate."""
+#: energy-sharing options scanned on the validation events (CaloModule.share_sigma, share_radius,
+#: share_beta_power, share_energy_power); "none" (the hard assignment) is always a candidate
+SHARE_SIGMAS = (0.25, 0.5, 1.0)
+SHARE_RADII = (1.5, 2.0)
+SHARE_BETA_POWERS = (4.0, 8.0)
+SHARE_ENERGY_POWERS = (2.0, 4.0)
+
+
+def _set(module, settings: dict) -> None:
+    for k, v in settings.items():
+        module.hparams[k] = v
+
+
+def scan(module, val: list, val_out: list, settings: list[dict]) -> list[tuple[dict, dict]]:
+    """Validation summary of each reconstruction setting (module hyper-parameters, network outputs
+    fixed); the module keeps the last setting."""
+    from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
+
+    grid = []
+    for st in settings:
+        _set(module, st)
+        acc = CaloMetricsAccumulator(min_energy=10.0)
+        for b, o in zip(val, val_out):
+            acc.extend(module.event_results(b, o))
+        grid.append((dict(st), acc.summary()))
+    return grid
+
+
+def choose_thresholds(grid: list[tuple[object, dict]], min_efficiency: float = 0.96,
+                      max_fake: float = 0.04):
+    """The working point of a validation scan (thresholds t_β, t_d, or the energy-sharing options):
+    the best energy resolution among the points whose validation efficiency and fake rate keep a
+    margin to the goals (≥ ``min_efficiency``, ≤ ``max_fake``); if none does, the largest
+    efficiency − fake rate."""
     ok = [(p, s) for p, s in grid if s["efficiency"] >= min_efficiency and s["fake_rate"] <= max_fake
           and s["resolution"] == s["resolution"]]
     if ok:
         return min(ok, key=lambda ps: ps[1]["resolution"])[0]
     scored = [(p, s["efficiency"] - s["fake_rate"]) for p, s in grid if s["efficiency"] == s["efficiency"]]
-    return max(scored, key=lambda ps: ps[1])[0] if scored else (0.3, 0.5)
+    return max(scored, key=lambda ps: ps[1])[0] if scored else grid[0][0]
 
 
 def _per_class(acc) -> dict:
@@ -384,10 +438,11 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
                    checkpoint: str | Path | None = None, net_kwargs: dict | None = None,
                    module_kwargs: dict | None = None) -> dict:
     """Median time of the whole reconstruction of one event (network forward, condensation, shower
-    energies) with ``n_showers`` showers and pile-up: about 50k hits with the defaults."""
+    energies, with the energy sharing of ``module_kwargs`` if any) with ``n_showers`` showers and
+    pile-up: about 50k hits with the defaults."""
     from gnnreco.bench.report import time_fn
     from gnnreco.tasks.calo.model import CaloGravNet
-    from gnnreco.tasks.calo.reco import condense
+    from gnnreco.tasks.calo.reco import cluster_energies, condense, share_energy
 
     torch.set_num_threads(threads)
     net = CaloGravNet(**(NET if net_kwargs is None else net_kwargs))
@@ -398,6 +453,7 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
     batch = _event(777, n_showers, pileup_density=pileup_density)
     n = int(batch.num_nodes)
     stages: dict[str, list[float]] = {"network": [], "condensation": [], "shower energies": []}
+    sharing = mk.get("energy_sharing", "none") == "gaussian"
     cpu: list[float] = []
 
     def fn():
@@ -410,7 +466,16 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
                          distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
                          assign=mk.get("assign", "beta"))
             t2 = time.perf_counter()
-            net.shower_energy(batch.x, out, batch.hit_energy, c.assignment, c.cp_index.numel())
+            shares = c.assignment
+            if sharing:
+                q = mk.get("share_energy_power", 0.0)
+                cw = cluster_energies(c.assignment, batch.hit_energy.clamp(min=0.0), c.cp_index.numel()) ** q \
+                    if q else None
+                shares = share_energy(out["coords"], c, t_d=mk["t_d"], beta=out["beta"], batch=batch.batch,
+                                      distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
+                                      sigma=mk.get("share_sigma", 0.5), radius=mk.get("share_radius", 1.0),
+                                      beta_power=mk.get("share_beta_power", 0.0), cluster_weight=cw)
+            net.shower_energy(batch.x, out, batch.hit_energy, shares, c.cp_index.numel())
             t3 = time.perf_counter()
         cpu.append(time.process_time() - c0)
         for key, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2)):
@@ -431,7 +496,8 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "outputs" / "calo_ben
 
 def run(quick: bool = False, train_seconds: float | None = None, threads: int = 2, checkpoint: str | None = None,
         repulsive_scale: float = 1.0, reuse_checkpoint: bool = False, inference_threads: int = 2,
-        init_checkpoint: str | None = None, **_: object) -> str:
+        init_checkpoint: str | None = None, n_test: int | None = None, n_val: int = 10,
+        share_scan: bool = True, **_: object) -> str:
     """All three parts; returns the Markdown body recorded in docs/benchmarks.md.
 
     ``checkpoint`` (default :data:`DEFAULT_CHECKPOINT`) receives the trained network; with
@@ -454,11 +520,24 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
              f"\nReference: {ref_name} `condensation_loss` (ratios are against it, same size, same run). "
              "Peak memory = growth of the peak RSS of a fresh process over the inputs."]
     ckpt = str(checkpoint or DEFAULT_CHECKPOINT)
-    phys = train_and_evaluate(train_seconds=train_seconds, n_test=5 if quick else 20, threads=threads, checkpoint=ckpt,
-                              repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint)
+    n_test = (5 if quick else 20) if n_test is None else n_test
+    phys = train_and_evaluate(train_seconds=train_seconds, n_test=n_test, threads=threads, checkpoint=ckpt,
+                              repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
+                              n_val=n_val, share_scan=share_scan)
     inf = inference_time(threads=inference_threads, checkpoint=ckpt, net_kwargs=phys["net"],
-                         module_kwargs={**phys["module"], "t_beta": phys["t_beta"], "t_d": phys["t_d"]})
+                         module_kwargs={**phys["module"], "t_beta": phys["t_beta"], "t_d": phys["t_d"], **phys["share"]})
     ckpt_name = os.path.relpath(ckpt, Path(__file__).resolve().parents[2])
+    bs = phys["bootstrap"]
+    if "hard" in phys:
+        h = phys["hard"]
+        hard_rows = [["without energy sharing: efficiency / fake rate", f"{h['efficiency']:.3f} / {h['fake_rate']:.3f}",
+                      "", ""],
+                     ["without energy sharing: resolution", f"{h['resolution']:.3f} ± {h['bootstrap']['resolution']:.3f}",
+                      "", ""],
+                     ["without energy sharing: ratio", f"{h['resolution_ratio']:.2f} ± "
+                      f"{h['bootstrap']['resolution_ratio']:.2f}", "", ""]]
+    else:
+        hard_rows = []
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
     prow = [
         ["efficiency (truth E > 10 GeV)", f"{phys['efficiency']:.3f}", "≥ 0.95", goal(phys["efficiency"] >= 0.95)],
@@ -466,9 +545,12 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
         ["merge rate", f"{phys['merge_rate']:.3f}", "", ""],
         ["split rate", f"{phys['split_rate']:.3f}", "", ""],
         ["energy response (median)", f"{phys['response']:.3f}", "", ""],
-        ["energy resolution (IQR/1.349/median)", f"{phys['resolution']:.3f}", "", ""],
-        ["truth-assignment hit-sum resolution", f"{phys['resolution_truth_sum']:.3f}", "", ""],
-        ["resolution ratio", f"{phys['resolution_ratio']:.2f}", "≤ 1.2", goal(phys["resolution_ratio"] <= 1.2)],
+        ["energy resolution (IQR/1.349/median)", f"{phys['resolution']:.3f} ± {bs['resolution']:.3f}", "", ""],
+        ["truth-assignment hit-sum resolution", f"{phys['resolution_truth_sum']:.3f} ± {bs['resolution_truth_sum']:.3f}",
+         "", ""],
+        ["resolution ratio", f"{phys['resolution_ratio']:.2f} ± {bs['resolution_ratio']:.2f}", "≤ 1.2",
+         goal(phys["resolution_ratio"] <= 1.2)],
+        *hard_rows,
         ["PID accuracy (matched)", f"{phys.get('pid_accuracy', float('nan')):.3f}", "", ""],
         [f"inference, {inf['hits']} hits, {inference_threads} thread(s), wall [s]", f"{inf['time_s']:.2f}", "≤ 1",
          goal(inf["time_s"] <= 1.0 and inf["hits"] >= 50_000)],
@@ -486,8 +568,9 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {phys['net']}; CaloModule "
               f"{ {k: v for k, v in phys['module'].items() if k not in ('t_beta', 't_d')} }; thresholds chosen on "
               f"{phys['n_val']} validation events (best resolution with efficiency ≥ 0.96 and fake rate ≤ 0.04 "
-              f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}; test on {5 if quick else 20} "
-              "independent events.\n\nResolution per true class (matched showers > 10 GeV; the hit-sum reference "
+              f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}, energy sharing {phys['share']}; test on "
+              f"{n_test} independent events (± = standard deviation of 1000 bootstrap replicas over the test "
+              "events).\n\nResolution per true class (matched showers > 10 GeV; the hit-sum reference "
               f"calibrated per class): {per_class} the hit-sum reference over the matched showers only: "
               f"{phys['resolution_truth_sum_matched']:.3f}.\n\nInference = network + condensation + shower energies "
               f"of one event (median of 3, {inference_threads} torch thread(s), load {inf['load']:.1f} when "
@@ -516,13 +599,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reuse-checkpoint", action="store_true",
                     help="evaluate the network saved at --checkpoint (and its .json sidecar) instead of training")
     ap.add_argument("--inference-threads", type=int, default=2, help="torch threads of the timed inference")
+    ap.add_argument("--n-test", type=int, default=None, help="test events (default 20, 5 with --quick)")
+    ap.add_argument("--n-val", type=int, default=10, help="validation events for the reconstruction settings")
+    ap.add_argument("--no-share-scan", action="store_true",
+                    help="hard assignment only (no energy-sharing options in the validation scan)")
     ap.add_argument("--init-checkpoint", default=None,
                     help="continue training this saved network (its .json sidecar gives the settings)")
     args = ap.parse_args(argv)
     body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads,
                repulsive_scale=args.repulsive_scale, checkpoint=args.checkpoint,
                reuse_checkpoint=args.reuse_checkpoint, inference_threads=args.inference_threads,
-               init_checkpoint=args.init_checkpoint)
+               init_checkpoint=args.init_checkpoint, n_test=args.n_test, n_val=args.n_val,
+               share_scan=not args.no_share_scan)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
              f"{os.cpu_count()} cores), so times are pessimistic; {args.threads} torch thread(s).")
@@ -537,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
             (f" --checkpoint {args.checkpoint}" if args.checkpoint else "") + \
             (" --reuse-checkpoint" if args.reuse_checkpoint else "") + \
             (f" --init-checkpoint {args.init_checkpoint}" if args.init_checkpoint else "") + \
+            (f" --n-test {args.n_test}" if args.n_test is not None else "") + \
+            (f" --n-val {args.n_val}" if args.n_val != 10 else "") + \
+            (" --no-share-scan" if args.no_share_scan else "") + \
             (f" --inference-threads {args.inference_threads}" if args.inference_threads != 2 else "")
         write_section("calo", "Calorimeter clustering (`gnnreco bench calo`)", cmd, body)
 

@@ -36,6 +36,7 @@ from gnnreco.explain import tap
 from gnnreco.nn.mlp import MLP
 from gnnreco.ops import scatter_mean, scatter_sum
 from gnnreco.tasks.calo.data import FEATURE_NAMES, POSITION_SCALE_MM
+from gnnreco.tasks.calo.reco import SharedAssignment
 
 _COL_X, _COL_DZ = FEATURE_NAMES.index("x"), FEATURE_NAMES.index("dz")
 _COL_LOGE, _COL_ETA = FEATURE_NAMES.index("log_energy"), FEATURE_NAMES.index("eta")
@@ -228,14 +229,26 @@ class ShowerCalibration(nn.Module):
             self.mlp[-1].weight.mul_(0.1)
             self.mlp[-1].bias.zero_()
 
-    def features(self, x: Tensor, xy: Tensor, energy: Tensor, assignment: Tensor, n_showers: int,
+    def features(self, x: Tensor, xy: Tensor, energy: Tensor, assignment: Tensor | SharedAssignment, n_showers: int,
                  hit_factor: Tensor, pid_logits: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-shower moments ``[K, n_in]`` and summed hit energies ``[K]``."""
-        ok = assignment >= 0
-        a = assignment[ok]
+        """Per-shower moments ``[K, n_in]`` and summed hit energies ``[K]``.
+
+        ``assignment`` is a hard cluster index per hit (−1 unassigned) or a fractional
+        :class:`~gnnreco.tasks.calo.reco.SharedAssignment`; with fractions :math:`f_{j\\alpha}` every
+        sum over a shower's hits becomes a sum over its pairs weighted by :math:`f_{j\\alpha}` (energy
+        :math:`f e_j`, hit count :math:`\\sum f`, :math:`\\beta^2 f` for the network features).
+        """
+        if isinstance(assignment, SharedAssignment):
+            h, a, frac = assignment.hit, assignment.cluster, assignment.fraction
+        else:
+            ok = assignment >= 0
+            h = torch.nonzero(ok, as_tuple=True)[0]
+            a, frac = assignment[h], None
         k = n_showers
-        e = energy[ok].clamp(min=0.0)
-        xs = x[ok]
+        e = energy[h].clamp(min=0.0)
+        if frac is not None:
+            e = e * frac
+        xs = x[h]
         s_sum = scatter_sum(e, a, dim=0, dim_size=k)
         den = s_sum.clamp(min=1e-6)
 
@@ -246,14 +259,14 @@ class ShowerCalibration(nn.Module):
         layer = xs[:, _COL_LAYER]
         m_layer = wmean(layer)[:, 0]
         rms_layer = (wmean((layer - m_layer[a]) ** 2)[:, 0]).clamp(min=0.0).sqrt()
-        pxy = xy[ok] / 100.0
+        pxy = xy[h] / 100.0
         m_xy = wmean(pxy)
         rms_xy = (wmean(((pxy - m_xy[a]) ** 2).sum(1))[:, 0]).clamp(min=0.0).sqrt()
-        n_hits = scatter_sum(torch.ones_like(e), a, dim=0, dim_size=k)
-        w2 = (beta[ok] ** 2)
+        n_hits = scatter_sum(torch.ones_like(e) if frac is None else frac, a, dim=0, dim_size=k)
+        w2 = beta[h] ** 2 if frac is None else beta[h] ** 2 * frac
         wden = scatter_sum(w2, a, dim=0, dim_size=k).clamp(min=1e-6).unsqueeze(-1)
-        net_feats = scatter_sum(w2.unsqueeze(-1) * torch.cat([hit_factor[ok].unsqueeze(-1),
-                                                               torch.softmax(pid_logits[ok], -1)], 1),
+        net_feats = scatter_sum(w2.unsqueeze(-1) * torch.cat([hit_factor[h].unsqueeze(-1),
+                                                               torch.softmax(pid_logits[h], -1)], 1),
                                 a, dim=0, dim_size=k) / wden
         u = torch.cat([
             (torch.log(den / 10.0) / 2.0).unsqueeze(1),
@@ -326,9 +339,10 @@ class CaloGravNet(nn.Module):
         self.head = nn.Linear(hidden, self.n_out)
         self.shower_head = ShowerCalibration(n_pid) if shower_calibration else None
 
-    def shower_energy(self, x: Tensor, out: dict[str, Tensor], energy: Tensor, assignment: Tensor,
-                      n_showers: int) -> tuple[Tensor, Tensor]:
-        """Calibrated energy ``[K]`` and summed hit energy ``[K]`` of the showers of ``assignment``.
+    def shower_energy(self, x: Tensor, out: dict[str, Tensor], energy: Tensor,
+                      assignment: Tensor | SharedAssignment, n_showers: int) -> tuple[Tensor, Tensor]:
+        """Calibrated energy ``[K]`` and summed hit energy ``[K]`` of the showers of ``assignment``
+        (a cluster index per hit, or the fractional pairs of :func:`~gnnreco.tasks.calo.reco.share_energy`).
 
         With ``shower_calibration`` the factor comes from :class:`ShowerCalibration`; otherwise it is
         the per-hit ``energy_factor`` at the β-weighted (β²) mean over the shower's hits.
@@ -338,11 +352,12 @@ class CaloGravNet(nn.Module):
             u, s_sum = self.shower_head.features(x, xy, energy, assignment, n_showers, out["energy_factor"],
                                                  out["pid_logits"], out["beta"])
             return self.shower_head(u) * s_sum, s_sum
-        ok = assignment >= 0
-        a = assignment[ok]
-        s_sum = scatter_sum(energy[ok].clamp(min=0.0), a, dim=0, dim_size=n_showers)
-        w2 = out["beta"][ok] ** 2
-        f = scatter_sum(w2 * out["energy_factor"][ok], a, dim=0, dim_size=n_showers) / \
+        if not isinstance(assignment, SharedAssignment):
+            assignment = SharedAssignment.from_hard(assignment)
+        h, a, frac = assignment.hit, assignment.cluster, assignment.fraction
+        s_sum = scatter_sum(energy[h].clamp(min=0.0) * frac, a, dim=0, dim_size=n_showers)
+        w2 = out["beta"][h] ** 2 * frac
+        f = scatter_sum(w2 * out["energy_factor"][h], a, dim=0, dim_size=n_showers) / \
             scatter_sum(w2, a, dim=0, dim_size=n_showers).clamp(min=1e-12)
         return f * s_sum, s_sum
 

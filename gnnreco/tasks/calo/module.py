@@ -19,7 +19,13 @@ from gnnreco.ops import scatter, scatter_sum
 from gnnreco.tasks.base import GraphTaskModule
 from gnnreco.tasks.calo.loss import OCInputError, condensation_loss, oc_total, payload_loss, payload_weights
 from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult
-from gnnreco.tasks.calo.reco import condense, match_showers
+from gnnreco.tasks.calo.reco import (
+    SharedAssignment,
+    cluster_energies_shared,
+    condense,
+    match_showers,
+    share_energy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,17 @@ class CaloModule(GraphTaskModule):
         assign: condensation's assignment of hits inside several capture radii: ``"beta"`` (the
             paper: highest-β condensation point) or ``"nearest"`` (smallest distance over capture
             radius; see :func:`~gnnreco.tasks.calo.reco.condense`).
+        energy_sharing: shower energies from the hard assignment (``"none"``) or with each hit's
+            energy shared among the condensation points within reach (``"gaussian"``: fractions
+            :math:`\propto \beta_\alpha^{p}\exp(-d^2/2s^2\sigma_\alpha^2)`, see
+            :func:`~gnnreco.tasks.calo.reco.share_energy`). The clusters (assignment, matching) stay hard.
+        share_sigma: Gaussian width :math:`s` in units of the condensation point's scale :math:`\sigma_\alpha`.
+        share_radius: candidate radius :math:`\rho` in units of the capture radius :math:`t_d\sigma_\alpha`
+            (> 1 also gives energy of hits no capture radius reached).
+        share_beta_power: exponent :math:`p` of :math:`\beta_\alpha` in the sharing weights.
+        share_energy_power: exponent :math:`q` of the hard cluster's hit-energy sum :math:`S_\alpha` in
+            the sharing weights (:math:`c_\alpha = S_\alpha^q`: a large neighbour keeps its halo,
+            a small fragment inside a shower does not take half of it).
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -82,7 +99,14 @@ class CaloModule(GraphTaskModule):
                  potential: str = "hinge", repulsive: str = "chunked", max_n_rep: int = 0, t_beta: float = 0.3,
                  t_d: float = 0.5, local_radius: bool = False, iou_threshold: float = 0.1,
                  metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta",
-                 oc_energy_weight: float = 0.0, **base: Any) -> None:
+                 oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
+                 share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
+                 **base: Any) -> None:
+        if energy_sharing not in ("none", "gaussian"):
+            raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
+        if share_sigma < 0 or share_radius <= 0:
+            raise ValueError(f"model.share_sigma must be >= 0 and model.share_radius > 0, got {share_sigma}, "
+                             f"{share_radius}")
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
@@ -242,7 +266,8 @@ class CaloModule(GraphTaskModule):
 
         Keys: ``assignment`` (cluster per hit, −1 noise), ``cp_index`` (hit index within the event),
         ``energy`` (GeV: the network's :meth:`~gnnreco.tasks.calo.model.CaloGravNet.shower_energy`,
-        a calibration factor times the summed energy of the assigned hits), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
+        a calibration factor times the summed energy of the assigned hits, or of the shared hit
+        energies with ``energy_sharing``), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
         ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``.
         """
         hp = self.hparams
@@ -253,11 +278,21 @@ class CaloModule(GraphTaskModule):
         cp = cond.cp_index
         k = cp.numel()
         asg = cond.assignment
-        ok = asg >= 0
+        shares = asg
+        if hp.get("energy_sharing", "none") == "gaussian":
+            q = hp.get("share_energy_power", 0.0)
+            cw = cluster_energies_shared(SharedAssignment.from_hard(asg), batch.hit_energy.clamp(min=0.0), k) ** q \
+                if q else None
+            shares = share_energy(out["coords"], cond, t_d=hp.t_d, beta=out["beta"], batch=b,
+                                  distance_scale=out.get("distance_scale") if hp.local_radius else None,
+                                  sigma=hp.get("share_sigma", 0.5), radius=hp.get("share_radius", 1.0),
+                                  beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw)
         if getattr(self.net, "shower_energy", None) is not None:
-            energy, e_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, asg, k)
+            energy, e_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, shares, k)
         else:
-            e_sum = scatter_sum(batch.hit_energy[ok], asg[ok], dim=0, dim_size=k)
+            if not isinstance(shares, SharedAssignment):
+                shares = SharedAssignment.from_hard(asg)
+            e_sum = cluster_energies_shared(shares, batch.hit_energy, k)
             energy = out["energy_factor"][cp] * e_sum
         pos = batch.hit_pos[cp, :2] + out["position"][cp]
         time = batch.hit_pos.new_zeros(k) + out["time"][cp]

@@ -12,6 +12,24 @@ candidates captured by the new CPs). The number of rounds is the length of the l
 mutually capturing candidates, small in practice and bounded by ``max_rounds``. Each hit is then
 assigned to the highest-β CP that captures it. Neighbour searches use :func:`gnnreco.graph.radius`.
 
+**Energy sharing** (:func:`share_energy`): the hard assignment gives every hit to one cluster; a
+hit in the overlap of two showers then puts all its energy into one of them. As the energy fractions
+of HGCAL's reconstruction (CLUE/PandoraPFA-style sharing, HGCalML's fractional truth), each hit's
+energy can instead be split among the condensation points that reach it, with weights that fall off
+with the cluster-space distance:
+
+.. math::
+    w_{j\alpha} = c_\alpha\,\beta_\alpha^{p}\,\exp\!\Big(-\frac{d_{j\alpha}^2}{2 s^2 \sigma_\alpha^2}\Big),\qquad
+    f_{j\alpha} = \frac{w_{j\alpha}}{\sum_{\alpha'} w_{j\alpha'}},\qquad
+    E_\alpha = \sum_j f_{j\alpha}\, e_j,
+
+(:math:`c_\alpha`: an optional per-cluster weight, e.g. a power of the hard cluster's energy as in
+PandoraPFA and the CMS particle-flow clustering) over the condensation points with :math:`d_{j\alpha} < \rho\, t_d\, \sigma_\alpha` (:math:`\rho` = 1:
+the capture radius; :math:`\rho > 1` also recovers hits that no capture radius reached).
+:math:`\sum_\alpha f_{j\alpha} = 1` for every hit with a candidate, so the shared energy of an event is
+the energy of its hits in reach; as :math:`s \to 0` every hit goes whole to the candidate of the
+smallest :math:`d_{j\alpha}/\sigma_\alpha`: the ``assign="nearest"`` hard assignment.
+
 **Matching** (HGCalML ``ShowersMatcher``): energy-weighted intersection-over-union between truth and
 predicted showers, entries below ``iou_threshold`` zeroed, then the Hungarian assignment
 (``scipy.optimize.linear_sum_assignment``, maximising the total IoU).
@@ -28,7 +46,8 @@ from torch import Tensor
 
 from gnnreco.ops import scatter, scatter_sum
 
-__all__ = ["condense", "Condensation", "match_showers", "Matching", "cluster_energies"]
+__all__ = ["condense", "Condensation", "share_energy", "SharedAssignment", "match_showers", "Matching",
+           "cluster_energies", "cluster_energies_shared"]
 
 
 @dataclass
@@ -247,6 +266,104 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
         assignment = torch.where(has, best, assignment)
     assignment[cp] = torch.arange(k, device=dev)
     return Condensation(assignment, cp, rounds)
+
+
+@dataclass
+class SharedAssignment:
+    """Fractional hit-to-cluster assignment of :func:`share_energy`: one row per (hit, cluster) pair.
+
+    Attributes:
+        hit: hit index per pair ``[P]``.
+        cluster: cluster index per pair ``[P]`` (numbered as :attr:`Condensation.assignment`).
+        fraction: share :math:`f_{j\\alpha}` of the hit's energy given to the cluster ``[P]``; the
+            fractions of one hit add up to 1.
+    """
+
+    hit: Tensor
+    cluster: Tensor
+    fraction: Tensor
+
+    @classmethod
+    def from_hard(cls, assignment: Tensor) -> SharedAssignment:
+        """The pairs of a hard assignment (−1: no pair), each with fraction 1."""
+        hit = torch.nonzero(assignment >= 0, as_tuple=True)[0]
+        return cls(hit, assignment[hit], torch.ones(hit.numel(), device=assignment.device))
+
+
+@torch.no_grad()
+def share_energy(coords: Tensor, cond: Condensation, *, t_d: float, beta: Tensor | None = None,
+                 batch: Tensor | None = None, distance_scale: Tensor | None = None, sigma: float = 0.5,
+                 radius: float = 1.0, beta_power: float = 0.0, cluster_weight: Tensor | None = None,
+                 backend: str = "auto") -> SharedAssignment:
+    r"""Fractional assignment of hits to the condensation points of ``cond`` (module docstring).
+
+    Args:
+        coords: cluster coordinates :math:`\mathbf{x}_j`.
+        cond: the :func:`condense` result (its condensation points are the candidates).
+        t_d: the capture radius :math:`t_d` of the condensation.
+        beta: :math:`\beta_j` (needed for ``beta_power`` ≠ 0).
+        batch: sorted event index per hit.
+        distance_scale: the predicted local scale :math:`\sigma_j` (``None``: 1, a global radius).
+        sigma: width :math:`s` of the Gaussian in units of :math:`\sigma_\alpha`; ``0`` gives the
+            hard ``nearest`` assignment (whole hits, ties to the higher-β point).
+        radius: candidate radius :math:`\rho` in units of the capture radius :math:`t_d\sigma_\alpha`.
+        beta_power: exponent :math:`p` of the condensation point's :math:`\beta_\alpha` in the weight.
+        cluster_weight: an extra positive factor per cluster ``[K]`` in the weight, e.g. a power of
+            the hard cluster's energy, as PandoraPFA and the CMS particle-flow clustering weight a
+            shared hit by the energies of the clusters that compete for it.
+        backend: neighbour search of :func:`condense`.
+
+    Shapes:
+        coords ``[N, C]``, beta, batch, distance_scale ``[N]`` → pairs ``[P]``.
+    """
+    if sigma < 0 or radius <= 0:
+        raise ValueError(f"share_energy: sigma must be >= 0 and radius > 0, got sigma={sigma}, radius={radius}")
+    coords = coords.detach().float()
+    n = coords.shape[0]
+    dev = coords.device
+    if batch is None:
+        batch = torch.zeros(n, dtype=torch.long, device=dev)
+    cp = cond.cp_index
+    scale = distance_scale.reshape(-1).detach().float() if distance_scale is not None else \
+        torch.ones(n, device=dev)
+    s_cp = scale.index_select(0, cp)
+    h_, p_, dd = _capture_pairs(coords.index_select(0, cp), radius * t_d * s_cp, coords, batch[cp], batch,
+                                max_num_neighbors=4096, backend=backend)
+    if h_.numel() == 0:
+        e = torch.zeros(0, dtype=torch.long, device=dev)
+        return SharedAssignment(e, e, torch.zeros(0, device=dev))
+    # a condensation point always belongs whole to its own cluster
+    own = torch.full((n,), -1, dtype=torch.long, device=dev)
+    own[cp] = torch.arange(cp.numel(), device=dev)
+    keep = (own[h_] < 0) | (own[h_] == p_)
+    h_, p_, dd = h_[keep], p_[keep], dd[keep]
+    rel = dd / s_cp[p_]  # d / sigma_alpha
+    if sigma == 0:
+        kmin = scatter(rel, h_, dim=0, dim_size=n, reduce="min")
+        sel = rel <= kmin[h_]
+        h_, p_ = h_[sel], p_[sel]
+        first = scatter(p_, h_, dim=0, dim_size=n, reduce="min")
+        sel = p_ == first[h_]
+        h_, p_ = h_[sel], p_[sel]
+        return SharedAssignment(h_, p_, torch.ones(h_.numel(), device=dev))
+    logw = -0.5 * (rel / sigma) ** 2
+    if beta_power != 0:
+        if beta is None:
+            raise ValueError("share_energy: beta_power != 0 needs beta")
+        logw = logw + beta_power * torch.log(beta.reshape(-1).detach().float().index_select(0, cp)[p_].clamp(min=1e-12))
+    if cluster_weight is not None:
+        logw = logw + torch.log(cluster_weight.reshape(-1).detach().float()[p_].clamp(min=1e-30))
+    logw = logw - scatter(logw, h_, dim=0, dim_size=n, reduce="max")[h_]  # stable as sigma -> 0
+    w = torch.exp(logw)
+    frac = w / scatter_sum(w, h_, dim=0, dim_size=n)[h_]
+    order = torch.argsort(h_ * max(cp.numel(), 1) + p_)
+    return SharedAssignment(h_[order], p_[order], frac[order])
+
+
+def cluster_energies_shared(shared: SharedAssignment, energy: Tensor, n_clusters: int) -> Tensor:
+    r"""Shared energy :math:`E_\alpha = \sum_j f_{j\alpha} e_j` of each cluster."""
+    return scatter_sum(energy.index_select(0, shared.hit) * shared.fraction, shared.cluster, dim=0,
+                       dim_size=n_clusters)
 
 
 def condense_reference(beta: np.ndarray, coords: np.ndarray, t_beta: float = 0.1, t_d: float = 0.5,

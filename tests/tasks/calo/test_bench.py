@@ -45,4 +45,9 @@ def test_threshold_choice_prefers_resolution_within_the_goal_margins():
     assert bench.choose_thresholds(grid) == (0.5, 2.0)
     # nothing within the margins: the largest efficiency - fake rate
     assert bench.choose_thresholds(grid, min_efficiency=0.999) == (0.3, 1.5)
-    assert bench.choose_thresholds([((0.2, 1.0), s(float("nan"), float("nan"), float("nan")))]) == (0.3, 0.5)
+    # nothing measurable: the first point (the scans put the hard assignment first)
+    assert bench.choose_thresholds([((0.2, 1.0), s(float("nan"), float("nan"), float("nan")))]) == (0.2, 1.0)
+    # the points may be settings dicts (the energy-sharing scan)
+    assert bench.choose_thresholds([({"energy_sharing": "none"}, s(0.97, 0.01, 0.09)),
+                                    ({"energy_sharing": "gaussian"}, s(0.97, 0.01, 0.08))]) == \
+        {"energy_sharing": "gaussian"}

@@ -172,3 +172,25 @@ def test_shower_energy_with_no_assigned_hits():
         for k in (0, 2):
             e, s = net.shower_energy(x, out, torch.rand(30), torch.full((30,), -1), k)
             assert e.shape == s.shape == (k,) and (s == 0).all() and torch.isfinite(e).all()
+
+
+def test_shower_energy_with_shared_fractions():
+    """Fraction-1 pairs give the hard result exactly; a hit split in halves moves half its energy
+    (and half its weight in every moment) to the other shower."""
+    from gnnreco.tasks.calo.reco import SharedAssignment
+
+    torch.manual_seed(1)
+    x = torch.randn(6, 9)
+    e = torch.tensor([1.0, 3.0, 4.0, 2.0, 2.0, 5.0])
+    asg = torch.tensor([0, 0, 0, 1, 1, -1])
+    for head in (True, False):
+        net = CaloGravNet(in_dim=9, hidden=16, n_blocks=1, k=3, shower_calibration=head)
+        with torch.no_grad():
+            out = net(x, torch.zeros(6, dtype=torch.long))
+            hard = net.shower_energy(x, out, e, asg, 2)
+            pairs = net.shower_energy(x, out, e, SharedAssignment.from_hard(asg), 2)
+            torch.testing.assert_close(pairs[0], hard[0], rtol=0, atol=0)
+            split = SharedAssignment(torch.tensor([0, 1, 2, 2, 3, 4]), torch.tensor([0, 0, 0, 1, 1, 1]),
+                                     torch.tensor([1.0, 1.0, 0.5, 0.5, 1.0, 1.0]))
+            _, s_sum = net.shower_energy(x, out, e, split, 2)
+        torch.testing.assert_close(s_sum, torch.tensor([6.0, 6.0]))

@@ -197,3 +197,32 @@ def test_fit_shower_calibration_on_truth_or_condensed_clusters(tmp_path, on):
     assert changed and all(k.startswith("shower_head.") for k in changed)
     with pytest.raises(ValueError, match="'truth' or 'condensed'"):
         model.fit_shower_calibration(batches, on="predicted")
+
+
+def test_energy_sharing_changes_energies_not_clusters(tmp_path):
+    """energy_sharing='gaussian' keeps the hard clusters (assignment, matching) and only changes the
+    shower energies; σ = 0 with the 'nearest' assignment gives the hard energies back."""
+    torch.manual_seed(0)
+    dm = _dm(tmp_path, n_events=2)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    kw = {"t_beta": 0.2, "t_d": 0.3, "local_radius": True}
+    hard, shared = _module(**kw, assign="nearest"), _module(**kw, assign="nearest", energy_sharing="gaussian",
+                                                           share_sigma=2.0, share_energy_power=1.0)
+    limit = _module(**kw, assign="nearest", energy_sharing="gaussian", share_sigma=0.0)
+    shared.load_state_dict(hard.state_dict())
+    limit.load_state_dict(hard.state_dict())
+    for m in (hard, shared, limit):
+        m.eval()
+    with torch.no_grad():
+        out = hard(batch)
+        r0, r1, r2 = hard.reconstruct(batch, out), shared.reconstruct(batch, out), limit.reconstruct(batch, out)
+    assert sum(len(r["energy"]) for r in r0) > 1
+    for a, b, c in zip(r0, r1, r2):
+        np.testing.assert_array_equal(a["assignment"], b["assignment"])
+        np.testing.assert_allclose(c["energy"], a["energy"], rtol=1e-6)
+    e0 = np.concatenate([r["energy"] for r in r0])
+    e1 = np.concatenate([r["energy"] for r in r1])
+    assert not np.allclose(e0, e1)
+    with pytest.raises(ValueError, match="energy_sharing"):
+        _module(energy_sharing="soft")

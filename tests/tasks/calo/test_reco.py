@@ -122,3 +122,86 @@ def test_condense_is_exact_in_a_dense_clump():
     for backend, cap in (("auto", 64), ("kdtree", 64), ("radius", 4096)):
         c = condense(beta, x, t_beta=0.1, t_d=1.0, distance_scale=scale, backend=backend, max_num_neighbors=cap)
         np.testing.assert_array_equal(c.assignment.numpy(), ref)
+
+
+def _clumps(seed, n=1500, n_clumps=30, spread=0.2, events=2):
+    """Overlapping clumps in cluster space, per-hit scales spanning a factor 4, sorted events."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(n_clumps, 3, generator=g) * 4
+    x = centres[torch.randint(0, n_clumps, (n,), generator=g)] + spread * torch.randn(n, 3, generator=g)
+    beta = torch.rand(n, generator=g)
+    scale = 0.1 + 0.3 * torch.rand(n, generator=g)
+    batch = torch.sort(torch.randint(0, events, (n,), generator=g)).values
+    energy = torch.rand(n, generator=g) ** 3
+    return beta, x, scale, batch, energy
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_share_energy_conserves_energy_and_fractions(seed):
+    from gnnreco.tasks.calo.reco import cluster_energies, cluster_energies_shared, share_energy
+
+    beta, x, scale, batch, e = _clumps(seed)
+    c = condense(beta, x, t_beta=0.5, t_d=2.0, batch=batch, distance_scale=scale)
+    k = c.cp_index.numel()
+    sh = share_energy(x, c, t_d=2.0, beta=beta, batch=batch, distance_scale=scale, sigma=0.7, beta_power=1.0)
+    # every hit's fractions are in (0, 1] and add up to 1; clusters never cross events
+    assert (sh.fraction > 0).all() and (sh.fraction <= 1 + 1e-6).all()
+    tot = torch.zeros(len(beta)).index_add_(0, sh.hit, sh.fraction)
+    has = tot > 0
+    torch.testing.assert_close(tot[has], torch.ones(int(has.sum())))
+    assert torch.equal(batch[c.cp_index][sh.cluster], batch[sh.hit])
+    # radius 1: the hits in reach are exactly the hard-assigned ones, so the total energy is conserved
+    assert torch.equal(has, c.assignment >= 0)
+    e_sh = cluster_energies_shared(sh, e, k)
+    e_hard = cluster_energies(c.assignment, e, k)
+    torch.testing.assert_close(e_sh.sum(), e_hard.sum())
+    assert not torch.allclose(e_sh, e_hard)  # overlapping clumps do share
+    assert (sh.fraction < 0.99).sum() > 10
+    # a condensation point keeps all of its own energy
+    cp_rows = torch.isin(sh.hit, c.cp_index)
+    assert (sh.fraction[cp_rows] == 1).all()
+    # a wider candidate radius recovers hits no capture radius reached, and only adds energy
+    wide = share_energy(x, c, t_d=2.0, batch=batch, distance_scale=scale, sigma=0.7, radius=1.5)
+    assert torch.unique(wide.hit).numel() > int(has.sum())
+    assert cluster_energies_shared(wide, e, k).sum() > e_hard.sum()
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_share_energy_small_sigma_is_the_nearest_assignment(local):
+    from gnnreco.tasks.calo.reco import share_energy
+
+    beta, x, scale, batch, _ = _clumps(3)
+    scale = scale if local else None
+    t_d = 2.0 if local else 0.4
+    c = condense(beta, x, t_beta=0.5, t_d=t_d, batch=batch, distance_scale=scale)
+    near = condense(beta, x, t_beta=0.5, t_d=t_d, batch=batch, distance_scale=scale, assign="nearest").assignment
+    for sigma in (0.0, 1e-4):
+        sh = share_energy(x, c, t_d=t_d, beta=beta, batch=batch, distance_scale=scale, sigma=sigma, beta_power=2.0)
+        best = torch.full((len(beta),), -1)
+        top = sh.fraction > 0.5
+        best[sh.hit[top]] = sh.cluster[top]
+        assert torch.equal(best, near)
+        if sigma == 0:
+            assert (sh.fraction == 1).all()
+    with pytest.raises(ValueError, match="sigma"):
+        share_energy(x, c, t_d=t_d, sigma=-1.0)
+    # no condensation points: no pairs
+    none = condense(torch.zeros(20), torch.rand(20, 3), t_beta=0.5)
+    assert share_energy(torch.rand(20, 3), none, t_d=1.0).hit.numel() == 0
+
+
+def test_share_energy_cluster_weight_favours_the_heavy_cluster():
+    """Two condensation points at ±1 and a hit half-way: equal weights split it 50/50, a cluster
+    weight c_α moves the split to c_0/(c_0 + c_1); fractions still add up to 1."""
+    from gnnreco.tasks.calo.reco import Condensation, share_energy
+
+    x = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    c = Condensation(torch.tensor([0, 1, 0]), torch.tensor([0, 1]), 1)
+    plain = share_energy(x, c, t_d=1.5, sigma=1.0)
+    mid = plain.hit == 2
+    torch.testing.assert_close(plain.fraction[mid], torch.tensor([0.5, 0.5]))
+    heavy = share_energy(x, c, t_d=1.5, sigma=1.0, cluster_weight=torch.tensor([3.0, 1.0]))
+    torch.testing.assert_close(heavy.fraction[heavy.hit == 2], torch.tensor([0.75, 0.25]))
+    beta = torch.tensor([0.9, 0.45, 0.1])
+    pw = share_energy(x, c, t_d=1.5, sigma=1.0, beta=beta, beta_power=1.0)
+    torch.testing.assert_close(pw.fraction[pw.hit == 2], torch.tensor([2 / 3, 1 / 3]))
