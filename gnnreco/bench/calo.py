@@ -474,7 +474,8 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
                 shares = share_energy(out["coords"], c, t_d=mk["t_d"], beta=out["beta"], batch=batch.batch,
                                       distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
                                       sigma=mk.get("share_sigma", 0.5), radius=mk.get("share_radius", 1.0),
-                                      beta_power=mk.get("share_beta_power", 0.0), cluster_weight=cw)
+                                      beta_power=mk.get("share_beta_power", 0.0), cluster_weight=cw,
+                                      min_fraction=mk.get("share_min_fraction", 1e-3))
             net.shower_energy(batch.x, out, batch.hit_energy, shares, c.cp_index.numel())
             t3 = time.perf_counter()
         cpu.append(time.process_time() - c0)

@@ -89,6 +89,7 @@ class CaloModule(GraphTaskModule):
         share_energy_power: exponent :math:`q` of the hard cluster's hit-energy sum :math:`S_\alpha` in
             the sharing weights (:math:`c_\alpha = S_\alpha^q`: a large neighbour keeps its halo,
             a small fragment inside a shower does not take half of it).
+        share_min_fraction: smaller fractions are dropped and the rest renormalised (speed).
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -101,7 +102,7 @@ class CaloModule(GraphTaskModule):
                  metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta",
                  oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
-                 **base: Any) -> None:
+                 share_min_fraction: float = 1e-3, **base: Any) -> None:
         if energy_sharing not in ("none", "gaussian"):
             raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
         if share_sigma < 0 or share_radius <= 0:
@@ -286,7 +287,8 @@ class CaloModule(GraphTaskModule):
             shares = share_energy(out["coords"], cond, t_d=hp.t_d, beta=out["beta"], batch=b,
                                   distance_scale=out.get("distance_scale") if hp.local_radius else None,
                                   sigma=hp.get("share_sigma", 0.5), radius=hp.get("share_radius", 1.0),
-                                  beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw)
+                                  beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw,
+                                  min_fraction=hp.get("share_min_fraction", 1e-3))
         if getattr(self.net, "shower_energy", None) is not None:
             energy, e_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, shares, k)
         else:

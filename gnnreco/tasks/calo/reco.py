@@ -294,7 +294,7 @@ class SharedAssignment:
 def share_energy(coords: Tensor, cond: Condensation, *, t_d: float, beta: Tensor | None = None,
                  batch: Tensor | None = None, distance_scale: Tensor | None = None, sigma: float = 0.5,
                  radius: float = 1.0, beta_power: float = 0.0, cluster_weight: Tensor | None = None,
-                 backend: str = "auto") -> SharedAssignment:
+                 min_fraction: float = 1e-3, backend: str = "auto") -> SharedAssignment:
     r"""Fractional assignment of hits to the condensation points of ``cond`` (module docstring).
 
     Args:
@@ -311,6 +311,9 @@ def share_energy(coords: Tensor, cond: Condensation, *, t_d: float, beta: Tensor
         cluster_weight: an extra positive factor per cluster ``[K]`` in the weight, e.g. a power of
             the hard cluster's energy, as PandoraPFA and the CMS particle-flow clustering weight a
             shared hit by the energies of the clusters that compete for it.
+        min_fraction: pairs with a smaller fraction are dropped and the hit's other fractions
+            renormalised (the strongest pair of a hit is always kept): with steep weights most
+            candidate pairs carry nothing, and the shower moments are then summed over few pairs.
         backend: neighbour search of :func:`condense`.
 
     Shapes:
@@ -356,6 +359,10 @@ def share_energy(coords: Tensor, cond: Condensation, *, t_d: float, beta: Tensor
     logw = logw - scatter(logw, h_, dim=0, dim_size=n, reduce="max")[h_]  # stable as sigma -> 0
     w = torch.exp(logw)
     frac = w / scatter_sum(w, h_, dim=0, dim_size=n)[h_]
+    if min_fraction > 0:
+        keep = (frac >= min_fraction) | (logw == 0)
+        h_, p_, frac = h_[keep], p_[keep], frac[keep]
+        frac = frac / scatter_sum(frac, h_, dim=0, dim_size=n)[h_]
     order = torch.argsort(h_ * max(cp.numel(), 1) + p_)
     return SharedAssignment(h_[order], p_[order], frac[order])
 

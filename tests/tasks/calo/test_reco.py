@@ -160,6 +160,11 @@ def test_share_energy_conserves_energy_and_fractions(seed):
     # a condensation point keeps all of its own energy
     cp_rows = torch.isin(sh.hit, c.cp_index)
     assert (sh.fraction[cp_rows] == 1).all()
+    # dropping fractions below min_fraction keeps every hit's sum at 1 with fewer pairs
+    cut = share_energy(x, c, t_d=2.0, beta=beta, batch=batch, distance_scale=scale, sigma=0.7, beta_power=1.0,
+                       min_fraction=0.1)
+    assert cut.hit.numel() < sh.hit.numel() and cut.fraction.min() >= 0.1
+    torch.testing.assert_close(cluster_energies_shared(cut, e, k).sum(), e_sh.sum())
     # a wider candidate radius recovers hits no capture radius reached, and only adds energy
     wide = share_energy(x, c, t_d=2.0, batch=batch, distance_scale=scale, sigma=0.7, radius=1.5)
     assert torch.unique(wide.hit).numel() > int(has.sum())
