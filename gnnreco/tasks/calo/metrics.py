@@ -181,29 +181,45 @@ class CaloMetricsAccumulator:
             out["pid_accuracy"] = float((t["pred_pid"][m] == t["pid"][m]).mean())
         return out
 
-    def bootstrap(self, n: int = 1000, seed: int = 0) -> dict[str, float]:
+    def bootstrap(self, n: int = 1000, seed: int = 0, other: CaloMetricsAccumulator | None = None
+                  ) -> dict[str, float]:
         """Standard deviations of ``resolution``, ``resolution_truth_sum`` and ``resolution_ratio`` over
         ``n`` bootstrap replicas that draw the events with replacement (showers of one event stay
-        together; the per-class calibration of the hit-sum reference is redone in every replica)."""
-        t = self.truth_table()
-        lens = np.array([len(ev.truth_energy) for ev in self.events], dtype=np.int64)
-        if len(lens) == 0:
-            return {k: float("nan") for k in ("resolution", "resolution_truth_sum", "resolution_ratio")}
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        together; the per-class calibration of the hit-sum reference is redone in every replica).
+
+        With ``other`` (the same events reconstructed another way) both are resampled with the same
+        events and ``ratio_difference`` is the standard deviation of this ratio minus the other's."""
+        tables = [self._event_rows()] + ([other._event_rows()] if other is not None else [])
+        if other is not None and len(other.events) != len(self.events):
+            raise ValueError("bootstrap: 'other' must hold the same events")
+        keys = ("resolution", "resolution_truth_sum", "resolution_ratio")
+        if not self.events:
+            return {k: float("nan") for k in keys}
         rng = np.random.default_rng(seed)
-        vals: dict[str, list[float]] = {"resolution": [], "resolution_truth_sum": [], "resolution_ratio": []}
+        vals: dict[str, list[float]] = {k: [] for k in (*keys, "ratio_difference")}
         for _ in range(n):
-            evs = rng.integers(0, len(lens), len(lens))
-            rows = np.concatenate([np.arange(starts[e], starts[e] + lens[e]) for e in evs])
-            tb = {k: v[rows] for k, v in t.items()}
-            sel = tb["energy"] > self.min_energy
-            m = sel & tb["matched"]
-            _, res = robust_resolution(tb["pred_energy"][m] / tb["energy"][m])
-            _, ref = robust_resolution(_truth_sum_response(tb, sel))
-            vals["resolution"].append(res)
-            vals["resolution_truth_sum"].append(ref)
-            vals["resolution_ratio"].append(res / ref if ref else float("nan"))
-        return {k: float(np.nanstd(v)) for k, v in vals.items()}
+            evs = rng.integers(0, len(self.events), len(self.events))
+            ratios = []
+            for j, (t, starts, lens) in enumerate(tables):
+                rows = np.concatenate([np.arange(starts[e], starts[e] + lens[e]) for e in evs])
+                tb = {k: v[rows] for k, v in t.items()}
+                sel = tb["energy"] > self.min_energy
+                m = sel & tb["matched"]
+                _, res = robust_resolution(tb["pred_energy"][m] / tb["energy"][m])
+                _, ref = robust_resolution(_truth_sum_response(tb, sel))
+                ratios.append(res / ref if ref else float("nan"))
+                if j == 0:
+                    vals["resolution"].append(res)
+                    vals["resolution_truth_sum"].append(ref)
+                    vals["resolution_ratio"].append(ratios[0])
+            if other is not None:
+                vals["ratio_difference"].append(ratios[0] - ratios[1])
+        return {k: float(np.nanstd(v)) for k, v in vals.items() if v}
+
+    def _event_rows(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """The truth table with each event's first row and row count."""
+        lens = np.array([len(ev.truth_energy) for ev in self.events], dtype=np.int64)
+        return self.truth_table(), np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64), lens
 
     def response_vs(self, var: str, edges: Sequence[float]) -> dict[str, dict[str, np.ndarray]]:
         """Binned response/resolution versus ``"energy"`` or ``"eta"``, for the network and the truth sum."""

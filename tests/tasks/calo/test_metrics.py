@@ -74,3 +74,12 @@ def test_bootstrap_spread_shrinks_with_more_events():
     assert 0 < bb["resolution_ratio"] < bs["resolution_ratio"]
     assert 0.1 < bb["resolution_ratio"] / bs["resolution_ratio"] < 0.5
     assert abs(big.summary()["resolution_ratio"] - 2.0) < 3 * bb["resolution_ratio"] + 0.1
+    # paired with itself the difference never moves; with a worse copy of the same events it does
+    assert big.bootstrap(50, other=big)["ratio_difference"] == 0.0
+    worse = CaloMetricsAccumulator(min_energy=10.0, events=[
+        EventResult(ev.matching, ev.truth_energy, ev.truth_hit_energy, ev.truth_eta, ev.truth_pid,
+                    ev.truth_energy + 1.5 * (ev.pred_energy - ev.truth_energy), ev.pred_pid) for ev in big.events])
+    pair = big.bootstrap(300, other=worse)
+    assert 0 < pair["ratio_difference"] < bb["resolution_ratio"] + 0.5 * pair["resolution_ratio"]
+    with pytest.raises(ValueError, match="same events"):
+        big.bootstrap(10, other=small)
