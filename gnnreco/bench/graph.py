@@ -2,7 +2,7 @@
 peak memory vs output size; tracking builders on a 100k-hit event.
 
 ``python -m gnnreco.bench.graph [--quick] [--write]``; the issue's goal rows only (N=1e5, k=16, D=3/4, uniform
-and clustered, no tracking builders): ``python -m gnnreco.bench.graph --cases goal --no-tracking``.
+and clustered, no tracking builders): ``python -m gnnreco.bench.graph --cases goal --no-tracking --no-dense`` (about a minute).
 
 Peak memory is measured in a fresh subprocess per case (Linux): inputs are allocated and torch
 is warmed up on a tiny input, the kernel's peak-RSS counter is reset (``5 > /proc/self/clear_refs``),
@@ -149,7 +149,7 @@ def _cases(quick: bool, complete: bool = False, which: str = "default") -> list[
 
 
 def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: float = math.inf,
-               which: str = "default") -> str:
+               which: str = "default", dense: bool = True) -> str:
     from gnnreco._compat import faiss, torch_cluster
     from gnnreco.graph import knn_graph
 
@@ -170,7 +170,7 @@ def _knn_table(quick: bool, memory: bool, complete: bool = False, budget_s: floa
         c_g = _cpu_time(lambda x=x, k=k: knn_graph(x, k), repeat=1 if big else rep)
         c_kd = _cpu_time(lambda xn=xn, k=k: _ckdtree(xn, k), repeat=1 if big else rep)
         # the dense baseline is O(N^2 D): run at N=1e5 only for the goal cases (D=3, k=16)
-        dense_ok = n <= 10_000 or (n <= 100_000 and (complete or (d == 3 and k == 16)))
+        dense_ok = dense and (n <= 10_000 or (n <= 100_000 and (complete or (d == 3 and k == 16))))
         t_dense = time_fn(lambda x=x, k=k: _dense_knn(x, k), repeat=1, warmup=0) if dense_ok else math.nan
         t_tc = math.nan
         if torch_cluster is not None:
@@ -301,12 +301,13 @@ def _tracking_table(quick: bool, mm_train_events: int = 200, mm_train_particles:
 
 def run(quick: bool = False, memory: bool = True, complete: bool = False,
         budget_minutes: float = math.inf, mm_train_events: int = 200, mm_train_particles: int = 11_500,
-        cases: str = "default", tracking: bool = True, **options) -> str:
+        cases: str = "default", tracking: bool = True, dense: bool = True, **options) -> str:
     """Run the benchmark and return the Markdown tables (kNN, then the tracking builders).
 
     ``budget_minutes`` stops starting new kNN cases after that much time (listed as not run);
     ``mm_train_events`` / ``mm_train_particles``: the module map's synthetic training sample;
-    ``cases="goal"``: only the issue's goal rows; ``tracking=False`` skips the tracking builders.
+    ``cases="goal"``: only the issue's goal rows; ``tracking=False`` skips the tracking builders;
+    ``dense=False`` skips the dense cdist+topk baseline (over two minutes per N=1e5 row).
     """
     from gnnreco.graph import _native
 
@@ -317,7 +318,7 @@ def run(quick: bool = False, memory: bool = True, complete: bool = False,
     if tracking:
         trk = _tracking_table(quick, mm_train_events, mm_train_particles)
         print(trk, flush=True)
-    knn = _knn_table(quick, memory, complete, budget_minutes * 60.0, cases)
+    knn = _knn_table(quick, memory, complete, budget_minutes * 60.0, cases, dense)
     load1 = os.getloadavg()[0]
     engine = ("native k-d tree (`gnnreco/graph/native/knn.cpp`)" if _native.available() else
               f"torch engines (native engine unavailable: {_native._STATE.get('reason') or 'GNNRECO_NO_NATIVE'})")
@@ -367,10 +368,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cases", choices=["default", "goal"], default="default",
                    help="'goal': only N=1e5, k=16, D=3/4, uniform + clustered (the issue's goal rows)")
     p.add_argument("--no-tracking", action="store_true", help="skip the tracking-builder table")
+    p.add_argument("--no-dense", action="store_true", help="skip the dense cdist+topk baseline")
     a = p.parse_args(argv)
     table = run(quick=a.quick, memory=not a.no_memory, complete=a.complete, budget_minutes=a.budget_minutes,
                 mm_train_events=a.mm_train_events, mm_train_particles=a.mm_train_particles, cases=a.cases,
-                tracking=not a.no_tracking)
+                tracking=not a.no_tracking, dense=not a.no_dense)
     print(table)
     if a.write:
         cmd = "python -m gnnreco.bench.graph --write" + (" --quick" if a.quick else "") + \
@@ -378,7 +380,8 @@ def main(argv: list[str] | None = None) -> None:
             (f" --budget-minutes {a.budget_minutes:g}" if math.isfinite(a.budget_minutes) else "") + \
             (f" --mm-train-events {a.mm_train_events}" if a.mm_train_events != 200 else "") + \
             (f" --mm-train-particles {a.mm_train_particles}" if a.mm_train_particles != 11_500 else "") + \
-            (f" --cases {a.cases}" if a.cases != "default" else "") + (" --no-tracking" if a.no_tracking else "")
+            (f" --cases {a.cases}" if a.cases != "default" else "") + (" --no-tracking" if a.no_tracking else "") + \
+            (" --no-dense" if a.no_dense else "")
         write_section("graph", "graph: exact kNN and tracking graph builders", cmd, table)
 
 

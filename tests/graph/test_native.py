@@ -162,3 +162,11 @@ def test_compiled_library_is_cached_on_disk():
     p1 = _native._build()
     mtime = p1.stat().st_mtime_ns
     assert _native._build() == p1 and p1.stat().st_mtime_ns == mtime and p1.name.startswith("native-knn-")
+
+
+@needs_native
+def test_huge_k_returns_every_other_point_without_huge_buffers():
+    b = ragged_batch([5, 0, 30])
+    x = points(35, 3, False, seed=7)
+    got = knn_graph(x, 10**12, b, flow="target_to_source", method="native")
+    assert torch.equal(got, ref_knn(x, x, b, b, 35, True)) and got.size(1) == 5 * 4 + 30 * 29

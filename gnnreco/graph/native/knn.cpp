@@ -34,7 +34,10 @@
 
 namespace {
 
-constexpr int32_t LEAF = 10;
+#ifndef GNR_LEAF
+#define GNR_LEAF 10
+#endif
+constexpr int32_t LEAF = GNR_LEAF;
 constexpr double SLACK = 1.0 + 1e-9;  // rounding margin of the incremental box distance
 constexpr double INF = std::numeric_limits<double>::infinity();
 
@@ -356,8 +359,10 @@ struct Tree : TreeBase {
                  int64_t* out_q, int64_t* out_n, int threads) {
         // edge offsets: every query of event e finds min(k, n_e - excl) neighbours
         std::vector<int64_t> eoff(nb + 1, 0), ecnt(nb, 0);
+        int64_t kmax = 1;  // the longest neighbour list any query can hold (k may exceed every event)
         for (int64_t e = 0; e < nb; ++e) {
             int64_t ne = ptr[e + 1] - ptr[e];
+            kmax = std::max(kmax, std::min(k, ne));
             int64_t ny = y_is_x ? ne : ptr_y[e + 1] - ptr_y[e];
             int64_t avail = ne - ((exclude_self && ne > 0) ? 1 : 0);
             ecnt[e] = std::max<int64_t>(0, std::min(k, avail));
@@ -369,10 +374,10 @@ struct Tree : TreeBase {
         std::atomic<int> bad(0);
         parallel_items((int64_t)work.size(), t, [&](int64_t wi, int tid) {
             std::vector<double>& buf = scratch[tid];
-            if (buf.empty()) buf.resize((size_t)(2 * k + D + 2));
+            if (buf.empty()) buf.resize((size_t)(2 * kmax + D + 2));
             double* bd = buf.data();
-            int32_t* bi = reinterpret_cast<int32_t*>(bd + k);
-            double* off = bd + 2 * k;  // 2k doubles hold k doubles + k int32 with room to spare
+            int32_t* bi = reinterpret_cast<int32_t*>(bd + kmax);
+            double* off = bd + 2 * kmax;  // kmax doubles, kmax int32 (in kmax doubles' room), D doubles
             const Chunk& c = work[wi];
             int64_t x0 = ptr[c.e];
             int64_t ne = ptr[c.e + 1] - x0;
