@@ -321,7 +321,7 @@ def run(quick: bool = False, memory: bool = True, complete: bool = False,
     knn = _knn_table(quick, memory, complete, budget_minutes * 60.0, cases, dense)
     load1 = os.getloadavg()[0]
     engine = ("native k-d tree (`gnnreco/graph/native/knn.cpp`)" if _native.available() else
-              f"torch engines (native engine unavailable: {_native._STATE.get('reason') or 'GNNRECO_NO_NATIVE'})")
+              f"torch engines (native engine unavailable: {_native._LIB.reason or 'GNNRECO_NO_NATIVE'})")
     return ("### kNN graph (CPU, 2 torch threads; ratios > 1 mean gnnreco is faster)\n\n" + knn +
             (("\n\n### Tracking builders (synthetic helix event)\n\n" + trk) if trk else "") + "\n\n" +
             NOTES.format(load0=load0, load1=load1, cores=os.cpu_count(), engine=engine))

@@ -11,86 +11,28 @@ is compiled under a temporary name and renamed into place atomically, so concurr
 
 If ``GNNRECO_NO_NATIVE=1``, if no compiler is found, or if compiling or loading fails, :func:`lib`
 returns ``None`` and the callers use the torch engines; the reason is logged once at INFO level.
+Compiling, caching and loading are :class:`gnnreco.utils.native.NativeLibrary`'s (shared with the
+module-map kernel).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["lib", "available", "knn", "radius", "SOURCE"]
+from gnnreco.utils.native import NativeLibrary, compile_shared
 
-log = logging.getLogger(__name__)
+__all__ = ["lib", "available", "supports", "knn", "radius", "SOURCE"]
 
 #: The C++ source of the native engine, installed with the package.
 SOURCE = Path(__file__).with_name("native") / "knn.cpp"
-_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread"]
 _API_VERSION = 1
 
-_LOCK = threading.Lock()
-_STATE: dict = {"tried": False, "lib": None, "reason": None}
 
-
-def _cache_dir() -> Path:
-    env = os.environ.get("GNNRECO_NATIVE_CACHE")
-    if env:
-        return Path(env)
-    # the same cache root as the C++ export runner (gnnreco/export/native.py)
-    from gnnreco.export.native import _default_build_dir
-
-    return _default_build_dir().parent
-
-
-def _compiler() -> str | None:
-    for c in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if c and shutil.which(c):
-            return shutil.which(c)
-    return None
-
-
-def _build() -> Path:
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found ($CXX, c++, g++, clang++)")
-    ver = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + ver.encode() + " ".join(_FLAGS).encode()).hexdigest()[:16]
-    cache = _cache_dir()
-    target = cache / f"native-knn-{key}.so"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".native-knn-{key}-", suffix=".so", dir=cache)
-    os.close(fd)
-    try:
-        res = subprocess.run([cxx, *_FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=600)
-        if res.returncode != 0:
-            tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:])
-            raise RuntimeError(f"compiling {SOURCE.name} failed (exit {res.returncode}):\n{tail}")
-        os.replace(tmp, target)  # atomic: a concurrent build of the same key writes identical bytes
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
-def _load():
-    if os.environ.get("GNNRECO_NO_NATIVE", "") not in ("", "0"):
-        raise RuntimeError("disabled by GNNRECO_NO_NATIVE")
-    path = _build()
-    so = ctypes.CDLL(str(path))
-    if so.gnr_native_version() != _API_VERSION:
-        raise RuntimeError(f"{path} has API version {so.gnr_native_version()}, expected {_API_VERSION}")
+def _bind(so: ctypes.CDLL) -> None:
     vp, i64, i32, p64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     so.gnr_tree_build.restype = vp
     so.gnr_tree_build.argtypes = [vp, i64, i32, p64, i64, i32]
@@ -100,7 +42,14 @@ def _load():
     so.gnr_tree_knn.argtypes = [vp, vp, p64, i32, i64, i32, i32, p64, p64, i32]
     so.gnr_tree_radius.restype = i32
     so.gnr_tree_radius.argtypes = [vp, vp, p64, i32, ctypes.c_double, i32, i64, p64, p64, p64, p64, i32]
-    return so
+
+
+_LIB = NativeLibrary(SOURCE, "knn", "gnr_native_version", _API_VERSION, _bind, "native kNN engine")
+
+
+def _build() -> Path:
+    """Compile (or find in the cache) the engine's shared library and return its path."""
+    return compile_shared(SOURCE, "knn")
 
 
 def lib():
@@ -108,22 +57,7 @@ def lib():
 
     ``GNNRECO_NO_NATIVE`` is read on every call, so setting it later still disables the engine.
     """
-    if os.environ.get("GNNRECO_NO_NATIVE", "") not in ("", "0"):
-        if not _STATE.get("logged_env"):
-            log.info("gnnreco.graph: native kNN engine disabled by GNNRECO_NO_NATIVE; using the torch engines")
-            _STATE["logged_env"] = True
-        return None
-    if _STATE["tried"]:
-        return _STATE["lib"]
-    with _LOCK:
-        if not _STATE["tried"]:
-            try:
-                _STATE["lib"] = _load()
-            except Exception as exc:  # noqa: BLE001 - any failure means: use the torch engines
-                _STATE["reason"] = str(exc)
-                log.info("gnnreco.graph: native kNN engine unavailable (%s); using the torch engines", exc)
-            _STATE["tried"] = True
-    return _STATE["lib"]
+    return _LIB.get()
 
 
 def available() -> bool:

@@ -138,16 +138,20 @@ def test_fallback_when_disabled_or_build_fails(monkeypatch, caplog):
     assert _same_sets(knn_graph(x, 8, method="native"), ref)
     monkeypatch.delenv("GNNRECO_NO_NATIVE")
     # a failing compiler: logged once at INFO, the torch engines answer
-    monkeypatch.setitem(_native._STATE, "tried", False)
-    monkeypatch.setitem(_native._STATE, "lib", None)
+    import gnnreco.utils.native as un
 
-    def broken():
+    def broken(*a, **kw):
         raise RuntimeError("compiler exploded")
 
-    monkeypatch.setattr(_native, "_build", broken)
-    with caplog.at_level(logging.INFO, logger="gnnreco.graph._native"):
-        got = knn_graph(x, 8)
-        knn_graph(x, 8)
+    monkeypatch.setattr(un, "compile_shared", broken)
+    _native._LIB.reset()
+    try:
+        with caplog.at_level(logging.INFO):
+            got = knn_graph(x, 8)
+            knn_graph(x, 8)
+    finally:
+        monkeypatch.undo()
+        _native._LIB.reset()  # the next call loads the cached library again
     assert _same_sets(got, ref)
     msgs = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(msgs) == 1 and "compiler exploded" in msgs[0]
