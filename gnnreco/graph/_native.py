@@ -89,6 +89,14 @@ def _ptr(ptr: Tensor) -> Tensor:
     return ptr.to("cpu", torch.long).contiguous()
 
 
+def _prepare(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor):
+    """Library, contiguous points and event offsets, whether ``y`` is ``x`` itself, and the thread count."""
+    ptr_x, ptr_y = _ptr(ptr_x), _ptr(ptr_y)
+    same = y is x and torch.equal(ptr_x, ptr_y)
+    x = x.contiguous()
+    return lib(), x, (x if same else y.contiguous()), ptr_x, ptr_y, same, max(1, torch.get_num_threads())
+
+
 def knn(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, exclude_self: bool, *,
         flip: bool = False, dense_out: Tensor | None = None) -> Tensor:
     """Exact kNN with the native k-d tree: ``[2, E]`` edges ``[query, neighbour]`` grouped by query, nearest first.
@@ -97,12 +105,7 @@ def knn(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, exclude_self
     With ``dense_out`` (``[M, k]`` long, pre-filled) the neighbours are written into it and it is returned.
     ``exclude_self`` skips the point whose index equals the query's (``x`` and ``y`` the same points).
     """
-    so = lib()
-    ptr_x, ptr_y = _ptr(ptr_x), _ptr(ptr_y)
-    same = y is x and torch.equal(ptr_x, ptr_y)
-    x = x.contiguous()
-    y = x if same else y.contiguous()
-    threads = max(1, torch.get_num_threads())
+    so, x, y, ptr_x, ptr_y, same, threads = _prepare(x, y, ptr_x, ptr_y)
     nx = ptr_x[1:] - ptr_x[:-1]
     ny = nx if same else ptr_y[1:] - ptr_y[:-1]
     avail = nx - (1 if exclude_self else 0) * (nx > 0).long()
@@ -128,12 +131,7 @@ def radius(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, r: float, max_num
 
     Returns ``([2, E] edges [query, neighbour], queries truncated, edges dropped)``.
     """
-    so = lib()
-    ptr_x, ptr_y = _ptr(ptr_x), _ptr(ptr_y)
-    same = y is x and torch.equal(ptr_x, ptr_y)
-    x = x.contiguous()
-    y = x if same else y.contiguous()
-    threads = max(1, torch.get_num_threads())
+    so, x, y, ptr_x, ptr_y, same, threads = _prepare(x, y, ptr_x, ptr_y)
     counts = torch.zeros(y.size(0), dtype=torch.long)
     with _Tree(so, x, ptr_x, threads) as t:
         rc = so.gnr_tree_radius(t, y.data_ptr(), ptr_y.data_ptr(), int(same), float(r), int(exclude_self),

@@ -236,6 +236,20 @@ struct Tree : TreeBase {
             bi[pos] = j;
         }
 
+        // children of an inner node, nearer first, and the squared gap to the farther one along its axis
+        static void split(const Node<T>& nd, int64_t ni, double v, int64_t& first, int64_t& second, double& cut) {
+            double d1 = v - (double)nd.lo, d2 = v - (double)nd.hi;
+            if (d1 + d2 < 0) {
+                first = ni + 1;
+                second = nd.a;
+                cut = d2 * d2;
+            } else {
+                first = nd.a;
+                second = ni + 1;
+                cut = d1 * d1;
+            }
+        }
+
         void knn(int64_t ni, double rd) {
             const Node<T>& nd = nodes[ni];
             if (nd.dim < 0) {
@@ -249,19 +263,9 @@ struct Tree : TreeBase {
                 return;
             }
             int dm = nd.dim;
-            double v = (double)q[dm];
-            double d1 = v - (double)nd.lo, d2 = v - (double)nd.hi;
             int64_t first, second;
             double cut;
-            if (d1 + d2 < 0) {
-                first = ni + 1;
-                second = nd.a;
-                cut = d2 * d2;
-            } else {
-                first = nd.a;
-                second = ni + 1;
-                cut = d1 * d1;
-            }
+            split(nd, ni, (double)q[dm], first, second, cut);
             knn(first, rd);
             double old = off[dm];
             double nrd = rd + cut - old;
@@ -288,19 +292,9 @@ struct Tree : TreeBase {
                 return;
             }
             int dm = nd.dim;
-            double v = (double)q[dm];
-            double d1 = v - (double)nd.lo, d2 = v - (double)nd.hi;
             int64_t first, second;
             double cut;
-            if (d1 + d2 < 0) {
-                first = ni + 1;
-                second = nd.a;
-                cut = d2 * d2;
-            } else {
-                first = nd.a;
-                second = ni + 1;
-                cut = d1 * d1;
-            }
+            split(nd, ni, (double)q[dm], first, second, cut);
             ball(first, rd);
             double old = off[dm];
             double nrd = rd + cut - old;

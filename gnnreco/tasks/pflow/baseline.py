@@ -43,6 +43,16 @@ def _nearest(eta_a, phi_a, eta_b, phi_b, r_max: float) -> np.ndarray:
     return np.where(dr2[np.arange(len(eta_a)), j] < r_max**2, j, -1)
 
 
+def element_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of tracks, ECAL and HCAL clusters of a (float64) element matrix, the elements' φ and the
+    tracks' φ at the calorimeter: ``(trk, ecal, hcal, phi, phi_out)``."""
+    typ = X[:, 0]
+    trk = np.flatnonzero(typ == 2)
+    ecal = np.flatnonzero((typ == 1) & (X[:, 6] > 0))
+    hcal = np.flatnonzero((typ == 1) & (X[:, 6] <= 0))
+    return trk, ecal, hcal, np.arctan2(X[:, 3], X[:, 4]), np.arctan2(X[:, 7], X[:, 8])
+
+
 def hadron_response_curve(e: np.ndarray, h_over_e: float = 0.6, groom_k: float = 0.82) -> np.ndarray:
     r"""Mean calorimeter response to a hadron of energy E: :math:`r(E) = f_{em} + (1 - f_{em})\,h/e`,
     :math:`f_{em} = 1 - E^{k-1}` (Groom), E in GeV (below 1 GeV: r(1)). A single-hadron calibration curve."""
@@ -90,12 +100,7 @@ def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     cand = np.zeros((n, 7))
     if n == 0:
         return cand.astype(np.float32)
-    typ = X[:, 0]
-    trk = np.flatnonzero(typ == 2)
-    ecal = np.flatnonzero((typ == 1) & (X[:, 6] > 0))
-    hcal = np.flatnonzero((typ == 1) & (X[:, 6] <= 0))
-    phi = np.arctan2(X[:, 3], X[:, 4])
-    phi_out = np.arctan2(X[:, 7], X[:, 8])
+    trk, ecal, hcal, phi, phi_out = element_groups(X)
     # charged candidates
     is_mu, is_e = X[trk, 10] > 0.5, X[trk, 11] > 0.5
     cand[trk, 0] = np.where(is_mu, 5, np.where(is_e, 4, 1))

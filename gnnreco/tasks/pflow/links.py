@@ -31,6 +31,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from gnnreco.tasks.pflow.baseline import element_groups
+
 __all__ = ["LINK_FEATURES", "link_features", "with_link_features"]
 
 LINK_FEATURES = ("link_sum", "link_excess", "block_p", "block_e")
@@ -66,12 +68,7 @@ def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     out = np.zeros((n, len(LINK_FEATURES)))
     if n == 0:
         return out.astype(np.float32)
-    typ = X[:, 0]
-    trk = np.flatnonzero(typ == 2)
-    ecal = np.flatnonzero((typ == 1) & (X[:, 6] > 0))
-    hcal = np.flatnonzero((typ == 1) & (X[:, 6] <= 0))
-    phi = np.arctan2(X[:, 3], X[:, 4])
-    phi_out = np.arctan2(X[:, 7], X[:, 8])
+    trk, ecal, hcal, phi, phi_out = element_groups(X)
     e = X[:, 5]
     p_trk = np.where(X[trk, 10] > 0.5, 0.0, e[trk])  # muons leave only a MIP: their p is not calorimeter energy
     te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
@@ -85,6 +82,7 @@ def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
         np.add.at(link_sum, cl, p_trk[ok])
         np.add.at(link_sum, trk[ok], e[cl])
     out[:, 0] = link_sum
+    typ = X[:, 0]
     is_cl = typ == 1
     out[:, 1] = np.where(is_cl, e - link_sum, link_sum - np.where(typ == 2, e, 0.0))
     out[trk[X[trk, 10] > 0.5], 1] = 0.0

@@ -331,7 +331,7 @@ class FilteredEdgeClassifier(nn.Module):
                  fill_logit: float = -20.0) -> None:
         super().__init__()
         self.gnn = gnn
-        self.node_features = int(getattr(gnn, "node_features"))
+        self.node_features = int(gnn.node_features)
         self.edge_features = int(getattr(gnn, "edge_features", 0))
         self.edge_filter = edge_filter if edge_filter is not None else EdgeFilter(self.node_features,
                                                                                   self.edge_features)

@@ -122,7 +122,7 @@ class TrackingModule(GraphTaskModule):
             from gnnreco.tasks.tracking.filter import EdgeFilter, FilteredEdgeClassifier
 
             net = FilteredEdgeClassifier(net, EdgeFilter(
-                int(getattr(net, "node_features")), int(getattr(net, "edge_features", 0)),
+                int(net.node_features), int(getattr(net, "edge_features", 0)),
                 hidden=filter_options["hidden"], n_layers=filter_options["n_layers"]))
         super().__init__(net=net, optimizer=optimizer, scheduler=scheduler, **base)
         self.filter_options = filter_options
