@@ -26,31 +26,69 @@ the default detector that brings the baseline jet response closest to 1 (0.97–
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
-__all__ = ["rule_based_pf", "hadron_response_curve", "calibrate_hadron_energy"]
+__all__ = ["rule_based_pf", "pf_links", "PFLinks", "hadron_response_curve", "calibrate_hadron_energy"]
 
 
-def _nearest(eta_a, phi_a, eta_b, phi_b, r_max: float) -> np.ndarray:
-    """Index of the nearest b within ΔR < r_max for each a (−1 if none)."""
+_ETA_SHIFT = 50.0  # η + 50 ∈ [0, 100): the k-d tree's periodic box needs non-negative coordinates
+
+
+def _nearest(eta_a: np.ndarray, phi_a: np.ndarray, eta_b: np.ndarray, phi_b: np.ndarray, r_max: float) -> np.ndarray:
+    """Index of the nearest b within ΔR < r_max of each a (−1 if none); φ periodic, k-d tree (O(N log N))."""
     if len(eta_a) == 0 or len(eta_b) == 0:
-        return np.full(len(eta_a), -1)
-    dphi = (phi_a[:, None] - phi_b[None, :] + np.pi) % (2 * np.pi) - np.pi
-    dr2 = (eta_a[:, None] - eta_b[None, :]) ** 2 + dphi**2
-    j = dr2.argmin(1)
-    return np.where(dr2[np.arange(len(eta_a)), j] < r_max**2, j, -1)
+        return np.full(len(eta_a), -1, np.int64)
+    two_pi = 2 * np.pi
+    box = np.array([4 * _ETA_SHIFT, two_pi])
+    pb = np.stack([eta_b + _ETA_SHIFT, np.mod(phi_b, two_pi)], 1) % box
+    pa = np.stack([eta_a + _ETA_SHIFT, np.mod(phi_a, two_pi)], 1) % box
+    d, j = cKDTree(pb, boxsize=box).query(pa, k=1, distance_upper_bound=r_max)
+    return np.where(np.isfinite(d) & (d < r_max), j, -1).astype(np.int64)
 
 
-def element_groups(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of tracks, ECAL and HCAL clusters of a (float64) element matrix, the elements' φ and the
-    tracks' φ at the calorimeter: ``(trk, ecal, hcal, phi, phi_out)``."""
+@dataclass
+class PFLinks:
+    """Rule-based PF links of one event (rows of ``X``): element groups, nearest links, blocks.
+
+    ``te``/``th``: per track, index into ``ecal``/``hcal`` of its linked cluster (−1: none); ``eh``: per
+    ECAL cluster, index into ``hcal``; ``block``: connected component of every element over all links.
+    """
+
+    trk: np.ndarray
+    ecal: np.ndarray
+    hcal: np.ndarray
+    te: np.ndarray
+    th: np.ndarray
+    eh: np.ndarray
+    block: np.ndarray
+
+
+def pf_links(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.15) -> PFLinks:
+    """Track (η_out, φ_out) → nearest ECAL cluster within ΔR < ``ecal_link`` and nearest HCAL cluster within
+    ``hcal_link``; ECAL cluster → nearest HCAL cluster within ``hcal_link``; blocks = connected components.
+    Shared by the rule-based baseline and the MLPF link features (:mod:`gnnreco.tasks.pflow.links`)."""
+    n = len(X)
     typ = X[:, 0]
     trk = np.flatnonzero(typ == 2)
     ecal = np.flatnonzero((typ == 1) & (X[:, 6] > 0))
     hcal = np.flatnonzero((typ == 1) & (X[:, 6] <= 0))
-    return trk, ecal, hcal, np.arctan2(X[:, 3], X[:, 4]), np.arctan2(X[:, 7], X[:, 8])
+    phi = np.arctan2(X[:, 3], X[:, 4])
+    phi_out = np.arctan2(X[:, 7], X[:, 8])
+    te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
+    # track → HCAL and ECAL → HCAL share the radius: one tree, one query
+    to_h = _nearest(np.concatenate([X[trk, 6], X[ecal, 2]]), np.concatenate([phi_out[trk], phi[ecal]]),
+                    X[hcal, 2], phi[hcal], hcal_link)
+    th, eh = to_h[:len(trk)], to_h[len(trk):]
+    src = np.concatenate([trk[te >= 0], trk[th >= 0], ecal[eh >= 0]])
+    dst = np.concatenate([ecal[te[te >= 0]], hcal[th[th >= 0]], hcal[eh[eh >= 0]]])
+    adj = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+    _, block = connected_components(adj, directed=False)
+    return PFLinks(trk, ecal, hcal, te, th, eh, block)
 
 
 def hadron_response_curve(e: np.ndarray, h_over_e: float = 0.6, groom_k: float = 0.82) -> np.ndarray:
@@ -100,21 +138,14 @@ def rule_based_pf(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     cand = np.zeros((n, 7))
     if n == 0:
         return cand.astype(np.float32)
-    trk, ecal, hcal, phi, phi_out = element_groups(X)
+    lk = pf_links(X, ecal_link, hcal_link)
+    trk, ecal, hcal, block = lk.trk, lk.ecal, lk.hcal, lk.block
     # charged candidates
     is_mu, is_e = X[trk, 10] > 0.5, X[trk, 11] > 0.5
     cand[trk, 0] = np.where(is_mu, 5, np.where(is_e, 4, 1))
     cand[trk, 1] = X[trk, 9]
     cand[trk, 2:6] = X[trk, 1:5]
     cand[trk, 6] = X[trk, 5]
-    # links
-    te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
-    th = _nearest(X[trk, 6], phi_out[trk], X[hcal, 2], phi[hcal], hcal_link)
-    eh = _nearest(X[ecal, 2], phi[ecal], X[hcal, 2], phi[hcal], hcal_link)
-    src = np.concatenate([trk[te >= 0], trk[th >= 0], ecal[eh >= 0]])
-    dst = np.concatenate([ecal[te[te >= 0]], hcal[th[th >= 0]], hcal[eh[eh >= 0]]])
-    adj = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    _, block = connected_components(adj, directed=False)
     energy = X[:, 5]
     is_ecal = np.zeros(n, bool)
     is_ecal[ecal] = True

@@ -27,30 +27,12 @@ recomputed from ``X`` wherever they are needed (:func:`with_link_features`).
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
-from gnnreco.tasks.pflow.baseline import element_groups
+from gnnreco.tasks.pflow.baseline import pf_links
 
 __all__ = ["LINK_FEATURES", "link_features", "with_link_features"]
 
 LINK_FEATURES = ("link_sum", "link_excess", "block_p", "block_e")
-
-_ETA_SHIFT = 50.0  # η + 50 ∈ [0, 100): the k-d tree's periodic box needs non-negative coordinates
-
-
-def _nearest(eta_a: np.ndarray, phi_a: np.ndarray, eta_b: np.ndarray, phi_b: np.ndarray, r_max: float) -> np.ndarray:
-    """Index of the nearest b within ΔR < r_max of each a (−1 if none); φ periodic."""
-    if len(eta_a) == 0 or len(eta_b) == 0:
-        return np.full(len(eta_a), -1, np.int64)
-    two_pi = 2 * np.pi
-    box = np.array([4 * _ETA_SHIFT, two_pi])
-    pb = np.stack([eta_b + _ETA_SHIFT, np.mod(phi_b, two_pi)], 1) % box
-    pa = np.stack([eta_a + _ETA_SHIFT, np.mod(phi_a, two_pi)], 1) % box
-    d, j = cKDTree(pb, boxsize=box).query(pa, k=1, distance_upper_bound=r_max)
-    return np.where(np.isfinite(d) & (d < r_max), j, -1).astype(np.int64)
-
 
 def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.15) -> np.ndarray:
     """Four link features per element (:data:`LINK_FEATURES`) of one event.
@@ -68,14 +50,10 @@ def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     out = np.zeros((n, len(LINK_FEATURES)))
     if n == 0:
         return out.astype(np.float32)
-    trk, ecal, hcal, phi, phi_out = element_groups(X)
+    lk = pf_links(X, ecal_link, hcal_link)
+    trk, ecal, hcal, te, th, block = lk.trk, lk.ecal, lk.hcal, lk.te, lk.th, lk.block
     e = X[:, 5]
     p_trk = np.where(X[trk, 10] > 0.5, 0.0, e[trk])  # muons leave only a MIP: their p is not calorimeter energy
-    te = _nearest(X[trk, 6], phi_out[trk], X[ecal, 2], phi[ecal], ecal_link)
-    # track → HCAL and ECAL → HCAL share the radius: one tree, one query
-    to_h = _nearest(np.concatenate([X[trk, 6], X[ecal, 2]]), np.concatenate([phi_out[trk], phi[ecal]]),
-                    X[hcal, 2], phi[hcal], hcal_link)
-    th, eh = to_h[:len(trk)], to_h[len(trk):]
     # element-level sums over the direct track–cluster links
     link_sum = np.zeros(n)
     for ok, cl in ((te >= 0, ecal[te[te >= 0]]), (th >= 0, hcal[th[th >= 0]])):
@@ -87,10 +65,6 @@ def link_features(X: np.ndarray, ecal_link: float = 0.05, hcal_link: float = 0.1
     out[:, 1] = np.where(is_cl, e - link_sum, link_sum - np.where(typ == 2, e, 0.0))
     out[trk[X[trk, 10] > 0.5], 1] = 0.0
     # block sums over connected components of all links
-    src = np.concatenate([trk[te >= 0], trk[th >= 0], ecal[eh >= 0]])
-    dst = np.concatenate([ecal[te[te >= 0]], hcal[th[th >= 0]], hcal[eh[eh >= 0]]])
-    adj = coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    _, block = connected_components(adj, directed=False)
     n_blocks = int(block.max()) + 1
     bp = np.bincount(block[trk], p_trk, n_blocks)
     be = np.bincount(block, np.where(is_cl, e, 0.0), n_blocks)

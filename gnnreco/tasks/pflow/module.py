@@ -96,9 +96,9 @@ class PFlowModule(GraphTaskModule):
         """Padded ``X``, ``mask``, ``Y``; with the link features appended when the network reads them."""
         X, mask, Y = to_padded(batch)
         if int(getattr(self.net, "extra_features", 0)) and X.shape[-1] == 12:
-            from gnnreco.tasks.pflow.links import with_link_features
+            from gnnreco.tasks.pflow.links import LINK_FEATURES, with_link_features
 
-            Xa = X.new_zeros((*X.shape[:2], 16))
+            Xa = X.new_zeros((*X.shape[:2], 12 + len(LINK_FEATURES)))
             for i in range(X.shape[0]):
                 m = mask[i]
                 Xa[i, m] = torch.from_numpy(with_link_features(X[i, m].cpu().numpy())).to(X)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnnreco.tasks.pflow.baseline import _nearest as dense_nearest
-from gnnreco.tasks.pflow.links import LINK_FEATURES, _nearest, link_features, with_link_features
+from gnnreco.tasks.pflow.baseline import _nearest
+from gnnreco.tasks.pflow.links import LINK_FEATURES, link_features, with_link_features
 from gnnreco.tasks.pflow.model import MLPFNet
 
 
@@ -36,12 +36,20 @@ def test_sums_excess_and_blocks():
     assert link_features(np.zeros((0, 12))).shape == (0, 4)
 
 
-def test_links_equal_the_baseline_links_and_wrap_in_phi():
+def _dense_nearest(eta_a, phi_a, eta_b, phi_b, r_max):
+    dphi = (phi_a[:, None] - phi_b[None, :] + np.pi) % (2 * np.pi) - np.pi
+    dr2 = (eta_a[:, None] - eta_b[None, :]) ** 2 + dphi**2
+    j = dr2.argmin(1)
+    return np.where(dr2[np.arange(len(eta_a)), j] < r_max**2, j, -1)
+
+
+def test_kdtree_links_equal_brute_force_and_wrap_in_phi():
     rng = np.random.default_rng(0)
     a = rng.uniform(-2.5, 2.5, (300, 2)) * [1, np.pi / 2.5]
     b = rng.uniform(-2.5, 2.5, (500, 2)) * [1, np.pi / 2.5]
-    np.testing.assert_array_equal(_nearest(a[:, 0], a[:, 1], b[:, 0], b[:, 1], 0.15),
-                                  dense_nearest(a[:, 0], a[:, 1], b[:, 0], b[:, 1], 0.15))
+    got = _nearest(a[:, 0], a[:, 1], b[:, 0], b[:, 1], 0.15)
+    np.testing.assert_array_equal(got, _dense_nearest(a[:, 0], a[:, 1], b[:, 0], b[:, 1], 0.15))
+    assert (got >= 0).any() and (got < 0).any()
     assert _nearest(np.array([0.0]), np.array([np.pi - 0.01]), np.array([0.0]), np.array([-np.pi + 0.01]), 0.05)[0] == 0
 
 
