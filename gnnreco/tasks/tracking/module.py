@@ -212,10 +212,10 @@ class TrackingModule(GraphTaskModule):
         va = [_event_arrays(val[i]) for i in range(min(len(val), n_max) if n_max else len(val))]
         if not tr:
             raise ValueError("model.edge_filter: every training event has zero edges; nothing to train the filter on")
-        fnet.to("cpu")
+        fnet.edge_filter.to("cpu")  # the filter trains on the stored events' CPU arrays; the GNN stays put
         res = fit_filter(fnet, tr, va, efficiency=o["efficiency"], epochs=o["epochs"], neg_ratio=o["neg_ratio"],
                          lr=o["lr"], batch_edges=o["batch_edges"], budget_s=o["budget_s"], seed=o["seed"])
-        fnet.to(self.device)
+        fnet.edge_filter.to(self.device)
         log.info("edge filter: %d epochs on %d events (%.0f s CPU); cut %.3f keeps %.1f%% of the validation edges "
                  "at %.2f%% target-edge efficiency", res["epochs"], len(tr), res["cpu_s"], res["cut"],
                  100 * res["val_kept_fraction"], 100 * res["val_target_efficiency"])
