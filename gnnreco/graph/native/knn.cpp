@@ -250,60 +250,51 @@ struct Tree : TreeBase {
             }
         }
 
-        void knn(int64_t ni, double rd) {
+        // one leaf point at squared distance d: kNN keeps the k best, the ball collects (found != nullptr)
+        // or counts the points with d < r2
+        template <bool KNN>
+        void visit_point(int32_t p) {
+            double d = dist(p);
+            if (KNN) {
+                if (cnt == kk && d > bd[kk - 1]) return;
+            } else if (!(d < r2)) {
+                return;
+            }
+            int32_t j = perm[p];
+            if (j == self) return;
+            if (KNN) {
+                insert(d, j);
+            } else {
+                if (found) found->emplace_back(d, j);
+                ++nfound;
+            }
+        }
+
+        // depth-first descent, nearer child first; the farther child only while its box can still hold a
+        // point that counts (kNN: within the current k-th distance; ball: within r)
+        template <bool KNN>
+        void descend(int64_t ni, double rd) {
             const Node<T>& nd = nodes[ni];
             if (nd.dim < 0) {
-                for (int32_t p = nd.a; p < nd.b; ++p) {
-                    double d = dist(p);
-                    if (cnt == kk && d > bd[kk - 1]) continue;
-                    int32_t j = perm[p];
-                    if (j == self) continue;
-                    insert(d, j);
-                }
+                for (int32_t p = nd.a; p < nd.b; ++p) visit_point<KNN>(p);
                 return;
             }
             int dm = nd.dim;
             int64_t first, second;
             double cut;
             split(nd, ni, (double)q[dm], first, second, cut);
-            knn(first, rd);
+            descend<KNN>(first, rd);
             double old = off[dm];
             double nrd = rd + cut - old;
-            if (nrd <= worst() * SLACK) {
+            if (KNN ? nrd <= worst() * SLACK : nrd < r2 * SLACK) {
                 off[dm] = cut;
-                knn(second, nrd);
+                descend<KNN>(second, nrd);
                 off[dm] = old;
             }
         }
 
-        // collect (found != nullptr) or count the points with d < r2
-        void ball(int64_t ni, double rd) {
-            const Node<T>& nd = nodes[ni];
-            if (nd.dim < 0) {
-                for (int32_t p = nd.a; p < nd.b; ++p) {
-                    double d = dist(p);
-                    if (d < r2) {
-                        int32_t j = perm[p];
-                        if (j == self) continue;
-                        if (found) found->emplace_back(d, j);
-                        ++nfound;
-                    }
-                }
-                return;
-            }
-            int dm = nd.dim;
-            int64_t first, second;
-            double cut;
-            split(nd, ni, (double)q[dm], first, second, cut);
-            ball(first, rd);
-            double old = off[dm];
-            double nrd = rd + cut - old;
-            if (nrd < r2 * SLACK) {
-                off[dm] = cut;
-                ball(second, nrd);
-                off[dm] = old;
-            }
-        }
+        void knn(int64_t ni, double rd) { descend<true>(ni, rd); }
+        void ball(int64_t ni, double rd) { descend<false>(ni, rd); }
     };
 
     // Work items: chunks of queries inside one event.
