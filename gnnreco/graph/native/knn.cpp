@@ -324,19 +324,23 @@ struct Tree : TreeBase {
         return s;
     }
 
-    // query q's row (global index in y) and coordinates; self index within the event or -1
-    inline void query_at(const T* y, int y_is_x, int exclude_self, int64_t e, int64_t p, int64_t& qid,
-                         const T*& qc, int32_t& self) const {
-        int64_t x0 = ptr[e];
+    // point the search at query p of event e (a tree point when y is x) and reset its bounds; returns
+    // the query's global index
+    template <int DIM>
+    inline int64_t start_query(Search<DIM>& s, const T* y, int y_is_x, int exclude_self, int64_t e,
+                               int64_t p) const {
+        int64_t x0 = ptr[e], qid;
         if (y_is_x) {
             qid = x0 + perm[p];
-            qc = pts.data() + (size_t)p * D;
-            self = exclude_self ? perm[p] : -1;
+            s.q = pts.data() + (size_t)p * D;
+            s.self = exclude_self ? perm[p] : -1;
         } else {
             qid = p;
-            qc = y + (size_t)p * D;
-            self = (exclude_self && p >= x0 && p < ptr[e + 1]) ? (int32_t)(p - x0) : -1;
+            s.q = y + (size_t)p * D;
+            s.self = (exclude_self && p >= x0 && p < ptr[e + 1]) ? (int32_t)(p - x0) : -1;
         }
+        for (int64_t d = 0; d < D; ++d) s.off[d] = 0.0;
+        return qid;
     }
 
     template <int DIM>
@@ -370,15 +374,9 @@ struct Tree : TreeBase {
             s.bd = bd;
             s.bi = bi;
             for (int64_t p = c.s; p < c.t; ++p) {
-                int64_t qid;
-                const T* qc;
-                int32_t self;
-                query_at(y, y_is_x, exclude_self, c.e, p, qid, qc, self);
-                s.q = qc;
-                s.self = self;
+                int64_t qid = start_query(s, y, y_is_x, exclude_self, c.e, p);
                 s.kk = std::min<int64_t>(k, ne);
                 s.cnt = 0;
-                for (int64_t d = 0; d < D; ++d) off[d] = 0.0;
                 s.knn(0, 0.0);
                 int64_t m = s.cnt;
                 if (dense) {
@@ -421,15 +419,9 @@ struct Tree : TreeBase {
             std::vector<std::pair<double, int32_t>>& f = found[tid];
             s.found = offsets ? &f : nullptr;
             for (int64_t p = c.s; p < c.t; ++p) {
-                int64_t qid;
-                const T* qc;
-                int32_t self;
-                query_at(y, y_is_x, exclude_self, c.e, p, qid, qc, self);
-                s.q = qc;
-                s.self = self;
+                int64_t qid = start_query(s, y, y_is_x, exclude_self, c.e, p);
                 s.nfound = 0;
                 f.clear();
-                for (int64_t d = 0; d < D; ++d) off[d] = 0.0;
                 s.ball(0, 0.0);
                 if (!offsets) {
                     counts[qid] = s.nfound;
