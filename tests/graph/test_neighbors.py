@@ -12,7 +12,7 @@ from gnnreco.graph import edge_sq_distance, knn, knn_graph, last_truncation, rad
 
 torch_cluster = pytest.importorskip("torch_cluster")
 
-METHODS = ["cells", "grid", "brute"]
+METHODS = ["cells", "grid", "brute", "blocks"]
 
 
 def edge_set(ei: torch.Tensor) -> set[tuple[int, int]]:

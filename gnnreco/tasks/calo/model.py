@@ -108,6 +108,10 @@ def knn_matrix(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor |
             return _knn_scipy(sd, k, batch)
         if impl == "scipy" and not s.is_cuda:
             return _knn_scipy(sd, k, batch)
+        if impl in ("auto", "gnnreco") and s.is_cuda:  # the block engine writes the matrix directly
+            from gnnreco.graph import knn_index
+
+            return knn_index(sd, k, batch, loop=True, fill_value=n)
         e = knn_edges(sd, k, batch, impl)
         if e.shape[1] != n * k:
             return None

@@ -1,0 +1,77 @@
+"""The block-pruned kNN engine (``method="blocks"``, the CUDA default) against a float64 brute force."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gnnreco.bench.graph import make_points
+from gnnreco.graph import knn, knn_graph, knn_index
+
+
+def _kth_dist_sum(x: torch.Tensor, y: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """Sum of neighbour distances per query (tie-independent), float64."""
+    ok = nbr >= 0
+    d = (y.double().unsqueeze(1) - x.double()[nbr.clamp_min(0)]).norm(dim=-1)
+    return torch.where(ok, d, 0.0).sum(1)
+
+
+def _brute(x, y, k, bx, by, exclude_self):
+    d = torch.cdist(y.double(), x.double())
+    d = d.masked_fill(by.unsqueeze(1) != bx.unsqueeze(0), float("inf"))
+    if exclude_self:
+        d.fill_diagonal_(float("inf"))
+    v, i = d.topk(min(k, x.size(0)), dim=1, largest=False)
+    i = i.masked_fill(v.isinf(), -1)
+    if i.size(1) < k:
+        i = torch.cat([i, i.new_full((i.size(0), k - i.size(1)), -1)], 1)
+    return i
+
+
+@pytest.mark.parametrize("dim,kind", [(2, "uniform"), (3, "clustered"), (4, "clustered"), (8, "uniform"),
+                                      (12, "clustered")])
+def test_blocks_knn_graph_is_exact(dim, kind):
+    x = make_points(3000, dim, kind, seed=dim)
+    b = torch.sort(torch.randint(0, 3, (3000,), generator=torch.Generator().manual_seed(1))).values
+    got = knn_index(x, 16, b, method="blocks")
+    ref = _brute(x, x, 16, b, b, exclude_self=True)
+    assert torch.equal(got >= 0, ref >= 0)
+    torch.testing.assert_close(_kth_dist_sum(x, x, got), _kth_dist_sum(x, x, ref), rtol=1e-5, atol=1e-6)
+    # nearest first, and the same edges as the CPU default
+    d = (x.unsqueeze(1) - x[got]).norm(dim=-1)
+    assert bool((d[:, 1:] >= d[:, :-1] - 1e-6).all())
+    e = knn_graph(x, 16, b, method="blocks")
+    assert e.shape == knn_graph(x, 16, b).shape
+
+
+def test_blocks_small_events_fill_and_cross_sets():
+    g = torch.Generator().manual_seed(2)
+    bx = torch.tensor([0] * 5 + [1] * 300 + [2] * 2 + [4] * 40)  # event 3 has no points
+    x = torch.rand(bx.numel(), 3, generator=g)
+    got = knn_index(x, 8, bx, method="blocks", fill_value=-7)
+    ref = _brute(x, x, 8, bx, bx, exclude_self=True)
+    assert torch.equal(got == -7, ref < 0)  # events smaller than k + 1 leave the fill value
+    torch.testing.assert_close(_kth_dist_sum(x, x, got.masked_fill(got < 0, -1)), _kth_dist_sum(x, x, ref))
+    by = torch.tensor([0] * 3 + [1] * 50 + [3] * 4 + [4] * 9)
+    y = torch.rand(by.numel(), 3, generator=g)
+    e = knn(x, y, 6, bx, by, method="blocks")
+    assert torch.equal(e, knn(x, y, 6, bx, by, method="brute"))
+    assert not bool((e[0] >= 53).logical_and(e[0] < 57).any())  # event 3 queries: no points there
+
+
+def test_blocks_empty_and_loop():
+    x = torch.rand(0, 3)
+    assert knn_graph(x, 4, method="blocks").shape == (2, 0)
+    x = torch.rand(500, 3, generator=torch.Generator().manual_seed(3))
+    e = knn_graph(x, 4, loop=True, method="blocks")
+    assert bool((e[0].view(500, 4)[:, 0] == torch.arange(500)).all())  # self is the nearest with loop=True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dim,kind", [(3, "uniform"), (3, "clustered"), (4, "clustered"), (8, "uniform")])
+def test_cuda_default_engine_matches_cpu(dim, kind):
+    x = make_points(60_000, dim, kind, seed=5)
+    got = knn_index(x.cuda(), 16).cpu()
+    ref = knn_index(x, 16)
+    torch.testing.assert_close(_kth_dist_sum(x, x, got), _kth_dist_sum(x, x, ref), rtol=1e-5, atol=1e-6)
