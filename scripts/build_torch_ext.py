@@ -70,7 +70,7 @@ def build(sdists: list[Path], target: Path, cuda: bool, jobs: int, only: list[st
         root = _unpack(sdist, work)
         pkg = next(p for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()
                    and p.name.startswith("torch_"))
-        dest = target / pkg.name
+        dest = work / f"{pkg.name}.pkg"  # assembled here, moved to the target once every library built
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(pkg, dest)
@@ -99,9 +99,22 @@ def build(sdists: list[Path], target: Path, cuda: bool, jobs: int, only: list[st
     with ThreadPoolExecutor(max_workers=max(1, min(len(tasks), jobs))) as ex:
         results = list(ex.map(one, tasks))
     fails = 0
+    broken = set()
     for label, ok, log in results:
         print(f"{'built ' if ok else 'FAILED'} {label}" + ("" if ok else f"\n{log}"), flush=True)
         fails += not ok
+        if not ok:
+            broken.add(label.split(".")[0])
+    # a package appears on the target path only whole: a half-built one would fail every import of it
+    # (its __init__ loads all libraries); the libraries of a broken one stay in <target>/_build
+    for pkg in {t[0] for t in tasks}:
+        src = work / f"{pkg}.pkg"
+        if pkg in broken:
+            print(f"{pkg}: not installed (see the failures above); its libraries are in {src}", flush=True)
+            continue
+        if (target / pkg).exists():
+            shutil.rmtree(target / pkg)
+        src.rename(target / pkg)
     print(f"{len(results) - fails}/{len(results)} extensions in {time.time() - t0:.0f} s wall", flush=True)
     return fails
 

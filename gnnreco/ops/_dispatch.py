@@ -22,7 +22,9 @@ TRITON_ON_CUDA: bool = bool(WITH_TRITON and WITH_CUDA)
 
 @torch.jit.unused
 def _use_triton_eager(src: torch.Tensor) -> bool:
-    return TRITON_ON_CUDA and src.is_cuda
+    # While tracing, CUDA tensors take the native path: a custom op records ``dim_size`` as a
+    # constant (the trace would only fit graphs of the example's size), aten ops record it as a size.
+    return TRITON_ON_CUDA and src.is_cuda and not torch.jit.is_tracing()
 
 
 def use_triton(src: torch.Tensor) -> bool:
