@@ -51,8 +51,9 @@ fi
 
 step tasks "${TASKS_S:-150}" $PY -m gnnreco.bench.gpu --parts tracking,calo,pflow --json "$OUT/tasks.json" \
   ${DATA_ROOT:+--data-root "$DATA_ROOT"}
+# the CUDA tests that need no torch_scatter/torch_cluster run while those build
 step pytest_gpu "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 4 \
-  tests/ops tests/graph/test_neighbors.py tests/export/test_export.py tests/production/test_reco.py
+  tests/ops tests/graph/test_blocks.py tests/export/test_export.py tests/production/test_reco.py
 
 if [ -n "$BUILD" ]; then
   wait "$BUILD"; log "extension build finished: rc=$? ($(tail -n 1 "$OUT/build.log"))"
@@ -61,6 +62,7 @@ $PY -c "import torch_scatter; print('torch_scatter', torch_scatter.__version__)"
 $PY -c "import torch_cluster; print('torch_cluster', torch_cluster.__version__)" >> "$OUT/build.log" 2>&1
 log "imports: $(grep -E '^torch_(scatter|cluster) ' "$OUT/build.log" | tr '\n' ' ')"
 
+step pytest_gpu_graph 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/graph/test_neighbors.py
 step knn "${KNN_S:-150}" $PY -m gnnreco.bench.gpu --parts knn --json "$OUT/knn.json"
 step ops "${OPS_S:-200}" $PY -m gnnreco.bench.ops --device cuda ${OPS_ARGS:-}
 log "done"

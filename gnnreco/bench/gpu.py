@@ -219,7 +219,8 @@ def knn(cases: list[tuple[int, int, str]] | None = None, k: int = 16, max_tc_s: 
 
     tc, tc_name = _tc_knn_graph()
     cases = cases or [(100_000, 3, "uniform"), (100_000, 3, "clustered"), (100_000, 4, "uniform"),
-                      (100_000, 8, "uniform"), (1_000_000, 3, "uniform"), (1_000_000, 4, "clustered")]
+                      (100_000, 4, "clustered"), (100_000, 8, "uniform"), (100_000, 12, "uniform"),
+                      (1_000_000, 3, "uniform"), (1_000_000, 4, "clustered")]
     rows = []
     for n, d, kind in cases:
         x = make_points(n, d, kind).float().to(DEVICE)

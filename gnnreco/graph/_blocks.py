@@ -181,3 +181,78 @@ def dense_to_edges(nbr: Tensor) -> Tensor:
     q = torch.arange(nbr.size(0), device=nbr.device).unsqueeze(1).expand_as(nbr)
     ok = nbr >= 0
     return torch.stack([q[ok], nbr[ok]])
+
+
+def radius_blocks(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, r: float, max_num_neighbors: int,
+                  exclude_self: bool) -> tuple[Tensor, int, int]:
+    """Edges ``[query, neighbour]`` with :math:`\\lVert x_j - y_i\\rVert < r`, grouped by query in increasing
+    order, nearest first, at most ``max_num_neighbors`` per query (the nearest). Same blocks as
+    :func:`knn_blocks`, pruned by box distance :math:`< r`. Returns ``(edges, queries truncated,
+    edges dropped)``."""
+    dev = x.device
+    empty = torch.zeros(2, 0, dtype=torch.long, device=dev)
+    if x.size(0) == 0 or y.size(0) == 0 or max_num_neighbors <= 0:
+        return empty, 0, 0
+    pm, pev, _ = _blocks(x, ptr_x)
+    same = exclude_self or (x is y and torch.equal(ptr_x, ptr_y))
+    qm, qev = (pm, pev) if same else _blocks(y, ptr_y)[:2]
+    plo, phi, _ = _boxes(x, pm)
+    qlo, qhi = (plo, phi) if same else _boxes(y, qm)[:2]
+    nb, r2 = pm.size(0), float(r) ** 2
+    g = max(1, min(16, _TILE // max(1, B * B * 64)))
+    chunk = max(1, min(qm.size(0), _PAIRS // max(1, nb), _TILE // (B * B * g)))
+    qs, ps, ds = [], [], []
+    for s in range(0, qm.size(0), chunk):
+        sl = slice(s, min(s + chunk, qm.size(0)))
+        qidx = qm[sl]
+        a = qidx.size(0)
+        qx = y[qidx.clamp_min(0)]
+        gap2 = torch.zeros(a, nb, dtype=x.dtype, device=dev)
+        for j in range(x.size(1)):
+            gap2 += ((plo[:, j].unsqueeze(0) - qhi[sl, j].unsqueeze(1)).clamp_min(0)
+                     + (qlo[sl, j].unsqueeze(1) - phi[:, j].unsqueeze(0)).clamp_min(0)).square()
+        keep = (gap2 < r2) & (qev[sl].unsqueeze(1) == pev.unsqueeze(0))
+        cnt = keep.sum(1)
+        cmax = int(cnt.max()) if a else 0
+        if not cmax:
+            continue
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :cmax]
+        table = torch.where(torch.arange(cmax, device=dev) < cnt.unsqueeze(1), order, -1)
+        for r0 in range(0, cmax, g):
+            act = (cnt > r0).nonzero().squeeze(1)
+            cand = table[act, r0:r0 + g]
+            pts = pm[cand.clamp_min(0)]
+            pts = torch.where((cand >= 0).unsqueeze(-1), pts, -1).reshape(act.numel(), -1)
+            qi = qidx[act]
+            d = _tile_dist(qx[act], x[pts.clamp_min(0)])
+            if x.size(1) > 4:  # the GEMM distances decide only who is near the sphere: re-score exactly
+                near = d < r2 * (1 + 1e-3) + 1e-12
+                ai, bi, ci = near.nonzero(as_tuple=True)
+                dd = (qx[act][ai, bi] - x[pts[ai, ci].clamp_min(0)]).square().sum(-1)
+                q_, p_ = qi[ai, bi], pts[ai, ci]
+            else:
+                near = d < r2
+                ai, bi, ci = near.nonzero(as_tuple=True)
+                dd, q_, p_ = d[ai, bi, ci], qi[ai, bi], pts[ai, ci]
+            ok = (q_ >= 0) & (p_ >= 0) & (dd < r2)
+            if exclude_self:
+                ok &= q_ != p_
+            qs.append(q_[ok])
+            ps.append(p_[ok])
+            ds.append(dd[ok])
+    if not qs:
+        return empty, 0, 0
+    q, p, d = torch.cat(qs), torch.cat(ps), torch.cat(ds)
+    # group by query, nearest first, ties by index
+    o = torch.argsort(p)
+    q, p, d = q[o], p[o], d[o]
+    o = torch.argsort(d, stable=True)
+    q, p, d = q[o], p[o], d[o]
+    o = torch.argsort(q, stable=True)
+    q, p = q[o], p[o]
+    counts = torch.bincount(q, minlength=y.size(0))
+    rank = torch.arange(q.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[q]
+    keep = rank < max_num_neighbors
+    over = counts > max_num_neighbors
+    n_trunc, n_drop = int(over.sum()), int((counts - max_num_neighbors).clamp_min(0).sum())
+    return torch.stack([q[keep], p[keep]]), n_trunc, n_drop

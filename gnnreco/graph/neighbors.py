@@ -21,10 +21,10 @@ Exact torch engines, plain PyTorch (device agnostic, so they run on CUDA unchang
   starts at the median :math:`k`-th neighbour distance of a sample of queries, which adapts to
   the point density. For ``radius`` the cell size is :math:`r` and :math:`w = 1` is always exact.
 
-On CUDA, ``method="auto"`` runs the kNN on ``"blocks"``: Morton-ordered blocks of 128 points,
-pruned by box distance against a per-block bound of the :math:`k`-th neighbour distance, searched
-as dense distance tiles with ``topk`` (:mod:`gnnreco.graph._blocks`; exact; ``method="blocks"``
-selects it on CPU too). Radius searches on CUDA use the torch engines below.
+On CUDA, ``method="auto"`` runs ``"blocks"``: Morton-ordered blocks of 128 points, pruned by box
+distance (against a per-block bound of the :math:`k`-th neighbour distance for kNN, against
+:math:`r` for radius), searched as dense distance tiles with ``topk`` or a threshold
+(:mod:`gnnreco.graph._blocks`; exact; ``method="blocks"`` selects it on CPU too).
 
 Without the native engine, ``method="auto"`` picks the grid for low dimension (:math:`D \le 4`) or many
 events, and brute force otherwise (see ``docs/graph.md`` for the measurements behind this choice).
@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _native
-from ._blocks import dense_to_edges, knn_blocks
+from ._blocks import dense_to_edges, knn_blocks, radius_blocks
 from ._cells import knn_cells
 from ._checks import batch_to_ptr, check_batch, check_points
 from ._util import _one_thread, tile_bounds
@@ -137,7 +137,7 @@ def _resolve_method(method: str, dim: int, num_events: int, nx: int, knn: bool =
     if method not in ("auto", "native", "blocks", "grid", "brute", "cells"):
         raise ValueError(f"'method' must be 'auto', 'native', 'blocks', 'cells', 'grid' or 'brute', got {method!r}")
     if method in ("native", "blocks"):
-        method = "auto"  # that engine is not available for these inputs (radius): the torch engines decide
+        method = "auto"  # that engine is not available for these inputs: the torch engines decide
     if method == "cells" and not knn:
         return "grid"  # the cell-list engine is kNN-only; radius uses the grid (always exact at w = 1)
     if method != "auto":
@@ -575,8 +575,14 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
         return (coll.result() if dense_out is None else dense_out), trunc
     if method in ("auto", "native") and _native.supports(x) and y.dtype == x.dtype and y.device == x.device:
         return _search_native(x, y, bx, by, num_events, k, r, exclude_self, flip, dense_out)
-    if r is None and (method == "blocks" or (method == "auto" and x.is_cuda)):
-        return _search_blocks(x, y, bx, by, num_events, k, exclude_self, flip, dense_out)
+    if method == "blocks" or (method == "auto" and x.is_cuda):
+        if r is None:
+            return _search_blocks(x, y, bx, by, num_events, k, exclude_self, flip, dense_out)
+        ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)
+        ptr_y = ptr_x if (y is x and by is bx) else batch_to_ptr(by, y.size(0), num_events, x.device)
+        with torch.no_grad():
+            e, trunc.queries_truncated, trunc.edges_dropped = radius_blocks(x, y, ptr_x, ptr_y, r, k, exclude_self)
+        return (e.flip(0) if flip else e), trunc
     r2 = None if r is None else float(r) ** 2
     m = _resolve_method(method, x.size(1), num_events, x.size(0), knn=r is None)
     global _WORKERS

@@ -75,3 +75,26 @@ def test_cuda_default_engine_matches_cpu(dim, kind):
     got = knn_index(x.cuda(), 16).cpu()
     ref = knn_index(x, 16)
     torch.testing.assert_close(_kth_dist_sum(x, x, got), _kth_dist_sum(x, x, ref), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [3, 8])
+def test_blocks_radius_is_exact_and_reports_truncation(dim):
+    import warnings
+
+    from gnnreco.graph import last_truncation, radius
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(2500, dim, generator=g)
+    y = torch.rand(400, dim, generator=g)
+    r = 0.25 if dim == 3 else 0.6
+    ref = torch.cdist(y.double(), x.double()) < r
+    got = radius(x, y, r, max_num_neighbors=10_000, method="blocks")
+    assert got.size(1) == int(ref.sum())
+    assert bool(ref[got[0], got[1]].all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cut = radius(x, y, r, max_num_neighbors=5, method="blocks")
+    counts = ref.sum(1)
+    assert last_truncation().queries_truncated == int((counts > 5).sum())
+    assert last_truncation().edges_dropped == int((counts - 5).clamp_min(0).sum())
+    assert torch.equal(cut, radius(x, y, r, max_num_neighbors=5, method="brute"))
