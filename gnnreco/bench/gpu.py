@@ -324,7 +324,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, default=str))
     if a.write:
-        write_section("gpu", "GPU inference and kNN (issues 5-8)", "python -m gnnreco.bench.gpu", text)
+        import os
+
+        gpu = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "no GPU (dry run)"
+        write_section("gpu-bench", "GPU inference and kNN (`gnnreco.bench.gpu`)", "python -m gnnreco.bench.gpu", text,
+                      machine=f"{gpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def _benchmarks_md() -> Path:
     return Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
-def write_section(name: str, title: str, command: str, body: str, path: str | Path | None = None) -> Path:
+def write_section(name: str, title: str, command: str, body: str, path: str | Path | None = None,
+                  machine: str | None = None) -> Path:
     """Replace the ``<!-- section:name -->`` block of ``docs/benchmarks.md`` with a new table.
 
     The block records the command and machine with the table, so every number can be rerun.
@@ -81,7 +82,7 @@ def write_section(name: str, title: str, command: str, body: str, path: str | Pa
     stamp = time.strftime("%Y-%m-%d")
     block = (
         f"<!-- section:{name} -->\n## {title}\n\n"
-        f"Command: `{command}`  \nMachine: {machine_description()}  \nDate: {stamp}\n\n"
+        f"Command: `{command}`  \nMachine: {machine or machine_description()}  \nDate: {stamp}\n\n"
         f"{body.strip()}\n<!-- /section:{name} -->"
     )
     pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->", re.S)
