@@ -286,7 +286,13 @@ def _atomic_gather_scatter_kernel(
 
 
 def _is_sorted(idx: Tensor) -> bool:
-    return idx.numel() < 2 or bool((idx[1:] >= idx[:-1]).all())
+    if idx.numel() < 2:
+        return True
+    if idx.dim() == 1:
+        from gnnreco.ops._index_stats import index_stats
+
+        return bool(index_stats(idx)[2])  # shares the validation's sync, remembered per index tensor
+    return bool((idx[1:] >= idx[:-1]).all())
 
 
 def _indptr_from_sorted(idx: Tensor, n: int) -> Tensor:

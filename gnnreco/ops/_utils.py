@@ -123,6 +123,14 @@ def _check_index_dtype(index: torch.Tensor, name: str) -> None:
         )
 
 
+@torch.jit.unused
+def _cuda_min_max(index: torch.Tensor) -> List[int]:
+    from gnnreco.ops._index_stats import index_stats
+
+    st = index_stats(index)
+    return [st[0], st[1]]
+
+
 def check_index(index: torch.Tensor, dim_size: Optional[int], name: str = "index") -> int:
     """Validate an index with one min/max reduction and return the output size.
 
@@ -144,9 +152,12 @@ def check_index(index: torch.Tensor, dim_size: Optional[int], name: str = "index
         if dim_size < 0:
             raise ValueError(f"gnnreco.ops: argument 'dim_size' must be >= 0, got {dim_size}")
         return dim_size
-    mn, mx = torch.aminmax(index)
-    lo = int(mn)
-    hi = int(mx)
+    if not torch.jit.is_scripting() and index.is_cuda:
+        lo, hi = _cuda_min_max(index)  # one sync, remembered per index tensor
+    else:
+        mn, mx = torch.aminmax(index)
+        lo = int(mn)
+        hi = int(mx)
     if lo < 0:
         raise IndexError(
             f"gnnreco.ops: argument '{name}' contains a negative entry ({lo}); entries must be in [0, dim_size)"
