@@ -10,15 +10,13 @@ counter, shared by a tensor and its views, invalidates the record on any in-plac
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from torch import Tensor
 
 _ATTR = "_gnnreco_index_stats"
 
 
-def _key(index: Tensor) -> Optional[tuple]:
+def _key(index: Tensor) -> tuple | None:
     try:
         version = index._version
     except RuntimeError:  # inference tensors have no version counter: do not remember
@@ -26,7 +24,7 @@ def _key(index: Tensor) -> Optional[tuple]:
     return (index.storage_offset(), tuple(index.shape), tuple(index.stride()), index.dtype, version)
 
 
-def index_stats(index: Tensor, cache: Optional[bool] = None) -> Tuple[int, int, Optional[bool]]:
+def index_stats(index: Tensor, cache: bool | None = None) -> tuple[int, int, bool | None]:
     """``(min, max, sorted)`` of a non-empty integer index (``sorted`` is ``None`` unless 1-D).
 
     ``cache`` (default: on for CUDA tensors) remembers the result on the tensor until it changes.

@@ -42,7 +42,7 @@ def layer_pairs_of(r: Tensor, z: Tensor, layer: Tensor, volume: Tensor, skip: in
 
 
 def pseudorapidity(r: Tensor, z: Tensor) -> Tensor:
-    """:math:`\eta = \operatorname{asinh}(z / r)` as :func:`gnnreco.data.trackml.hit_cylindrical`."""
+    r""":math:`\eta = \operatorname{asinh}(z / r)` as :func:`gnnreco.data.trackml.hit_cylindrical`."""
     r, z = r.double(), z.double()
     return torch.asinh(torch.where(r > 0, z / torch.where(r > 0, r, torch.ones_like(r)), torch.sign(z) * 1e9))
 
@@ -175,7 +175,7 @@ class DeviceTracker:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, y: Tensor, z: Tensor, layer: Tensor, volume: Tensor) -> dict[str, Tensor]:
-        """Track labels (``[N]``, −1 = no track) and the graph, scores and features, all on the device.
+        r"""Track labels (``[N]``, −1 = no track) and the graph, scores and features, all on the device.
 
         Args: the TrackML hit columns ``x, y, z`` (mm), ``layer_id`` and ``volume_id`` of one event
         (host or device tensors or arrays); :math:`r, \phi` are computed in float64 as

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from gnnreco.tasks.tracking.data import edge_features, process_event, simulate
-from gnnreco.tasks.tracking.device import (DeviceTracker, components, edge_features_t, junction_removal_labels,
-                                           layer_pairs_of, relabel_min_size_t)
+from gnnreco.tasks.tracking.device import (
+    DeviceTracker,
+    components,
+    edge_features_t,
+    junction_removal_labels,
+    layer_pairs_of,
+    relabel_min_size_t,
+)
 from gnnreco.tasks.tracking.filter import EdgeFilter
 from gnnreco.tasks.tracking.model import InteractionGNN
 from gnnreco.tasks.tracking.reco import junction_removal_tracks, relabel_min_size
