@@ -252,26 +252,34 @@ def edge_features(x_scaled: Mapping[str, np.ndarray], edge_index: np.ndarray,
         \\mathrm{rphislope} = \\tfrac12 (r_i + r_j)\\,\\mathrm{phislope}
 
     with :math:`r, \\phi, z` in the scaled units (r/1000, φ/π, z/1000), :math:`\\Delta\\phi` wrapped
-    into [−1, 1) and the slopes set to 0 where :math:`\\Delta r = 0`, clipped to ±10.
+    into [−1, 1) and the slopes set to 0 where :math:`\\Delta r = 0`, clipped to ±10. One
+    implementation (:func:`edge_features_scaled_t`, float64 torch) serves the host processor and the
+    on-device tracker.
 
     Shapes:
         edge_index ``[2, E]`` → ``[E, len(names)]`` float32.
     """
-    s, d = edge_index
-    r, phi, z, eta = (np.asarray(x_scaled[k], np.float64) for k in ("r", "phi", "z", "eta"))
+    cols = [torch.from_numpy(np.asarray(x_scaled[k], np.float64)) for k in ("r", "phi", "z", "eta")]
+    return edge_features_scaled_t(*cols, torch.from_numpy(np.asarray(edge_index, np.int64)), names).numpy()
+
+
+def edge_features_scaled_t(r: torch.Tensor, phi: torch.Tensor, z: torch.Tensor, eta: torch.Tensor,
+                           edge_index: torch.Tensor, names: Sequence[str] = EDGE_FEATURES[:5]) -> torch.Tensor:
+    """:func:`edge_features` on tensors of scaled coordinates (any device): float32 ``[E, len(names)]``."""
+    r, phi, z, eta = (t.double() for t in (r, phi, z, eta))
+    s, d = edge_index[0], edge_index[1]
     dr = r[d] - r[s]
-    dphi = (phi[d] - phi[s] + 1.0) % 2.0 - 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(np.abs(dr) > 1e-9, dphi / np.where(np.abs(dr) > 1e-9, dr, 1.0), 0.0)
-    slope = np.clip(slope, -10.0, 10.0)
+    dphi = torch.remainder(phi[d] - phi[s] + 1.0, 2.0) - 1.0
+    big = dr.abs() > 1e-9
+    slope = torch.where(big, dphi / torch.where(big, dr, torch.ones_like(dr)), torch.zeros_like(dr)).clamp(-10.0, 10.0)
     table = {"dr": dr, "dphi": dphi, "dz": z[d] - z[s], "deta": eta[d] - eta[s], "phislope": slope,
              "rphislope": 0.5 * (r[d] + r[s]) * slope}
     bad = [k for k in names if k not in table]
     if bad:
         raise ValueError(f"unknown edge feature(s) {bad}; expected some of {list(table)}")
     if not names:
-        return np.zeros((s.size, 0), np.float32)
-    return np.stack([table[k] for k in names], 1).astype(np.float32)
+        return torch.zeros(s.numel(), 0, dtype=torch.float32, device=r.device)
+    return torch.stack([table[k] for k in names], 1).float()
 
 
 def fit_module_map(raws: Any, path: str | None = None, volumes: Sequence[int] | None = None,

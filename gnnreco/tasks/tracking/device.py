@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gnnreco.tasks.tracking.data import EDGE_FEATURES, NODE_SCALES
+from gnnreco.tasks.tracking.data import EDGE_FEATURES, NODE_SCALES, edge_features_scaled_t
 
 __all__ = ["orient_outward_t", "pseudorapidity", "edge_features_t", "junction_removal_labels", "components", "relabel_min_size_t", "layer_pairs_of",
            "DeviceTracker"]
@@ -55,20 +55,8 @@ def edge_features_t(r: Tensor, phi: Tensor, z: Tensor, edge_index: Tensor,
     Computed in float64 like the numpy version, returned as float32 ``[E, len(names)]``."""
     r, phi, z = (t.double() for t in (r, phi, z))
     eta = pseudorapidity(r, z) if eta is None else eta.double()
-    rs, ps, zs = r / NODE_SCALES["r"], phi / NODE_SCALES["phi"], z / NODE_SCALES["z"]
-    s, d = edge_index[0], edge_index[1]
-    dr = rs[d] - rs[s]
-    dphi = torch.remainder(ps[d] - ps[s] + 1.0, 2.0) - 1.0
-    big = dr.abs() > 1e-9
-    slope = torch.where(big, dphi / torch.where(big, dr, torch.ones_like(dr)), torch.zeros_like(dr)).clamp(-10.0, 10.0)
-    table = {"dr": dr, "dphi": dphi, "dz": zs[d] - zs[s], "deta": eta[d] - eta[s], "phislope": slope,
-             "rphislope": 0.5 * (rs[d] + rs[s]) * slope}
-    bad = [k for k in names if k not in table]
-    if bad:
-        raise ValueError(f"unknown edge feature(s) {bad}; expected some of {list(table)}")
-    if not names:
-        return torch.zeros(s.numel(), 0, dtype=torch.float32, device=r.device)
-    return torch.stack([table[k] for k in names], 1).float()
+    return edge_features_scaled_t(r / NODE_SCALES["r"], phi / NODE_SCALES["phi"], z / NODE_SCALES["z"], eta,
+                                  edge_index, names)
 
 
 def orient_outward_t(edge_index: Tensor, r: Tensor, z: Tensor) -> Tensor:
