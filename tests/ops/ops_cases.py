@@ -9,6 +9,13 @@ DTYPES = [torch.half, torch.bfloat16, torch.float, torch.double, torch.int, torc
 FLOAT_DTYPES = [torch.half, torch.bfloat16, torch.float, torch.double]
 REDUCTIONS = ["sum", "add", "mul", "mean", "min", "max"]
 
+
+def tolerance(dtype: torch.dtype, exact: float = 1e-6) -> dict:
+    """``assert_close`` tolerances: loose for half/bfloat16, ``exact`` otherwise."""
+    if dtype in (torch.half, torch.bfloat16):
+        return dict(atol=2e-2, rtol=2e-2)
+    return dict(atol=exact, rtol=exact)
+
 CASES = [
     dict(  # 1-D, group 2 empty
         src=[1, 3, 2, 4, 5, 6],

@@ -11,16 +11,14 @@ import torch
 
 import gnnreco.ops as ops
 
-from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
+from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected, tolerance
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _tol(dtype: torch.dtype) -> dict:
-    if dtype in (torch.half, torch.bfloat16):
-        return dict(atol=2e-2, rtol=2e-2)
-    return dict(atol=1e-5, rtol=1e-5)
+    return tolerance(dtype, 1e-5)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

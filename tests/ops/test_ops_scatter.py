@@ -7,13 +7,11 @@ import torch
 
 import gnnreco.ops as ops
 
-from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected
+from .ops_cases import CASES, DTYPES, REDUCTIONS, case_id, expected, tolerance
 
 
 def _tol(dtype: torch.dtype) -> dict:
-    if dtype in (torch.half, torch.bfloat16):
-        return dict(atol=2e-2, rtol=2e-2)
-    return dict(atol=1e-6, rtol=1e-6)
+    return tolerance(dtype, 1e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
