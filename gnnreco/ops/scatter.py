@@ -241,9 +241,10 @@ def _mean_impl(
     res = _sum_impl(src, index, dim_n, out, dim_size, validate)
     cnt = _count(index, dim_n, res.size(dim_n), res)
     floating = res.is_floating_point() or res.is_complex()
-    if out is None:
-        # out of place: on CUDA ``res`` is the output of a custom autograd op, and autograd forbids
-        # modifying that in place (training with mean aggregation on a GPU would raise)
+    if out is None and res.is_cuda:
+        # out of place: on CUDA ``res`` is a view returned by a custom autograd op, and autograd forbids
+        # modifying that in place (training with mean aggregation on a GPU raised); the CPU keeps the
+        # cheaper in-place division
         return res / cnt.to(res.dtype) if floating else torch.div(res, cnt.to(res.dtype), rounding_mode="floor")
     if floating:  # torch_scatter divides a given ``out`` in place
         res.div_(cnt.to(res.dtype))
