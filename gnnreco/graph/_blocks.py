@@ -12,9 +12,8 @@ A GPU wants few, large, regular kernels. This engine gets them from one level of
    :math:`U` of the query block's box; only those (query block, point block) pairs are searched.
    The result is exact: no pair that can hold one of the :math:`k` nearest is skipped.
 4. **Search.** Pairs are processed ``G`` candidate blocks per query block at a time as dense
-   ``[A, B, G\cdot B]`` distance tiles (exact coordinate differences for :math:`D \le 4`; above, a
-   batched GEMM in block-centred coordinates picks :math:`k + 8` candidates per query that are
-   re-scored with exact differences), merged into a running ``[A, B, k]`` best list with ``topk``. No Python loop runs over points or blocks, only over rounds of ``G`` candidates.
+   ``[A, B, G\cdot B]`` distance tiles (from coordinate differences, ``torch.cdist`` without its
+   matrix-product shortcut), merged into a running ``[A, B, k]`` best list with ``topk``. No Python loop runs over points or blocks, only over rounds of ``G`` candidates.
 
 Ties at equal distance are ordered by index within the returned list; when several points tie for
 the :math:`k`-th place the one kept is not specified (the neighbour *distances* are exact).
@@ -79,16 +78,10 @@ def _boxes(x: Tensor, members: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _tile_dist(qx: Tensor, px: Tensor) -> Tensor:
-    """Squared distances ``[A, Bq, Bp]`` between ``qx [A, Bq, D]`` and ``px [A, Bp, D]``."""
-    if qx.size(-1) <= 4:
-        d = torch.zeros(qx.size(0), qx.size(1), px.size(1), dtype=qx.dtype, device=qx.device)
-        for j in range(qx.size(-1)):
-            d += (qx[:, :, j, None] - px[:, None, :, j]).square()
-        return d
-    c = qx.mean(1, keepdim=True)  # block-centred coordinates keep the GEMM's cancellation small
-    q, p = qx - c, px - c
-    d = torch.baddbmm((q * q).sum(-1, keepdim=True), q, p.transpose(1, 2), alpha=-2.0)
-    return (d + (p * p).sum(-1).unsqueeze(1)).clamp_min_(0.0)
+    """Squared distances ``[A, Bq, Bp]`` between ``qx [A, Bq, D]`` and ``px [A, Bp, D]`` from the
+    coordinate differences (``torch.cdist`` without the matrix-product shortcut: one pass, no
+    cancellation, 3x faster than a per-coordinate loop on CPU)."""
+    return torch.cdist(qx, px, compute_mode="donot_use_mm_for_euclid_dist").square_()
 
 
 def _merge(best_d: Tensor, best_i: Tensor, qx: Tensor, qidx: Tensor, x: Tensor, members: Tensor,
@@ -103,11 +96,6 @@ def _merge(best_d: Tensor, best_i: Tensor, qx: Tensor, qidx: Tensor, x: Tensor, 
         bad = bad | (pts.unsqueeze(1) == qidx.unsqueeze(-1))
     d = d.masked_fill(bad, math.inf)
     cand = pts.unsqueeze(1).expand(-1, qx.size(1), -1)
-    if qx.size(-1) > 4:  # GEMM distances choose k + 8 candidates, re-scored with exact differences
-        _, pos = torch.topk(d, min(k + 8, d.size(2)), dim=2, largest=False, sorted=False)
-        cand = torch.gather(cand, 2, pos)
-        ok = torch.gather(d, 2, pos).isfinite()
-        d = (qx.unsqueeze(2) - x[cand.clamp_min(0)]).square().sum(-1).masked_fill(~ok, math.inf)
     allt = torch.cat([best_d, d], 2)
     alli = torch.cat([best_i, cand], 2)
     vals, pos = torch.topk(allt, k, dim=2, largest=False, sorted=True)
@@ -225,15 +213,8 @@ def radius_blocks(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, r: float, 
             pts = torch.where((cand >= 0).unsqueeze(-1), pts, -1).reshape(act.numel(), -1)
             qi = qidx[act]
             d = _tile_dist(qx[act], x[pts.clamp_min(0)])
-            if x.size(1) > 4:  # the GEMM distances decide only who is near the sphere: re-score exactly
-                near = d < r2 * (1 + 1e-3) + 1e-12
-                ai, bi, ci = near.nonzero(as_tuple=True)
-                dd = (qx[act][ai, bi] - x[pts[ai, ci].clamp_min(0)]).square().sum(-1)
-                q_, p_ = qi[ai, bi], pts[ai, ci]
-            else:
-                near = d < r2
-                ai, bi, ci = near.nonzero(as_tuple=True)
-                dd, q_, p_ = d[ai, bi, ci], qi[ai, bi], pts[ai, ci]
+            ai, bi, ci = (d < r2).nonzero(as_tuple=True)
+            dd, q_, p_ = d[ai, bi, ci], qi[ai, bi], pts[ai, ci]
             ok = (q_ >= 0) & (p_ >= 0) & (dd < r2)
             if exclude_self:
                 ok &= q_ != p_
