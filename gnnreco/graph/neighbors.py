@@ -77,6 +77,7 @@ __all__ = [
 ]
 
 _BUDGET = 1 << 20  # distance-matrix entries per tile (x D for gathered coordinates)
+_BUDGET_CUDA = 1 << 27  # on a GPU: few large tiles (512 MB in float32), not thousands of small launches
 _WMAX = 4  # largest block half-width before the grid is coarsened
 _EXTRA = 8  # brute force: candidates re-scored exactly beyond k
 _HFACTOR = 1.25  # initial cell size / median k-th neighbour distance
@@ -242,7 +243,7 @@ def _brute(x: Tensor, y: Tensor, ptr_x: Tensor, ptr_y: Tensor, k: int, r2: float
         nx = x1 - x0
         if nx == 0 or y1 == y0:
             continue
-        chunk = max(1, _BUDGET // nx)
+        chunk = max(1, (_BUDGET_CUDA if x.is_cuda else _BUDGET) // nx)
         tiles += [(x0, x1, q0, min(y1, q0 + chunk)) for q0 in range(y0, y1, chunk)]
 
     def tile(t: tuple[int, int, int, int]) -> tuple[int, int]:
