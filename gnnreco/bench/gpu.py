@@ -207,10 +207,10 @@ def _tc_knn_graph():
     library of torch_cluster could be built; ``None`` when neither is there."""
     try:
         import torch_cluster
-
+    except Exception:  # noqa: BLE001 - any import failure means "not available"; try the kNN library alone
+        torch_cluster = None
+    if torch_cluster is not None:
         return torch_cluster.knn_graph, "torch_cluster"
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        pass
     import sys
 
     def has(op: str) -> bool:

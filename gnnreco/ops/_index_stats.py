@@ -47,9 +47,10 @@ def index_stats(index: Tensor, cache: bool | None = None) -> tuple[int, int, boo
     else:
         vals = torch.stack([mn.long(), mx.long()]).tolist()
         stats = (int(vals[0]), int(vals[1]), None)
-    if key is not None:
-        try:
-            setattr(root, _ATTR, (key, stats))
-        except (AttributeError, RuntimeError):  # a tensor subclass that refuses attributes
-            pass
+    if key is None:
+        return stats
+    try:
+        setattr(root, _ATTR, (key, stats))
+    except (AttributeError, RuntimeError):  # a tensor subclass that refuses attributes: not remembered
+        return stats
     return stats
