@@ -96,3 +96,17 @@ def test_builders_on_random_graphs():
                                       directed=True, connection="weak")[1]
             lab = components(n, ei[0], ei[1]).numpy()
             assert np.array_equal(relabel_min_size_t(torch.from_numpy(lab), 1).numpy(), relabel_min_size(cc, 1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_chain_equals_cpu_chain(event):
+    ev, hits = event
+    torch.manual_seed(3)
+    gnn = InteractionGNN(node_features=3, edge_features=5, hidden=8, n_graph_iters=2)
+    cpu = DeviceTracker(gnn, _pairs(hits), device="cpu", junction_cut=0.4)(*_coords(hits))
+    gpu = DeviceTracker(gnn, _pairs(hits), device="cuda", junction_cut=0.4)(*_coords(hits))
+    assert torch.equal(gpu["edge_index"].cpu(), cpu["edge_index"])
+    torch.testing.assert_close(gpu["scores"].cpu(), cpu["scores"], atol=1e-5, rtol=1e-4)
+    ref = junction_removal_tracks(len(hits), gpu["edge_index"].cpu().numpy(), gpu["scores"].cpu().numpy(), 0.4, 3)
+    assert np.array_equal(gpu["labels"].cpu().numpy(), ref)
