@@ -39,7 +39,7 @@ from gnnreco.bench.report import markdown_table, time_fn, write_section
 
 #: inputs, relative to the checkout (or to ``--data-root``): what the CPU benchmarks saved
 INPUTS = {
-    "tracking_ckpt": "data/tracking_bench/model_h16.pt",
+    "tracking_ckpt": "data/tracking_bench/model_h32.pt|data/tracking_bench/model_h16.pt",  # first found
     "tracking_cache": "data/tracking_bench",
     "calo_ckpt": "outputs/calo_bench/calo_gravnet.pt",
     "pflow_model": "data/pflow_bench/main_link.pt",
@@ -49,10 +49,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _input(key: str, root: Path | None = None) -> Path:
-    path = (root or ROOT) / INPUTS[key]
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing (made by the CPU benchmark of this task)")
-    return path
+    paths = [(root or ROOT) / rel for rel in INPUTS[key].split("|")]
+    for path in paths:
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"{' or '.join(map(str, paths))} is missing (made by the CPU benchmark of this task)")
 
 
 DEVICE = "cuda"  #: ``--device cpu`` runs the same code on the CPU (a dry run of this script)
