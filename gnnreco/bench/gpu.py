@@ -204,46 +204,13 @@ def pflow(model: Path, events: Path, n: int = 6400, repeat: int = 20) -> dict:
 
 
 def _tc_knn_graph():
-    """``torch_cluster.knn_graph``, or the same call on its ``torch.ops`` kernel when only the kNN
-    library of torch_cluster could be built; ``None`` when neither is there."""
+    """``(torch_cluster.knn_graph, name)``, or ``(None, "absent")`` when torch_cluster does not import
+    (``scripts/build_torch_ext.py`` installs it only when every one of its libraries built)."""
     try:
         import torch_cluster
-    except Exception:  # noqa: BLE001 - any import failure means "not available"; try the kNN library alone
-        torch_cluster = None
-    if torch_cluster is not None:
-        return torch_cluster.knn_graph, "torch_cluster"
-    import sys
-
-    def has(op: str) -> bool:
-        try:
-            getattr(torch.ops.torch_cluster, op)
-            return True
-        except (AttributeError, RuntimeError):
-            return False
-
-    # a partial build: load the kNN library of torch_cluster by itself (first copy on sys.path only;
-    # a second registration of the same op aborts the process)
-    for lib, op in (("version", "cuda_version"), ("knn", "knn")):
-        for base in sys.path:
-            found = [Path(base or ".") / "torch_cluster" / f"_{lib}_{kind}.so" for kind in ("cuda", "cpu")]
-            found = [f for f in found if f.exists()]
-            if found and not has(op):
-                torch.ops.load_library(str(found[0]))
-            if found:
-                break
-    try:
-        op = torch.ops.torch_cluster.knn
-    except (AttributeError, RuntimeError):
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
         return None, "absent"
-
-    def knn_graph(x, k):  # what torch_cluster.knn_graph(x, k) does around its kernel
-        ptr = torch.tensor([0, x.size(0)], device=x.device)
-        e = op(x, x, ptr, ptr, k + 1, False, 1)  # [query (y) index, neighbour (x) index]
-        row, col = e[1], e[0]
-        keep = row != col
-        return torch.stack([row[keep], col[keep]])
-
-    return knn_graph, "torch.ops.torch_cluster.knn"
+    return torch_cluster.knn_graph, "torch_cluster"
 
 
 def _dist_sum(x: torch.Tensor, ei: torch.Tensor) -> torch.Tensor:
