@@ -257,10 +257,12 @@ def knn(cases: list[tuple[int, int, str]] | None = None, k: int = 16, max_tc_s: 
 def _tables(res: dict) -> str:
     dev = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "CPU (dry run)"
     out = [f"Device: {dev}; torch {torch.__version__}."]
-    if "tracking" in res and "ms" in res["tracking"]:
-        r = res["tracking"]
+    for key in [k for k in res if k.split("@")[0] == "tracking" and "ms" in res[k]]:
+        r = res[key]
         ms = r["ms"]
-        out += ["", f"**Tracking** (issue 6): {r['events']} μ=200 events (pixel volumes), "
+        c = r["config"]
+        out += ["", f"**Tracking** (issue 6, `{r.get('checkpoint', '')}`: InteractionGNN h={c['hidden']}, "
+                f"{c['iters']} iterations): {r['events']} μ=200 events (pixel volumes), "
                 f"{r['hits']:.0f} hits, {r['edges']:.0f} → {r['kept']:.0f} edges; median ms/event per stage.", "",
                 markdown_table(["graph (host)", "to GPU", "filter (GPU)", "GNN (GPU)", "to host", "walk (host)",
                                 "total", "goal"],
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--write", action="store_true", help="record the tables in docs/benchmarks.md (section gpu)")
     p.add_argument("--tracking-events", type=int, default=5)
+    p.add_argument("--tracking-checkpoint", default=None,
+                   help="tracking filter + GNN checkpoint(s), comma-separated (default: the CPU benchmark's)")
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the inputs (" + ", ".join(INPUTS.values()) + "); default the checkout")
     p.add_argument("--device", default="cuda", help="cuda (default), or cpu for a dry run of the code paths")
@@ -318,7 +322,18 @@ def main(argv: list[str] | None = None) -> None:
         try:
             r = a.data_root
             if part == "tracking":
-                res[part] = tracking(_input("tracking_ckpt", r), _input("tracking_cache", r), n_events=a.tracking_events)
+                ckpts = ([Path(c) for c in a.tracking_checkpoint.split(",")] if a.tracking_checkpoint
+                         else [_input("tracking_ckpt", r)])
+                for j, c in enumerate(ckpts):  # the first under "tracking", others under "tracking@<file stem>"
+                    key = part if j == 0 else f"{part}@{c.stem}"
+                    if not c.exists():
+                        res[key] = {"skipped": f"{c} is missing"}
+                        continue
+                    res[key] = tracking(c, _input("tracking_cache", r), n_events=a.tracking_events)
+                    res[key]["checkpoint"] = c.name
+                    print(f"[gpu bench] {key} done in {time.perf_counter() - t0:.0f} s: "
+                          f"{json.dumps(res[key], default=str)[:2000]}", flush=True)
+                continue
             elif part == "calo":
                 res[part] = calo(_input("calo_ckpt", r))
             elif part == "pflow":

@@ -89,15 +89,16 @@ def _construction_eff(ev: dict[str, np.ndarray]) -> tuple[int, int]:
 
 
 def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations: tuple[str, ...], lr: float,
-               budget_s: float, seed: int, sectors: int = 1, verbose: bool = False):
+               budget_s: float, seed: int, sectors: int = 1, verbose: bool = False, device: str = "cpu"):
     """Train an :class:`InteractionGNN` one graph per step (weighted BCE, acorn weighting) within a wall-time
-    budget; with ``sectors`` > 1 every event is split into that many φ sectors (edges by source hit)."""
+    budget; with ``sectors`` > 1 every event is split into that many φ sectors (edges by source hit).
+    On ``device`` "cuda" every graph is moved to the GPU once; the returned network is on the CPU."""
     from gnnreco.nn.losses import weighted_bce_loss
     from gnnreco.tasks.tracking.model import InteractionGNN
 
     torch.manual_seed(seed)
     net = InteractionGNN(node_features=events[0]["x"].shape[1], edge_features=events[0]["edge_attr"].shape[1],
-                         hidden=hidden, n_graph_iters=iters, aggregations=aggregations)
+                         hidden=hidden, n_graph_iters=iters, aggregations=aggregations).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     data = []
     for e in events:
@@ -110,6 +111,8 @@ def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations:
         phi_src = e["hit_coords"][e["edge_index"][0], 1]
         sec = np.clip(((phi_src + np.pi) / (2 * np.pi) * sectors).astype(np.int64), 0, sectors - 1)
         data.extend(_to_data(select_edges(e, sec == k)) for k in range(sectors))
+    if torch.device(device).type != "cpu":
+        data = [d.to(device) for d in data]
     rng = np.random.default_rng(seed)
     # cosine decay over the steps the budget allows (estimated after the first epoch); the budget is
     # wall time (the machine is shared), the CPU time is reported
@@ -132,7 +135,7 @@ def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())
             n_steps += 1
         done_epochs += 1
         used = time.perf_counter() - w0
@@ -140,11 +143,11 @@ def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations:
             # re-plan the cosine schedule for the number of epochs that fit in the budget
             total = max(1, min(epochs, int(budget_s / max(used, 1e-9))) * len(data))
         if verbose:
-            print(f"[tracking bench] GNN epoch {ep + 1}: loss {np.mean(losses):.4f}, {used:.0f}s wall, "
+            print(f"[tracking bench] GNN epoch {ep + 1}: loss {float(torch.stack(losses).mean()) if losses else 0:.4f}, {used:.0f}s wall, "
                   f"{time.process_time() - t0:.0f}s CPU", flush=True)
         if budget_s and used > budget_s:
             break
-    return net.eval(), time.process_time() - t0, done_epochs, n_steps, time.perf_counter() - w0
+    return net.cpu().eval(), time.process_time() - t0, done_epochs, n_steps, time.perf_counter() - w0
 
 
 def _cut_at_purity(scores: np.ndarray, y: np.ndarray, target: np.ndarray, purity: float) -> tuple[float, float]:
@@ -161,28 +164,87 @@ def _cut_at_purity(scores: np.ndarray, y: np.ndarray, target: np.ndarray, purity
     return cut, float((g & (scores >= cut)).sum() / max(g.sum(), 1))
 
 
+def _processed_event(args: tuple) -> dict | None:
+    """Simulate (or read from the cache) and process one event: the unit of work of ``--workers``."""
+    from gnnreco.tasks.tracking.data import process_event
+
+    seed, mu, preset, volumes, cache_dir = args
+    torch.set_num_threads(1)
+    return process_event(_raw_event(seed, mu, preset, volumes, cache_dir), volumes=list(volumes))
+
+
+def _processed_events(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None,
+                      workers: int = 1) -> list:
+    """:func:`_processed_event` for every seed, in order; ``workers`` > 1 uses a process pool (fork)."""
+    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_processed_event(j) for j in jobs]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return pool.map(_processed_event, jobs, chunksize=1)
+
+
+def _simulate_one(args: tuple) -> None:
+    torch.set_num_threads(1)
+    _raw_event(*args)
+
+
+def _simulate_cached(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str,
+                     workers: int) -> None:
+    """Simulate the events of ``seeds`` into ``cache_dir`` with a pool of ``workers`` processes (fork)."""
+    import multiprocessing as mp
+
+    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        pool.map(_simulate_one, jobs, chunksize=1)
+
+
 def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volumes: tuple[int, ...],
                     cache_dir: str | None, use_filter: bool, filter_eff: float, filter_hidden: int,
                     filter_budget_s: float, epochs: int, hidden: int, iters: int, aggregations: tuple[str, ...],
-                    lr: float, train_budget_s: float, sectors: int, say) -> dict[str, Any]:
-    """Train the filter (optional) and the GNN on ``n_train`` processed events; return the checkpoint dict."""
+                    lr: float, train_budget_s: float, sectors: int, say, workers: int = 1, device: str = "cpu",
+                    filter_from: str | None = None) -> dict[str, Any]:
+    """Train the filter (optional) and the GNN on ``n_train`` processed events; return the checkpoint dict.
+
+    ``workers`` processes simulate and process the training events in parallel; ``device`` is where the GNN
+    trains (the filter always trains on the CPU); ``filter_from`` reuses the filter (weights and cut) of
+    another checkpoint instead of training one.
+    """
     from gnnreco.data.datamodule import event_seed
-    from gnnreco.tasks.tracking.data import process_event
     from gnnreco.tasks.tracking.filter import EdgeFilter, cut_for_efficiency, filter_event, train_filter
 
     t0 = time.perf_counter()
-    events = []
-    for i in range(n_train):
-        ev = process_event(_raw_event(event_seed(seed, i), mu_train, preset, volumes, cache_dir), volumes=list(volumes))
-        if ev is not None and ev["edge_index"].shape[1] > 0:
-            events.append(ev)
-    say(f"[tracking bench] {len(events)} training events at mu={mu_train:g} in {time.perf_counter() - t0:.0f}s")
+    events = [ev for ev in _processed_events([event_seed(seed, i) for i in range(n_train)], mu_train, preset,
+                                             volumes, cache_dir, workers)
+              if ev is not None and ev["edge_index"].shape[1] > 0]
+    if not events:
+        raise RuntimeError("tracking bench: no training event has edges")
+    say(f"[tracking bench] {len(events)} training events at mu={mu_train:g} in {time.perf_counter() - t0:.0f}s "
+        f"({workers} worker(s))")
     ckpt: dict[str, Any] = {"config": {"hidden": hidden, "iters": iters, "aggregations": list(aggregations),
                                        "node_features": int(events[0]["x"].shape[1]),
                                        "edge_features": int(events[0]["edge_attr"].shape[1]),
                                        "use_filter": use_filter, "filter_eff": filter_eff,
                                        "filter_hidden": filter_hidden, "mu_train": mu_train, "n_train": len(events)}}
-    if use_filter:
+    if use_filter and filter_from:
+        src = torch.load(filter_from, map_location="cpu", weights_only=False)
+        if "filter_state" not in src:
+            raise ValueError(f"--filter-from {filter_from}: the checkpoint has no filter")
+        net_f = EdgeFilter(ckpt["config"]["node_features"], ckpt["config"]["edge_features"],
+                           hidden=src["config"]["filter_hidden"], n_layers=3)
+        net_f.load_state_dict(src["filter_state"])
+        net_f.eval()
+        cut = float(src["filter_cut"])
+        ckpt["config"]["filter_hidden"] = src["config"]["filter_hidden"]
+        ckpt["config"]["filter_eff"] = src["config"].get("filter_eff", filter_eff)
+        say(f"[tracking bench] filter and cut {cut:.3f} from {filter_from}")
+        with torch.inference_mode():
+            events = [filter_event(net_f, ev, cut)[0] for ev in events]
+        ckpt.update(filter_state=net_f.state_dict(), filter_cut=cut, filter_train_s=src.get("filter_train_s"),
+                    filter_epochs=src.get("filter_epochs"), filter_kept_val=src.get("filter_kept_val"),
+                    filter_from=str(filter_from))
+    elif use_filter:
         n_val = max(1, len(events) // 10)
         fit, val = events[:-n_val], events[-n_val:]
         net_f = EdgeFilter(ckpt["config"]["node_features"], ckpt["config"]["edge_features"], hidden=filter_hidden,
@@ -198,10 +260,13 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
         ckpt.update(filter_state=net_f.state_dict(), filter_cut=cut, filter_train_s=res["cpu_s"],
                     filter_epochs=res["epochs"], filter_kept_val=kept)
     net, t_train, done_epochs, n_steps, w_train = _train_gnn(events, epochs, hidden, iters, aggregations, lr,
-                                                             train_budget_s, seed, sectors, verbose=True)
-    say(f"[tracking bench] GNN trained {done_epochs} epochs ({n_steps} steps) in {t_train:.0f}s CPU, {w_train:.0f}s wall")
+                                                             train_budget_s, seed, sectors, verbose=True,
+                                                             device=device)
+    where = torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "CPU, one thread"
+    say(f"[tracking bench] GNN trained {done_epochs} epochs ({n_steps} steps) in {t_train:.0f}s CPU, "
+        f"{w_train:.0f}s wall on {where}")
     ckpt.update(gnn_state=net.state_dict(), gnn_train_s=t_train, gnn_train_wall_s=w_train, gnn_epochs=done_epochs,
-                gnn_steps=n_steps, sectors=sectors)
+                gnn_steps=n_steps, sectors=sectors, train_device=where, lr=lr)
     return ckpt
 
 
@@ -227,13 +292,19 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         train_budget_s: float | None = None, threads: int = 2, seed: int = 0, preset: str = "trackml",
         volumes: tuple[int, ...] = (7, 8, 9), use_filter: bool = True, filter_eff: float = 0.995,
         filter_hidden: int = 32, filter_budget_s: float = 120.0, sectors: int = 4, cache_dir: str | None = "data/tracking_bench",
-        checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True) -> str:
+        checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True, workers: int = 1,
+        train_device: str = "cpu", filter_from: str | None = None, train_only: bool = False,
+        device: str = "cpu") -> str:
     """Run the benchmark and return a Markdown table (see the module docstring).
 
     ``junction_cut`` is the score cut of the junction-removal builder (0.3: the best efficiency / fake-rate
     trade-off on held-out training events 40-45 of the default checkpoint). With ``checkpoint`` the trained filter and GNN are read from that file when it exists (no
     retraining) and written there after training otherwise. ``threads`` torch threads are used at
-    inference (training always uses one).
+    inference (training always uses one). ``workers`` processes simulate the training events,
+    ``train_device`` is where the GNN trains ("cuda" on a GPU node), ``filter_from`` takes the filter of
+    another checkpoint, and ``train_only`` returns after saving the checkpoint (no test loop). ``device``
+    runs the filter and GNN of the test loop there (the stage times then include the transfers); the
+    test events are simulated first by ``workers`` processes when they are not cached.
     """
     from pathlib import Path
 
@@ -258,14 +329,21 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         torch.set_num_threads(1)
         ckpt = _train_pipeline(n_train, mu_train, seed, preset, volumes, cache_dir, use_filter, filter_eff,
                                filter_hidden, filter_budget_s if not quick else 20.0, epochs, hidden, iters,
-                               tuple(aggregations), lr, train_budget_s, sectors, say)
+                               tuple(aggregations), lr, train_budget_s, sectors, say, workers=workers,
+                               device=train_device, filter_from=filter_from)
         if checkpoint:
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(checkpoint) + ".tmp")
             torch.save(ckpt, tmp)
             tmp.replace(checkpoint)
             say(f"[tracking bench] saved {checkpoint}")
+    if train_only:
+        return (f"trained: {ckpt['gnn_epochs']} epochs, {ckpt['gnn_steps']} steps, "
+                f"{ckpt['gnn_train_wall_s']:.0f} s wall on {ckpt.get('train_device', 'CPU')}; config {ckpt['config']}")
     net, net_f = _load_nets(ckpt)
+    dev = torch.device(device)
+    net = net.to(dev)
+    net_f = net_f.to(dev) if net_f is not None else None
     cfg = ckpt["config"]
     torch.set_num_threads(threads)
 
@@ -278,6 +356,11 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     per = {k: [] for k in ("gnn_walk", "gnn_cc", "gnn_junction", "truth_walk", "graph_cc")}
     scores_tml = {k: [] for k in per}
     sizes = []
+    if workers > 1 and cache_dir and n_test > 1:
+        t = time.perf_counter()
+        _simulate_cached([event_seed(seed + 1, i) for i in range(n_test)], mu_test, preset, volumes, cache_dir,
+                         workers)
+        say(f"[tracking bench] {n_test} test events simulated or found in {time.perf_counter() - t:.0f}s")
     load0 = _load()
     t_loop = time.perf_counter()
     for i in range(n_test):
@@ -296,8 +379,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         t, tw = time.process_time(), time.perf_counter()
         if net_f is not None and n_all:
             with torch.inference_mode():
-                lf = net_f(torch.from_numpy(ev["x"]), torch.from_numpy(ev["edge_index"]),
-                           torch.from_numpy(ev["edge_attr"])).numpy()
+                lf = net_f(torch.from_numpy(ev["x"]).to(dev), torch.from_numpy(ev["edge_index"]).to(dev),
+                           torch.from_numpy(ev["edge_attr"]).to(dev)).cpu().numpy()
             keep = lf >= ckpt["filter_cut"]
         else:
             keep = np.ones(n_all, bool)
@@ -311,7 +394,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         d = _to_data(evf)
         t, tw = time.process_time(), time.perf_counter()
         with torch.inference_mode():
-            scores = torch.sigmoid(net(d.x, d.edge_index, d.edge_attr)).numpy() if ei.shape[1] else np.zeros(0)
+            scores = (torch.sigmoid(net(d.x.to(dev), d.edge_index.to(dev), d.edge_attr.to(dev))).cpu().numpy()
+                      if ei.shape[1] else np.zeros(0))
         tim["gnn"].append(time.process_time() - t)
         wall["gnn"].append(time.perf_counter() - tw)
         full = np.zeros(n_all, np.float32)  # edges dropped by the filter score 0
@@ -425,13 +509,17 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
          f"(load {max(load0, load1):.1f})"],
     ]
     table = markdown_table(["quantity", "value", "goal", "goal met", "reference / notes"], rows)
-    train_note = (f"filter trained {ckpt.get('filter_epochs', 0)} epochs in {ckpt.get('filter_train_s', 0):.0f} s "
-                  "CPU, then " if net_f is not None else "")
+    train_note = (f"filter trained {ckpt.get('filter_epochs') or 0} epochs in {ckpt.get('filter_train_s') or 0:.0f} s "
+                  "CPU" + (f" (taken from {Path(ckpt['filter_from']).name})" if ckpt.get("filter_from") else "")
+                  + ", then " if net_f is not None else "")
+    gpu_trained = "cuda" in str(ckpt.get("train_device", "")).lower() or "nvidia" in str(
+        ckpt.get("train_device", "")).lower()
+    where = (f"{ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall on {ckpt['train_device']}" if gpu_trained else
+             f"{ckpt['gnn_train_s']:.0f} s CPU on one thread ({ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall)")
     notes = (
         f"\n\nTraining: {cfg['n_train']} events at μ={cfg['mu_train']:g} (pixel detector, layer-pair graphs): "
         f"{train_note}GNN {ckpt['gnn_epochs']} epochs / {ckpt['gnn_steps']} steps (one φ sector of 1/"
-        f"{ckpt.get('sectors', 1)} event per step) in {ckpt['gnn_train_s']:.0f} s CPU on one thread "
-        f"({ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall). Test: {len(sizes)} events at μ={mu_test:g}, "
+        f"{ckpt.get('sectors', 1)} event per step) in {where}. Test: {len(sizes)} events at μ={mu_test:g}, "
         f"{t_loop:.0f} s wall for the loop; load average (1 min) {load0:.1f} before and {load1:.1f} after "
         "on the shared 2-core machine. Stage times are medians per event of the process CPU time (summed over "
         "threads; with one thread it is what an otherwise idle core needs), with the wall time on the shared "
@@ -472,17 +560,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sectors", type=int, default=None, help="φ sectors per training event (default 4)")
     p.add_argument("--checkpoint", default=None,
                    help="trained filter + GNN: loaded when the file exists, written after training otherwise")
+    p.add_argument("--lr", type=float, default=None, help="GNN learning rate (default 3e-3)")
+    p.add_argument("--workers", type=int, default=None, help="processes simulating the training events (default 1)")
+    p.add_argument("--train-device", default=None, help="where the GNN trains: cpu (default) or cuda")
+    p.add_argument("--filter-from", default=None, help="reuse the filter and cut of this checkpoint")
+    p.add_argument("--train-only", action="store_true", help="train, save --checkpoint and stop (no test events)")
+    p.add_argument("--device", default=None, help="where the test loop runs the filter and GNN (default cpu)")
     args = p.parse_args(argv)
     opts: dict[str, Any] = {}
     for k in ("n_test", "n_train", "mu_train", "epochs", "hidden", "iters", "threads", "train_budget_s",
-              "filter_eff", "cache_dir", "checkpoint", "sectors", "junction_cut"):
+              "filter_eff", "cache_dir", "checkpoint", "sectors", "junction_cut", "lr", "workers", "train_device",
+              "filter_from", "device"):
         if getattr(args, k) is not None:
             opts[k] = getattr(args, k)
     if args.no_filter:
         opts["use_filter"] = False
-    table = run(quick=args.quick, **opts)
+    table = run(quick=args.quick, train_only=args.train_only, **opts)
     print(table)
-    if args.write:
+    if args.write and not args.train_only:
         cmd = "python -m gnnreco.bench.tracking" + (" --quick" if args.quick else "") + "".join(
             f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k != "use_filter") + (
             " --no-filter" if args.no_filter else "")

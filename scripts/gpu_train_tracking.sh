@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Tracking networks trained on a GPU node, then timed there: one prepared run for a short-lived GPU lease.
+#
+#   OUT=/tmp/gpu DATA_ROOT=.gpu bash scripts/gpu_train_tracking.sh
+#
+# 1. packages the machine lacks, from .gpu/wheels/*.whl (optional), into /tmp/site;
+# 2. the CUDA tests (pytest -m gpu) in the background;
+# 3. the training events (μ = 200, seeds event_seed(0, i)) simulated by a process pool into a cache;
+# 4. two edge classifiers trained at the same time on the GPU, with the filter of the CPU benchmark's
+#    checkpoint ($DATA_ROOT/data/tracking_bench/model_h32.pt): A ($A_ARGS, small enough for the 2-core CPU
+#    goal) and B ($B_ARGS, larger, for the GPU path); the checkpoints land in $OUT;
+# 5. per-event GPU latency (python -m gnnreco.bench.gpu) of the old and the new networks, calo and MLPF.
+# Evaluate the checkpoints afterwards on the CPU benchmark's test events:
+#   python -m gnnreco.bench.tracking --n-test 100 --checkpoint <model_a.pt>
+# At most 8 files land in $OUT (the device tool returns no more).
+set -u
+OUT=${OUT:-/tmp/gnnreco_gpu}
+DATA_ROOT=${DATA_ROOT:-.}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+T0=$(date +%s)
+log() { echo "[gpu_train +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.log"; }
+N_TRAIN=${N_TRAIN:-100}
+BUDGET=${BUDGET:-200}
+A_ARGS=${A_ARGS:---hidden 32 --iters 6 --lr 3e-3}
+B_ARGS=${B_ARGS:---hidden 64 --iters 8 --lr 2e-3}
+FILTER=$DATA_ROOT/data/tracking_bench/model_h32.pt
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
+
+log "env: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) / $(nproc) cores / $($PY -c 'import torch, triton; print(torch.__version__, triton.__version__)')"
+if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .gpu/wheels/*.whl > /tmp/wheels.log 2>&1 && log "wheels installed" || log "wheel install FAILED: $(tail -n 2 /tmp/wheels.log)"
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+timeout "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 3 tests/ops tests/graph/test_blocks.py \
+  tests/tasks/tracking/test_device.py tests/export/test_export.py tests/production/test_reco.py \
+  > "$OUT/pytest.log" 2>&1 &
+TESTS=$!
+
+CACHE=/tmp/tracking_train
+t=$(date +%s)
+timeout 150 $PY - "$N_TRAIN" "$CACHE" <<'EOF' >> "$OUT/summary.log" 2>&1
+import os, sys
+from gnnreco.bench.tracking import _simulate_cached
+from gnnreco.data.datamodule import event_seed
+n, cache = int(sys.argv[1]), sys.argv[2]
+_simulate_cached([event_seed(0, i) for i in range(n)], 200.0, "trackml", (7, 8, 9), cache, max(1, os.cpu_count() - 4))
+print(f"{len(os.listdir(cache)) // 3} training events in {cache}")
+EOF
+log "training events: rc=$? in $(( $(date +%s) - t ))s"
+
+train() {  # train NAME ARGS...
+  local name=$1; shift
+  timeout $(( BUDGET + 150 )) $PY -m gnnreco.bench.tracking --train-only --train-device "$DEVICE" --workers 6 \
+    --n-train "$N_TRAIN" --cache-dir "$CACHE" --filter-from "$FILTER" --train-budget-s "$BUDGET" \
+    --checkpoint "$OUT/model_$name.pt" "$@" > "$OUT/train_$name.log" 2>&1
+  log "train $name ($*): rc=$? $(tail -n 1 "$OUT/train_$name.log" | cut -c1-300)"
+}
+train a $A_ARGS &
+PA=$!
+train b $B_ARGS &
+PB=$!
+wait $PA $PB
+wait $TESTS; log "pytest -m gpu: rc=$? $(tail -n 1 "$OUT/pytest.log")"
+
+CKPTS=$FILTER
+for m in a b; do [ -f "$OUT/model_$m.pt" ] && CKPTS="$CKPTS,$OUT/model_$m.pt"; done
+t=$(date +%s)
+timeout "${TASKS_S:-200}" $PY -m gnnreco.bench.gpu --parts tracking,calo,pflow --device "$DEVICE" --data-root "$DATA_ROOT" \
+  --tracking-checkpoint "$CKPTS" --json "$OUT/tasks.json" > "$OUT/tasks.log" 2>&1
+log "tasks: rc=$? in $(( $(date +%s) - t ))s"
+grep -h '^\[gpu bench\] .* done' "$OUT/tasks.log" | cut -c1-900 | tee -a "$OUT/summary.log"
+log "done"
