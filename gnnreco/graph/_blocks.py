@@ -2,8 +2,12 @@ r"""Block-pruned exact kNN: the engine of ``method="auto"`` on CUDA (``method="b
 
 A GPU wants few, large, regular kernels. This engine gets them from one level of spatial blocking:
 
-1. Points and queries are sorted by (event, Morton code) and cut into blocks of ``B`` consecutive
-   points of one event (blocks never straddle events). Each block gets its bounding box.
+1. Points and queries are ordered as the leaves of a balanced k-d tree per event (each segment is
+   split across its widest side at a multiple of ``B`` points, all segments of a level with one
+   segmented sort) and cut into blocks of ``B`` consecutive points of one event (blocks never
+   straddle events). The leaves' bounding boxes are tight and do not overlap, which is what the
+   pruning below needs; a Morton order gives runs whose boxes overlap wherever the curve jumps
+   (on clustered calorimeter points it left 25 % of all block pairs to search).
 2. **Bound.** For every query block, the ``m`` point blocks with the nearest centroids (``m`` so
    that they hold at least :math:`k` points) are searched; the :math:`k`-th distance found is an
    upper bound of each query's true :math:`k`-th neighbour distance, and :math:`U` is the largest
@@ -33,19 +37,40 @@ _TILE = 1 << 27  #: largest distance tile (entries) per round
 _PAIRS = 1 << 24  #: largest [query blocks, point blocks] matrix per chunk
 
 
-def _morton(x: Tensor, ev: Tensor) -> Tensor:
-    """Sort key: event id in the high bits, then the Morton code of the coordinates (per-dimension
-    quantisation in the global bounding box)."""
-    d = x.size(1)
-    bits = max(1, min(20, 40 // d))
-    lo = x.amin(0, keepdim=True)
-    span = (x.amax(0, keepdim=True) - lo).clamp_min(torch.finfo(x.dtype).tiny)
-    q = ((x - lo) / span * ((1 << bits) - 1)).round().long()
-    code = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-    for b in range(bits):
-        for j in range(d):
-            code |= ((q[:, j] >> b) & 1) << (b * d + j)
-    return ev.long() * (1 << (bits * d)) + code
+def _kd_order(x: Tensor, ev: Tensor) -> Tensor:
+    """Permutation of the points that lists each event's points (events in order) as the leaves of a
+    balanced k-d tree with leaves of ``B`` points (the last leaf of an event holds the remainder).
+
+    A segment of :math:`L > B` points is split across its widest side, the left part taking
+    :math:`B\lceil\lceil L/B\rceil/2\rceil` points, so every leaf but the event's last has exactly
+    ``B`` and the blocks of :func:`_blocks` (ranks ``// B`` within the event) coincide with leaves.
+    One level is one segmented sort; ``log2(N / B)`` levels.
+    """
+    n, d = x.shape
+    order = torch.argsort(ev, stable=True)
+    seg = ev[order].long()  # segment id per position (segments are contiguous)
+    pos = torch.arange(n, device=x.device)
+    while True:
+        nseg = int(seg[-1]) + 1 if n else 0
+        start = torch.full((nseg,), n, dtype=torch.long, device=x.device).scatter_reduce_(0, seg, pos, "amin")
+        length = torch.bincount(seg, minlength=nseg)
+        if n == 0 or int(length.max()) <= B:
+            return order
+        xo = x[order]
+        lo = torch.full((nseg, d), math.inf, dtype=x.dtype, device=x.device).scatter_reduce_(
+            0, seg.unsqueeze(1).expand(-1, d), xo, "amin")
+        hi = torch.full((nseg, d), -math.inf, dtype=x.dtype, device=x.device).scatter_reduce_(
+            0, seg.unsqueeze(1).expand(-1, d), xo, "amax")
+        dim = (hi - lo).argmax(1)  # widest side per segment
+        key = torch.gather(xo, 1, dim[seg].unsqueeze(1)).squeeze(1)
+        perm = torch.argsort(key, stable=True)
+        perm = perm[torch.argsort(seg[perm], stable=True)]  # by segment, then by the key within it
+        order = order[perm]
+        nblk = (length + B - 1) // B
+        cut = B * ((nblk + 1) // 2)
+        right = ((pos - start[seg]) >= cut[seg]) & (length[seg] > B)
+        seg = 2 * seg + right.long()
+        seg = torch.cumsum(torch.cat([seg.new_zeros(1), (seg[1:] != seg[:-1]).long()]), 0)  # renumber 0..
 
 
 def _blocks(x: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -53,7 +78,7 @@ def _blocks(x: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     n = x.size(0)
     counts = ptr[1:] - ptr[:-1]
     ev = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts, output_size=n)
-    order = torch.argsort(_morton(x, ev))
+    order = _kd_order(x, ev)
     nblk = (counts + B - 1) // B
     first_blk = torch.cumsum(nblk, 0) - nblk
     pos = torch.arange(n, device=x.device) - ptr[:-1][ev]  # rank within the event (ev is sorted)
