@@ -594,6 +594,9 @@ def _pid_names() -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and a 60 s training")
     ap.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")

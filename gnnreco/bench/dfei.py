@@ -413,6 +413,9 @@ def _train(module, store, train_idx, minutes: float, seed: int) -> tuple[int, in
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")

@@ -300,6 +300,9 @@ def _tables(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default="tracking,calo,pflow,knn")
     p.add_argument("--json", default=None, help="also write the results here")

@@ -184,6 +184,9 @@ def run(quick: bool = False, n_events: int | None = None, chunk_size: int = 100,
 
 
 def main() -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200 events instead of 1,000")
     ap.add_argument("--n-events", type=int, default=None)

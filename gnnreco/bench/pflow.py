@@ -498,6 +498,9 @@ def run_latency(n_events: int = 20, width: int = 64, n_layers: int = 2, bin_size
 
 
 def main() -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     import json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -542,6 +542,9 @@ def _load() -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers (see gnnreco.utils.memory)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a few minutes: small training and 3 test events")
     p.add_argument("--write", action="store_true", help="record the table in docs/benchmarks.md")

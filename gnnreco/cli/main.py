@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gnnreco {gnnreco.__version__}; optional accelerators: {_compat.summary()}")
         return 0
     verb, rest = argv[0], argv[1:]
+    from gnnreco.utils.memory import tune_host_allocator
+
+    tune_host_allocator()  # reuse freed activation buffers instead of page-faulting new ones
     if verb == "quickstart":
         verb, rest = "train", ["experiment=quickstart", *rest]
     if verb not in VERBS:
