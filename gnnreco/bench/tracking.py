@@ -161,7 +161,7 @@ def _cut_at_purity(scores: np.ndarray, y: np.ndarray, target: np.ndarray, purity
         return float("nan"), 0.0
     k = ok.max()
     cut = float(s[k])
-    return cut, float((g & (scores >= cut)).sum() / max(g.sum(), 1))
+    return cut, float((target & (scores >= cut)).sum() / max(target.sum(), 1))
 
 
 def _processed_event(args: tuple) -> dict | None:
