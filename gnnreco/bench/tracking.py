@@ -153,7 +153,7 @@ def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations:
 def _cut_at_purity(scores: np.ndarray, y: np.ndarray, target: np.ndarray, purity: float) -> tuple[float, float]:
     """Lowest score cut whose purity reaches ``purity``, and the target-edge efficiency there."""
     order = np.argsort(-scores)
-    s, t, g = scores[order], y[order], target[order]
+    s, t = scores[order], y[order]
     cum_true = np.cumsum(t)
     pur = cum_true / np.arange(1, len(s) + 1)
     ok = np.nonzero(pur >= purity)[0]
