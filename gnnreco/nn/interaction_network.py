@@ -22,6 +22,7 @@ traced graph holds only standard operators.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -196,10 +197,24 @@ class InteractionBlock(nn.Module):
         return x_new, e_new
 
 
+_CONCAT_ONLY = [0]  # > 0 inside concatenated_edge_inputs()
+
+
+@contextlib.contextmanager
+def concatenated_edge_inputs():
+    """Evaluate edge MLPs on the concatenated ``[x_j, x_i, e]`` also at inference, i.e. in the same
+    arithmetic as training and as a traced/ONNX program (the export check compares against this)."""
+    _CONCAT_ONLY[0] += 1
+    try:
+        yield
+    finally:
+        _CONCAT_ONLY[0] -= 1
+
+
 def _factorisable_first_linear(net: nn.Module, x: Tensor, e: Tensor | None) -> nn.Linear | None:
     """The first ``nn.Linear`` of a plain ``nn.Sequential`` edge MLP when its input is exactly
     ``[x_j, x_i, e]`` and nothing observes it (no hooks, no explanation tap), else ``None``."""
-    if not isinstance(net, nn.Sequential) or len(net) < 1 or tap.active():
+    if not isinstance(net, nn.Sequential) or len(net) < 1 or tap.active() or _CONCAT_ONLY[0]:
         return None
     lin = net[0]
     if type(lin) is not nn.Linear or lin._forward_hooks or lin._forward_pre_hooks or net._forward_hooks \

@@ -52,3 +52,13 @@ def test_interaction_gnn_inference_matches_training_form():
     with torch.inference_mode():
         got = net(x, ei, ea)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_concatenated_edge_inputs_switches_the_fast_path_off():
+    from gnnreco.nn.interaction_network import concatenated_edge_inputs
+
+    x, ei, ea = _graph()
+    net = MLP(2 * x.shape[1] + ea.shape[1], 16, 6, n_layers=2).eval()
+    with concatenated_edge_inputs():
+        assert _factorisable_first_linear(net, x, ea) is None
+    assert _factorisable_first_linear(net, x, ea) is net[0]
