@@ -110,3 +110,29 @@ def test_tile_distance_paths_agree(d):
     ref = ((qx[:, :, None, :] - px[:, None, :, :]) ** 2).sum(-1)
     torch.testing.assert_close(_tile_dist(qx, px, loop=True), ref)
     torch.testing.assert_close(_tile_dist(qx, px, loop=False), ref)
+
+
+def test_kd_order_leaves_are_blocks_of_one_event_with_disjoint_boxes():
+    """The k-d order lists every event's points contiguously, and its 128-point blocks have boxes whose
+    interiors do not overlap (what makes the box pruning of the block engine effective)."""
+    from gnnreco.graph._blocks import B, _blocks, _boxes, _kd_order
+
+    g = torch.Generator().manual_seed(3)
+    counts = torch.tensor([1000, 37, 600])
+    x = torch.rand(int(counts.sum()), 3, generator=g) * torch.tensor([30.0, 30.0, 2.0])
+    ev = torch.repeat_interleave(torch.arange(3), counts)
+    order = _kd_order(x, ev)
+    assert torch.equal(torch.sort(order).values, torch.arange(x.shape[0]))
+    assert torch.equal(ev[order], ev)  # events stay contiguous and in order
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+    members, bev, _ = _blocks(x, ptr)
+    assert members.shape[1] == B
+    assert torch.equal(bev, torch.tensor([0] * 8 + [1] + [2] * 5))
+    lo, hi, _ = _boxes(x, members)
+    for e in range(3):
+        idx = (bev == e).nonzero().squeeze(1)
+        for a in idx:
+            for b in idx:
+                if a < b:
+                    overlap = (torch.minimum(hi[a], hi[b]) - torch.maximum(lo[a], lo[b])).clamp_min(0).prod()
+                    assert overlap == 0, (e, int(a), int(b))
