@@ -21,8 +21,8 @@ Exact torch engines, plain PyTorch (device agnostic, so they run on CUDA unchang
   starts at the median :math:`k`-th neighbour distance of a sample of queries, which adapts to
   the point density. For ``radius`` the cell size is :math:`r` and :math:`w = 1` is always exact.
 
-On CUDA, ``method="auto"`` runs ``"blocks"`` (kNN below :math:`D = 6`, radius always; brute-force tiles
-for kNN in higher dimension): k-d tree leaves of 128 points, pruned by box
+On CUDA, ``method="auto"`` runs ``"blocks"`` (brute-force tiles instead when all pairs fit one tile, and
+for kNN from :math:`D = 6`): k-d tree leaves of 128 points, pruned by box
 distance (against a per-block bound of the :math:`k`-th neighbour distance for kNN, against
 :math:`r` for radius), searched as dense distance tiles with ``topk`` or a threshold
 (:mod:`gnnreco.graph._blocks`; exact; ``method="blocks"`` selects it on CPU too).
@@ -98,6 +98,23 @@ _LAST_TRUNCATION = Truncation()
 
 #: kNN dimension from which ``method="auto"`` on CUDA uses brute-force tiles instead of the block engine
 _BLOCKS_MAX_D = 6
+#: at most this many (query, point) pairs, ``method="auto"`` on CUDA searches them all in one tile
+_CUDA_BRUTE_PAIRS = 1 << 26
+
+
+def _cuda_auto_engine(n_points: int, n_queries: int, dim: int, knn: bool, num_events: int = 1) -> str:
+    """The engine ``method="auto"`` runs on CUDA tensors.
+
+    Brute-force tiles when every (query, point) pair fits one tile (≤ 2^26 pairs and ≤ 8 events, as the
+    brute-force engine loops over events: one distance kernel,
+    where the block engine spends ~20 host synchronisations on its k-d order and rounds; the calo
+    condensation's 372 × 50k and 5k × 5k radius searches took 53 ms on an H200 through the block
+    engine), and for kNN from D = 6, where box pruning is weak (H200, D = 8, N = 1e5: 256 ms brute
+    force against 1019 ms); the block engine otherwise.
+    """
+    if (n_points * n_queries <= _CUDA_BRUTE_PAIRS and num_events <= 8) or (knn and dim >= _BLOCKS_MAX_D):
+        return "brute"
+    return "blocks"
 
 def last_truncation() -> Truncation:
     """Numbers of queries truncated and edges dropped by the latest ``radius``/``radius_graph``."""
@@ -580,9 +597,9 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
         return (coll.result() if dense_out is None else dense_out), trunc
     if method in ("auto", "native") and _native.supports(x) and y.dtype == x.dtype and y.device == x.device:
         return _search_native(x, y, bx, by, num_events, k, r, exclude_self, flip, dense_out)
-    # CUDA auto: the block engine, except kNN in D >= 6, where box pruning is weak and the brute-force
-    # tiles were 4x faster on an H200 (D = 8, N = 1e5: 256 ms against 1019 ms)
-    if method == "blocks" or (method == "auto" and x.is_cuda and (r is not None or x.size(1) < _BLOCKS_MAX_D)):
+    if method == "auto" and x.is_cuda:
+        method = _cuda_auto_engine(x.size(0), y.size(0), x.size(1), knn=r is None, num_events=num_events)
+    if method == "blocks":
         if r is None:
             return _search_blocks(x, y, bx, by, num_events, k, exclude_self, flip, dense_out)
         ptr_x = batch_to_ptr(bx, x.size(0), num_events, x.device)

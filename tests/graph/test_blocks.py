@@ -136,3 +136,15 @@ def test_kd_order_leaves_are_blocks_of_one_event_with_disjoint_boxes():
                 if a < b:
                     overlap = (torch.minimum(hi[a], hi[b]) - torch.maximum(lo[a], lo[b])).clamp_min(0).prod()
                     assert overlap == 0, (e, int(a), int(b))
+
+
+def test_cuda_auto_engine_choice():
+    """What method="auto" runs on CUDA tensors (the choice is a pure function of the sizes)."""
+    from gnnreco.graph.neighbors import _cuda_auto_engine
+
+    assert _cuda_auto_engine(50_000, 372, 3, knn=False) == "brute"  # one tile: calo condensation's CP search
+    assert _cuda_auto_engine(50_000, 50_000, 3, knn=True) == "blocks"  # GravNet's kNN
+    assert _cuda_auto_engine(50_000, 50_000, 3, knn=False) == "blocks"
+    assert _cuda_auto_engine(100_000, 100_000, 8, knn=True) == "brute"  # weak box pruning in 8-D
+    assert _cuda_auto_engine(100_000, 100_000, 8, knn=False) == "blocks"  # radius prunes by r itself
+    assert _cuda_auto_engine(1000, 1000, 3, knn=True, num_events=100) == "blocks"  # brute loops over events
