@@ -173,31 +173,28 @@ def _processed_event(args: tuple) -> dict | None:
     return process_event(_raw_event(seed, mu, preset, volumes, cache_dir), volumes=list(volumes))
 
 
-def _processed_events(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None,
-                      workers: int = 1) -> list:
-    """:func:`_processed_event` for every seed, in order; ``workers`` > 1 uses a process pool (fork)."""
-    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
-    if workers <= 1 or len(jobs) <= 1:
-        return [_processed_event(j) for j in jobs]
-    import multiprocessing as mp
-
-    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-        return pool.map(_processed_event, jobs, chunksize=1)
-
-
 def _simulate_one(args: tuple) -> None:
     torch.set_num_threads(1)
     _raw_event(*args)
 
 
-def _simulate_cached(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str,
-                     workers: int) -> None:
-    """Simulate the events of ``seeds`` into ``cache_dir`` with a pool of ``workers`` processes (fork)."""
+def _event_map(fn, seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None,
+               workers: int) -> list:
+    """``fn((seed, mu, preset, volumes, cache_dir))`` for every seed, in order; ``workers`` > 1 uses a
+    process pool (fork)."""
+    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
     import multiprocessing as mp
 
-    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
     with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-        pool.map(_simulate_one, jobs, chunksize=1)
+        return pool.map(fn, jobs, chunksize=1)
+
+
+def _simulate_cached(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str,
+                     workers: int) -> None:
+    """Simulate the events of ``seeds`` into ``cache_dir`` with a pool of ``workers`` processes."""
+    _event_map(_simulate_one, seeds, mu, preset, volumes, cache_dir, workers)
 
 
 def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volumes: tuple[int, ...],
@@ -215,8 +212,8 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
     from gnnreco.tasks.tracking.filter import EdgeFilter, cut_for_efficiency, filter_event, train_filter
 
     t0 = time.perf_counter()
-    events = [ev for ev in _processed_events([event_seed(seed, i) for i in range(n_train)], mu_train, preset,
-                                             volumes, cache_dir, workers)
+    events = [ev for ev in _event_map(_processed_event, [event_seed(seed, i) for i in range(n_train)], mu_train,
+                                      preset, volumes, cache_dir, workers)
               if ev is not None and ev["edge_index"].shape[1] > 0]
     if not events:
         raise RuntimeError("tracking bench: no training event has edges")
@@ -229,12 +226,9 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
                                        "filter_hidden": filter_hidden, "mu_train": mu_train, "n_train": len(events)}}
     if use_filter and filter_from:
         src = torch.load(filter_from, map_location="cpu", weights_only=False)
-        if "filter_state" not in src:
+        net_f = _load_filter(src)
+        if net_f is None:
             raise ValueError(f"--filter-from {filter_from}: the checkpoint has no filter")
-        net_f = EdgeFilter(ckpt["config"]["node_features"], ckpt["config"]["edge_features"],
-                           hidden=src["config"]["filter_hidden"], n_layers=3)
-        net_f.load_state_dict(src["filter_state"])
-        net_f.eval()
         cut = float(src["filter_cut"])
         ckpt["config"]["filter_hidden"] = src["config"]["filter_hidden"]
         ckpt["config"]["filter_eff"] = src["config"].get("filter_eff", filter_eff)
@@ -270,20 +264,26 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
     return ckpt
 
 
-def _load_nets(ckpt: Mapping[str, Any]):
+def _load_filter(ckpt: Mapping[str, Any]):
+    """The checkpoint's edge filter (eval mode), or None when it was trained without one."""
     from gnnreco.tasks.tracking.filter import EdgeFilter
+
+    c = ckpt["config"]
+    if not c.get("use_filter") or "filter_state" not in ckpt:
+        return None
+    net_f = EdgeFilter(c["node_features"], c["edge_features"], hidden=c["filter_hidden"], n_layers=3)
+    net_f.load_state_dict(ckpt["filter_state"])
+    return net_f.eval()
+
+
+def _load_nets(ckpt: Mapping[str, Any]):
     from gnnreco.tasks.tracking.model import InteractionGNN
 
     c = ckpt["config"]
     net = InteractionGNN(node_features=c["node_features"], edge_features=c["edge_features"], hidden=c["hidden"],
                          n_graph_iters=c["iters"], aggregations=tuple(c["aggregations"]))
     net.load_state_dict(ckpt["gnn_state"])
-    net_f = None
-    if c.get("use_filter"):
-        net_f = EdgeFilter(c["node_features"], c["edge_features"], hidden=c["filter_hidden"], n_layers=3)
-        net_f.load_state_dict(ckpt["filter_state"])
-        net_f.eval()
-    return net.eval(), net_f
+    return net.eval(), _load_filter(ckpt)
 
 
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, mu_train: float | None = None,
@@ -512,9 +512,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     train_note = (f"filter trained {ckpt.get('filter_epochs') or 0} epochs in {ckpt.get('filter_train_s') or 0:.0f} s "
                   "CPU" + (f" (taken from {Path(ckpt['filter_from']).name})" if ckpt.get("filter_from") else "")
                   + ", then " if net_f is not None else "")
-    gpu_trained = "cuda" in str(ckpt.get("train_device", "")).lower() or "nvidia" in str(
-        ckpt.get("train_device", "")).lower()
-    where = (f"{ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall on {ckpt['train_device']}" if gpu_trained else
+    on_gpu = not str(ckpt.get("train_device", "CPU")).startswith("CPU")  # the GPU's name when trained on one
+    where = (f"{ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall on {ckpt['train_device']}" if on_gpu else
              f"{ckpt['gnn_train_s']:.0f} s CPU on one thread ({ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall)")
     notes = (
         f"\n\nTraining: {cfg['n_train']} events at μ={cfg['mu_train']:g} (pixel detector, layer-pair graphs): "

@@ -116,6 +116,7 @@ def _cuda_auto_engine(n_points: int, n_queries: int, dim: int, knn: bool, num_ev
         return "brute"
     return "blocks"
 
+
 def last_truncation() -> Truncation:
     """Numbers of queries truncated and edges dropped by the latest ``radius``/``radius_graph``."""
     return Truncation(_LAST_TRUNCATION.queries_truncated, _LAST_TRUNCATION.edges_dropped)

@@ -248,17 +248,16 @@ def edge_apply(net: nn.Module, x: Tensor, edge_index: Tensor, e: Tensor | None, 
         # per node instead of once per edge, and the [E, 2F_x + F_e] concatenation is never built
         f = x.shape[1]
         w = first.weight
-        xab = x @ torch.cat([w[:, :f], w[:, f:2 * f]], 0).T  # [N, 2H]: x W_a^T | x W_b^T
-        xa, xb = xab[:, :w.shape[0]], xab[:, w.shape[0]:]
+        xa, xb = x @ w[:, :f].T, x @ w[:, f:2 * f].T  # [N, H] each
         rest = list(net)[1:]
 
         def run(ei: Tensor, ee: Tensor | None) -> Tensor:
+            h = xa.index_select(0, ei[0])
             if ee is not None:
-                h = torch.addmm(first.bias, ee, w[:, 2 * f:].T) if first.bias is not None else ee @ w[:, 2 * f:].T
-                h += xa[ei[0]]
-            else:
-                h = xa[ei[0]] + first.bias if first.bias is not None else xa[ei[0]].clone()
-            h += xb[ei[1]]
+                h += ee @ w[:, 2 * f:].T
+            if first.bias is not None:
+                h += first.bias
+            h += xb.index_select(0, ei[1])
             for m in rest:
                 h = m(h)
             return h

@@ -12,7 +12,7 @@ than in place.
 from being trimmed below 1 GiB of free space (``M_TRIM_THRESHOLD``), so freed buffers are reused
 without new page faults. The cost is that the process keeps its peak heap: right for an inference
 or benchmark process, wrong for a long-lived process that must give memory back. It is applied by
-the command-line inference and benchmark entry points; set ``GNNRECO_TUNE_MALLOC=0`` to leave the
+the ``gnnreco`` command (every verb) and the pipeline benchmarks; set ``GNNRECO_TUNE_MALLOC=0`` to leave the
 allocator alone. Other allocators (jemalloc, tcmalloc through ``LD_PRELOAD``) and non-glibc systems
 are left as they are.
 """
