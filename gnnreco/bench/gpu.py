@@ -71,7 +71,7 @@ def _med(v: list[float]) -> float:
 def tracking(checkpoint: Path, cache_dir: Path, n_events: int = 5,
              seed: int = 0, mu: float = 200.0, preset: str = "trackml", volumes: tuple[int, ...] = (7, 8, 9)) -> dict:
     """Per-stage wall time (ms) of the tracking pipeline with the filter and GNN on the GPU."""
-    from gnnreco.bench.tracking import _load_nets, _raw_event, _to_data
+    from gnnreco.bench.tracking import EDGE_NAMES, _load_nets, _needs_cells, _raw_event, _to_data
     from gnnreco.data.datamodule import event_seed
     from gnnreco.tasks.tracking.data import process_event
     from gnnreco.tasks.tracking.reco import cc_and_walk_tracks
@@ -83,13 +83,14 @@ def tracking(checkpoint: Path, cache_dir: Path, n_events: int = 5,
     net = net.to(dev)
     filt = filt.to(dev) if filt is not None else None
     cut = float(ckpt.get("filter_cut", -math.inf))
+    names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
     stages = ("graph", "to_gpu", "filter", "gnn", "to_host", "walk")
     tim: dict[str, list[float]] = {k: [] for k in stages}
     diffs, sizes = [], []
     for i in range(n_events + 1):  # event 0 warms up CUDA, Triton and the caches and is not counted
-        raw = _raw_event(event_seed(seed + 1, i), mu, preset, volumes, str(cache_dir))
+        raw = _raw_event(event_seed(seed + 1, i), mu, preset, volumes, str(cache_dir), cells=_needs_cells(names))
         t = [time.perf_counter()]
-        ev = process_event(raw, volumes=list(volumes))
+        ev = process_event(raw, volumes=list(volumes), edge_feature_names=names)
         t.append(time.perf_counter())
         d = _to_data(ev)
         x, ei, ea = (d.x.to(dev, non_blocking=True), d.edge_index.to(dev, non_blocking=True),
@@ -134,8 +135,10 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
                            preset: str, volumes: tuple[int, ...]) -> dict:
     """The whole chain on the device (:class:`gnnreco.tasks.tracking.device.DeviceTracker`): raw hit
     columns in, junction-removal track labels out; ms per event, and whether the labels equal the host
-    builder's on the same scores."""
-    from gnnreco.bench.tracking import _raw_event
+    builder's on the same scores. The cluster-shape η of a network trained with the shape features is an
+    input (computed on the host from the cells beforehand, as a clustering step upstream would)."""
+    from gnnreco.bench.tracking import EDGE_NAMES, _needs_cells, _raw_event
+    from gnnreco.data.trackml import cell_features
     from gnnreco.data.datamodule import event_seed
     from gnnreco.tasks.tracking.device import DeviceTracker, layer_pairs_of
     from gnnreco.tasks.tracking.reco import junction_removal_tracks
@@ -143,18 +146,26 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
     def columns(h):
         return [torch.from_numpy(h[k].to_numpy()) for k in ("x", "y", "z", "layer_id", "volume_id")]
 
-    raws = [_raw_event(event_seed(seed + 1, i), mu, preset, volumes, str(cache_dir))["hits"]
-            for i in range(n_events + 1)]
+    names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
+    cells = _needs_cells(names)
+    events = [_raw_event(event_seed(seed + 1, i), mu, preset, volumes, str(cache_dir), cells=cells)
+              for i in range(n_events + 1)]
+    raws = [e["hits"] for e in events]
+    shape = [None] * len(raws)
+    if cells:
+        for i, e in enumerate(events):  # rows of the hits table (sorted by hit_id, as the processor's)
+            f = cell_features(e["hits"], e["cells"], e["detector"])
+            shape[i] = torch.from_numpy(np.where(f["cell_count"].to_numpy() > 0, f["geta"].to_numpy(np.float64), np.nan))
     x0, y0, z0, l0, v0 = columns(raws[0])
     pairs = layer_pairs_of(torch.hypot(x0.double(), y0.double()), z0.double(), l0, v0)
-    trk = DeviceTracker(net, pairs, edge_filter=filt, filter_cut=cut, junction_cut=0.3,
+    trk = DeviceTracker(net, pairs, edge_filter=filt, filter_cut=cut, junction_cut=0.3, edge_feature_names=names,
                         device=next(net.parameters()).device)
     times, same = [], []
     for i, h in enumerate(raws):
         cols = [c.pin_memory() if DEVICE == "cuda" else c for c in columns(h)]
         _sync()
         t0 = time.perf_counter()
-        out = trk(*cols)
+        out = trk(*cols, shape_eta=shape[i])
         labels = out["labels"].cpu()
         t1 = time.perf_counter()
         if i:

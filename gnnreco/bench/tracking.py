@@ -33,6 +33,9 @@ from gnnreco.bench.report import markdown_table, write_section
 
 __all__ = ["run"]
 
+#: the edge features of the benchmark networks (``--cluster-shape`` adds the cluster-shape ones)
+EDGE_NAMES: tuple[str, ...] = ("dr", "dphi", "dz", "deta", "phislope")
+
 
 def _to_data(ev: dict[str, np.ndarray]):
     from gnnreco.data.datamodule import event_to_data
@@ -40,35 +43,56 @@ def _to_data(ev: dict[str, np.ndarray]):
     return event_to_data({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ev.items()})
 
 
-def _raw_event(seed: int, mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None) -> dict:
-    """Simulated event (``hits``, ``particles``, ``truth``) restricted to ``volumes``; cached on disk.
+def _raw_event(seed: int, mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None,
+               cells: bool = False) -> dict:
+    """Simulated event (``hits``, ``particles``, ``truth``; with ``cells`` also ``cells`` and the
+    geometry's ``detector`` table) restricted to ``volumes``; cached on disk.
 
     With ``cache_dir`` the tables are stored as parquet (``<preset>_mu<mu>_<seed>.<table>.parquet``) and
-    read back on the next call, so repeated benchmark runs do not re-simulate (~5 s per μ = 200 event).
+    read back on the next call, so repeated benchmark runs do not re-simulate (~5 s per μ = 200 event);
+    a cached event without its cells table is simulated again when ``cells`` are asked for.
     """
     import pandas as pd
 
     from gnnreco.tasks.tracking.data import simulate
 
-    names = ("hits", "particles", "truth")
+    names = ("hits", "particles", "truth") + (("cells",) if cells else ())
+    out = None
     if cache_dir:
         from pathlib import Path
 
         base = Path(cache_dir) / f"{preset}_mu{mu:g}_{int(seed)}"
         paths = {k: base.with_name(base.name + f".{k}.parquet") for k in names}
         if all(p.exists() for p in paths.values()):
-            return {k: pd.read_parquet(p) for k, p in paths.items()}
-    ev = simulate(seed, preset=preset, mu=mu)
-    hits = ev.hits[ev.hits["volume_id"].isin(list(volumes))].reset_index(drop=True)
-    truth = ev.truth[ev.truth["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
-    out = {"hits": hits, "particles": ev.particles, "truth": truth}
-    if cache_dir:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        for k, p in paths.items():
-            tmp = p.with_name(p.name + ".tmp")
-            out[k].to_parquet(tmp)
-            tmp.replace(p)
+            out = {k: pd.read_parquet(p) for k, p in paths.items()}
+    if out is None:
+        ev = simulate(seed, preset=preset, mu=mu)
+        hits = ev.hits[ev.hits["volume_id"].isin(list(volumes))].reset_index(drop=True)
+        truth = ev.truth[ev.truth["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
+        out = {"hits": hits, "particles": ev.particles, "truth": truth}
+        if cells:
+            out["cells"] = ev.cells[ev.cells["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
+        if cache_dir:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            for k, p in paths.items():
+                tmp = p.with_name(p.name + ".tmp")
+                out[k].to_parquet(tmp)
+                tmp.replace(p)
+    if cells:
+        out["detector"] = _detector_table(preset)
     return out
+
+
+def _detector_table(preset: str):
+    """The ``detectors.csv`` table of a simulator preset (built once per process)."""
+    if preset not in _DETECTORS:
+        from gnnreco.sim.tracker import TrackerSimulator
+
+        _DETECTORS[preset] = TrackerSimulator.from_preset(preset).detector_table()
+    return _DETECTORS[preset]
+
+
+_DETECTORS: dict[str, Any] = {}
 
 
 def _construction_eff(ev: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -168,21 +192,28 @@ def _processed_event(args: tuple) -> dict | None:
     """Simulate (or read from the cache) and process one event: the unit of work of ``--workers``."""
     from gnnreco.tasks.tracking.data import process_event
 
-    seed, mu, preset, volumes, cache_dir = args
+    seed, mu, preset, volumes, cache_dir, edge_names = args
     torch.set_num_threads(1)
-    return process_event(_raw_event(seed, mu, preset, volumes, cache_dir), volumes=list(volumes))
+    raw = _raw_event(seed, mu, preset, volumes, cache_dir, cells=_needs_cells(edge_names))
+    return process_event(raw, volumes=list(volumes), edge_feature_names=edge_names)
+
+
+def _needs_cells(edge_names) -> bool:
+    from gnnreco.tasks.tracking.data import SHAPE_EDGE_FEATURES
+
+    return any(n in SHAPE_EDGE_FEATURES for n in edge_names)
 
 
 def _simulate_one(args: tuple) -> None:
     torch.set_num_threads(1)
-    _raw_event(*args)
+    _raw_event(*args[:5], cells=_needs_cells(args[5]))
 
 
 def _event_map(fn, seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str | None,
-               workers: int) -> list:
-    """``fn((seed, mu, preset, volumes, cache_dir))`` for every seed, in order; ``workers`` > 1 uses a
-    process pool (fork)."""
-    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir) for s in seeds]
+               workers: int, edge_names: tuple[str, ...] = EDGE_NAMES) -> list:
+    """``fn((seed, mu, preset, volumes, cache_dir, edge_names))`` for every seed, in order; ``workers`` > 1
+    uses a process pool (fork)."""
+    jobs = [(int(s), mu, preset, tuple(volumes), cache_dir, tuple(edge_names)) for s in seeds]
     if workers <= 1 or len(jobs) <= 1:
         return [fn(j) for j in jobs]
     import multiprocessing as mp
@@ -192,28 +223,28 @@ def _event_map(fn, seeds: list[int], mu: float, preset: str, volumes: tuple[int,
 
 
 def _simulate_cached(seeds: list[int], mu: float, preset: str, volumes: tuple[int, ...], cache_dir: str,
-                     workers: int) -> None:
+                     workers: int, edge_names: tuple[str, ...] = EDGE_NAMES) -> None:
     """Simulate the events of ``seeds`` into ``cache_dir`` with a pool of ``workers`` processes."""
-    _event_map(_simulate_one, seeds, mu, preset, volumes, cache_dir, workers)
+    _event_map(_simulate_one, seeds, mu, preset, volumes, cache_dir, workers, edge_names)
 
 
 def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volumes: tuple[int, ...],
                     cache_dir: str | None, use_filter: bool, filter_eff: float, filter_hidden: int,
                     filter_budget_s: float, epochs: int, hidden: int, iters: int, aggregations: tuple[str, ...],
                     lr: float, train_budget_s: float, sectors: int, say, workers: int = 1, device: str = "cpu",
-                    filter_from: str | None = None) -> dict[str, Any]:
+                    filter_from: str | None = None, edge_names: tuple[str, ...] = EDGE_NAMES) -> dict[str, Any]:
     """Train the filter (optional) and the GNN on ``n_train`` processed events; return the checkpoint dict.
 
     ``workers`` processes simulate and process the training events in parallel; ``device`` is where the GNN
     trains (the filter always trains on the CPU); ``filter_from`` reuses the filter (weights and cut) of
-    another checkpoint instead of training one.
+    another checkpoint instead of training one (it must use the same ``edge_names``).
     """
     from gnnreco.data.datamodule import event_seed
     from gnnreco.tasks.tracking.filter import EdgeFilter, cut_for_efficiency, filter_event, train_filter
 
     t0 = time.perf_counter()
     events = [ev for ev in _event_map(_processed_event, [event_seed(seed, i) for i in range(n_train)], mu_train,
-                                      preset, volumes, cache_dir, workers)
+                                      preset, volumes, cache_dir, workers, edge_names)
               if ev is not None and ev["edge_index"].shape[1] > 0]
     if not events:
         raise RuntimeError("tracking bench: no training event has edges")
@@ -223,13 +254,18 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
                                        "node_features": int(events[0]["x"].shape[1]),
                                        "edge_features": int(events[0]["edge_attr"].shape[1]),
                                        "use_filter": use_filter, "filter_eff": filter_eff,
-                                       "filter_hidden": filter_hidden, "mu_train": mu_train, "n_train": len(events)}}
+                                       "filter_hidden": filter_hidden, "mu_train": mu_train, "n_train": len(events),
+                                       "edge_feature_names": list(edge_names)}}
     if use_filter and filter_from:
         src = torch.load(filter_from, map_location="cpu", weights_only=False)
         net_f = _load_filter(src)
         if net_f is None:
             raise ValueError(f"--filter-from {filter_from}: the checkpoint has no filter")
         cut = float(src["filter_cut"])
+        src_names = tuple(src["config"].get("edge_feature_names", EDGE_NAMES))
+        if src_names != tuple(edge_names):
+            raise ValueError(f"--filter-from {filter_from}: its filter uses the edge features {list(src_names)}, "
+                             f"this training {list(edge_names)}")
         ckpt["config"]["filter_hidden"] = src["config"]["filter_hidden"]
         ckpt["config"]["filter_eff"] = src["config"].get("filter_eff", filter_eff)
         say(f"[tracking bench] filter and cut {cut:.3f} from {filter_from}")
@@ -294,7 +330,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         filter_hidden: int = 32, filter_budget_s: float = 120.0, sectors: int = 4, cache_dir: str | None = "data/tracking_bench",
         checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True, workers: int = 1,
         train_device: str = "cpu", filter_from: str | None = None, train_only: bool = False,
-        device: str = "cpu") -> str:
+        device: str = "cpu", cluster_shape: bool = False) -> str:
     """Run the benchmark and return a Markdown table (see the module docstring).
 
     ``junction_cut`` is the score cut of the junction-removal builder (0.3: the best efficiency / fake-rate
@@ -304,12 +340,14 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     ``train_device`` is where the GNN trains ("cuda" on a GPU node), ``filter_from`` takes the filter of
     another checkpoint, and ``train_only`` returns after saving the checkpoint (no test loop). ``device``
     runs the filter and GNN of the test loop there (the stage times then include the transfers); the
-    test events are simulated first by ``workers`` processes when they are not cached.
+    test events are simulated first by ``workers`` processes when they are not cached. ``cluster_shape``
+    trains with the cluster-shape edge features (:data:`gnnreco.tasks.tracking.data.SHAPE_EDGE_FEATURES`;
+    the events are then simulated with their cells); a loaded checkpoint uses the features it was trained with.
     """
     from pathlib import Path
 
     from gnnreco.data.datamodule import event_seed
-    from gnnreco.tasks.tracking.data import process_event
+    from gnnreco.tasks.tracking.data import SHAPE_EDGE_FEATURES, process_event
     from gnnreco.tasks.tracking.filter import select_edges
     from gnnreco.tasks.tracking.metrics import edge_metrics, track_metrics, trackml_score
     from gnnreco.tasks.tracking.reco import cc_and_walk_tracks, cc_tracks, junction_removal_tracks
@@ -325,12 +363,14 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     if checkpoint and Path(checkpoint).exists():
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         say(f"[tracking bench] loaded {checkpoint}: {ckpt['gnn_steps']} GNN steps, config {ckpt['config']}")
+        edge_names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
     else:
+        edge_names = EDGE_NAMES + (SHAPE_EDGE_FEATURES if cluster_shape else ())
         torch.set_num_threads(1)
         ckpt = _train_pipeline(n_train, mu_train, seed, preset, volumes, cache_dir, use_filter, filter_eff,
                                filter_hidden, filter_budget_s if not quick else 20.0, epochs, hidden, iters,
                                tuple(aggregations), lr, train_budget_s, sectors, say, workers=workers,
-                               device=train_device, filter_from=filter_from)
+                               device=train_device, filter_from=filter_from, edge_names=edge_names)
         if checkpoint:
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(checkpoint) + ".tmp")
@@ -359,14 +399,14 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     if workers > 1 and cache_dir and n_test > 1:
         t = time.perf_counter()
         _simulate_cached([event_seed(seed + 1, i) for i in range(n_test)], mu_test, preset, volumes, cache_dir,
-                         workers)
+                         workers, edge_names)
         say(f"[tracking bench] {n_test} test events simulated or found in {time.perf_counter() - t:.0f}s")
     load0 = _load()
     t_loop = time.perf_counter()
     for i in range(n_test):
-        raw = _raw_event(event_seed(seed + 1, i), mu_test, preset, volumes, cache_dir)
+        raw = _raw_event(event_seed(seed + 1, i), mu_test, preset, volumes, cache_dir, cells=_needs_cells(edge_names))
         t, tw = time.process_time(), time.perf_counter()
-        ev = process_event(raw, volumes=list(volumes))
+        ev = process_event(raw, volumes=list(volumes), edge_feature_names=edge_names)
         tim["graph"].append(time.process_time() - t)
         wall["graph"].append(time.perf_counter() - tw)
         if ev is None:
@@ -516,7 +556,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     where = (f"{ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall on {ckpt['train_device']}" if on_gpu else
              f"{ckpt['gnn_train_s']:.0f} s CPU on one thread ({ckpt.get('gnn_train_wall_s', float('nan')):.0f} s wall)")
     notes = (
-        f"\n\nTraining: {cfg['n_train']} events at μ={cfg['mu_train']:g} (pixel detector, layer-pair graphs): "
+        f"\n\nTraining: {cfg['n_train']} events at μ={cfg['mu_train']:g} (pixel detector, layer-pair graphs; edge "
+        f"features {', '.join(edge_names)}): "
         f"{train_note}GNN {ckpt['gnn_epochs']} epochs / {ckpt['gnn_steps']} steps (one φ sector of 1/"
         f"{ckpt.get('sectors', 1)} event per step) in {where}. Test: {len(sizes)} events at μ={mu_test:g}, "
         f"{t_loop:.0f} s wall for the loop; load average (1 min) {load0:.1f} before and {load1:.1f} after "
@@ -568,6 +609,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--filter-from", default=None, help="reuse the filter and cut of this checkpoint")
     p.add_argument("--train-only", action="store_true", help="train, save --checkpoint and stop (no test events)")
     p.add_argument("--device", default=None, help="where the test loop runs the filter and GNN (default cpu)")
+    p.add_argument("--cluster-shape", action="store_true",
+                   help="train with the cluster-shape edge features (events simulated with their cells)")
     args = p.parse_args(argv)
     opts: dict[str, Any] = {}
     for k in ("n_test", "n_train", "mu_train", "epochs", "hidden", "iters", "threads", "train_budget_s",
@@ -577,12 +620,14 @@ def main(argv: list[str] | None = None) -> None:
             opts[k] = getattr(args, k)
     if args.no_filter:
         opts["use_filter"] = False
+    if args.cluster_shape:
+        opts["cluster_shape"] = True
     table = run(quick=args.quick, train_only=args.train_only, **opts)
     print(table)
     if args.write and not args.train_only:
         cmd = "python -m gnnreco.bench.tracking" + (" --quick" if args.quick else "") + "".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k != "use_filter") + (
-            " --no-filter" if args.no_filter else "")
+            f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k not in ("use_filter", "cluster_shape")) + (
+            " --no-filter" if args.no_filter else "") + (" --cluster-shape" if args.cluster_shape else "")
         write_section("tracking", "Tracking (GNN pipeline at μ = 200)", cmd, table)
 
 

@@ -152,6 +152,8 @@ class TrackMLEvent:
         event_id: integer event number (files are ``event{event_id:09d}-*.csv``).
         seed: the random seed that generated the event (``None`` for events read from disk).
         meta: free-form provenance (simulator settings, generation time, ...).
+        detector: the ``detectors.csv`` table of the geometry when it is at hand (simulated events;
+            the cluster-shape features need it), else ``None``. Not written by :meth:`write`.
     """
 
     hits: pd.DataFrame
@@ -161,6 +163,7 @@ class TrackMLEvent:
     event_id: int = 0
     seed: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    detector: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def write(self, out_dir: str | os.PathLike, compress: bool = True, write_meta: bool = True) -> Path:
         """Write ``event{id:09d}-{hits,cells,particles,truth}.csv[.gz]`` (and ``-meta.json``) to ``out_dir``.

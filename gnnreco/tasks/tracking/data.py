@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,13 +48,18 @@ __all__ = [
     "DEFAULT_WEIGHTING",
     "NODE_SCALES",
     "EDGE_FEATURES",
+    "SHAPE_EDGE_FEATURES",
 ]
 
 #: Scale of each node feature: the stored value is ``column / scale``.
 NODE_SCALES: dict[str, float] = {"r": 1000.0, "phi": math.pi, "z": 1000.0, "eta": 1.0,
-                                 "cell_count": 1.0, "cell_val": 1.0}
-#: Edge features computed by :func:`edge_features`.
-EDGE_FEATURES: tuple[str, ...] = ("dr", "dphi", "dz", "deta", "phislope", "rphislope")
+                                 "cell_count": 1.0, "cell_val": 1.0, "geta": 1.0, "shape_eta": 1.0}
+#: Edge features computed by :func:`edge_features`; the ``shape_*`` ones compare the edge with the
+#: cluster shape of its hits and need the event's ``cells`` and detector table.
+EDGE_FEATURES: tuple[str, ...] = ("dr", "dphi", "dz", "deta", "phislope", "rphislope", "shape_deta_in",
+                                  "shape_deta_out")
+#: The cluster-shape edge features (:func:`edge_features`).
+SHAPE_EDGE_FEATURES: tuple[str, ...] = ("shape_deta_in", "shape_deta_out")
 #: Target particles (GNN4ITk CTD2023): pT > 1 GeV, ≥ 3 hits, primary, not e±, |η| < 4.
 DEFAULT_TARGET: dict[str, Any] = {"pt": [1.0, math.inf], "nhits": [3, math.inf], "primary": True,
                                   "abs_pdg_id": {"not_in": [11]}, "eta": [-4.0, 4.0]}
@@ -81,7 +87,8 @@ def simulate(seed: int, preset: str | None = None, **sim_kwargs: Any) -> Any:
         **sim_kwargs: simulator settings overriding the preset (``mu``, ``geometry``, ``pt_min`` ...).
 
     Returns:
-        The simulator's event (``hits``, ``particles``, ``truth`` and ``cells`` DataFrames).
+        The simulator's event (``hits``, ``particles``, ``truth`` and ``cells`` DataFrames, and the
+        geometry's ``detector`` table).
     """
     from gnnreco.sim.tracker import TrackerSimulator
 
@@ -92,7 +99,9 @@ def simulate(seed: int, preset: str | None = None, **sim_kwargs: Any) -> Any:
         sim = TrackerSimulator.from_preset(preset, **kw) if preset else TrackerSimulator(**kw)
         _SIMULATORS.clear()
         _SIMULATORS[key] = sim
-    return sim.simulate(int(seed))
+    ev = sim.simulate(int(seed))
+    ev.detector = sim.detector_table()  # cached by the simulator; for the cluster-shape features
+    return ev
 
 
 def _part(raw: Any, name: str) -> pd.DataFrame | None:
@@ -252,31 +261,61 @@ def edge_features(x_scaled: Mapping[str, np.ndarray], edge_index: np.ndarray,
         \\mathrm{rphislope} = \\tfrac12 (r_i + r_j)\\,\\mathrm{phislope}
 
     with :math:`r, \\phi, z` in the scaled units (r/1000, φ/π, z/1000), :math:`\\Delta\\phi` wrapped
-    into [−1, 1) and the slopes set to 0 where :math:`\\Delta r = 0`, clipped to ±10. One
-    implementation (:func:`edge_features_scaled_t`, float64 torch) serves the host processor and the
-    on-device tracker.
+    into [−1, 1) and the slopes set to 0 where :math:`\\Delta r = 0`, clipped to ±10.
+
+    The cluster-shape features compare the edge's direction with the direction that the cluster of
+    each hit measures (``geta`` of :func:`gnnreco.data.trackml.cell_features`: the extent of the
+    cluster over the sensor thickness gives :math:`|\\cot\\theta|` of the crossing track, as the
+    ATLAS ITk and Exa.TrkX pipelines use it to reject combinatorial doublets):
+    ``shape_deta_in`` / ``shape_deta_out`` :math:`= |\\eta_e| - |\\eta^{cl}_h|` at the inner / outer hit,
+    with :math:`\\eta_e = \\operatorname{asinh}(\\Delta z / |\\Delta r|)` the edge's pseudorapidity
+    (clipped to ±6); 0 for a hit without cluster information (``x_scaled["shape_eta"]`` NaN). The
+    cluster only measures :math:`|\\cot\\theta|`, hence the absolute values.
+
+    One implementation (:func:`edge_features_scaled_t`, float64 torch) serves the host processor and
+    the on-device tracker.
 
     Shapes:
         edge_index ``[2, E]`` → ``[E, len(names)]`` float32.
     """
     cols = [torch.from_numpy(np.asarray(x_scaled[k], np.float64)) for k in ("r", "phi", "z", "eta")]
-    return edge_features_scaled_t(*cols, torch.from_numpy(np.asarray(edge_index, np.int64)), names).numpy()
+    shape_eta = x_scaled.get("shape_eta")
+    return edge_features_scaled_t(*cols, torch.from_numpy(np.asarray(edge_index, np.int64)), names,
+                                  shape_eta=None if shape_eta is None else
+                                  torch.from_numpy(np.asarray(shape_eta, np.float64))).numpy()
 
 
 def edge_features_scaled_t(r: torch.Tensor, phi: torch.Tensor, z: torch.Tensor, eta: torch.Tensor,
-                           edge_index: torch.Tensor, names: Sequence[str] = EDGE_FEATURES[:5]) -> torch.Tensor:
-    """:func:`edge_features` on tensors of scaled coordinates (any device): float32 ``[E, len(names)]``."""
+                           edge_index: torch.Tensor, names: Sequence[str] = EDGE_FEATURES[:5],
+                           shape_eta: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`edge_features` on tensors of scaled coordinates (any device): float32 ``[E, len(names)]``.
+
+    ``shape_eta`` (the cluster-shape pseudorapidity per hit, NaN where unknown) is needed only by the
+    ``shape_*`` features."""
     r, phi, z, eta = (t.double() for t in (r, phi, z, eta))
     s, d = edge_index[0], edge_index[1]
     dr = r[d] - r[s]
     dphi = torch.remainder(phi[d] - phi[s] + 1.0, 2.0) - 1.0
     big = dr.abs() > 1e-9
     slope = torch.where(big, dphi / torch.where(big, dr, torch.ones_like(dr)), torch.zeros_like(dr)).clamp(-10.0, 10.0)
-    table = {"dr": dr, "dphi": dphi, "dz": z[d] - z[s], "deta": eta[d] - eta[s], "phislope": slope,
+    dz = z[d] - z[s]
+    table = {"dr": dr, "dphi": dphi, "dz": dz, "deta": eta[d] - eta[s], "phislope": slope,
              "rphislope": 0.5 * (r[d] + r[s]) * slope}
-    bad = [k for k in names if k not in table]
+    bad = [k for k in names if k not in EDGE_FEATURES]
     if bad:
-        raise ValueError(f"unknown edge feature(s) {bad}; expected some of {list(table)}")
+        raise ValueError(f"unknown edge feature(s) {bad}; expected some of {list(EDGE_FEATURES)}")
+    if any(k in SHAPE_EDGE_FEATURES for k in names):
+        if shape_eta is None:
+            raise ValueError(f"edge features {[k for k in names if k in SHAPE_EDGE_FEATURES]} need the cluster-shape "
+                             "eta of every hit: process the event with its 'cells' and a detector table")
+        se = shape_eta.double().to(r.device)
+        # |Δz/Δr| of a (near-)radial edge: the edge's |cot θ|; Δr = 0 (a disk-to-disk edge at equal r) is
+        # a forward edge
+        cot = torch.where(big, dz.abs() / torch.where(big, dr.abs(), torch.ones_like(dr)), torch.full_like(dr, 1e9))
+        abs_eta_e = torch.asinh(cot).clamp(max=6.0)
+        for name, h in (("shape_deta_in", s), ("shape_deta_out", d)):
+            v = se[h]
+            table[name] = torch.where(torch.isnan(v), torch.zeros_like(v), abs_eta_e - v.abs())
     if not names:
         return torch.zeros(s.numel(), 0, dtype=torch.float32, device=r.device)
     return torch.stack([table[k] for k in names], 1).float()
@@ -365,6 +404,7 @@ def process_event(
     max_graph_size: int | None = None,
     primary_max_radius: float = 260.0,
     min_hits: int = 1,
+    detector: pd.DataFrame | str | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Turn one raw event into a graph with features, labels, weights and truth (``data.processor``).
 
@@ -385,6 +425,9 @@ def process_event(
         primary_max_radius: a particle is primary if its generation is 0 and it was produced
             within this transverse radius (mm).
         min_hits: events with fewer selected hits are rejected (None).
+        detector: the TrackML detector table (or a ``detectors.csv`` path) for the cluster-shape
+            features (node feature ``geta``, edge features :data:`SHAPE_EDGE_FEATURES`); default: the
+            raw event's own ``detector`` entry.
 
     Returns:
         Dict of arrays (see the keys below), or None when the event is empty or too large.
@@ -406,10 +449,22 @@ def process_event(
         raise ValueError("process_event: the raw event has no 'hits' table")
     if len(hits) < max(1, min_hits):
         return None
-    use_cells = any(f in ("cell_count", "cell_val") for f in features)
+    use_shape = "geta" in features or any(f in SHAPE_EDGE_FEATURES for f in edge_feature_names)
+    use_cells = use_shape or any(f in ("cell_count", "cell_val") for f in features)
     if use_cells and cells is None:
-        raise ValueError(f"process_event: features {list(features)} need a 'cells' table, the event has none")
-    tab = build_hit_table(hits, cells=cells if use_cells else None, particles=None, truth=truth)
+        raise ValueError(f"process_event: features {list(features)} / edge features {list(edge_feature_names)} need "
+                         "a 'cells' table, the event has none")
+    if use_shape:
+        detector = detector if detector is not None else _part(raw, "detector")
+        if detector is None:
+            raise ValueError("process_event: the cluster-shape features (geta, shape_deta_*) need a detector table: "
+                             "pass detector= (a DataFrame or detectors.csv path) or give the raw event a 'detector'")
+        if isinstance(detector, (str, os.PathLike)):
+            from gnnreco.data.trackml import load_detector
+
+            detector = load_detector(detector)
+    tab = build_hit_table(hits, cells=cells if use_cells else None, particles=None, truth=truth,
+                          detector=detector if use_shape else None)
     if "particle_id" not in tab:
         tab["particle_id"] = np.zeros(len(tab), np.int64)
         tab["weight"] = np.zeros(len(tab), np.float32)
@@ -445,10 +500,12 @@ def process_event(
     # node features
     cols = {"r": tab["r"].to_numpy(np.float64), "phi": tab["phi"].to_numpy(np.float64),
             "z": tab["z"].to_numpy(np.float64), "eta": tab["eta"].to_numpy(np.float64)}
-    for c in ("cell_count", "cell_val"):
+    for c in ("cell_count", "cell_val", "geta"):
         if c in tab:
             cols[c] = tab[c].to_numpy(np.float64)
-    unknown = [f for f in features if f not in cols]
+    if use_shape:  # the cluster-shape η where the hit has cells, NaN where it has none
+        cols["shape_eta"] = np.where(tab["cell_count"].to_numpy() > 0, cols["geta"], np.nan)
+    unknown = [f for f in features if f not in cols or f == "shape_eta"]
     if unknown:
         raise ValueError(f"process_event: unknown node feature(s) {unknown}; available: {sorted(cols)}")
     scaled = {k: v / NODE_SCALES.get(k, 1.0) for k, v in cols.items()}

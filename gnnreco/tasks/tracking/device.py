@@ -48,15 +48,17 @@ def pseudorapidity(r: Tensor, z: Tensor) -> Tensor:
 
 
 def edge_features_t(r: Tensor, phi: Tensor, z: Tensor, edge_index: Tensor,
-                    names: Sequence[str] = EDGE_FEATURES[:5], eta: Tensor | None = None) -> Tensor:
+                    names: Sequence[str] = EDGE_FEATURES[:5], eta: Tensor | None = None,
+                    shape_eta: Tensor | None = None) -> Tensor:
     """:func:`gnnreco.tasks.tracking.data.edge_features` in torch, from unscaled ``r, phi, z`` (mm, rad)
-    and ``eta`` (default: :func:`pseudorapidity` of ``r, z``).
+    and ``eta`` (default: :func:`pseudorapidity` of ``r, z``); ``shape_eta`` is the cluster-shape η per
+    hit (NaN without cells) of the ``shape_*`` features.
 
     Computed in float64 like the numpy version, returned as float32 ``[E, len(names)]``."""
     r, phi, z = (t.double() for t in (r, phi, z))
     eta = pseudorapidity(r, z) if eta is None else eta.double()
     return edge_features_scaled_t(r / NODE_SCALES["r"], phi / NODE_SCALES["phi"], z / NODE_SCALES["z"], eta,
-                                  edge_index, names)
+                                  edge_index, names, shape_eta=shape_eta)
 
 
 def orient_outward_t(edge_index: Tensor, r: Tensor, z: Tensor) -> Tensor:
@@ -162,12 +164,15 @@ class DeviceTracker:
         self.edge_feature_names = tuple(edge_feature_names)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, y: Tensor, z: Tensor, layer: Tensor, volume: Tensor) -> dict[str, Tensor]:
+    def __call__(self, x: Tensor, y: Tensor, z: Tensor, layer: Tensor, volume: Tensor,
+                 shape_eta: Tensor | None = None) -> dict[str, Tensor]:
         r"""Track labels (``[N]``, −1 = no track) and the graph, scores and features, all on the device.
 
         Args: the TrackML hit columns ``x, y, z`` (mm), ``layer_id`` and ``volume_id`` of one event
         (host or device tensors or arrays); :math:`r, \phi` are computed in float64 as
-        :func:`gnnreco.data.trackml.hit_cylindrical` does."""
+        :func:`gnnreco.data.trackml.hit_cylindrical` does. Networks trained with the cluster-shape edge
+        features also need ``shape_eta``, the cluster-shape η of every hit (``geta`` of
+        :func:`gnnreco.data.trackml.cell_features`, NaN for a hit without cells)."""
         dev = self.device
         hx, hy, z = (torch.as_tensor(t).to(dev, non_blocking=True).double() for t in (x, y, z))
         layer, volume = (torch.as_tensor(t).to(dev, non_blocking=True) for t in (layer, volume))
@@ -180,7 +185,8 @@ class DeviceTracker:
         n = r.numel()
         ei = orient_outward_t(self.builder(r, phi, z, layer, volume), r, z)
         x = torch.stack([r / NODE_SCALES["r"], phi / NODE_SCALES["phi"], z / NODE_SCALES["z"]], 1).float()
-        ea = edge_features_t(r, phi, z, ei, self.edge_feature_names, eta=eta)
+        se = torch.as_tensor(shape_eta).to(dev, non_blocking=True) if shape_eta is not None else None
+        ea = edge_features_t(r, phi, z, ei, self.edge_feature_names, eta=eta, shape_eta=se)
         if self.edge_filter is not None and ei.size(1):
             keep = self.edge_filter(x, ei, ea) >= self.filter_cut
             ei, ea = ei[:, keep], ea[keep]
