@@ -7,8 +7,10 @@
 # 2. the CUDA tests (pytest -m gpu) in the background;
 # 3. the training events (μ = 200, seeds event_seed(0, i)) simulated by a process pool into a cache;
 # 4. two edge classifiers trained at the same time on the GPU, with the filter of the CPU benchmark's
-#    checkpoint ($DATA_ROOT/data/tracking_bench/model_h32.pt): A ($A_ARGS, small enough for the 2-core CPU
-#    goal) and B ($B_ARGS, larger, for the GPU path); the checkpoints land in $OUT;
+#    checkpoint ($FILTER, default $DATA_ROOT/data/tracking_bench/model_h32.pt): A ($A_ARGS, small enough for
+#    the 2-core CPU goal) and B ($B_ARGS, larger, for the GPU path); the checkpoints land in $OUT;
+#    SHAPE=1 trains with the cluster-shape edge features (events simulated with their cells; the default
+#    filter is then model_h32_shape.pt, made with the same features);
 # 5. per-event GPU latency (python -m gnnreco.bench.gpu) of the old and the new networks, calo and MLPF.
 # Evaluate the checkpoints afterwards on the CPU benchmark's test events:
 #   python -m gnnreco.bench.tracking --n-test 100 --checkpoint <model_a.pt>
@@ -25,7 +27,12 @@ N_TRAIN=${N_TRAIN:-100}
 BUDGET=${BUDGET:-200}
 A_ARGS=${A_ARGS:---hidden 32 --iters 6 --lr 3e-3}
 B_ARGS=${B_ARGS:---hidden 64 --iters 8 --lr 2e-3}
-FILTER=$DATA_ROOT/data/tracking_bench/model_h32.pt
+SHAPE=${SHAPE:-0}
+if [ "$SHAPE" = 1 ]; then
+  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32_shape.pt}; SHAPE_ARG=--cluster-shape
+else
+  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32.pt}; SHAPE_ARG=
+fi
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
 
 log "env: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) / $(nproc) cores / $($PY -c 'import torch, triton; print(torch.__version__, triton.__version__)')"
@@ -43,13 +50,16 @@ TESTS=$!
 
 CACHE=/tmp/tracking_train
 t=$(date +%s)
-timeout 150 $PY - "$N_TRAIN" "$CACHE" <<'EOF' >> "$OUT/summary.log" 2>&1
+timeout 150 $PY - "$N_TRAIN" "$CACHE" "$SHAPE" <<'EOF' >> "$OUT/summary.log" 2>&1
 import os, sys
-from gnnreco.bench.tracking import _simulate_cached
+from gnnreco.bench.tracking import EDGE_NAMES, _simulate_cached
 from gnnreco.data.datamodule import event_seed
-n, cache = int(sys.argv[1]), sys.argv[2]
-_simulate_cached([event_seed(0, i) for i in range(n)], 200.0, "trackml", (7, 8, 9), cache, max(1, os.cpu_count() - 4))
-print(f"{len(os.listdir(cache)) // 3} training events in {cache}")
+from gnnreco.tasks.tracking.data import SHAPE_EDGE_FEATURES
+n, cache, shape = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+names = EDGE_NAMES + (SHAPE_EDGE_FEATURES if shape else ())
+_simulate_cached([event_seed(0, i) for i in range(n)], 200.0, "trackml", (7, 8, 9), cache, max(1, os.cpu_count() - 4),
+                 names)
+print(f"{sum(f.endswith('.hits.parquet') for f in os.listdir(cache))} training events in {cache}")
 EOF
 log "training events: rc=$? in $(( $(date +%s) - t ))s"
 
@@ -57,7 +67,7 @@ train() {  # train NAME ARGS...
   local name=$1; shift
   timeout $(( BUDGET + 150 )) $PY -m gnnreco.bench.tracking --train-only --train-device "$DEVICE" --workers 6 \
     --n-train "$N_TRAIN" --cache-dir "$CACHE" --filter-from "$FILTER" --train-budget-s "$BUDGET" \
-    --checkpoint "$OUT/model_$name.pt" "$@" > "$OUT/train_$name.log" 2>&1
+    --checkpoint "$OUT/model_$name.pt" $SHAPE_ARG "$@" > "$OUT/train_$name.log" 2>&1
   log "train $name ($*): rc=$? $(tail -n 1 "$OUT/train_$name.log" | cut -c1-300)"
 }
 train a $A_ARGS &
