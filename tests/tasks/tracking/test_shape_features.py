@@ -32,8 +32,20 @@ def test_hand_computed_values():
 
 
 @pytest.fixture(scope="module")
-def event():
-    ev = simulate(5, preset="trackml", mu=10)
+def sim_event():
+    return simulate(5, preset="trackml", mu=10)
+
+
+def test_simulated_event_carries_its_detector(sim_event):
+    # the Hydra pipeline hands the simulator's event to the processor as it is
+    ev = process_event(sim_event, volumes=VOLUMES, edge_feature_names=NAMES)
+    assert sim_event.detector is not None and ev["edge_attr"].shape[1] == 7
+    assert np.isfinite(ev["edge_attr"]).all()
+
+
+@pytest.fixture(scope="module")
+def event(sim_event):
+    ev = sim_event
     hits = ev.hits[ev.hits["volume_id"].isin(VOLUMES)].reset_index(drop=True)
     truth = ev.truth[ev.truth["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
     cells = ev.cells[ev.cells["hit_id"].isin(hits["hit_id"])].reset_index(drop=True)
