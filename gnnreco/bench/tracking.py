@@ -113,16 +113,21 @@ def _construction_eff(ev: dict[str, np.ndarray]) -> tuple[int, int]:
 
 
 def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations: tuple[str, ...], lr: float,
-               budget_s: float, seed: int, sectors: int = 1, verbose: bool = False, device: str = "cpu"):
+               budget_s: float, seed: int, sectors: int = 1, verbose: bool = False, device: str = "cpu",
+               init_state: Mapping[str, Any] | None = None):
     """Train an :class:`InteractionGNN` one graph per step (weighted BCE, acorn weighting) within a wall-time
     budget; with ``sectors`` > 1 every event is split into that many φ sectors (edges by source hit).
-    On ``device`` "cuda" every graph is moved to the GPU once; the returned network is on the CPU."""
+    On ``device`` "cuda" every graph is moved to the GPU once; the returned network is on the CPU.
+    ``init_state`` starts from those weights (a continued training)."""
     from gnnreco.nn.losses import weighted_bce_loss
     from gnnreco.tasks.tracking.model import InteractionGNN
 
     torch.manual_seed(seed)
     net = InteractionGNN(node_features=events[0]["x"].shape[1], edge_features=events[0]["edge_attr"].shape[1],
-                         hidden=hidden, n_graph_iters=iters, aggregations=aggregations).to(device)
+                         hidden=hidden, n_graph_iters=iters, aggregations=aggregations)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
     data = []
     for e in events:
@@ -232,16 +237,27 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
                     cache_dir: str | None, use_filter: bool, filter_eff: float, filter_hidden: int,
                     filter_budget_s: float, epochs: int, hidden: int, iters: int, aggregations: tuple[str, ...],
                     lr: float, train_budget_s: float, sectors: int, say, workers: int = 1, device: str = "cpu",
-                    filter_from: str | None = None, edge_names: tuple[str, ...] = EDGE_NAMES) -> dict[str, Any]:
+                    filter_from: str | None = None, edge_names: tuple[str, ...] = EDGE_NAMES,
+                    init_from: str | None = None) -> dict[str, Any]:
     """Train the filter (optional) and the GNN on ``n_train`` processed events; return the checkpoint dict.
 
     ``workers`` processes simulate and process the training events in parallel; ``device`` is where the GNN
     trains (the filter always trains on the CPU); ``filter_from`` reuses the filter (weights and cut) of
-    another checkpoint instead of training one (it must use the same ``edge_names``).
+    another checkpoint instead of training one (it must use the same ``edge_names``). ``init_from``
+    continues the GNN of a checkpoint (its width, iterations and edge features; its filter unless
+    ``filter_from`` names another).
     """
     from gnnreco.data.datamodule import event_seed
     from gnnreco.tasks.tracking.filter import EdgeFilter, cut_for_efficiency, filter_event, train_filter
 
+    init = None
+    if init_from:
+        init = torch.load(init_from, map_location="cpu", weights_only=False)
+        ic = init["config"]
+        hidden, iters, aggregations = int(ic["hidden"]), int(ic["iters"]), tuple(ic["aggregations"])
+        edge_names = tuple(ic.get("edge_feature_names", EDGE_NAMES))
+        filter_from = filter_from or init_from
+        say(f"[tracking bench] continuing the GNN of {init_from} ({init['gnn_steps']} steps, h={hidden}, {iters} it.)")
     t0 = time.perf_counter()
     events = [ev for ev in _event_map(_processed_event, [event_seed(seed, i) for i in range(n_train)], mu_train,
                                       preset, volumes, cache_dir, workers, edge_names)
@@ -291,13 +307,28 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
                     filter_epochs=res["epochs"], filter_kept_val=kept)
     net, t_train, done_epochs, n_steps, w_train = _train_gnn(events, epochs, hidden, iters, aggregations, lr,
                                                              train_budget_s, seed, sectors, verbose=True,
-                                                             device=device)
+                                                             device=device,
+                                                             init_state=init["gnn_state"] if init else None)
     where = torch.cuda.get_device_name(0) if torch.device(device).type == "cuda" else "CPU, one thread"
     say(f"[tracking bench] GNN trained {done_epochs} epochs ({n_steps} steps) in {t_train:.0f}s CPU, "
         f"{w_train:.0f}s wall on {where}")
     ckpt.update(gnn_state=net.state_dict(), gnn_train_s=t_train, gnn_train_wall_s=w_train, gnn_epochs=done_epochs,
                 gnn_steps=n_steps, sectors=sectors, train_device=where, lr=lr)
+    if init:  # the stages before this one
+        ckpt["stages"] = [*init.get("stages", [{k: init.get(k) for k in ("gnn_steps", "gnn_epochs", "gnn_train_s",
+                                                                       "gnn_train_wall_s", "lr", "train_device")}
+                                              | {"n_train": init["config"].get("n_train")}])]
+        ckpt["init_from"] = str(init_from)
     return ckpt
+
+
+def _earlier_stages(ckpt: Mapping[str, Any]) -> str:
+    """", continuing N steps of earlier training (...)" for a checkpoint made with ``init_from``."""
+    st = ckpt.get("stages") or []
+    if not st:
+        return ""
+    parts = [f"{s.get('gnn_steps')} steps at lr {s.get('lr')} on {s.get('n_train')} events" for s in st]
+    return f", continuing {sum(int(s.get('gnn_steps') or 0) for s in st)} steps of earlier training ({'; '.join(parts)})"
 
 
 def _load_filter(ckpt: Mapping[str, Any]):
@@ -330,7 +361,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         filter_hidden: int = 32, filter_budget_s: float = 120.0, sectors: int = 4, cache_dir: str | None = "data/tracking_bench",
         checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True, workers: int = 1,
         train_device: str = "cpu", filter_from: str | None = None, train_only: bool = False,
-        device: str = "cpu", cluster_shape: bool = False) -> str:
+        device: str = "cpu", cluster_shape: bool = False, init_from: str | None = None) -> str:
     """Run the benchmark and return a Markdown table (see the module docstring).
 
     ``junction_cut`` is the score cut of the junction-removal builder (0.3: the best efficiency / fake-rate
@@ -343,6 +374,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     test events are simulated first by ``workers`` processes when they are not cached. ``cluster_shape``
     trains with the cluster-shape edge features (:data:`gnnreco.tasks.tracking.data.SHAPE_EDGE_FEATURES`;
     the events are then simulated with their cells); a loaded checkpoint uses the features it was trained with.
+    ``init_from`` continues the training of another checkpoint's GNN (its settings and filter).
     """
     from pathlib import Path
 
@@ -366,11 +398,15 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         edge_names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
     else:
         edge_names = EDGE_NAMES + (SHAPE_EDGE_FEATURES if cluster_shape else ())
+        if init_from:
+            edge_names = tuple(torch.load(init_from, map_location="cpu", weights_only=False)["config"]
+                               .get("edge_feature_names", EDGE_NAMES))
         torch.set_num_threads(1)
         ckpt = _train_pipeline(n_train, mu_train, seed, preset, volumes, cache_dir, use_filter, filter_eff,
                                filter_hidden, filter_budget_s if not quick else 20.0, epochs, hidden, iters,
                                tuple(aggregations), lr, train_budget_s, sectors, say, workers=workers,
-                               device=train_device, filter_from=filter_from, edge_names=edge_names)
+                               device=train_device, filter_from=filter_from, edge_names=edge_names,
+                               init_from=init_from)
         if checkpoint:
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(checkpoint) + ".tmp")
@@ -559,7 +595,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         f"\n\nTraining: {cfg['n_train']} events at μ={cfg['mu_train']:g} (pixel detector, layer-pair graphs; edge "
         f"features {', '.join(edge_names)}): "
         f"{train_note}GNN {ckpt['gnn_epochs']} epochs / {ckpt['gnn_steps']} steps (one φ sector of 1/"
-        f"{ckpt.get('sectors', 1)} event per step) in {where}. Test: {len(sizes)} events at μ={mu_test:g}, "
+        f"{ckpt.get('sectors', 1)} event per step) in {where}{_earlier_stages(ckpt)}. Test: {len(sizes)} events at "
+        f"μ={mu_test:g}, "
         f"{t_loop:.0f} s wall for the loop; load average (1 min) {load0:.1f} before and {load1:.1f} after "
         "on the shared 2-core machine. Stage times are medians per event of the process CPU time (summed over "
         "threads; with one thread it is what an otherwise idle core needs), with the wall time on the shared "
@@ -609,13 +646,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--filter-from", default=None, help="reuse the filter and cut of this checkpoint")
     p.add_argument("--train-only", action="store_true", help="train, save --checkpoint and stop (no test events)")
     p.add_argument("--device", default=None, help="where the test loop runs the filter and GNN (default cpu)")
+    p.add_argument("--init-from", default=None, help="continue the GNN (and reuse the filter) of this checkpoint")
     p.add_argument("--cluster-shape", action="store_true",
                    help="train with the cluster-shape edge features (events simulated with their cells)")
     args = p.parse_args(argv)
     opts: dict[str, Any] = {}
     for k in ("n_test", "n_train", "mu_train", "epochs", "hidden", "iters", "threads", "train_budget_s",
               "filter_eff", "cache_dir", "checkpoint", "sectors", "junction_cut", "lr", "workers", "train_device",
-              "filter_from", "device"):
+              "filter_from", "device", "init_from"):
         if getattr(args, k) is not None:
             opts[k] = getattr(args, k)
     if args.no_filter:
