@@ -7,10 +7,10 @@
 # 2. the CUDA tests (pytest -m gpu) in the background;
 # 3. the training events (μ = 200, seeds event_seed(0, i)) simulated by a process pool into a cache;
 # 4. two edge classifiers trained at the same time on the GPU, with the filter of the CPU benchmark's
-#    checkpoint ($FILTER, default $DATA_ROOT/data/tracking_bench/model_h32.pt): A ($A_ARGS, small enough for
-#    the 2-core CPU goal) and B ($B_ARGS, larger, for the GPU path); the checkpoints land in $OUT;
-#    SHAPE=1 trains with the cluster-shape edge features (events simulated with their cells; the default
-#    filter is then model_h32_shape.pt, made with the same features);
+#    checkpoint ($FILTER, default $DATA_ROOT/data/tracking_bench/model_h32_shape.pt): A ($A_ARGS, small enough
+#    for the 2-core CPU goal) and B ($B_ARGS, larger, for the GPU path); the checkpoints land in $OUT;
+#    with the cluster-shape edge features (events simulated with their cells); SHAPE=0 trains without them
+#    (the default filter is then model_h32.pt, made without them);
 # 5. per-event GPU latency (python -m gnnreco.bench.gpu) of the old and the new networks, calo and MLPF.
 # Evaluate the checkpoints afterwards on the CPU benchmark's test events:
 #   python -m gnnreco.bench.tracking --n-test 100 --checkpoint <model_a.pt>
@@ -25,13 +25,13 @@ T0=$(date +%s)
 log() { echo "[gpu_train +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.log"; }
 N_TRAIN=${N_TRAIN:-100}
 BUDGET=${BUDGET:-200}
-A_ARGS=${A_ARGS:---hidden 32 --iters 6 --lr 3e-3}
-B_ARGS=${B_ARGS:---hidden 64 --iters 8 --lr 2e-3}
-SHAPE=${SHAPE:-0}
+A_ARGS=${A_ARGS:---hidden 64 --iters 8 --lr 2e-3}
+B_ARGS=${B_ARGS:---hidden 128 --iters 8 --lr 1e-3}
+SHAPE=${SHAPE:-1}
 if [ "$SHAPE" = 1 ]; then
-  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32_shape.pt}; SHAPE_ARG=--cluster-shape
+  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32_shape.pt}; SHAPE_ARG=
 else
-  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32.pt}; SHAPE_ARG=
+  FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32.pt}; SHAPE_ARG=--no-cluster-shape
 fi
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
 

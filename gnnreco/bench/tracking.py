@@ -33,7 +33,7 @@ from gnnreco.bench.report import markdown_table, write_section
 
 __all__ = ["run"]
 
-#: the edge features of the benchmark networks (``--cluster-shape`` adds the cluster-shape ones)
+#: the edge features of the benchmark networks; the cluster-shape ones are added unless ``--no-cluster-shape``
 EDGE_NAMES: tuple[str, ...] = ("dr", "dphi", "dz", "deta", "phislope")
 
 
@@ -361,7 +361,7 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         filter_hidden: int = 32, filter_budget_s: float = 120.0, sectors: int = 4, cache_dir: str | None = "data/tracking_bench",
         checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True, workers: int = 1,
         train_device: str = "cpu", filter_from: str | None = None, train_only: bool = False,
-        device: str = "cpu", cluster_shape: bool = False, init_from: str | None = None) -> str:
+        device: str = "cpu", cluster_shape: bool = True, init_from: str | None = None) -> str:
     """Run the benchmark and return a Markdown table (see the module docstring).
 
     ``junction_cut`` is the score cut of the junction-removal builder (0.3: the best efficiency / fake-rate
@@ -647,8 +647,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-only", action="store_true", help="train, save --checkpoint and stop (no test events)")
     p.add_argument("--device", default=None, help="where the test loop runs the filter and GNN (default cpu)")
     p.add_argument("--init-from", default=None, help="continue the GNN (and reuse the filter) of this checkpoint")
-    p.add_argument("--cluster-shape", action="store_true",
-                   help="train with the cluster-shape edge features (events simulated with their cells)")
+    p.add_argument("--no-cluster-shape", action="store_true",
+                   help="train without the cluster-shape edge features (default: with them; events are then "
+                        "simulated with their cells)")
     args = p.parse_args(argv)
     opts: dict[str, Any] = {}
     for k in ("n_test", "n_train", "mu_train", "epochs", "hidden", "iters", "threads", "train_budget_s",
@@ -658,14 +659,14 @@ def main(argv: list[str] | None = None) -> None:
             opts[k] = getattr(args, k)
     if args.no_filter:
         opts["use_filter"] = False
-    if args.cluster_shape:
-        opts["cluster_shape"] = True
+    if args.no_cluster_shape:
+        opts["cluster_shape"] = False
     table = run(quick=args.quick, train_only=args.train_only, **opts)
     print(table)
     if args.write and not args.train_only:
         cmd = "python -m gnnreco.bench.tracking" + (" --quick" if args.quick else "") + "".join(
             f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if k not in ("use_filter", "cluster_shape")) + (
-            " --no-filter" if args.no_filter else "") + (" --cluster-shape" if args.cluster_shape else "")
+            " --no-filter" if args.no_filter else "") + (" --no-cluster-shape" if args.no_cluster_shape else "")
         write_section("tracking", "Tracking (GNN pipeline at μ = 200)", cmd, table)
 
 
