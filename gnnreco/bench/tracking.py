@@ -174,7 +174,7 @@ def _train_gnn(events: list, epochs: int, hidden: int, iters: int, aggregations:
         if verbose:
             print(f"[tracking bench] GNN epoch {ep + 1}: loss {float(torch.stack(losses).mean()) if losses else 0:.4f}, {used:.0f}s wall, "
                   f"{time.process_time() - t0:.0f}s CPU", flush=True)
-        if budget_s and used > budget_s:
+        if (budget_s and used > budget_s) or n_steps >= total:  # the schedule's learning rate is 0 from here
             break
     return net.cpu().eval(), time.process_time() - t0, done_epochs, n_steps, time.perf_counter() - w0
 
