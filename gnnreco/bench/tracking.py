@@ -314,10 +314,10 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
         f"{w_train:.0f}s wall on {where}")
     ckpt.update(gnn_state=net.state_dict(), gnn_train_s=t_train, gnn_train_wall_s=w_train, gnn_epochs=done_epochs,
                 gnn_steps=n_steps, sectors=sectors, train_device=where, lr=lr)
-    if init:  # the stages before this one
-        ckpt["stages"] = [*init.get("stages", [{k: init.get(k) for k in ("gnn_steps", "gnn_epochs", "gnn_train_s",
-                                                                       "gnn_train_wall_s", "lr", "train_device")}
-                                              | {"n_train": init["config"].get("n_train")}])]
+    if init:  # the stages before this one: the source's own earlier stages, then the source itself
+        ckpt["stages"] = [*init.get("stages", []),
+                          {k: init.get(k) for k in ("gnn_steps", "gnn_epochs", "gnn_train_s", "gnn_train_wall_s", "lr",
+                                                    "train_device")} | {"n_train": init["config"].get("n_train")}]
         ckpt["init_from"] = str(init_from)
     return ckpt
 
