@@ -141,8 +141,8 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
     builder's on the same scores. The cluster-shape η of a network trained with the shape features is an
     input (computed on the host from the cells beforehand, as a clustering step upstream would)."""
     from gnnreco.bench.tracking import EDGE_NAMES, _needs_cells, _raw_event
-    from gnnreco.data.trackml import cell_features
     from gnnreco.data.datamodule import event_seed
+    from gnnreco.data.trackml import cell_features
     from gnnreco.tasks.tracking.device import DeviceTracker, layer_pairs_of
     from gnnreco.tasks.tracking.reco import junction_removal_tracks
 

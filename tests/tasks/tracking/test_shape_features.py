@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from gnnreco.data.trackml import cell_features
-from gnnreco.tasks.tracking.data import EDGE_FEATURES, SHAPE_EDGE_FEATURES, edge_features, process_event, simulate
+from gnnreco.tasks.tracking.data import (
+    EDGE_FEATURES,
+    SHAPE_EDGE_FEATURES,
+    edge_features,
+    process_event,
+    simulate,
+)
 from gnnreco.tasks.tracking.device import DeviceTracker, layer_pairs_of
 from gnnreco.tasks.tracking.model import InteractionGNN
 
