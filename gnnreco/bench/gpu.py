@@ -142,7 +142,7 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
     input (computed on the host from the cells beforehand, as a clustering step upstream would)."""
     from gnnreco.bench.tracking import EDGE_NAMES, _needs_cells, _raw_event
     from gnnreco.data.datamodule import event_seed
-    from gnnreco.data.trackml import cell_features
+    from gnnreco.tasks.tracking.data import cluster_shape_eta
     from gnnreco.tasks.tracking.device import DeviceTracker, layer_pairs_of
     from gnnreco.tasks.tracking.reco import junction_removal_tracks
 
@@ -157,8 +157,7 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
     shape = [None] * len(raws)
     if cells:
         for i, e in enumerate(events):  # rows of the hits table (sorted by hit_id, as the processor's)
-            f = cell_features(e["hits"], e["cells"], e["detector"])
-            shape[i] = torch.from_numpy(np.where(f["cell_count"].to_numpy() > 0, f["geta"].to_numpy(np.float64), np.nan))
+            shape[i] = torch.from_numpy(cluster_shape_eta(e["hits"], e["cells"], e["detector"]))
     x0, y0, z0, l0, v0 = columns(raws[0])
     pairs = layer_pairs_of(torch.hypot(x0.double(), y0.double()), z0.double(), l0, v0)
     trk = DeviceTracker(net, pairs, edge_filter=filt, filter_cut=cut, junction_cut=0.3, edge_feature_names=names,

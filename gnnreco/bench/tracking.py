@@ -204,9 +204,9 @@ def _processed_event(args: tuple) -> dict | None:
 
 
 def _needs_cells(edge_names) -> bool:
-    from gnnreco.tasks.tracking.data import SHAPE_EDGE_FEATURES
+    from gnnreco.tasks.tracking.data import needs_cluster_shape
 
-    return any(n in SHAPE_EDGE_FEATURES for n in edge_names)
+    return needs_cluster_shape(edge_names)
 
 
 def _simulate_one(args: tuple) -> None:
@@ -395,17 +395,13 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     if checkpoint and Path(checkpoint).exists():
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
         say(f"[tracking bench] loaded {checkpoint}: {ckpt['gnn_steps']} GNN steps, config {ckpt['config']}")
-        edge_names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
     else:
-        edge_names = EDGE_NAMES + (SHAPE_EDGE_FEATURES if cluster_shape else ())
-        if init_from:
-            edge_names = tuple(torch.load(init_from, map_location="cpu", weights_only=False)["config"]
-                               .get("edge_feature_names", EDGE_NAMES))
         torch.set_num_threads(1)
         ckpt = _train_pipeline(n_train, mu_train, seed, preset, volumes, cache_dir, use_filter, filter_eff,
                                filter_hidden, filter_budget_s if not quick else 20.0, epochs, hidden, iters,
                                tuple(aggregations), lr, train_budget_s, sectors, say, workers=workers,
-                               device=train_device, filter_from=filter_from, edge_names=edge_names,
+                               device=train_device, filter_from=filter_from,
+                               edge_names=EDGE_NAMES + (SHAPE_EDGE_FEATURES if cluster_shape else ()),
                                init_from=init_from)
         if checkpoint:
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +409,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
             torch.save(ckpt, tmp)
             tmp.replace(checkpoint)
             say(f"[tracking bench] saved {checkpoint}")
+    # the features the networks were trained with (an ``init_from`` training keeps its source's)
+    edge_names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
     if train_only:
         return (f"trained: {ckpt['gnn_epochs']} epochs, {ckpt['gnn_steps']} steps, "
                 f"{ckpt['gnn_train_wall_s']:.0f} s wall on {ckpt.get('train_device', 'CPU')}; config {ckpt['config']}")

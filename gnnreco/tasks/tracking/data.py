@@ -49,17 +49,38 @@ __all__ = [
     "NODE_SCALES",
     "EDGE_FEATURES",
     "SHAPE_EDGE_FEATURES",
+    "needs_cluster_shape",
+    "cluster_shape_eta",
 ]
 
 #: Scale of each node feature: the stored value is ``column / scale``.
 NODE_SCALES: dict[str, float] = {"r": 1000.0, "phi": math.pi, "z": 1000.0, "eta": 1.0,
-                                 "cell_count": 1.0, "cell_val": 1.0, "geta": 1.0, "shape_eta": 1.0}
+                                 "cell_count": 1.0, "cell_val": 1.0, "geta": 1.0}
 #: Edge features computed by :func:`edge_features`; the ``shape_*`` ones compare the edge with the
 #: cluster shape of its hits and need the event's ``cells`` and detector table.
 EDGE_FEATURES: tuple[str, ...] = ("dr", "dphi", "dz", "deta", "phislope", "rphislope", "shape_deta_in",
                                   "shape_deta_out")
 #: The cluster-shape edge features (:func:`edge_features`).
 SHAPE_EDGE_FEATURES: tuple[str, ...] = ("shape_deta_in", "shape_deta_out")
+
+
+def needs_cluster_shape(edge_feature_names: Sequence[str], features: Sequence[str] = ()) -> bool:
+    """Whether these features need the cluster shape (the event's ``cells`` and a detector table)."""
+    return "geta" in features or any(f in SHAPE_EDGE_FEATURES for f in edge_feature_names)
+
+
+def _shape_eta(cell_count: Any, geta: Any) -> np.ndarray:
+    """The cluster-shape η where a hit has cells, NaN where it has none."""
+    return np.where(np.asarray(cell_count) > 0, np.asarray(geta, np.float64), np.nan)
+
+
+def cluster_shape_eta(hits: pd.DataFrame, cells: pd.DataFrame, detector: pd.DataFrame) -> np.ndarray:
+    """The ``shape_eta`` input of :func:`edge_features_scaled_t` and :class:`~gnnreco.tasks.tracking.device.DeviceTracker`
+    for every row of ``hits``: ``geta`` of :func:`gnnreco.data.trackml.cell_features`, NaN without cells."""
+    from gnnreco.data.trackml import cell_features
+
+    f = cell_features(hits, cells, detector)
+    return _shape_eta(f["cell_count"], f["geta"])
 #: Target particles (GNN4ITk CTD2023): pT > 1 GeV, ≥ 3 hits, primary, not e±, |η| < 4.
 DEFAULT_TARGET: dict[str, Any] = {"pt": [1.0, math.inf], "nhits": [3, math.inf], "primary": True,
                                   "abs_pdg_id": {"not_in": [11]}, "eta": [-4.0, 4.0]}
@@ -449,7 +470,7 @@ def process_event(
         raise ValueError("process_event: the raw event has no 'hits' table")
     if len(hits) < max(1, min_hits):
         return None
-    use_shape = "geta" in features or any(f in SHAPE_EDGE_FEATURES for f in edge_feature_names)
+    use_shape = needs_cluster_shape(edge_feature_names, features)
     use_cells = use_shape or any(f in ("cell_count", "cell_val") for f in features)
     if use_cells and cells is None:
         raise ValueError(f"process_event: features {list(features)} / edge features {list(edge_feature_names)} need "
@@ -503,12 +524,12 @@ def process_event(
     for c in ("cell_count", "cell_val", "geta"):
         if c in tab:
             cols[c] = tab[c].to_numpy(np.float64)
-    if use_shape:  # the cluster-shape η where the hit has cells, NaN where it has none
-        cols["shape_eta"] = np.where(tab["cell_count"].to_numpy() > 0, cols["geta"], np.nan)
-    unknown = [f for f in features if f not in cols or f == "shape_eta"]
+    unknown = [f for f in features if f not in cols]
     if unknown:
         raise ValueError(f"process_event: unknown node feature(s) {unknown}; available: {sorted(cols)}")
     scaled = {k: v / NODE_SCALES.get(k, 1.0) for k, v in cols.items()}
+    if use_shape:  # the cluster-shape η where the hit has cells, NaN where it has none (edge features only)
+        scaled["shape_eta"] = _shape_eta(tab["cell_count"], tab["geta"])
     x = np.stack([scaled[f] for f in features], 1).astype(np.float32)
 
     # graph, labels, weights

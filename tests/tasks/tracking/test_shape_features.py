@@ -10,6 +10,7 @@ from gnnreco.data.trackml import cell_features
 from gnnreco.tasks.tracking.data import (
     EDGE_FEATURES,
     SHAPE_EDGE_FEATURES,
+    cluster_shape_eta,
     edge_features,
     process_event,
     simulate,
@@ -83,8 +84,11 @@ def test_processor_adds_the_shape_columns(event):
 def test_device_tracker_takes_the_cluster_shape(event):
     raw, ev = event
     hits = raw["hits"]
+    shape_eta = torch.from_numpy(cluster_shape_eta(hits, raw["cells"], raw["detector"]))
     f = cell_features(hits, raw["cells"], raw["detector"])
-    shape_eta = torch.from_numpy(np.where(f["cell_count"].to_numpy() > 0, f["geta"].to_numpy(np.float64), np.nan))
+    has = f["cell_count"].to_numpy() > 0
+    assert np.isnan(shape_eta.numpy()[~has]).all()
+    np.testing.assert_array_equal(shape_eta.numpy()[has], f["geta"].to_numpy(np.float64)[has])
     cols = [torch.from_numpy(hits[k].to_numpy()) for k in ("x", "y", "z", "layer_id", "volume_id")]
     x, y, z = (c.double() for c in cols[:3])
     pairs = layer_pairs_of(torch.hypot(x, y), z, cols[3], cols[4])
