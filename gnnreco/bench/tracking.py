@@ -353,6 +353,42 @@ def _load_nets(ckpt: Mapping[str, Any]):
     return net.eval(), _load_filter(ckpt)
 
 
+#: validation events of :func:`recut_filter`
+N_RECUT_EVENTS = 5
+
+
+def recut_filter(ckpt: dict, net_f: torch.nn.Module | None, efficiency: float, *, seed: int = 0, mu: float = 200.0,
+                 preset: str = "trackml", volumes: tuple[int, ...] = (7, 8, 9),
+                 cache_dir: str | None = "data/tracking_bench", n_events: int = N_RECUT_EVENTS,
+                 events: list[Mapping[str, np.ndarray]] | None = None) -> dict:
+    """A copy of checkpoint ``ckpt`` whose filter cut keeps the fraction ``efficiency`` of the target edges
+    of ``n_events`` validation events (seeds ``event_seed(seed + 2, i)``, disjoint from the training seeds
+    ``event_seed(seed, i)`` and the test seeds ``event_seed(seed + 1, i)``).
+
+    A looser cut raises the ceiling of the GNN's edge efficiency (an edge the filter drops scores 0) at
+    the price of more edges for the GNN; the GNN itself is not retrained. ``events``: processed events to
+    use instead of simulating the validation events."""
+    from gnnreco.data.datamodule import event_seed
+    from gnnreco.tasks.tracking.filter import cut_for_efficiency, filter_event
+
+    if net_f is None:
+        raise ValueError("filter_recut: the checkpoint has no filter (it was trained with --no-filter)")
+    if not 0.0 < efficiency <= 1.0:
+        raise ValueError(f"filter_recut: the target-edge efficiency must be in (0, 1], got {efficiency}")
+    names = tuple(ckpt["config"].get("edge_feature_names", EDGE_NAMES))
+    if events is None:
+        events = [_processed_event((event_seed(seed + 2, i), mu, preset, volumes, cache_dir, names))
+                  for i in range(n_events)]
+    events = [ev for ev in events if ev is not None and ev["edge_index"].shape[1]]
+    if not events:
+        raise ValueError("filter_recut: no validation event with edges")
+    logits = np.concatenate([filter_event(net_f, ev, -math.inf)[1] for ev in events])
+    target = np.concatenate([ev["edge_target"] for ev in events])
+    cut = float(cut_for_efficiency(logits, target, efficiency))
+    return dict(ckpt, filter_cut=cut, filter_kept_val=float(np.mean(logits >= cut)),
+                config=dict(ckpt["config"], filter_eff=float(efficiency)))
+
+
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, mu_train: float | None = None,
         mu_test: float = 200.0, epochs: int | None = None, hidden: int = 16, iters: int = 4,
         aggregations: tuple[str, ...] = ("sum", "max"), lr: float = 3e-3, edge_cut: float = 0.5,
@@ -361,7 +397,8 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         filter_hidden: int = 32, filter_budget_s: float = 120.0, sectors: int = 4, cache_dir: str | None = "data/tracking_bench",
         checkpoint: str | None = None, junction_cut: float = 0.3, verbose: bool = True, workers: int = 1,
         train_device: str = "cpu", filter_from: str | None = None, train_only: bool = False,
-        device: str = "cpu", cluster_shape: bool = True, init_from: str | None = None) -> str:
+        device: str = "cpu", cluster_shape: bool = True, init_from: str | None = None,
+        filter_recut: float | None = None) -> str:
     """Run the benchmark and return a Markdown table (see the module docstring).
 
     ``junction_cut`` is the score cut of the junction-removal builder (0.3: the best efficiency / fake-rate
@@ -375,6 +412,9 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
     trains with the cluster-shape edge features (:data:`gnnreco.tasks.tracking.data.SHAPE_EDGE_FEATURES`;
     the events are then simulated with their cells); a loaded checkpoint uses the features it was trained with.
     ``init_from`` continues the training of another checkpoint's GNN (its settings and filter).
+    ``filter_recut`` re-chooses the filter cut of the (loaded or trained) checkpoint for this target-edge
+    efficiency on :data:`N_RECUT_EVENTS` validation events (seeds ``event_seed(seed + 2, i)``, neither
+    training nor test), as :func:`recut_filter`; the GNN is unchanged.
     """
     from pathlib import Path
 
@@ -415,6 +455,12 @@ def run(quick: bool = False, n_train: int | None = None, n_test: int | None = No
         return (f"trained: {ckpt['gnn_epochs']} epochs, {ckpt['gnn_steps']} steps, "
                 f"{ckpt['gnn_train_wall_s']:.0f} s wall on {ckpt.get('train_device', 'CPU')}; config {ckpt['config']}")
     net, net_f = _load_nets(ckpt)
+    if filter_recut is not None:
+        ckpt = recut_filter(ckpt, net_f, filter_recut, seed=seed, mu=mu_test, preset=preset, volumes=volumes,
+                            cache_dir=cache_dir)
+        say(f"[tracking bench] filter cut re-chosen for {100 * filter_recut:.2f}% target-edge efficiency on "
+            f"{N_RECUT_EVENTS} validation events: {ckpt['filter_cut']:.3f} keeps {100 * ckpt['filter_kept_val']:.1f}% "
+            "of their edges")
     dev = torch.device(device)
     net = net.to(dev)
     net_f = net_f.to(dev) if net_f is not None else None
@@ -645,6 +691,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-only", action="store_true", help="train, save --checkpoint and stop (no test events)")
     p.add_argument("--device", default=None, help="where the test loop runs the filter and GNN (default cpu)")
     p.add_argument("--init-from", default=None, help="continue the GNN (and reuse the filter) of this checkpoint")
+    p.add_argument("--filter-recut", type=float, default=None,
+                   help="re-choose the filter cut for this target-edge efficiency (e.g. 0.999) on validation events")
     p.add_argument("--no-cluster-shape", action="store_true",
                    help="train without the cluster-shape edge features (default: with them; events are then "
                         "simulated with their cells)")
@@ -652,7 +700,7 @@ def main(argv: list[str] | None = None) -> None:
     opts: dict[str, Any] = {}
     for k in ("n_test", "n_train", "mu_train", "epochs", "hidden", "iters", "threads", "train_budget_s",
               "filter_eff", "cache_dir", "checkpoint", "sectors", "junction_cut", "lr", "workers", "train_device",
-              "filter_from", "device", "init_from"):
+              "filter_from", "device", "init_from", "filter_recut"):
         if getattr(args, k) is not None:
             opts[k] = getattr(args, k)
     if args.no_filter:
