@@ -12,6 +12,8 @@
 #    with the cluster-shape edge features (events simulated with their cells); SHAPE=0 trains without them
 #    (the default filter is then model_h32.pt, made without them);
 # 5. per-event GPU latency (python -m gnnreco.bench.gpu) of the old and the new networks, calo and MLPF.
+# A second stage continues both on the same warm machine (stop 19, 282 s; docs/benchmarks.md, "GPU"):
+#   A_ARGS="--init-from <model_a.pt> --lr 7e-4" B_ARGS="--init-from <model_b.pt> --lr 4e-4" BUDGET=220 TEST_S=1 ...
 # Evaluate the checkpoints afterwards on the CPU benchmark's test events:
 #   python -m gnnreco.bench.tracking --n-test 100 --checkpoint <model_a.pt>
 # At most 8 files land in $OUT (the device tool returns no more).
@@ -24,8 +26,8 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 T0=$(date +%s)
 log() { echo "[gpu_train +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.log"; }
 N_TRAIN=${N_TRAIN:-100}
-BUDGET=${BUDGET:-200}
-A_ARGS=${A_ARGS:---hidden 64 --iters 8 --lr 2e-3}
+BUDGET=${BUDGET:-320}
+A_ARGS=${A_ARGS:---hidden 64 --iters 6 --lr 2e-3}
 B_ARGS=${B_ARGS:---hidden 128 --iters 8 --lr 1e-3}
 SHAPE=${SHAPE:-1}
 if [ "$SHAPE" = 1 ]; then
@@ -34,6 +36,7 @@ else
   FILTER=${FILTER:-$DATA_ROOT/data/tracking_bench/model_h32.pt}; SHAPE_ARG=--no-cluster-shape
 fi
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
+RECUT=${RECUT:-}  # e.g. 0.999: time the networks with the filter cut re-chosen for that target-edge efficiency
 
 log "env: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) / $(nproc) cores / $($PY -c 'import torch, triton; print(torch.__version__, triton.__version__)')"
 if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
@@ -81,7 +84,7 @@ CKPTS=$FILTER
 for m in a b; do [ -f "$OUT/model_$m.pt" ] && CKPTS="$CKPTS,$OUT/model_$m.pt"; done
 t=$(date +%s)
 timeout "${TASKS_S:-200}" $PY -m gnnreco.bench.gpu --parts tracking,calo,pflow --device "$DEVICE" --data-root "$DATA_ROOT" \
-  --tracking-checkpoint "$CKPTS" --json "$OUT/tasks.json" > "$OUT/tasks.log" 2>&1
+  --tracking-checkpoint "$CKPTS" ${RECUT:+--tracking-filter-recut "$RECUT"} --json "$OUT/tasks.json" > "$OUT/tasks.log" 2>&1
 log "tasks: rc=$? in $(( $(date +%s) - t ))s"
 grep -h '^\[gpu bench\] .* done' "$OUT/tasks.log" | cut -c1-900 | tee -a "$OUT/summary.log"
 log "done"

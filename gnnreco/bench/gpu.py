@@ -39,7 +39,7 @@ from gnnreco.bench.report import markdown_table, time_fn, write_section
 
 #: inputs, relative to the checkout (or to ``--data-root``): what the CPU benchmarks saved
 INPUTS = {
-    "tracking_ckpt": "data/tracking_bench/model_h32_shape3.pt|data/tracking_bench/model_h32_shape2.pt|"
+    "tracking_ckpt": "data/tracking_bench/gpu19_a2.pt|data/tracking_bench/model_h32_shape3.pt|data/tracking_bench/model_h32_shape2.pt|"
                      "data/tracking_bench/model_gpu_h64i8.pt|data/tracking_bench/model_h32.pt|"
                      "data/tracking_bench/model_h16.pt",  # first found
     "tracking_cache": "data/tracking_bench",
@@ -72,15 +72,27 @@ def _med(v: list[float]) -> float:
 
 
 def tracking(checkpoint: Path, cache_dir: Path, n_events: int = 5,
-             seed: int = 0, mu: float = 200.0, preset: str = "trackml", volumes: tuple[int, ...] = (7, 8, 9)) -> dict:
-    """Per-stage wall time (ms) of the tracking pipeline with the filter and GNN on the GPU."""
-    from gnnreco.bench.tracking import EDGE_NAMES, _load_nets, _needs_cells, _raw_event, _to_data
+             seed: int = 0, mu: float = 200.0, preset: str = "trackml", volumes: tuple[int, ...] = (7, 8, 9),
+             filter_recut: float | None = None) -> dict:
+    """Per-stage wall time (ms) of the tracking pipeline with the filter and GNN on the GPU; ``filter_recut``
+    re-chooses the filter cut as the CPU benchmark's ``--filter-recut`` does."""
+    from gnnreco.bench.tracking import (
+        EDGE_NAMES,
+        _load_nets,
+        _needs_cells,
+        _raw_event,
+        _to_data,
+        recut_filter,
+    )
     from gnnreco.data.datamodule import event_seed
     from gnnreco.tasks.tracking.data import process_event
     from gnnreco.tasks.tracking.reco import cc_and_walk_tracks
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     net_cpu, filt_cpu = _load_nets(ckpt)
+    if filter_recut is not None:
+        ckpt = recut_filter(ckpt, filt_cpu, filter_recut, seed=seed, mu=mu, preset=preset, volumes=volumes,
+                            cache_dir=str(cache_dir))
     net, filt = _load_nets(ckpt)
     dev = torch.device(DEVICE)
     net = net.to(dev)
@@ -193,7 +205,13 @@ def calo(checkpoint: Path, repeat: int = 10) -> dict:
     with torch.no_grad():
         b_cpu = net(batch.x, batch.batch)["beta"]
         b_gpu = net.to(DEVICE)(batch.x.to(DEVICE), batch.batch.to(DEVICE))["beta"].cpu()
-    res["beta_max_abs_diff_vs_cpu"] = float((b_cpu - b_gpu).abs().max())
+    # a trained GravNet is chaotic for a few hits: a rounding-size change of the learned space swaps
+    # near-tied kNN neighbours, which moves those hits' beta by up to ~0.3 (on the CPU alone, a 1e-6
+    # relative perturbation of the inputs does that to ~20 of 50k hits), so count the hits as well
+    d = (b_cpu - b_gpu).abs().reshape(-1)
+    res["beta_max_abs_diff_vs_cpu"] = float(d.max())
+    res["beta_frac_diff_gt_1e-2"] = float((d > 1e-2).float().mean())
+    res["beta_median_abs_diff"] = float(d.median())
     res["ms"] = 1e3 * res["time_s"]
     res["stages_ms"] = {k: 1e3 * v for k, v in res["stages"].items()}
     return res
@@ -295,7 +313,10 @@ def _tables(res: dict) -> str:
                 markdown_table(["network ms", "condensation ms", "shower energies ms", "total ms", "goal"],
                                [[st["network"], st["condensation"], st["shower energies"], r["ms"],
                                  "≤ 30 ms: " + ("met" if r["ms"] <= 30 else "**missed**")]]),
-                "", f"β on the GPU vs the CPU forward: max |Δ| = {r['beta_max_abs_diff_vs_cpu']:.2e}."]
+                "", f"β on the GPU vs the CPU forward: max |Δ| = {r['beta_max_abs_diff_vs_cpu']:.2e}"
+                + (f", median {r['beta_median_abs_diff']:.1e}, |Δ| > 0.01 for "
+                   f"{100 * r['beta_frac_diff_gt_1e-2']:.3f} % of the hits (near-tied kNN neighbours swapped by "
+                   "rounding)." if "beta_frac_diff_gt_1e-2" in r else ".")]
     if "pflow" in res and "ms" in res["pflow"]:
         r = res["pflow"]
         out += ["", f"**MLPF** (issue 8): {r['elements']} elements, one event per call: **{r['ms']:.1f} ms/event** "
@@ -323,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracking-events", type=int, default=5)
     p.add_argument("--tracking-checkpoint", default=None,
                    help="tracking filter + GNN checkpoint(s), comma-separated (default: the CPU benchmark's)")
+    p.add_argument("--tracking-filter-recut", type=float, default=None,
+                   help="re-choose the tracking filter cut for this target-edge efficiency (as the tracking bench)")
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder holding the inputs (" + ", ".join(INPUTS.values()) + "); default the checkout")
     p.add_argument("--device", default="cuda", help="cuda (default), or cpu for a dry run of the code paths")
@@ -345,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
                     if not c.exists():
                         res[key] = {"skipped": f"{c} is missing"}
                         continue
-                    res[key] = tracking(c, _input("tracking_cache", r), n_events=a.tracking_events)
+                    res[key] = tracking(c, _input("tracking_cache", r), n_events=a.tracking_events,
+                                        filter_recut=a.tracking_filter_recut)
                     res[key]["checkpoint"] = c.name
                     print(f"[gpu bench] {key} done in {time.perf_counter() - t0:.0f} s: "
                           f"{json.dumps(res[key], default=str)[:2000]}", flush=True)

@@ -1,0 +1,32 @@
+"""The GPU benchmark's calo report (gnnreco.bench.gpu._tables): CPU/GPU β agreement is reported as a
+largest and a median difference and the share of hits that moved (near-tied kNN neighbours)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gnnreco.bench import gpu
+from gnnreco.bench.gpu import _tables
+
+
+@pytest.fixture(autouse=True)
+def _cpu(monkeypatch):
+    monkeypatch.setattr(gpu, "DEVICE", "cpu")  # the report names the device; no CUDA here
+
+
+def _calo(**extra):
+    r = {"hits": 50561, "ms": 76.3, "beta_max_abs_diff_vs_cpu": 0.34,
+         "stages_ms": {"network": 48.6, "condensation": 24.4, "shower energies": 2.9}}
+    r.update(extra)
+    return {"calo": r}
+
+
+def test_calo_line_reports_median_and_fraction():
+    assert "max |Δ| = 3.40e-01." in _tables(_calo())  # a result written before the two new keys
+    text = _tables(_calo(**{"beta_median_abs_diff": 2e-7, "beta_frac_diff_gt_1e-2": 4e-4}))
+    assert "median 2.0e-07" in text and "0.040 % of the hits" in text
+    assert "≤ 30 ms: **missed**" in text
+
+
+def test_calo_goal_met_when_fast():
+    assert "≤ 30 ms: met" in _tables(_calo(ms=25.0))
