@@ -58,7 +58,7 @@ step tasks tasks "${TASKS_S:-150}" $PY -m gnnreco.bench.gpu --parts tracking,cal
   ${DATA_ROOT:+--data-root "$DATA_ROOT"}
 # the CUDA tests that need no torch_scatter/torch_cluster run while those build
 step pytest_gpu pytest "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 4 \
-  tests/ops tests/graph/test_blocks.py tests/export/test_export.py tests/production/test_reco.py \
+  tests/ops tests/graph/test_blocks.py tests/graph/test_triton_knn.py tests/export/test_export.py tests/production/test_reco.py \
   tests/tasks/tracking/test_device.py
 
 if [ -n "$BUILD" ]; then

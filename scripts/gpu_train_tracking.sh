@@ -46,7 +46,7 @@ if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
-timeout "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 3 tests/ops tests/graph/test_blocks.py \
+timeout "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 3 tests/ops tests/graph/test_blocks.py tests/graph/test_triton_knn.py \
   tests/tasks/tracking/test_device.py tests/export/test_export.py tests/production/test_reco.py \
   > "$OUT/pytest.log" 2>&1 &
 TESTS=$!

@@ -212,6 +212,19 @@ def calo(checkpoint: Path, repeat: int = 10) -> dict:
     res["beta_max_abs_diff_vs_cpu"] = float(d.max())
     res["beta_frac_diff_gt_1e-2"] = float((d > 1e-2).float().mean())
     res["beta_median_abs_diff"] = float(d.median())
+    if torch.device(DEVICE).type == "cuda":  # the network alone with the block engine and the Triton kNN
+        xg, bg = batch.x.to(DEVICE), batch.batch.to(DEVICE)
+        with torch.no_grad():
+            res["network_ms_blocks"] = 1e3 * time_fn(lambda: net(xg, bg), repeat=10, warmup=2)
+            for m in net.modules():
+                if hasattr(m, "knn_impl"):
+                    m.knn_impl = "triton"
+            try:
+                res["network_ms_triton"] = 1e3 * time_fn(lambda: net(xg, bg), repeat=10, warmup=2)
+                res["beta_triton_vs_blocks_frac_gt_1e-2"] = float(
+                    ((net(xg, bg)["beta"].cpu() - b_gpu).abs() > 1e-2).float().mean())
+            except Exception as e:  # a kernel failure is a result here, not the end of the bench
+                res["network_ms_triton"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
     res["ms"] = 1e3 * res["time_s"]
     res["stages_ms"] = {k: 1e3 * v for k, v in res["stages"].items()}
     return res
@@ -266,6 +279,15 @@ def knn(cases: list[tuple[int, int, str]] | None = None, k: int = 16, max_tc_s: 
         row = {"N": n, "D": d, "points": kind, "k": k, "gnnreco_ms": 1e3 * t_ours, "reference": tc_name}
         if n <= 200_000:  # the GEMM tiles of the brute-force engine, the other candidate at high D
             row["gnnreco_brute_ms"] = 1e3 * time_fn(lambda x=x: knn_graph(x, k, method="brute"), repeat=3, warmup=1)
+        if d <= 8 and DEVICE == "cuda":  # the one-kernel Triton engine (opt-in until timed here)
+            try:
+                tri = knn_graph(x, k, method="triton")
+                row["gnnreco_triton_ms"] = 1e3 * time_fn(lambda x=x: knn_graph(x, k, method="triton"), repeat=5,
+                                                         warmup=1)
+                row["triton_same"] = bool(torch.allclose(_dist_sum(x, tri), _dist_sum(x, ours), rtol=1e-4, atol=1e-5))
+                del tri
+            except Exception as e:  # a kernel failure is a result here, not the end of the bench
+                row["gnnreco_triton_ms"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
         if tc is not None:
             t0 = time.perf_counter()
             ref = tc(x, k)
@@ -317,6 +339,12 @@ def _tables(res: dict) -> str:
                 + (f", median {r['beta_median_abs_diff']:.1e}, |Δ| > 0.01 for "
                    f"{100 * r['beta_frac_diff_gt_1e-2']:.3f} % of the hits (near-tied kNN neighbours swapped by "
                    "rounding)." if "beta_frac_diff_gt_1e-2" in r else ".")]
+        if "network_ms_triton" in r:
+            tri = r["network_ms_triton"]
+            out += ["", f"Network alone: {r['network_ms_blocks']:.1f} ms with the block-engine kNN, "
+                    + (f"{tri:.1f} ms with `knn_impl='triton'` (β differs by > 0.01 on "
+                       f"{100 * r['beta_triton_vs_blocks_frac_gt_1e-2']:.3f} % of the hits)." if isinstance(tri, float)
+                       else f"`knn_impl='triton'` {tri}.")]
     if "pflow" in res and "ms" in res["pflow"]:
         r = res["pflow"]
         out += ["", f"**MLPF** (issue 8): {r['elements']} elements, one event per call: **{r['ms']:.1f} ms/event** "
@@ -324,10 +352,12 @@ def _tables(res: dict) -> str:
                 "(Delphes, 2021) and ≈ 20 ms (CMS, L4 GPU, 2026)."]
     if res.get("knn"):
         rows = [[r["N"], r["D"], r["points"], r["k"], r["gnnreco_ms"], r.get("gnnreco_brute_ms", "n/a"),
+                 r.get("gnnreco_triton_ms", "n/a"), r.get("triton_same", "n/a"),
                  r.get("torch_cluster_ms", "n/a"), r.get("speedup", "n/a"), r.get("same", "n/a")] for r in res["knn"]]
         ok = [r["speedup"] >= 2 for r in res["knn"] if "speedup" in r and r["N"] >= 100_000]
         out += ["", f"**kNN graph** (issue 5), k = 16, reference {res['knn'][0]['reference']}:", "",
-                markdown_table(["N", "D", "points", "k", "gnnreco ms (auto)", "gnnreco ms (brute)", "torch_cluster ms",
+                markdown_table(["N", "D", "points", "k", "gnnreco ms (auto)", "gnnreco ms (brute)",
+                                "gnnreco ms (triton)", "triton same", "torch_cluster ms",
                                 "× torch_cluster (auto)", "same neighbours"], rows),
                 "", "Goal ≥ 2× at N ≥ 1e5: " + ("n/a" if not ok else ("met" if all(ok) else "**missed**")) + "."]
     return "\n".join(out)

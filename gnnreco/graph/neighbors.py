@@ -27,6 +27,11 @@ distance (against a per-block bound of the :math:`k`-th neighbour distance for k
 :math:`r` for radius), searched as dense distance tiles with ``topk`` or a threshold
 (:mod:`gnnreco.graph._blocks`; exact; ``method="blocks"`` selects it on CPU too).
 
+``method="triton"`` (kNN of a point set with itself: ``knn_graph``, ``knn_index``; float32) searches the
+same k-d leaves in one Triton kernel launch with no host synchronisation between bound, prune and
+search (:mod:`gnnreco.graph._triton_knn`); it runs on CUDA, and on the CPU under ``TRITON_INTERPRET=1``
+(for tests). It is opt-in until its speed is measured on a GPU.
+
 Without the native engine, ``method="auto"`` picks the grid for low dimension (:math:`D \le 4`) or many
 events, and brute force otherwise (see ``docs/graph.md`` for the measurements behind this choice).
 
@@ -158,7 +163,8 @@ def _prepare(x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | Non
 def _resolve_method(method: str, dim: int, num_events: int, nx: int, knn: bool = False) -> str:
     """``"brute"``, ``"grid"``, ``"cells"`` or ``"probe"`` (decide after estimating the cell size)."""
     if method not in ("auto", "native", "blocks", "grid", "brute", "cells"):
-        raise ValueError(f"'method' must be 'auto', 'native', 'blocks', 'cells', 'grid' or 'brute', got {method!r}")
+        raise ValueError(f"'method' must be 'auto', 'native', 'blocks', 'cells', 'grid', 'brute' or 'triton', "
+                         f"got {method!r}")
     if method in ("native", "blocks"):
         method = "auto"  # that engine is not available for these inputs: the torch engines decide
     if method == "cells" and not knn:
@@ -596,6 +602,8 @@ def _search(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_even
     coll = _Collector(y.size(0), x.device)
     if x.size(0) == 0 or y.size(0) == 0 or k <= 0:
         return (coll.result() if dense_out is None else dense_out), trunc
+    if method == "triton":
+        return _search_triton(x, y, bx, by, num_events, k, r, exclude_self, flip, dense_out)
     if method in ("auto", "native") and _native.supports(x) and y.dtype == x.dtype and y.device == x.device:
         return _search_native(x, y, bx, by, num_events, k, r, exclude_self, flip, dense_out)
     if method == "auto" and x.is_cuda:
@@ -645,6 +653,26 @@ def _search_native(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, n
         out, trunc.queries_truncated, trunc.edges_dropped = _native.radius(x, y, ptr_x, ptr_y, r, k, exclude_self,
                                                                            flip=flip)
     return out, trunc
+
+
+def _search_triton(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
+                   r: float | None, exclude_self: bool, flip: bool,
+                   dense_out: Tensor | None) -> tuple[Tensor, Truncation]:
+    """:func:`_search` on the one-kernel Triton engine (:mod:`gnnreco.graph._triton_knn`): kNN of a point
+    set with itself (``knn_graph`` / ``knn_index``), float32, on CUDA or under ``TRITON_INTERPRET=1``."""
+    from gnnreco.graph._triton_knn import knn_triton
+
+    if r is not None or not (y is x and by is bx):
+        raise ValueError("method='triton' searches the kNN of a point set with itself (knn_graph, knn_index); "
+                         "use another method for knn(x, y) and radius searches")
+    ptr = batch_to_ptr(bx, x.size(0), num_events, x.device)
+    with torch.no_grad():
+        nbr = knn_triton(x, ptr, k, exclude_self)
+    if dense_out is not None:
+        dense_out.copy_(torch.where(nbr >= 0, nbr, dense_out))
+        return dense_out, Truncation()
+    e = dense_to_edges(nbr)
+    return (e.flip(0) if flip else e), Truncation()
 
 
 def _search_blocks(x: Tensor, y: Tensor, bx: Tensor | None, by: Tensor | None, num_events: int, k: int,
@@ -763,7 +791,8 @@ def knn_graph(x: Tensor, k: int, batch: Tensor | None = None, loop: bool = False
         cosine: use cosine distance.
         num_workers: PyG compatibility, unused.
         batch_size: PyG compatibility, unused.
-        method: ``"auto"``, ``"native"``, ``"cells"`` (kNN only), ``"grid"`` or ``"brute"``.
+        method: ``"auto"``, ``"native"``, ``"cells"`` (kNN only), ``"grid"``, ``"brute"`` or ``"triton"``
+            (float32, CUDA; see the module docstring).
 
     Returns:
         ``[2, E]`` edge index, :math:`E \le N k`.
@@ -812,8 +841,8 @@ def knn_index(x: Tensor, k: int, batch: Tensor | None = None, *, loop: bool = Fa
         k: number of neighbours :math:`k \ge 0`.
         batch: sorted event index :math:`\mathbf{b}` of each point (optional, PyG convention).
         loop: count the point itself as one of its neighbours.
-        method: ``"auto"`` (default; the native k-d tree on CPU), ``"native"``, ``"cells"``, ``"grid"`` or
-            ``"brute"``: gnnreco's own exact engines (see ``docs/graph.md``; ``"auto"`` never calls SciPy); ``"kdtree"``: optional
+        method: ``"auto"`` (default; the native k-d tree on CPU), ``"native"``, ``"cells"``, ``"grid"``,
+            ``"brute"`` or ``"triton"`` (float32, CUDA): gnnreco's own exact engines (see ``docs/graph.md``; ``"auto"`` never calls SciPy); ``"kdtree"``: optional
             backend on ``scipy.spatial.cKDTree`` (CPU, float64 copy of ``x``, same output
             convention, ties may be ordered differently).
         cosine: rank by cosine distance :math:`1 - \cos(\mathbf{x}_j, \mathbf{x}_i)`.

@@ -59,6 +59,10 @@ def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
             from gnnreco.graph import knn
 
             e = knn(sd, sd, k, batch, batch)
+        elif impl == "triton":
+            from gnnreco.graph import knn_graph
+
+            e = knn_graph(sd, k, batch, loop=True, flow="target_to_source", method="triton")
         elif impl == "scipy":
             nbr = _knn_scipy(sd, k, batch)
             tgt = torch.arange(sd.shape[0], device=sd.device).unsqueeze(1).expand_as(nbr)
@@ -69,7 +73,8 @@ def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
             tgt = torch.arange(sd.shape[0], device=sd.device).unsqueeze(1).expand_as(nbr)
             e = torch.stack([tgt.reshape(-1), nbr.reshape(-1)])
         else:
-            raise ValueError(f"knn_impl must be 'auto', 'gnnreco', 'torch_cluster', 'scipy' or 'dense', got {impl!r}")
+            raise ValueError("knn_impl must be 'auto', 'gnnreco', 'triton', 'torch_cluster', 'scipy' or 'dense', "
+                             f"got {impl!r}")
     return e
 
 
@@ -108,6 +113,10 @@ def knn_matrix(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor |
             return _knn_scipy(sd, k, batch)
         if impl == "scipy" and not s.is_cuda:
             return _knn_scipy(sd, k, batch)
+        if impl == "triton":  # the one-kernel engine (float32, CUDA or TRITON_INTERPRET=1)
+            from gnnreco.graph import knn_index
+
+            return knn_index(sd.float(), k, batch, loop=True, method="triton", fill_value=n)
         if impl in ("auto", "gnnreco") and s.is_cuda:  # the block engine writes the matrix directly
             from gnnreco.graph import knn_index
 
@@ -139,8 +148,8 @@ class GravNetBlock(nn.Module):
         k: neighbours per hit (including itself).
         subtract_self: subtract the hit's own :math:`\mathbf{f}_i` from mean and max.
         local_scale: predict a per-hit distance scale :math:`\sigma_i`.
-        knn_impl: ``"auto"`` (``"scipy"`` on CPU, ``gnnreco`` on GPU), ``"gnnreco"``,
-            ``"torch_cluster"``, ``"scipy"`` (``cKDTree``, queried on ``torch.get_num_threads()``
+        knn_impl: ``"auto"`` (``"scipy"`` on CPU, ``gnnreco`` on GPU), ``"gnnreco"``, ``"triton"`` (the
+            one-kernel engine of ``gnnreco.graph``, float32 on CUDA; opt-in until timed), ``"torch_cluster"``, ``"scipy"`` (``cKDTree``, queried on ``torch.get_num_threads()``
             workers) or ``"dense"`` (the traceable export path).
 
     When every event has at least ``k`` hits the graph is a ``[N, k]`` neighbour matrix and the

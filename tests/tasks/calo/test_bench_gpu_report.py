@@ -30,3 +30,18 @@ def test_calo_line_reports_median_and_fraction():
 
 def test_calo_goal_met_when_fast():
     assert "≤ 30 ms: met" in _tables(_calo(ms=25.0))
+
+
+def test_calo_network_triton_line():
+    text = _tables(_calo(network_ms_blocks=48.0, network_ms_triton=12.5,
+                         **{"beta_triton_vs_blocks_frac_gt_1e-2": 2e-4}))
+    assert "48.0 ms with the block-engine kNN, 12.5 ms with `knn_impl='triton'`" in text and "0.020 %" in text
+    assert "failed: RuntimeError" in _tables(_calo(network_ms_blocks=48.0, network_ms_triton="failed: RuntimeError: x"))
+
+
+def test_knn_table_has_the_triton_column():
+    row = {"N": 100_000, "D": 3, "points": "uniform", "k": 16, "gnnreco_ms": 39.0, "reference": "torch_cluster",
+           "gnnreco_triton_ms": 5.25, "triton_same": True, "torch_cluster_ms": 150.0, "speedup": 3.8, "same": True}
+    text = _tables({"knn": [row]})
+    assert "| gnnreco ms (triton) | triton same |" in text
+    assert "| 39 | n/a | 5.25 | True | 150 |" in text

@@ -1,0 +1,165 @@
+r"""Exact kNN in one Triton kernel (``knn_index(..., method="triton")``; CUDA, or the CPU under
+``TRITON_INTERPRET=1``).
+
+The block engine (:mod:`gnnreco.graph._blocks`) bounds, prunes and searches in separate PyTorch
+steps, with host synchronisations between them (about 20 per call: the k-d levels, the candidate
+table, the rounds). Here the same k-d leaves are searched by one kernel launch:
+
+1. Points are ordered as the leaves of a balanced k-d tree per event (:func:`gnnreco.graph._blocks._blocks`,
+   leaves of :data:`~gnnreco.graph._blocks.B` points, tight non-overlapping boxes).
+2. One program takes :data:`BQ` queries of one leaf and walks the leaves of its event, its own
+   first and then the following ones in k-d order (spatial neighbours come early, so the
+   :math:`k`-th distance shrinks fast). A leaf whose box is farther from every query of the program
+   than that query's current :math:`k`-th distance is skipped:
+
+   .. math::
+       \mathrm{lb}_q(\text{leaf}) = \sum_d \big(\max(\ell_d - q_d, 0) + \max(q_d - u_d, 0)\big)^2
+       \le \lVert \mathbf{p} - \mathbf{q} \rVert^2 \quad \forall\, \mathbf{p} \in \text{leaf},
+
+   so no pair that can hold one of the :math:`k` nearest is skipped (the result is exact).
+3. A searched tile of :data:`BP` points is merged into the running best list of each query by
+   repeated extraction of the tile's row minimum while it beats the row's current worst entry;
+   after the first leaves few tile entries do, so the loop is short.
+
+The lists are sorted by (distance, index) afterwards, as every other engine returns them. Memory:
+the output only (``[N, K]`` distances and indices); nothing of size :math:`N^2`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+
+try:  # triton is optional: the method is then unavailable
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only without triton
+    triton = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+BQ = 32  #: queries per program
+BP = 64  #: points per searched tile
+MAX_K = 64  #: largest k the kernel keeps in registers
+MAX_D = 8  #: largest dimension
+
+
+def available(x: Tensor, k: int) -> bool:
+    """Whether the kernel can run on ``x`` for this ``k`` (CUDA, or CPU under ``TRITON_INTERPRET=1``)."""
+    return (triton is not None and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
+            and x.dtype == torch.float32 and 0 < k <= MAX_K and 0 < x.size(1) <= MAX_D)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _knn_leaf_kernel(xs_ptr, lo_ptr, hi_ptr, bstart_ptr, bcount_ptr, bfirst_ptr, bnum_ptr,
+                         out_d_ptr, out_i_ptr, k, D,
+                         EXCLUDE_SELF: tl.constexpr, DP: tl.constexpr, BQ: tl.constexpr, BP: tl.constexpr,
+                         K: tl.constexpr):
+        qb = tl.program_id(0)
+        sub = tl.program_id(1)
+        q0 = tl.load(bstart_ptr + qb)
+        qn = tl.load(bcount_ptr + qb)
+        first = tl.load(bfirst_ptr + qb)
+        nblk = tl.load(bnum_ptr + qb)
+        rows = sub * BQ + tl.arange(0, BQ)
+        qmask = rows < qn
+        qpos = q0 + rows
+        dc = tl.arange(0, DP)
+        dmask = dc < D
+        qx = tl.load(xs_ptr + qpos[:, None] * D + dc[None, :], mask=qmask[:, None] & dmask[None, :], other=0.0)
+        kc = tl.arange(0, K)
+        inf = float("inf")
+        # padding columns (>= k) hold -inf: never the worst entry, never replaced
+        best_d = tl.where((kc < k)[None, :] & qmask[:, None], inf, -inf) + tl.zeros((BQ, K), tl.float32)
+        best_i = tl.zeros((BQ, K), tl.int64) - 1
+        worst = tl.max(best_d, axis=1)
+        pc = tl.arange(0, BP)
+        if sub * BQ < qn:
+            for t in range(0, nblk):
+                j = first + (qb - first + t) % nblk
+                lo = tl.load(lo_ptr + j * D + dc, mask=dmask, other=0.0)
+                hi = tl.load(hi_ptr + j * D + dc, mask=dmask, other=0.0)
+                gap = tl.maximum(lo[None, :] - qx, 0.0) + tl.maximum(qx - hi[None, :], 0.0)
+                lb = tl.sum(gap * gap, axis=1)
+                need = tl.max(tl.where(qmask & (lb <= worst * 1.000001), 1, 0), axis=0)
+                if need > 0:
+                    p0 = tl.load(bstart_ptr + j)
+                    pn = tl.load(bcount_ptr + j)
+                    for s in range(0, pn, BP):
+                        pmask = (s + pc) < pn
+                        ppos = p0 + s + pc
+                        px = tl.load(xs_ptr + ppos[:, None] * D + dc[None, :], mask=pmask[:, None] & dmask[None, :],
+                                     other=0.0)
+                        diff = qx[:, None, :] - px[None, :, :]
+                        d = tl.sum(diff * diff, axis=2)
+                        valid = qmask[:, None] & pmask[None, :]
+                        if EXCLUDE_SELF:
+                            valid = valid & (ppos[None, :] != qpos[:, None])
+                        d = tl.where(valid, d, inf)
+                        m = tl.min(d, axis=1)
+                        go = tl.max(tl.where(m < worst, 1, 0), axis=0)
+                        while go > 0:
+                            am = tl.argmin(d, axis=1)
+                            imp = m < worst
+                            sel = pc[None, :] == am[:, None]
+                            pidx = tl.sum(tl.where(sel, ppos[None, :].to(tl.int64), 0), axis=1)
+                            wpos = tl.argmax(best_d, axis=1)
+                            rep = (kc[None, :] == wpos[:, None]) & imp[:, None]
+                            best_d = tl.where(rep, m[:, None], best_d)
+                            best_i = tl.where(rep, pidx[:, None], best_i)
+                            d = tl.where(sel, inf, d)
+                            worst = tl.max(best_d, axis=1)
+                            m = tl.min(d, axis=1)
+                            go = tl.max(tl.where(m < worst, 1, 0), axis=0)
+        omask = qmask[:, None] & (kc < k)[None, :]
+        tl.store(out_d_ptr + qpos[:, None] * K + kc[None, :], best_d, mask=omask)
+        tl.store(out_i_ptr + qpos[:, None] * K + kc[None, :], best_i, mask=omask)
+
+
+def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool) -> Tensor:
+    """``[N, k]`` neighbour indices of every point of ``x`` among the points of its event (events are
+    the ``ptr`` offsets of a sorted batch), nearest first, ties by index, ``-1`` where an event has
+    too few points; with ``exclude_self`` a point is not its own neighbour (by index)."""
+    from gnnreco.graph._blocks import _blocks, _boxes
+
+    n, dim = x.shape
+    out = torch.full((n, k), -1, dtype=torch.long, device=x.device)
+    if n == 0 or k <= 0:
+        return out
+    if not available(x, k):
+        raise ValueError(f"method='triton' needs float32 points on CUDA (or TRITON_INTERPRET=1), 1 <= k <= {MAX_K} "
+                         f"and D <= {MAX_D}; got {x.dtype} on {x.device}, k={k}, D={dim}")
+    from gnnreco.graph._blocks import B
+
+    members, bev, order = _blocks(x, ptr)
+    lo, hi, _ = _boxes(x, members)
+    counts = ptr[1:] - ptr[:-1]
+    nblk = (counts + B - 1) // B
+    first_blk = torch.cumsum(nblk, 0) - nblk
+    nb = members.size(0)
+    rank = torch.arange(nb, device=x.device) - first_blk[bev]
+    bstart = ptr[:-1][bev] + rank * B
+    bcount = torch.minimum(ptr[1:][bev] - bstart, torch.full_like(bstart, B))
+    xs = x[order].contiguous()
+    kp = max(2, triton.next_power_of_2(k))
+    out_d = torch.empty((n, kp), dtype=torch.float32, device=x.device)
+    out_i = torch.empty((n, kp), dtype=torch.long, device=x.device)
+    grid = (nb, triton.cdiv(B, BQ))
+    _knn_leaf_kernel[grid](xs, lo.contiguous(), hi.contiguous(), bstart.contiguous(), bcount.contiguous(),
+                           first_blk[bev].contiguous(), nblk[bev].contiguous(), out_d, out_i, k, dim,
+                           EXCLUDE_SELF=bool(exclude_self), DP=max(2, triton.next_power_of_2(dim)), BQ=BQ, BP=BP,
+                           K=kp)
+    d, i = out_d[:, :k], out_i[:, :k]
+    # sorted positions -> original indices; rows by (distance, index)
+    i = torch.where(i >= 0, order[i.clamp_min(0)], -1)
+    d = torch.where(i >= 0, d, math.inf)
+    key = torch.where(i >= 0, i, n)
+    o = torch.argsort(key, dim=1)
+    d, i = torch.gather(d, 1, o), torch.gather(i, 1, o)
+    o = torch.argsort(d, dim=1, stable=True)
+    out[order] = torch.gather(i, 1, o)
+    return out

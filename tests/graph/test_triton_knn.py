@@ -1,0 +1,56 @@
+"""The one-kernel Triton kNN engine (``method="triton"``, gnnreco.graph._triton_knn)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnnreco._compat import WITH_TRITON
+from gnnreco.graph import knn, knn_index, radius_graph
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+@pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
+def test_triton_knn_under_interpreter():
+    """Against the brute-force engine on the CPU (a subprocess: the variable must precede the import)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, str(HERE / "triton_knn_check.py")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "TRITON-KNN-INTERPRET-OK" in proc.stdout
+
+
+def test_clear_errors_where_the_kernel_does_not_apply():
+    x = torch.randn(50, 3)
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs float32 points on CUDA"):
+            knn_index(x, 4, method="triton")
+    with pytest.raises(ValueError, match="with itself"):
+        knn(x, x[:10], 4, method="triton")
+    with pytest.raises(ValueError, match="with itself"):
+        radius_graph(x, 0.5, method="triton")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("n,d,k", [(50_561, 3, 12), (20_000, 3, 16), (10_000, 4, 12)])
+def test_triton_knn_cuda_matches_blocks(n, d, k):
+    g = torch.Generator().manual_seed(n)
+    centres = torch.randn(200, d, generator=g) * 10
+    x = (centres[torch.randint(0, 200, (n,), generator=g)] + torch.randn(n, d, generator=g)).cuda()
+    batch = (torch.arange(n) >= n // 2).long().cuda()
+    got = knn_index(x, k, batch, loop=True, method="triton")
+    ref = knn_index(x, k, batch, loop=True, method="blocks")
+    dg = (x[got] - x[:, None]).square().sum(-1)
+    dr = (x[ref] - x[:, None]).square().sum(-1)
+    torch.testing.assert_close(dg, dr, rtol=1e-6, atol=1e-6)
