@@ -124,7 +124,7 @@ def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool) -> Tensor:
     """``[N, k]`` neighbour indices of every point of ``x`` among the points of its event (events are
     the ``ptr`` offsets of a sorted batch), nearest first, ties by index, ``-1`` where an event has
     too few points; with ``exclude_self`` a point is not its own neighbour (by index)."""
-    from gnnreco.graph._blocks import _blocks, _boxes
+    from gnnreco.graph._blocks import B, _blocks, _boxes
 
     n, dim = x.shape
     out = torch.full((n, k), -1, dtype=torch.long, device=x.device)
@@ -133,8 +133,6 @@ def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool) -> Tensor:
     if not available(x, k):
         raise ValueError(f"method='triton' needs float32 points on CUDA (or TRITON_INTERPRET=1), 1 <= k <= {MAX_K} "
                          f"and D <= {MAX_D}; got {x.dtype} on {x.device}, k={k}, D={dim}")
-    from gnnreco.graph._blocks import B
-
     members, bev, order = _blocks(x, ptr)
     lo, hi, _ = _boxes(x, members)
     counts = ptr[1:] - ptr[:-1]

@@ -149,7 +149,8 @@ class GravNetBlock(nn.Module):
         subtract_self: subtract the hit's own :math:`\mathbf{f}_i` from mean and max.
         local_scale: predict a per-hit distance scale :math:`\sigma_i`.
         knn_impl: ``"auto"`` (``"scipy"`` on CPU, ``gnnreco`` on GPU), ``"gnnreco"``, ``"triton"`` (the
-            one-kernel engine of ``gnnreco.graph``, float32 on CUDA; opt-in until timed), ``"torch_cluster"``, ``"scipy"`` (``cKDTree``, queried on ``torch.get_num_threads()``
+            one-kernel engine of ``gnnreco.graph``, float32 on CUDA; opt-in until timed),
+            ``"torch_cluster"``, ``"scipy"`` (``cKDTree``, queried on ``torch.get_num_threads()``
             workers) or ``"dense"`` (the traceable export path).
 
     When every event has at least ``k`` hits the graph is a ``[N, k]`` neighbour matrix and the
