@@ -39,8 +39,8 @@ from gnnreco.bench.report import markdown_table, time_fn, write_section
 
 #: inputs, relative to the checkout (or to ``--data-root``): what the CPU benchmarks saved
 INPUTS = {
-    "tracking_ckpt": "data/tracking_bench/gpu19_a2.pt|data/tracking_bench/model_h32_shape3.pt|data/tracking_bench/model_h32_shape2.pt|"
-                     "data/tracking_bench/model_gpu_h64i8.pt|data/tracking_bench/model_h32.pt|"
+    "tracking_ckpt": "data/tracking_bench/gpu19_a2.pt|data/tracking_bench/model_h32_shape3.pt|"
+                     "data/tracking_bench/model_h32_shape2.pt|data/tracking_bench/model_gpu_h64i8.pt|data/tracking_bench/model_h32.pt|"
                      "data/tracking_bench/model_h16.pt",  # first found
     "tracking_cache": "data/tracking_bench",
     "calo_ckpt": "outputs/calo_bench/calo_gravnet_s5.pt|outputs/calo_bench/calo_gravnet_s4.pt|"
