@@ -31,7 +31,7 @@ def timed(fn, dev: torch.device, repeat: int = 3) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default="outputs/calo_bench/calo_gravnet.pt")
+    p.add_argument("--checkpoint", default="outputs/calo_bench/calo_gravnet_s5.pt")
     p.add_argument("--device", default="cuda")
     a = p.parse_args()
     from gnnreco.bench.calo import _event, load_checkpoint_info
@@ -57,7 +57,7 @@ def main() -> None:
     M.knn_matrix = orig
     print(f"[calo profile] {b.x.shape[0]} hits, device {dev}", flush=True)
     for i, (s, k, batch) in enumerate(rec):
-        for m in ("blocks", "brute", "grid"):
+        for m in ("blocks", "brute", "grid") + (("triton",) if dev.type == "cuda" else ()):
             try:
                 ms = timed(lambda s=s, k=k, batch=batch, m=m: knn_index(s, k, batch, loop=True, method=m,
                                                                        fill_value=s.shape[0]), dev)
@@ -66,7 +66,7 @@ def main() -> None:
                 print(f"[calo profile] knn call {i} {m}: {type(e).__name__}: {e}", flush=True)
     with torch.no_grad():
         print(f"[calo profile] forward (auto): {timed(lambda: net(b.x, b.batch), dev):.1f} ms", flush=True)
-        for m in ("brute", "grid"):
+        for m in ("brute", "grid") + (("triton",) if dev.type == "cuda" else ()):
             def forced(s, k, batch, impl="auto", m=m):
                 from gnnreco.graph import knn_index as ki
                 return ki(s.detach(), k, batch, loop=True, method=m, fill_value=s.shape[0])
@@ -82,6 +82,24 @@ def main() -> None:
         key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60), flush=True)
+        # condensation (the other half of the event's time): where its milliseconds go
+        from gnnreco.tasks.calo.reco import condense
+
+        mk = info["module"]
+        out = net(b.x, b.batch)
+
+        def cond():
+            return condense(out["beta"], out["coords"], t_beta=mk["t_beta"], t_d=mk["t_d"], batch=b.batch,
+                            distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
+                            assign=mk.get("assign", "beta"))
+
+        c = cond()
+        print(f"[calo profile] condensation: {timed(cond, dev):.1f} ms, {c.cp_index.numel()} condensation points, "
+              f"{c.n_rounds} rounds", flush=True)
+        with profile(activities=acts) as prof:
+            cond()
+            _sync(dev)
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=60), flush=True)
 
 
 if __name__ == "__main__":
