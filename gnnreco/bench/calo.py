@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -198,6 +199,38 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
     return Batch.from_data_list([data])
 
 
+class _TrainingEvents(torch.utils.data.IterableDataset):
+    """Training events ``first, first + 1, ...`` (cropped 50-shower events); with several loader workers
+    worker ``w`` simulates the seeds ``first + w + i W`` and the loader hands them out in seed order."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            torch.set_num_threads(1)
+        i = w
+        while True:
+            yield _event(self.first + i, 50, crop=True)
+            i += nw
+
+
+def _as_is(batch):
+    return batch
+
+
+def _training_events(first: int, workers: int = 0):
+    """Iterator over the training events from seed ``first``: simulated in the loop, or ahead of it by
+    ``workers`` processes (for a GPU, whose steps outrun one simulating core)."""
+    if workers <= 0:
+        return (_event(first + i, 50, crop=True) for i in itertools.count())
+    loader = torch.utils.data.DataLoader(_TrainingEvents(first), batch_size=None, num_workers=workers,
+                                         prefetch_factor=4, collate_fn=_as_is)
+    return iter(loader)
+
+
 #: first seed of the training events (before 2026-11-25 20:05 UTC it was 10000, which a training of
 #: more than 10000 steps would have run into the validation seeds 20000+)
 TRAIN_SEED0 = 1_000_000
@@ -212,7 +245,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        repulsive_scale: float = 1.0, net_kwargs: dict | None = None,
                        module_kwargs: dict | None = None, lr: float = 3e-3, calib_events: int = 0,
                        reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed",
-                       n_val: int = 10, share_scan: bool = True) -> dict:
+                       n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
+                       train_only: bool = False) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
@@ -233,6 +267,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     of the ``SHARE_*`` options) at those thresholds; then the thresholds again with the chosen
     sharing. The result holds the test summary, event-bootstrap standard deviations
     (``bootstrap``) and, when sharing was chosen, the same test events without it (``hard``).
+
+    ``device`` is where the network trains (``"cuda"`` on a GPU node; the evaluation always runs on
+    the CPU), ``workers`` processes simulate the training events ahead of the steps (the same events,
+    in the same order, as without them), and ``train_only`` returns the checkpoint's sidecar record
+    after training, without the evaluation.
     """
     from functools import partial
 
@@ -258,7 +297,12 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         train_seconds = 0.0
     elif init_from:
         net.load_state_dict(torch.load(init_from))
+    dev = torch.device(device)
+    module.to(dev)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
+    # training events: seeds from TRAIN_SEED0 on, never the validation (20000+), test (30000+) or
+    # calibration (40000+) events; a continued training goes on with unseen events
+    events = _training_events(TRAIN_SEED0 + prior.get("train_steps", 0), workers) if train_seconds > 0 else iter(())
     t0 = time.perf_counter()
     step, hist = 0, []
     module.train()
@@ -266,9 +310,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         frac = (time.perf_counter() - t0) / train_seconds
         for gparam in opt.param_groups:
             gparam["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
-        # training events: seeds from TRAIN_SEED0 on, never the validation (20000+), test (30000+) or
-        # calibration (40000+) events; a continued training goes on with unseen events
-        batch = _event(TRAIN_SEED0 + prior.get("train_steps", 0) + step, 50, crop=True)
+        batch = next(events).to(dev)
         out = module(batch)
         loss, parts = module.compute_loss(batch, out)
         opt.zero_grad(set_to_none=True)
@@ -281,6 +323,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
             print(f"[calo bench] step {step} t={time.perf_counter() - t0:.0f}s loss={np.mean(hist[-log_every:]):.3f} "
                   + " ".join(f"{k}={float(v):.3f}" for k, v in parts.items()), flush=True)
     train_time = time.perf_counter() - t0
+    del events  # stops the simulation workers
+    module.to("cpu")
     if checkpoint and not reuse:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), checkpoint)
@@ -290,8 +334,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                 "stages": [*prior.get("stages", [{k: prior.get(k) for k in ("train_steps", "train_seconds", "lr")}]
                                       if prior else []), {"train_steps": step, "train_seconds": train_time, "lr": lr}],
                 "final_loss": float(np.mean(hist[-50:])) if hist else float("nan"),
-                "load_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
+                "load_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
+                "train_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"}
         Path(str(checkpoint) + ".json").write_text(json.dumps(info, indent=1))
+    if train_only:
+        return info or {"train_steps": step, "train_seconds": train_time}
     module.eval()
     # choose the condensation thresholds on validation events, evaluate on independent test events
     val = [_event(20_000 + i, 50) for i in range(n_val)]
@@ -617,7 +664,25 @@ def main(argv: list[str] | None = None) -> None:
                     help="hard assignment only (no energy-sharing options in the validation scan)")
     ap.add_argument("--init-checkpoint", default=None,
                     help="continue training this saved network (its .json sidecar gives the settings)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train, save --checkpoint and its sidecar, and stop (evaluate later with --reuse-checkpoint)")
+    ap.add_argument("--train-device", default="cpu", help="where the network trains with --train-only (cuda on a GPU)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes simulating the training events ahead of the steps (--train-only)")
+    ap.add_argument("--hidden", type=int, default=None, help="network width of a new network (--train-only)")
+    ap.add_argument("--n-blocks", type=int, default=None, help="GravNet blocks of a new network (--train-only)")
+    ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (--train-only)")
     args = ap.parse_args(argv)
+    if args.train_only:
+        net = {**NET, **({"hidden": args.hidden} if args.hidden else {}),
+               **({"n_blocks": args.n_blocks} if args.n_blocks else {})}
+        info = train_and_evaluate(train_seconds=args.train_seconds or 900.0, threads=args.threads,
+                                  checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, log_every=500,
+                                  repulsive_scale=args.repulsive_scale, net_kwargs=net, lr=args.lr,
+                                  init_from=args.init_checkpoint, device=args.train_device, workers=args.workers,
+                                  train_only=True)
+        print(f"trained: {json.dumps(info)}")
+        return
     body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads,
                repulsive_scale=args.repulsive_scale, checkpoint=args.checkpoint,
                reuse_checkpoint=args.reuse_checkpoint, inference_threads=args.inference_threads,
