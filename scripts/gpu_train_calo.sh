@@ -15,28 +15,14 @@
 #   python -m gnnreco.bench.calo --reuse-checkpoint --checkpoint <calo_a.pt> --threads 1 --n-test 50 --n-val 16
 # At most 8 files land in $OUT (the device tool returns no more): two checkpoints with their sidecars,
 # summary.log (with the training logs), profile.log, tasks.log and tasks.json.
-set -u
-OUT=${OUT:-/tmp/gnnreco_gpu}
-DATA_ROOT=${DATA_ROOT:-.}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-T0=$(date +%s)
-log() { echo "[gpu_calo +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.log"; }
+LOG_TAG=gpu_calo
+source "$(dirname "$0")/gpu_lease_env.sh"
 BUDGET=${BUDGET:-300}
 WORKERS=${WORKERS:-6}
 A_ARGS=${A_ARGS:---hidden 64 --n-blocks 3 --lr 2e-3}
 B_ARGS=${B_ARGS:---hidden 48 --n-blocks 2 --lr 2e-3}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
 CALO_CKPT=${CALO_CKPT:-$DATA_ROOT/outputs/calo_bench/calo_gravnet_s5.pt}
-
-log "env: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) / $(nproc) cores / $($PY -c 'import torch, triton; print(torch.__version__, triton.__version__)')"
-if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu/wheels/*.whl > /tmp/wheels.log 2>&1 && log "wheels installed" || log "wheel install FAILED: $(tail -n 2 /tmp/wheels.log)"
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 train() {  # train NAME ARGS...
   local name=$1; shift

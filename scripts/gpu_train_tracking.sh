@@ -17,14 +17,8 @@
 # Evaluate the checkpoints afterwards on the CPU benchmark's test events:
 #   python -m gnnreco.bench.tracking --n-test 100 --checkpoint <model_a.pt>
 # At most 8 files land in $OUT (the device tool returns no more).
-set -u
-OUT=${OUT:-/tmp/gnnreco_gpu}
-DATA_ROOT=${DATA_ROOT:-.}
-mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-T0=$(date +%s)
-log() { echo "[gpu_train +$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/summary.log"; }
+LOG_TAG=gpu_train
+source "$(dirname "$0")/gpu_lease_env.sh"
 N_TRAIN=${N_TRAIN:-100}
 BUDGET=${BUDGET:-320}
 A_ARGS=${A_ARGS:---hidden 64 --iters 6 --lr 2e-3}
@@ -38,13 +32,6 @@ fi
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
 RECUT=${RECUT:-}  # e.g. 0.999: time the networks with the filter cut re-chosen for that target-edge efficiency
 
-log "env: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) / $(nproc) cores / $($PY -c 'import torch, triton; print(torch.__version__, triton.__version__)')"
-if ls .gpu/wheels/*.whl > /dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu/wheels/*.whl > /tmp/wheels.log 2>&1 && log "wheels installed" || log "wheel install FAILED: $(tail -n 2 /tmp/wheels.log)"
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 timeout "${TEST_S:-240}" $PY -m pytest -m gpu -q -p no:cacheprovider -n 3 tests/ops tests/graph/test_blocks.py tests/graph/test_triton_knn.py \
   tests/tasks/tracking/test_device.py tests/export/test_export.py tests/production/test_reco.py \
