@@ -248,7 +248,7 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
     ``filter_from`` names another).
     """
     from gnnreco.data.datamodule import event_seed
-    from gnnreco.tasks.tracking.filter import EdgeFilter, cut_for_efficiency, filter_event, train_filter
+    from gnnreco.tasks.tracking.filter import EdgeFilter, filter_event, train_filter
 
     init = None
     if init_from:
@@ -297,9 +297,7 @@ def _train_pipeline(n_train: int, mu_train: float, seed: int, preset: str, volum
                            n_layers=3)
         res = train_filter(fit or val, net_f, epochs=12, budget_s=filter_budget_s, seed=seed)
         net_f = res["net"]
-        logits = [filter_event(net_f, ev, -math.inf)[1] for ev in val]
-        cut = cut_for_efficiency(np.concatenate(logits), np.concatenate([ev["edge_target"] for ev in val]), filter_eff)
-        kept = float(np.mean(np.concatenate(logits) >= cut))
+        cut, kept = _filter_cut(net_f, val, filter_eff)
         say(f"[tracking bench] filter: {res['epochs']} epochs in {res['cpu_s']:.0f}s CPU, cut {cut:.3f} keeps "
             f"{100 * kept:.1f}% of the validation edges at {100 * filter_eff:.1f}% target efficiency")
         events = [filter_event(net_f, ev, cut)[0] for ev in events]
@@ -369,7 +367,6 @@ def recut_filter(ckpt: dict, net_f: torch.nn.Module | None, efficiency: float, *
     the price of more edges for the GNN; the GNN itself is not retrained. ``events``: processed events to
     use instead of simulating the validation events."""
     from gnnreco.data.datamodule import event_seed
-    from gnnreco.tasks.tracking.filter import cut_for_efficiency, filter_event
 
     if net_f is None:
         raise ValueError("filter_recut: the checkpoint has no filter (it was trained with --no-filter)")
@@ -382,11 +379,19 @@ def recut_filter(ckpt: dict, net_f: torch.nn.Module | None, efficiency: float, *
     events = [ev for ev in events if ev is not None and ev["edge_index"].shape[1]]
     if not events:
         raise ValueError("filter_recut: no validation event with edges")
+    cut, kept = _filter_cut(net_f, events, efficiency)
+    return dict(ckpt, filter_cut=cut, filter_kept_val=kept, config=dict(ckpt["config"], filter_eff=float(efficiency)))
+
+
+def _filter_cut(net_f: torch.nn.Module, events: list, efficiency: float) -> tuple[float, float]:
+    """The filter logit cut that keeps the fraction ``efficiency`` of the target edges of ``events``,
+    and the fraction of their edges it keeps (training's cut and :func:`recut_filter` alike)."""
+    from gnnreco.tasks.tracking.filter import cut_for_efficiency, filter_event
+
     logits = np.concatenate([filter_event(net_f, ev, -math.inf)[1] for ev in events])
     target = np.concatenate([ev["edge_target"] for ev in events])
     cut = float(cut_for_efficiency(logits, target, efficiency))
-    return dict(ckpt, filter_cut=cut, filter_kept_val=float(np.mean(logits >= cut)),
-                config=dict(ckpt["config"], filter_eff=float(efficiency)))
+    return cut, float(np.mean(logits >= cut))
 
 
 def run(quick: bool = False, n_train: int | None = None, n_test: int | None = None, mu_train: float | None = None,
