@@ -88,14 +88,18 @@ def main() -> None:
         mk = info["module"]
         out = net(b.x, b.batch)
 
-        def cond():
+        def cond(backend="auto"):
             return condense(out["beta"], out["coords"], t_beta=mk["t_beta"], t_d=mk["t_d"], batch=b.batch,
                             distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
-                            assign=mk.get("assign", "beta"))
+                            assign=mk.get("assign", "beta"), backend=backend)
 
         c = cond()
         print(f"[calo profile] condensation: {timed(cond, dev):.1f} ms, {c.cp_index.numel()} condensation points, "
               f"{c.n_rounds} rounds", flush=True)
+        for backend in ("dense", "radius"):
+            same = torch.equal(cond(backend).assignment, c.assignment)
+            print(f"[calo profile] condensation backend {backend}: {timed(lambda b=backend: cond(b), dev):.1f} ms, "
+                  f"same clusters as auto: {same}", flush=True)
         with profile(activities=acts) as prof:
             cond()
             _sync(dev)

@@ -127,6 +127,81 @@ def _capture_pairs_kdtree(points: Tensor, radius_p: Tensor, queries: Tensor, bat
     return q[ok], p[ok], d[ok]
 
 
+#: largest number of point–query distances one step of the ``dense`` backend holds (256 MB as float32)
+DENSE_CHUNK = 1 << 26
+#: ``backend="auto"`` takes ``dense`` off the CPU while an event's point–query distances number at
+#: most this many (every pair is computed, so the cost grows as points × queries per event)
+DENSE_AUTO_MAX = 1 << 30
+
+
+def _event_ptrs(batch_p: Tensor, batch_q: Tensor) -> tuple[list[int], list[int]]:
+    """Host copies of the event offsets of the points and of the queries (both batch vectors sorted):
+    event ``e`` holds points ``pptr[e]:pptr[e + 1]``; one transfer, whatever the number of events."""
+    n_ev = int(max(int(batch_p.max()), int(batch_q.max()))) + 1
+    ev = torch.arange(n_ev + 1, device=batch_q.device)
+    both = torch.stack([torch.searchsorted(batch_p.contiguous(), ev), torch.searchsorted(batch_q.contiguous(), ev)])
+    pptr, qptr = both.tolist()
+    return pptr, qptr
+
+
+def _dense_chunks(pptr: list[int], qptr: list[int], budget: int) -> list[tuple[int, int, int, int, bool]]:
+    """Row chunks ``(p0, p1, q0, q1, several_events)`` of the ``dense`` backend: consecutive events
+    grouped while their points × the queries they span stay within ``budget``, an event larger than
+    that split by rows. A loop over events, not hits."""
+    out: list[tuple[int, int, int, int, bool]] = []
+    n_ev = len(pptr) - 1
+    e = 0
+    while e < n_ev:
+        p0, q0 = pptr[e], qptr[e]
+        f = e + 1
+        while f < n_ev and (pptr[f + 1] - p0) * (qptr[f + 1] - q0) <= budget:
+            f += 1
+        p1, q1 = pptr[f], qptr[f]
+        if p1 > p0 and q1 > q0:
+            step = max(1, budget // (q1 - q0))
+            out.extend((r, min(r + step, p1), q0, q1, f > e + 1) for r in range(p0, p1, step))
+        e = f
+    return out
+
+
+def _dense_work(batch_p: Tensor, batch_q: Tensor) -> int:
+    """Point–query distances the ``dense`` backend computes for one-event chunks: Σ over events of
+    points × queries."""
+    n_ev = int(max(int(batch_p.max()), int(batch_q.max()))) + 1
+    cp = torch.bincount(batch_p, minlength=n_ev).double()
+    cq = torch.bincount(batch_q, minlength=n_ev).double()
+    return int((cp * cq).sum())
+
+
+def _capture_pairs_dense(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
+                         lower_only: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """GPU path of :func:`_capture_pairs`: every point against every query of its event, in row chunks
+    of at most :data:`DENSE_CHUNK` distances (``torch.cdist`` without the matrix-product shortcut): a
+    handful of kernel launches and one host synchronisation per chunk instead of the radius engine's
+    per-bucket searches. The distance test is repeated with the other backends' formula on the
+    surviving pairs (after a 1e-4 relative margin), so all backends return the same pairs."""
+    dev = points.device
+    pptr, qptr = _event_ptrs(batch_p, batch_q)
+    r_pre = radius_p * (1 + 1e-4) + 1e-12
+    qs, ps = [], []
+    for p0, p1, q0, q1, several in _dense_chunks(pptr, qptr, DENSE_CHUNK):
+        ok = torch.cdist(points[p0:p1], queries[q0:q1], compute_mode="donot_use_mm_for_euclid_dist") < r_pre[p0:p1, None]
+        if several:  # pairs stay in their event
+            ok &= batch_p[p0:p1, None] == batch_q[None, q0:q1]
+        if lower_only:
+            ok &= torch.arange(p0, p1, device=dev)[:, None] < torch.arange(q0, q1, device=dev)[None, :]
+        pr = torch.nonzero(ok)
+        ps.append(pr[:, 0] + p0)
+        qs.append(pr[:, 1] + q0)
+    if not qs:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return empty, empty, torch.zeros(0, device=dev)
+    q, p = torch.cat(qs), torch.cat(ps)
+    d = (queries.index_select(0, q) - points.index_select(0, p)).norm(dim=1)
+    ok = d < radius_p[p]
+    return q[ok], p[ok], d[ok]
+
+
 def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
                    max_num_neighbors: int, n_buckets: int = 6, lower_only: bool = False,
                    backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
@@ -141,17 +216,21 @@ def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: T
 
     ``backend``: ``"radius"`` (the bucketed searches above, :func:`gnnreco.graph.radius` or
     ``torch_cluster``), ``"kdtree"`` (``scipy.spatial.cKDTree``, CPU: exact per-point radii in one
-    query, several times faster there), or ``"auto"`` (``kdtree`` on CPU, ``radius`` elsewhere).
+    query, several times faster there), ``"dense"`` (every point against every query of its event,
+    in chunks: for a GPU, where a few large kernels beat many small searches), or ``"auto"``
+    (``kdtree`` on CPU; elsewhere ``dense`` up to :data:`DENSE_AUTO_MAX` distances, else ``radius``).
     """
     dev = points.device
     empty = torch.zeros(0, dtype=torch.long, device=dev)
+    if backend not in ("auto", "radius", "kdtree", "dense"):
+        raise ValueError(f"condense: backend must be 'auto', 'kdtree', 'dense' or 'radius', got {backend!r}")
     if points.shape[0] == 0 or queries.shape[0] == 0:
         return empty, empty, torch.zeros(0, device=dev)
     if backend == "kdtree" or (backend == "auto" and dev.type == "cpu"):
         return _capture_pairs_kdtree(points, radius_p, queries, batch_p, batch_q, lower_only,
                                      max(1, torch.get_num_threads()))
-    if backend not in ("auto", "radius"):
-        raise ValueError(f"condense: backend must be 'auto', 'kdtree' or 'radius', got {backend!r}")
+    if backend == "dense" or (backend == "auto" and _dense_work(batch_p, batch_q) <= DENSE_AUTO_MAX):
+        return _capture_pairs_dense(points, radius_p, queries, batch_p, batch_q, lower_only)
     r_max = float(radius_p.max())
     if not r_max > 0:
         return empty, empty, torch.zeros(0, device=dev)
@@ -195,8 +274,9 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
             lie within one capture radius of a point, which only happens for collapsed, untrained
             outputs); the ``kdtree`` backend has no cap.
         max_rounds: bound on the CP-selection rounds.
-        backend: neighbour search, ``"auto"`` (``scipy`` KD-tree on CPU, else
-            :func:`gnnreco.graph.radius`), ``"kdtree"`` or ``"radius"``.
+        backend: neighbour search, ``"auto"`` (``scipy`` KD-tree on CPU; on a GPU the ``"dense"``
+            all-pairs search per event while it stays small, else :func:`gnnreco.graph.radius`),
+            ``"kdtree"``, ``"dense"`` or ``"radius"``.
 
     Shapes:
         beta ``[N]``, coords ``[N, C]``, batch ``[N]`` → assignment ``[N]``.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnreco.tasks.calo.reco import condense, condense_reference, match_showers
+from gnnreco.tasks.calo.reco import condense, condense_reference, match_showers, share_energy
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -72,7 +72,7 @@ def test_matching_perfect_permuted_merged():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("backend", ["kdtree", "radius"])
+@pytest.mark.parametrize("backend", ["kdtree", "radius", "dense"])
 def test_condense_nearest_assignment_and_backends_equal_loop(seed, backend):
     # clumped clouds (as a trained network makes them) with per-hit radii spanning several octaves
     g = torch.Generator().manual_seed(seed)
@@ -99,6 +99,8 @@ def test_condense_backends_agree_on_batched_events_and_reject_unknown():
     a = condense(beta, x, t_beta=0.3, t_d=0.3, batch=batch, distance_scale=scale, backend="kdtree")
     b = condense(beta, x, t_beta=0.3, t_d=0.3, batch=batch, distance_scale=scale, backend="radius")
     assert torch.equal(a.assignment, b.assignment) and torch.equal(a.cp_index, b.cp_index)
+    d = condense(beta, x, t_beta=0.3, t_d=0.3, batch=batch, distance_scale=scale, backend="dense")
+    assert torch.equal(a.assignment, d.assignment) and torch.equal(a.cp_index, d.cp_index)
     ok = a.assignment >= 0
     assert ok.float().mean() > 0.5
     assert torch.equal(batch[a.cp_index][a.assignment[ok]], batch[ok])  # clusters stay in their event
@@ -106,6 +108,30 @@ def test_condense_backends_agree_on_batched_events_and_reject_unknown():
         condense(beta, x, t_beta=0.3, backend="octree")
     with pytest.raises(ValueError, match="assign"):
         condense(beta, x, t_beta=0.3, assign="closest")
+
+
+@pytest.mark.parametrize("chunk", [7, 300, 1 << 26])
+def test_dense_backend_chunks_keep_pairs_in_their_event(monkeypatch, chunk):
+    """The dense search groups small events into one chunk (pairs masked to their event) and splits a
+    large event by rows; every chunking gives the KD-tree's pairs, and the chunks tile the rows."""
+    import gnnreco.tasks.calo.reco as R
+
+    g = torch.Generator().manual_seed(11)
+    sizes = torch.tensor([3, 0, 40, 1, 250, 9])
+    batch = torch.repeat_interleave(torch.arange(6), sizes)
+    x = torch.rand(int(sizes.sum()), 3, generator=g)
+    r = 0.1 + 0.3 * torch.rand(x.shape[0], generator=g)
+    monkeypatch.setattr(R, "DENSE_CHUNK", chunk)
+    pptr, qptr = R._event_ptrs(batch, batch)
+    rows = [i for p0, p1, _, _, _ in R._dense_chunks(pptr, qptr, chunk) for i in range(p0, p1)]
+    assert rows == list(range(x.shape[0]))
+    for lower in (False, True):
+        ref = R._capture_pairs(x, r, x, batch, batch, 64, lower_only=lower, backend="kdtree")
+        got = R._capture_pairs(x, r, x, batch, batch, 64, lower_only=lower, backend="dense")
+        key = lambda t: sorted(zip(t[0].tolist(), t[1].tolist()))  # noqa: E731
+        assert key(got) == key(ref) and len(key(ref)) > x.shape[0] // 2
+        assert all(batch[q] == batch[p] for q, p in key(got))
+    assert R._dense_work(batch, batch) == int((sizes ** 2).sum())
 
 
 def test_condense_is_exact_in_a_dense_clump():
@@ -119,7 +145,7 @@ def test_condense_is_exact_in_a_dense_clump():
     scale[torch.randint(0, 2200, (20,), generator=g)] = 3.0  # a few wide radii set the search radius
     ref = condense_reference(beta.numpy(), x.numpy(), 0.1, 1.0, scale.numpy())
     assert ref.max() == 1  # two clusters
-    for backend, cap in (("auto", 64), ("kdtree", 64), ("radius", 4096)):
+    for backend, cap in (("auto", 64), ("kdtree", 64), ("radius", 4096), ("dense", 64)):
         c = condense(beta, x, t_beta=0.1, t_d=1.0, distance_scale=scale, backend=backend, max_num_neighbors=cap)
         np.testing.assert_array_equal(c.assignment.numpy(), ref)
 
@@ -210,3 +236,23 @@ def test_share_energy_cluster_weight_favours_the_heavy_cluster():
     beta = torch.tensor([0.9, 0.45, 0.1])
     pw = share_energy(x, c, t_d=1.5, sigma=1.0, beta=beta, beta_power=1.0)
     torch.testing.assert_close(pw.fraction[pw.hit == 2], torch.tensor([2 / 3, 1 / 3]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("assign", ["beta", "nearest"])
+def test_condense_on_cuda_equals_cpu(assign):
+    """On a GPU ``auto`` takes the dense search; it must give the CPU KD-tree's clusters, as must the
+    radius engine there, and the energy sharing must give the same pairs."""
+    beta, x, scale, batch, _ = _clumps(21, n=3000, events=3)
+    ref = condense(beta, x, t_beta=0.2, t_d=1.0, batch=batch, distance_scale=scale, assign=assign)
+    dev = torch.device("cuda")
+    for backend in ("auto", "dense", "radius"):
+        c = condense(beta.to(dev), x.to(dev), t_beta=0.2, t_d=1.0, batch=batch.to(dev),
+                     distance_scale=scale.to(dev), assign=assign, backend=backend)
+        assert torch.equal(c.assignment.cpu(), ref.assignment), backend
+        assert torch.equal(c.cp_index.cpu(), ref.cp_index), backend
+    s_ref = share_energy(x, ref, t_d=1.0, batch=batch, distance_scale=scale)
+    s_gpu = share_energy(x.to(dev), c, t_d=1.0, batch=batch.to(dev), distance_scale=scale.to(dev))
+    assert torch.equal(s_gpu.hit.cpu(), s_ref.hit) and torch.equal(s_gpu.cluster.cpu(), s_ref.cluster)
+    torch.testing.assert_close(s_gpu.fraction.cpu(), s_ref.fraction, atol=1e-5, rtol=1e-5)
