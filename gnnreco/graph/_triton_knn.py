@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - exercised only without triton
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 BQ = 32  #: queries per program
 BP = 64  #: points per searched tile
+NUM_WARPS = 4  #: warps per program
 MAX_K = 64  #: largest k the kernel keeps in registers
 MAX_D = 8  #: largest dimension
 
@@ -120,10 +121,13 @@ if triton is not None:
         tl.store(out_i_ptr + qpos[:, None] * K + kc[None, :], best_i, mask=omask)
 
 
-def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool) -> Tensor:
+def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool, *, bq: int | None = None, bp: int | None = None,
+               num_warps: int | None = None) -> Tensor:
     """``[N, k]`` neighbour indices of every point of ``x`` among the points of its event (events are
     the ``ptr`` offsets of a sorted batch), nearest first, ties by index, ``-1`` where an event has
-    too few points; with ``exclude_self`` a point is not its own neighbour (by index)."""
+    too few points; with ``exclude_self`` a point is not its own neighbour (by index). ``bq``, ``bp``
+    and ``num_warps`` override :data:`BQ`, :data:`BP` and :data:`NUM_WARPS` (tuning)."""
+    bq, bp = bq or BQ, bp or BP
     from gnnreco.graph._blocks import B, _blocks, _boxes
 
     n, dim = x.shape
@@ -146,11 +150,11 @@ def knn_triton(x: Tensor, ptr: Tensor, k: int, exclude_self: bool) -> Tensor:
     kp = max(2, triton.next_power_of_2(k))
     out_d = torch.empty((n, kp), dtype=torch.float32, device=x.device)
     out_i = torch.empty((n, kp), dtype=torch.long, device=x.device)
-    grid = (nb, triton.cdiv(B, BQ))
+    grid = (nb, triton.cdiv(B, bq))
     _knn_leaf_kernel[grid](xs, lo.contiguous(), hi.contiguous(), bstart.contiguous(), bcount.contiguous(),
                            first_blk[bev].contiguous(), nblk[bev].contiguous(), out_d, out_i, k, dim,
-                           EXCLUDE_SELF=bool(exclude_self), DP=max(2, triton.next_power_of_2(dim)), BQ=BQ, BP=BP,
-                           K=kp)
+                           EXCLUDE_SELF=bool(exclude_self), DP=max(2, triton.next_power_of_2(dim)), BQ=bq, BP=bp,
+                           K=kp, num_warps=num_warps or NUM_WARPS)
     d, i = out_d[:, :k], out_i[:, :k]
     # sorted positions -> original indices; rows by (distance, index)
     i = torch.where(i >= 0, order[i.clamp_min(0)], -1)

@@ -127,7 +127,8 @@ def _capture_pairs_kdtree(points: Tensor, radius_p: Tensor, queries: Tensor, bat
     return q[ok], p[ok], d[ok]
 
 
-#: largest number of point–query distances one step of the ``dense`` backend holds (256 MB as float32)
+#: largest number of point–query pairs one step of the ``dense`` backend masks (64 MB of mask; 256 MB
+#: of float32 distances without the Triton kernel)
 DENSE_CHUNK = 1 << 26
 #: ``backend="auto"`` takes ``dense`` off the CPU while an event's point–query distances number at
 #: most this many (every pair is computed, so the cost grows as points × queries per event)
@@ -173,23 +174,42 @@ def _dense_work(batch_p: Tensor, batch_q: Tensor) -> int:
     return int((cp * cq).sum())
 
 
+def _sq_dist_lt(a: Tensor, b: Tensor, r2: Tensor) -> Tensor:
+    """``[A, B]`` mask of ``|a_i - b_j|^2 < r2_i``, one coordinate at a time (no ``[A, B, C]``
+    temporary; ``torch.cdist`` without its matrix-product shortcut is slow on CUDA)."""
+    d2 = (a[:, None, 0] - b[None, :, 0]).square_()
+    for c in range(1, a.shape[1]):
+        d2.add_((a[:, None, c] - b[None, :, c]).square_())
+    return d2 < r2[:, None]
+
+
 def _capture_pairs_dense(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
                          lower_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """GPU path of :func:`_capture_pairs`: every point against every query of its event, in row chunks
-    of at most :data:`DENSE_CHUNK` distances (``torch.cdist`` without the matrix-product shortcut): a
-    handful of kernel launches and one host synchronisation per chunk instead of the radius engine's
-    per-bucket searches. The distance test is repeated with the other backends' formula on the
-    surviving pairs (after a 1e-4 relative margin), so all backends return the same pairs."""
+    of at most :data:`DENSE_CHUNK` pairs: the pair mask of a chunk comes from one Triton kernel
+    (:mod:`gnnreco.graph._triton_radius`, a byte per pair, on CUDA) or from PyTorch operations, then
+    ``torch.nonzero``: a few kernel launches and one host synchronisation per chunk instead of the
+    radius engine's per-bucket searches. The distance test is repeated with the other backends'
+    formula on the surviving pairs (after a 1e-4 relative margin), so all backends return the same pairs."""
+    from gnnreco.graph import _triton_radius
+
     dev = points.device
     pptr, qptr = _event_ptrs(batch_p, batch_q)
-    r_pre = radius_p * (1 + 1e-4) + 1e-12
+    points, queries = points.float().contiguous(), queries.float().contiguous()
+    r2 = (radius_p.float() * (1 + 1e-4) + 1e-12).square()
+    kernel = _triton_radius.available(points)  # CUDA (or TRITON_INTERPRET=1 on the CPU, for tests)
     qs, ps = [], []
     for p0, p1, q0, q1, several in _dense_chunks(pptr, qptr, DENSE_CHUNK):
-        ok = torch.cdist(points[p0:p1], queries[q0:q1], compute_mode="donot_use_mm_for_euclid_dist") < r_pre[p0:p1, None]
-        if several:  # pairs stay in their event
-            ok &= batch_p[p0:p1, None] == batch_q[None, q0:q1]
-        if lower_only:
-            ok &= torch.arange(p0, p1, device=dev)[:, None] < torch.arange(q0, q1, device=dev)[None, :]
+        if kernel:
+            ok = _triton_radius.capture_mask_triton(points[p0:p1], r2[p0:p1], queries[q0:q1],
+                                                    batch_p[p0:p1] if several else None,
+                                                    batch_q[q0:q1] if several else None, lower_only, p0, q0)
+        else:
+            ok = _sq_dist_lt(points[p0:p1], queries[q0:q1], r2[p0:p1])
+            if several:  # pairs stay in their event
+                ok &= batch_p[p0:p1, None] == batch_q[None, q0:q1]
+            if lower_only:
+                ok &= torch.arange(p0, p1, device=dev)[:, None] < torch.arange(q0, q1, device=dev)[None, :]
         pr = torch.nonzero(ok)
         ps.append(pr[:, 0] + p0)
         qs.append(pr[:, 1] + q0)
