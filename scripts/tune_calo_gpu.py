@@ -13,8 +13,8 @@ import time
 
 import torch
 
-CONFIGS = [(32, 64, 4), (16, 64, 4), (32, 32, 4), (32, 128, 4), (64, 64, 4), (64, 64, 8), (64, 32, 8),
-           (128, 32, 8), (128, 64, 8), (32, 64, 2), (64, 128, 8), (16, 32, 2)]  # (BQ, BP, warps)
+CONFIGS = [(16, 32, 2, "morton"), (32, 64, 4, "morton"), (16, 64, 4, "morton"), (32, 32, 4, "morton"),
+           (64, 32, 8, "morton"), (16, 32, 2, "kd"), (32, 64, 4, "kd")]  # (BQ, BP, warps, leaves)
 
 
 REPEAT = 5
@@ -51,7 +51,6 @@ def main() -> None:
     REPEAT = a.repeat
     from gnnreco.bench.calo import _event, inference_time, load_checkpoint_info
     from gnnreco.graph import _triton_knn as T
-    from gnnreco.graph._blocks import _blocks, _boxes
     from gnnreco.tasks.calo import model as M
     from gnnreco.tasks.calo.reco import condense
 
@@ -74,29 +73,31 @@ def main() -> None:
     res: dict = {"hits": int(b.x.shape[0]), "knn": []}
     for i, (s, k, batch) in enumerate(rec):
         ptr = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), torch.bincount(batch).cumsum(0)])
-        prep = timed(lambda s=s, ptr=ptr: _boxes(s, _blocks(s, ptr)[0]))
+        prep = {kind: timed(lambda s=s, ptr=ptr, kind=kind: T._leaves(s, ptr, kind)) for kind in ("morton", "kd")}
         ref = T.knn_triton(s, ptr, k, False)
         dref = (s[ref] - s[:, None]).square().sum(-1)
         row = {"call": i, "N": int(s.shape[0]), "k": k, "prep_ms": prep, "configs": {}}
-        for bq, bp, w in CONFIGS[:a.configs]:
+        for bq, bp, w, lv in CONFIGS[:a.configs]:
+            name = f"{bq},{bp},{w},{lv}"
             try:
-                ms = timed(lambda s=s, ptr=ptr, k=k, bq=bq, bp=bp, w=w: T.knn_triton(s, ptr, k, False, bq=bq, bp=bp,
-                                                                                   num_warps=w))
-                got = T.knn_triton(s, ptr, k, False, bq=bq, bp=bp, num_warps=w)
+                ms = timed(lambda s=s, ptr=ptr, k=k, bq=bq, bp=bp, w=w, lv=lv: T.knn_triton(
+                    s, ptr, k, False, bq=bq, bp=bp, num_warps=w, leaves=lv))
+                got = T.knn_triton(s, ptr, k, False, bq=bq, bp=bp, num_warps=w, leaves=lv)
                 same = bool(torch.allclose((s[got] - s[:, None]).square().sum(-1), dref, rtol=1e-6, atol=1e-6))
-                row["configs"][f"{bq},{bp},{w}"] = [ms, same]
+                row["configs"][name] = [ms, same]
             except Exception as e:  # noqa: BLE001 - a config that does not compile is a result
-                row["configs"][f"{bq},{bp},{w}"] = [f"{type(e).__name__}: {str(e)[:120]}", False]
-            print(f"[tune] knn call {i} BQ,BP,warps={bq},{bp},{w}: {row['configs'][f'{bq},{bp},{w}']}", flush=True)
-        print(f"[tune] knn call {i} prep (k-d leaves and boxes) {prep:.2f} ms", flush=True)
+                row["configs"][name] = [f"{type(e).__name__}: {str(e)[:120]}", False]
+            print(f"[tune] knn call {i} BQ,BP,warps,leaves={name}: {row['configs'][name]}", flush=True)
+        print(f"[tune] knn call {i} leaves and boxes: {prep} ms", flush=True)
         res["knn"].append(row)
     ok = [c for c in res["knn"][0]["configs"]
           if all(isinstance(r["configs"][c][0], float) and r["configs"][c][1] for r in res["knn"])]
     if ok:
         best = min(ok, key=lambda c: sum(r["configs"][c][0] for r in res["knn"]))
         res["best"] = best
-        T.BQ, T.BP, T.NUM_WARPS = (int(v) for v in best.split(","))
-    print(f"[tune] best BQ,BP,warps = {res.get('best', 'none: no configuration ran')}", flush=True)
+        bq, bp, w, lv = best.split(",")
+        T.BQ, T.BP, T.NUM_WARPS, T.LEAVES = int(bq), int(bp), int(w), lv
+    print(f"[tune] best BQ,BP,warps,leaves = {res.get('best', 'none: no configuration ran')}", flush=True)
 
     mk = info["module"]
     ds = out.get("distance_scale") if mk.get("local_radius") else None
@@ -109,7 +110,7 @@ def main() -> None:
     res["condensation_ms"] = {kk: v[0] for kk, v in cond.items()}
     res["condensation_same"] = bool(torch.equal(cond["dense"][1], cond["radius"][1]))
     print(f"[tune] condensation {res['condensation_ms']} same: {res['condensation_same']}", flush=True)
-    for impl in ("triton", "auto"):
+    for impl in ("triton", "gnnreco"):
         if impl == "triton" and "best" not in res:
             continue
         r = inference_time(threads=1, checkpoint=a.checkpoint, net_kwargs={**info["net"], "knn_impl": impl},

@@ -55,6 +55,19 @@ def main():
     check(torch.randn(300, 2, generator=g), None, 1, False)
     check(torch.randn(300, 5, generator=g), None, 7, True)
     check(torch.randn(130, 1, generator=g), None, 64, True)
+    # both leaf layouts (Morton runs, the default; k-d tree leaves) give the same exact result, also
+    # with a far outlier that stretches the Morton quantisation of its event
+    from gnnreco.graph import _triton_knn as T
+
+    x = torch.cat([centres[i % 6] + 0.05 * torch.randn(1, 3, generator=g) for i in range(400)]
+                  ).add_(0.02 * torch.randn(400, 3, generator=g))
+    x[17] = 1e4
+    ptr = torch.tensor([0, 250, 400])
+    kd = T.knn_triton(x, ptr, 9, False, leaves="kd")
+    mo = T.knn_triton(x, ptr, 9, False, leaves="morton", bq=16, bp=32, num_warps=2)
+    torch.testing.assert_close(_dist(x, kd), _dist(x, mo), rtol=0, atol=1e-6)
+    order = T._morton_order(x, ptr)
+    assert torch.equal(torch.sort(order[:250]).values, torch.arange(250)), "an event's points stay in its range"
     # duplicated points: ties at equal distance (the indices may differ among ties, the distances not)
     x = torch.randn(80, 3, generator=g).repeat(2, 1)
     check(x, None, 5, False, exact_index=False)
