@@ -286,7 +286,7 @@ def knn(cases: list[tuple[int, int, str]] | None = None, k: int = 16, max_tc_s: 
         row = {"N": n, "D": d, "points": kind, "k": k, "gnnreco_ms": 1e3 * t_ours, "reference": tc_name}
         if n <= 200_000:  # the GEMM tiles of the brute-force engine, the other candidate at high D
             row["gnnreco_brute_ms"] = 1e3 * time_fn(lambda x=x: knn_graph(x, k, method="brute"), repeat=3, warmup=1)
-        if d <= 8 and DEVICE == "cuda":  # the one-kernel Triton engine (opt-in until timed here)
+        if d <= 8 and DEVICE == "cuda":  # the one-kernel Triton engine (not yet auto in gnnreco.graph)
             try:
                 tri = knn_graph(x, k, method="triton")
                 row["gnnreco_triton_ms"] = 1e3 * time_fn(lambda x=x: knn_graph(x, k, method="triton"), repeat=5,

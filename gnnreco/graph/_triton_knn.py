@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - exercised only without triton
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-BQ = 32  #: queries per program
+BQ = 16  #: queries per program (tuned on the calo event, H200: scripts/tune_calo_gpu.py)
 BP = 64  #: points per searched tile
 NUM_WARPS = 4  #: warps per program
 LEAVES = "morton"  #: how the points are cut into leaves (:func:`_leaves`)
