@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,18 +10,13 @@ import torch
 from gnnreco._compat import WITH_TRITON
 from gnnreco.graph import knn, knn_index, radius_graph
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from ._triton_util import compile_for_hopper, run_interpreted
 
 
 @pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
 def test_triton_knn_under_interpreter():
     """Against the brute-force engine on the CPU (a subprocess: the variable must precede the import)."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, str(HERE / "triton_knn_check.py")], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "TRITON-KNN-INTERPRET-OK" in proc.stdout
+    run_interpreted("triton_knn_check.py", "TRITON-KNN-INTERPRET-OK")
 
 
 def test_clear_errors_where_the_kernel_does_not_apply():
@@ -61,22 +53,10 @@ def test_triton_knn_cuda_matches_blocks(n, d, k):
 def test_kernel_compiles_for_hopper(exclude_self, dp, kp):
     """Without a GPU, Triton still compiles the kernel to a cubin for sm_90 (H100/H200): the constructs
     that only the interpreter would accept (types, loop-carried values of the while loop) fail here."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from gnnreco.graph._triton_knn import BP, BQ, _knn_leaf_kernel
 
     sig = {"xs_ptr": "*fp32", "lo_ptr": "*fp32", "hi_ptr": "*fp32", "bstart_ptr": "*i64", "bcount_ptr": "*i64",
            "bfirst_ptr": "*i64", "bnum_ptr": "*i64", "out_d_ptr": "*fp32", "out_i_ptr": "*i64", "k": "i32", "D": "i32",
            "EXCLUDE_SELF": "constexpr", "DP": "constexpr", "BQ": "constexpr", "BP": "constexpr", "K": "constexpr"}
-    names = list(sig)
     const = {"EXCLUDE_SELF": exclude_self, "DP": dp, "BQ": BQ, "BP": BP, "K": kp}
-    src = ASTSource(fn=_knn_leaf_kernel, signature=sig, constexprs={(names.index(n),): v for n, v in const.items()})
-    try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32))
-    except (FileNotFoundError, RuntimeError) as e:  # pragma: no cover - a triton build without ptxas
-        if "ptxas" in str(e):
-            pytest.skip(f"no ptxas in this triton build: {e}")
-        raise
-    assert "cubin" in compiled.asm and len(compiled.asm["cubin"]) > 1000
+    compile_for_hopper(_knn_leaf_kernel, sig, const)

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from gnnreco._compat import WITH_TRITON
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from ._triton_util import compile_for_hopper, run_interpreted
 
 
 @pytest.mark.skipif(not WITH_TRITON, reason="triton not installed")
 def test_capture_mask_under_interpreter():
     """Against PyTorch on the CPU (a subprocess: the variable must precede the import)."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, str(HERE / "triton_radius_check.py")], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "TRITON-RADIUS-INTERPRET-OK" in proc.stdout
+    run_interpreted("triton_radius_check.py", "TRITON-RADIUS-INTERPRET-OK")
 
 
 def test_clear_error_where_the_kernel_does_not_apply():
@@ -40,25 +32,13 @@ def test_clear_error_where_the_kernel_does_not_apply():
 @pytest.mark.parametrize("lower,events", [(False, False), (True, True)])
 def test_kernel_compiles_for_hopper(lower, events):
     """Without a GPU, Triton still compiles the kernel to an sm_90 cubin (H100/H200)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from gnnreco.graph._triton_radius import BLOCK_P, BLOCK_Q, _capture_mask_kernel
 
     sig = {"p_ptr": "*fp32", "q_ptr": "*fp32", "r2_ptr": "*fp32", "bp_ptr": "*i64", "bq_ptr": "*i64", "out_ptr": "*i8",
            "P": "i32", "Q": "i32", "D": "i32", "p_off": "i32", "q_off": "i32", "LOWER": "constexpr",
            "EVENTS": "constexpr", "DP": "constexpr", "BLOCK_P": "constexpr", "BLOCK_Q": "constexpr"}
-    names = list(sig)
     const = {"LOWER": lower, "EVENTS": events, "DP": 4, "BLOCK_P": BLOCK_P, "BLOCK_Q": BLOCK_Q}
-    src = ASTSource(fn=_capture_mask_kernel, signature=sig, constexprs={(names.index(n),): v for n, v in const.items()})
-    try:
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32))
-    except (FileNotFoundError, RuntimeError) as e:  # pragma: no cover - a triton build without ptxas
-        if "ptxas" in str(e):
-            pytest.skip(f"no ptxas in this triton build: {e}")
-        raise
-    assert "cubin" in compiled.asm and len(compiled.asm["cubin"]) > 1000
+    compile_for_hopper(_capture_mask_kernel, sig, const)
 
 
 @pytest.mark.gpu
