@@ -19,7 +19,8 @@
 LOG_TAG=gpu_calo
 source "$(dirname "$0")/gpu_lease_env.sh"
 DEADLINE=${DEADLINE:-540}  # seconds after the start by which everything is done (the training takes what is left)
-WORKERS=${WORKERS:-12}
+WORKERS=${WORKERS:-14}
+EVENTS_PER_STEP=${EVENTS_PER_STEP:-8}  # one event per step is launch-bound on a GPU (17 steps/s, H100)
 A_ARGS=${A_ARGS:---hidden 64 --n-blocks 3 --lr 2e-3}
 B_ARGS=${B_ARGS:-}  # a second network trained beside A (the workers are then split), e.g. --hidden 48 --n-blocks 2
 PARTS=${PARTS:-calo,knn,tracking}
@@ -51,7 +52,8 @@ BUDGET=${BUDGET:-$(( DEADLINE - ($(date +%s) - T0) - 75 ))}
 train() {  # train NAME ARGS...
   local name=$1; shift
   timeout $(( BUDGET + 60 )) $PY -m gnnreco.bench.calo --train-only --train-device "$DEVICE" --workers "$WORKERS" \
-    --threads 1 --train-seconds "$BUDGET" --checkpoint "$OUT/calo_$name.pt" "$@" > "/tmp/train_$name.log" 2>&1
+    --threads 1 --train-seconds "$BUDGET" --events-per-step "$EVENTS_PER_STEP" --checkpoint "$OUT/calo_$name.pt" "$@" \
+    > "/tmp/train_$name.log" 2>&1
   log "train $name ($*): rc=$? $(tail -n 1 "/tmp/train_$name.log" | cut -c1-400)"
 }
 if [ "$BUDGET" -ge 30 ]; then

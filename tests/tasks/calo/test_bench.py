@@ -64,3 +64,20 @@ def test_training_events_with_workers_are_the_same_events_in_order():
     for a, b in zip(inline, ahead):
         assert torch.equal(a.x, b.x) and torch.equal(a.batch, b.batch)
     assert not torch.equal(inline[0].x[:5], inline[1].x[:5])  # consecutive seeds differ
+
+
+def test_several_events_per_step_train_and_record_the_events_seen(tmp_path):
+    """``events_per_step`` events go into one step as one batch (their showers stay apart), and the
+    sidecar counts the events, so a continued training starts at the first unseen seed."""
+    ev = [bench._event(1_000_000 + i, 50, crop=True) for i in range(2)]
+    both = bench._merge(ev)
+    assert both.num_graphs == 2 and both.x.shape[0] == ev[0].x.shape[0] + ev[1].x.shape[0]
+    assert int(both.num_showers.sum()) == int(ev[0].num_showers.sum() + ev[1].num_showers.sum())
+    ck = tmp_path / "calo.pt"
+    net = {**bench.NET, "hidden": 8, "k": 6}
+    info = bench.train_and_evaluate(train_seconds=2.0, threads=1, checkpoint=ck, log_every=0, net_kwargs=net,
+                                    train_only=True, events_per_step=3)
+    assert info["train_steps"] > 0 and info["train_events"] == 3 * info["train_steps"]
+    assert info["events_per_step"] == 3 and bench.load_checkpoint_info(ck)["train_events"] == info["train_events"]
+    with pytest.raises(ValueError, match="events_per_step"):
+        bench.train_and_evaluate(train_seconds=1.0, threads=1, train_only=True, events_per_step=0)
