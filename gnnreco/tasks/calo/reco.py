@@ -174,24 +174,17 @@ def _dense_work(batch_p: Tensor, batch_q: Tensor) -> int:
     return int((cp * cq).sum())
 
 
-def _sq_dist_lt(a: Tensor, b: Tensor, r2: Tensor) -> Tensor:
-    """``[A, B]`` mask of ``|a_i - b_j|^2 < r2_i``, one coordinate at a time (no ``[A, B, C]``
-    temporary; ``torch.cdist`` without its matrix-product shortcut is slow on CUDA)."""
-    d2 = (a[:, None, 0] - b[None, :, 0]).square_()
-    for c in range(1, a.shape[1]):
-        d2.add_((a[:, None, c] - b[None, :, c]).square_())
-    return d2 < r2[:, None]
-
-
 def _capture_pairs_dense(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
                          lower_only: bool) -> tuple[Tensor, Tensor, Tensor]:
     """GPU path of :func:`_capture_pairs`: every point against every query of its event, in row chunks
     of at most :data:`DENSE_CHUNK` pairs: the pair mask of a chunk comes from one Triton kernel
-    (:mod:`gnnreco.graph._triton_radius`, a byte per pair, on CUDA) or from PyTorch operations, then
+    (:mod:`gnnreco.graph._triton_radius`, a byte per pair, on CUDA) or from the block engine's tile
+    distances, then
     ``torch.nonzero``: a few kernel launches and one host synchronisation per chunk instead of the
     radius engine's per-bucket searches. The distance test is repeated with the other backends'
     formula on the surviving pairs (after a 1e-4 relative margin), so all backends return the same pairs."""
     from gnnreco.graph import _triton_radius
+    from gnnreco.graph._blocks import _tile_dist
 
     dev = points.device
     pptr, qptr = _event_ptrs(batch_p, batch_q)
@@ -205,7 +198,7 @@ def _capture_pairs_dense(points: Tensor, radius_p: Tensor, queries: Tensor, batc
                                                     batch_p[p0:p1] if several else None,
                                                     batch_q[q0:q1] if several else None, lower_only, p0, q0)
         else:
-            ok = _sq_dist_lt(points[p0:p1], queries[q0:q1], r2[p0:p1])
+            ok = _tile_dist(points[None, p0:p1], queries[None, q0:q1])[0] < r2[p0:p1, None]
             if several:  # pairs stay in their event
                 ok &= batch_p[p0:p1, None] == batch_q[None, q0:q1]
             if lower_only:
