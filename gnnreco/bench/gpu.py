@@ -212,26 +212,27 @@ def calo(checkpoint: Path, repeat: int = 10) -> dict:
     res["beta_max_abs_diff_vs_cpu"] = float(d.max())
     res["beta_frac_diff_gt_1e-2"] = float((d > 1e-2).float().mean())
     res["beta_median_abs_diff"] = float(d.median())
-    if torch.device(DEVICE).type == "cuda":  # the network alone with the block engine and the Triton kNN
+    if torch.device(DEVICE).type == "cuda":
+        # the network alone with each kNN engine (the whole event above ran knn_impl=auto: the Triton
+        # engine when triton is installed)
         xg, bg = batch.x.to(DEVICE), batch.batch.to(DEVICE)
-        with torch.no_grad():
-            res["network_ms_blocks"] = 1e3 * time_fn(lambda: net(xg, bg), repeat=10, warmup=2)
+
+        def engine(name: str) -> None:
             for m in net.modules():
                 if hasattr(m, "knn_impl"):
-                    m.knn_impl = "triton"
+                    m.knn_impl = name
+
+        with torch.no_grad():
+            engine("gnnreco")
+            b_gpu = net(xg, bg)["beta"].cpu()
+            res["network_ms_blocks"] = 1e3 * time_fn(lambda: net(xg, bg), repeat=10, warmup=2)
+            engine("triton")
             try:
                 res["network_ms_triton"] = 1e3 * time_fn(lambda: net(xg, bg), repeat=10, warmup=2)
                 res["beta_triton_vs_blocks_frac_gt_1e-2"] = float(
                     ((net(xg, bg)["beta"].cpu() - b_gpu).abs() > 1e-2).float().mean())
             except Exception as e:  # a kernel failure is a result here, not the end of the bench
                 res["network_ms_triton"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-        try:  # the whole event again, the network's kNN on the Triton engine
-            tri = inference_time(threads=1, checkpoint=checkpoint, net_kwargs={**info["net"], "knn_impl": "triton"},
-                                 module_kwargs=info["module"], repeat=repeat, device=DEVICE)
-            res["ms_triton_knn"] = 1e3 * tri["time_s"]
-            res["stages_ms_triton_knn"] = {k: 1e3 * v for k, v in tri["stages"].items()}
-        except Exception as e:  # noqa: BLE001 - reported, like the network timing above
-            res["ms_triton_knn"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
     res["ms"] = 1e3 * res["time_s"]
     res["stages_ms"] = {k: 1e3 * v for k, v in res["stages"].items()}
     return res
@@ -352,13 +353,6 @@ def _tables(res: dict) -> str:
                     + (f"{tri:.1f} ms with `knn_impl='triton'` (β differs by > 0.01 on "
                        f"{100 * r['beta_triton_vs_blocks_frac_gt_1e-2']:.3f} % of the hits)." if isinstance(tri, float)
                        else f"`knn_impl='triton'` {tri}.")]
-        if "ms_triton_knn" in r:
-            tri = r["ms_triton_knn"]
-            out += ["", "Whole event with `knn_impl='triton'`: " + (
-                f"**{tri:.1f} ms** (network {r['stages_ms_triton_knn']['network']:.1f}, condensation "
-                f"{r['stages_ms_triton_knn']['condensation']:.1f}, shower energies "
-                f"{r['stages_ms_triton_knn']['shower energies']:.1f}; goal ≤ 30 ms: "
-                f"{'met' if tri <= 30 else '**missed**'})." if isinstance(tri, float) else f"{tri}.")]
     if "pflow" in res and "ms" in res["pflow"]:
         r = res["pflow"]
         out += ["", f"**MLPF** (issue 8): {r['elements']} elements, one event per call: **{r['ms']:.1f} ms/event** "

@@ -165,29 +165,25 @@ def _dense_chunks(pptr: list[int], qptr: list[int], budget: int) -> list[tuple[i
     return out
 
 
-def _dense_work(batch_p: Tensor, batch_q: Tensor) -> int:
+def _dense_work(pptr: list[int], qptr: list[int]) -> int:
     """Point–query distances the ``dense`` backend computes for one-event chunks: Σ over events of
-    points × queries."""
-    n_ev = int(max(int(batch_p.max()), int(batch_q.max()))) + 1
-    cp = torch.bincount(batch_p, minlength=n_ev).double()
-    cq = torch.bincount(batch_q, minlength=n_ev).double()
-    return int((cp * cq).sum())
+    points × queries (from the host offsets of :func:`_event_ptrs`)."""
+    return sum((p1 - p0) * (q1 - q0) for p0, p1, q0, q1 in zip(pptr, pptr[1:], qptr, qptr[1:]))
 
 
 def _capture_pairs_dense(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
-                         lower_only: bool) -> tuple[Tensor, Tensor, Tensor]:
+                         lower_only: bool, pptr: list[int], qptr: list[int]) -> tuple[Tensor, Tensor, Tensor]:
     """GPU path of :func:`_capture_pairs`: every point against every query of its event, in row chunks
-    of at most :data:`DENSE_CHUNK` pairs: the pair mask of a chunk comes from one Triton kernel
+    of at most :data:`DENSE_CHUNK` pairs (events at the offsets ``pptr``, ``qptr`` of
+    :func:`_event_ptrs`). The pair mask of a chunk comes from one Triton kernel
     (:mod:`gnnreco.graph._triton_radius`, a byte per pair, on CUDA) or from the block engine's tile
-    distances, then
-    ``torch.nonzero``: a few kernel launches and one host synchronisation per chunk instead of the
-    radius engine's per-bucket searches. The distance test is repeated with the other backends'
+    distances, then ``torch.nonzero``: a few kernel launches and one host synchronisation per chunk
+    instead of the radius engine's per-bucket searches. The distance test is repeated with the other backends'
     formula on the surviving pairs (after a 1e-4 relative margin), so all backends return the same pairs."""
     from gnnreco.graph import _triton_radius
     from gnnreco.graph._blocks import _tile_dist
 
     dev = points.device
-    pptr, qptr = _event_ptrs(batch_p, batch_q)
     points, queries = points.float().contiguous(), queries.float().contiguous()
     r2 = (radius_p.float() * (1 + 1e-4) + 1e-12).square()
     kernel = _triton_radius.available(points)  # CUDA (or TRITON_INTERPRET=1 on the CPU, for tests)
@@ -242,8 +238,10 @@ def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: T
     if backend == "kdtree" or (backend == "auto" and dev.type == "cpu"):
         return _capture_pairs_kdtree(points, radius_p, queries, batch_p, batch_q, lower_only,
                                      max(1, torch.get_num_threads()))
-    if backend == "dense" or (backend == "auto" and _dense_work(batch_p, batch_q) <= DENSE_AUTO_MAX):
-        return _capture_pairs_dense(points, radius_p, queries, batch_p, batch_q, lower_only)
+    if backend in ("dense", "auto"):
+        pptr, qptr = _event_ptrs(batch_p, batch_q)
+        if backend == "dense" or _dense_work(pptr, qptr) <= DENSE_AUTO_MAX:
+            return _capture_pairs_dense(points, radius_p, queries, batch_p, batch_q, lower_only, pptr, qptr)
     r_max = float(radius_p.max())
     if not r_max > 0:
         return empty, empty, torch.zeros(0, device=dev)

@@ -46,10 +46,3 @@ def test_knn_table_has_the_triton_column():
     assert "| gnnreco ms (triton) | triton same |" in text
     assert "| 39 | n/a | 5.25 | True | 150 |" in text
 
-
-def test_calo_whole_event_with_triton_knn_line():
-    text = _tables(_calo(ms_triton_knn=21.5, stages_ms_triton_knn={"network": 9.0, "condensation": 10.0,
-                                                                   "shower energies": 2.5}))
-    assert "Whole event with `knn_impl='triton'`: **21.5 ms** (network 9.0, condensation 10.0" in text
-    assert "goal ≤ 30 ms: met" in text
-    assert "Whole event with `knn_impl='triton'`: failed: X." in _tables(_calo(ms_triton_knn="failed: X"))

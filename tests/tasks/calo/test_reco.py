@@ -131,7 +131,7 @@ def test_dense_backend_chunks_keep_pairs_in_their_event(monkeypatch, chunk):
         key = lambda t: sorted(zip(t[0].tolist(), t[1].tolist()))  # noqa: E731
         assert key(got) == key(ref) and len(key(ref)) > x.shape[0] // 2
         assert all(batch[q] == batch[p] for q, p in key(got))
-    assert R._dense_work(batch, batch) == int((sizes ** 2).sum())
+    assert R._dense_work(pptr, qptr) == int((sizes ** 2).sum())
 
 
 def test_condense_is_exact_in_a_dense_clump():
