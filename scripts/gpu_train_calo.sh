@@ -26,7 +26,7 @@ B_ARGS=${B_ARGS:-}  # a second network trained beside A (the workers are then sp
 PARTS=${PARTS:-calo,knn,tracking}
 RECUT=${RECUT:-0.999}  # the tracking part at the filter cut of the issue-6 table
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU
-CALO_CKPT=${CALO_CKPT:-$DATA_ROOT/outputs/calo_bench/calo_gravnet_s5.pt}
+CALO_CKPT=${CALO_CKPT:-docs/checkpoints/calo_gravnet.pt}  # the benchmark's network, committed
 
 # 1. the latency measurements first: they are what this lease must bring back
 t=$(date +%s)

@@ -8,7 +8,7 @@
 # Files in $OUT: summary.log, tune.log, tune.json, pytest.log.
 LOG_TAG=gpu_tune
 source "$(dirname "$0")/gpu_lease_env.sh"
-CALO_CKPT=${CALO_CKPT:-$DATA_ROOT/outputs/calo_bench/calo_gravnet_s5.pt}
+CALO_CKPT=${CALO_CKPT:-docs/checkpoints/calo_gravnet.pt}  # the benchmark's network, committed
 t=$(date +%s)
 timeout "${TUNE_S:-150}" $PY scripts/tune_calo_gpu.py --checkpoint "$CALO_CKPT" --json "$OUT/tune.json" > "$OUT/tune.log" 2>&1
 log "tune: rc=$? in $(( $(date +%s) - t ))s"

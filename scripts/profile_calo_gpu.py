@@ -1,7 +1,7 @@
 """Where the calo network's time goes on a GPU: kNN engines on the learned space, the forward with each,
 and the top CUDA/CPU ops of one forward (torch.profiler).
 
-    python scripts/profile_calo_gpu.py --checkpoint outputs/calo_bench/calo_gravnet.pt [--device cuda]
+    python scripts/profile_calo_gpu.py --checkpoint docs/checkpoints/calo_gravnet.pt [--device cuda]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def timed(fn, dev: torch.device, repeat: int = 3) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default="outputs/calo_bench/calo_gravnet_s5.pt")
+    p.add_argument("--checkpoint", default="docs/checkpoints/calo_gravnet.pt")
     p.add_argument("--device", default="cuda")
     a = p.parse_args()
     from gnnreco.bench.calo import _event, load_checkpoint_info

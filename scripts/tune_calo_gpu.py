@@ -2,7 +2,7 @@
 learned spaces of the network, the condensation backends, then the whole event with the best kNN
 settings (issue 7, goal ≤ 30 ms per 50k-hit event).
 
-    python scripts/tune_calo_gpu.py --checkpoint outputs/calo_bench/calo_gravnet_s5.pt [--json out.json]
+    python scripts/tune_calo_gpu.py --checkpoint docs/checkpoints/calo_gravnet.pt [--json out.json]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def timed(fn) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--checkpoint", default="outputs/calo_bench/calo_gravnet_s5.pt")
+    p.add_argument("--checkpoint", default="docs/checkpoints/calo_gravnet.pt")
     p.add_argument("--json", default=None)
     p.add_argument("--device", default="cuda", help="cpu with TRITON_INTERPRET=1: a dry run of this script")
     p.add_argument("--showers", type=int, default=265, help="showers of the event (265: about 50k hits)")
