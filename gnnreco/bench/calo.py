@@ -200,11 +200,13 @@ def _event(seed: int, n_particles: int | list[int], energy=(1.0, 100.0), pileup_
 
 
 class _TrainingEvents(torch.utils.data.IterableDataset):
-    """Training events ``first, first + 1, ...`` (cropped 50-shower events); with several loader workers
-    worker ``w`` simulates the seeds ``first + w + i W`` and the loader hands them out in seed order."""
+    """Training events ``first, first + 1, ...`` (cropped events of ``showers`` showers, an int or
+    ``[min, max]``); with several loader workers worker ``w`` simulates the seeds ``first + w + i W``
+    and the loader hands them out in seed order."""
 
-    def __init__(self, first: int) -> None:
+    def __init__(self, first: int, showers: int | list[int] = 50) -> None:
         self.first = first
+        self.showers = showers
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -213,7 +215,7 @@ class _TrainingEvents(torch.utils.data.IterableDataset):
             torch.set_num_threads(1)
         i = w
         while True:
-            yield _event(self.first + i, 50, crop=True)
+            yield _event(self.first + i, self.showers, crop=True)
             i += nw
 
 
@@ -228,12 +230,13 @@ def _merge(batches: list):
     return Batch.from_data_list([d for b in batches for d in b.to_data_list()])
 
 
-def _training_events(first: int, workers: int = 0):
-    """Iterator over the training events from seed ``first``: simulated in the loop, or ahead of it by
-    ``workers`` processes (for a GPU, whose steps outrun one simulating core)."""
+def _training_events(first: int, workers: int = 0, showers: int | list[int] = 50):
+    """Iterator over the training events from seed ``first`` (``showers`` per event before the crop):
+    simulated in the loop, or ahead of it by ``workers`` processes (for a GPU, whose steps outrun one
+    simulating core)."""
     if workers <= 0:
-        return (_event(first + i, 50, crop=True) for i in itertools.count())
-    loader = torch.utils.data.DataLoader(_TrainingEvents(first), batch_size=None, num_workers=workers,
+        return (_event(first + i, showers, crop=True) for i in itertools.count())
+    loader = torch.utils.data.DataLoader(_TrainingEvents(first, showers), batch_size=None, num_workers=workers,
                                          prefetch_factor=4, collate_fn=_as_is)
     return iter(loader)
 
@@ -253,7 +256,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        module_kwargs: dict | None = None, lr: float = 3e-3, calib_events: int = 0,
                        reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed",
                        n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
-                       train_only: bool = False, events_per_step: int = 1) -> dict:
+                       train_only: bool = False, events_per_step: int = 1,
+                       train_showers: int | list[int] = 50) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
@@ -281,6 +285,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     after training, without the evaluation. ``events_per_step`` training events go into one step as
     one batch (the loss keeps them apart): on a GPU one cropped event per step is launch-bound (17
     steps/s for h = 64 on an H100, no faster than h = 32 on one CPU core), several fill it.
+
+    ``train_showers`` is the multiplicity of the training events before the crop (an int, or
+    ``[min, max]`` for a uniform draw per event); the validation and test events always have 50.
+    Denser training events put more close pairs of showers, the merges that limit the resolution, into
+    each step.
     """
     if events_per_step < 1:
         raise ValueError(f"events_per_step must be >= 1, got {events_per_step}")
@@ -314,7 +323,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     # training events: seeds from TRAIN_SEED0 on, never the validation (20000+), test (30000+) or
     # calibration (40000+) events; a continued training goes on with unseen events
     seen = prior.get("train_events", prior.get("train_steps", 0))
-    events = _training_events(TRAIN_SEED0 + seen, workers) if train_seconds > 0 else iter(())
+    events = _training_events(TRAIN_SEED0 + seen, workers, train_showers) if train_seconds > 0 else iter(())
     t0 = time.perf_counter()
     step, hist = 0, []
     module.train()
@@ -343,10 +352,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         torch.save(net.state_dict(), checkpoint)
         info = {"net": dict(NET if net_kwargs is None else net_kwargs), "module": mk,
                 "train_steps": step + prior.get("train_steps", 0), "train_events": step * events_per_step + seen,
-                "events_per_step": events_per_step,
+                "events_per_step": events_per_step, "train_showers": train_showers,
                 "train_seconds": train_time + prior.get("train_seconds", 0.0), "lr": lr, "seed": seed, "threads": threads,
                 "stages": [*prior.get("stages", [{k: prior.get(k) for k in ("train_steps", "train_seconds", "lr")}]
-                                      if prior else []), {"train_steps": step, "train_seconds": train_time, "lr": lr}],
+                                      if prior else []), {"train_steps": step, "train_seconds": train_time, "lr": lr,
+                                                          "train_showers": train_showers}],
                 "final_loss": float(np.mean(hist[-50:])) if hist else float("nan"),
                 "load_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
                 "train_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"}
@@ -654,6 +664,15 @@ def _pid_names() -> tuple[str, ...]:
     return tuple(PID_CLASSES)
 
 
+def _showers_arg(values: list[int]) -> int | list[int]:
+    """``--train-showers N`` or ``--train-showers MIN MAX`` as :func:`train_and_evaluate` takes it."""
+    if len(values) == 1:
+        return int(values[0])
+    if len(values) == 2 and 0 < values[0] <= values[1]:
+        return [int(values[0]), int(values[1])]
+    raise SystemExit(f"--train-showers takes N or MIN MAX with 0 < MIN <= MAX, got {values}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from gnnreco.utils.memory import tune_host_allocator
 
@@ -688,6 +707,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (--train-only)")
     ap.add_argument("--events-per-step", type=int, default=1,
                     help="training events per step, as one batch (--train-only; several fill a GPU)")
+    ap.add_argument("--train-showers", type=int, nargs="+", default=[50], metavar="N",
+                    help="showers per training event before the crop: N, or MIN MAX for a uniform draw "
+                         "(--train-only; validation and test events keep 50)")
     args = ap.parse_args(argv)
     if args.train_only:
         net = {**NET, **({"hidden": args.hidden} if args.hidden else {}),
@@ -696,7 +718,8 @@ def main(argv: list[str] | None = None) -> None:
                                   checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, log_every=500,
                                   repulsive_scale=args.repulsive_scale, net_kwargs=net, lr=args.lr,
                                   init_from=args.init_checkpoint, device=args.train_device, workers=args.workers,
-                                  train_only=True, events_per_step=args.events_per_step)
+                                  train_only=True, events_per_step=args.events_per_step,
+                                  train_showers=_showers_arg(args.train_showers))
         print(f"trained: {json.dumps(info)}")
         return
     body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads,

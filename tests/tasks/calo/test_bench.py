@@ -81,3 +81,25 @@ def test_several_events_per_step_train_and_record_the_events_seen(tmp_path):
     assert info["events_per_step"] == 3 and bench.load_checkpoint_info(ck)["train_events"] == info["train_events"]
     with pytest.raises(ValueError, match="events_per_step"):
         bench.train_and_evaluate(train_seconds=1.0, threads=1, train_only=True, events_per_step=0)
+
+
+def test_denser_training_events_hold_more_showers_and_are_recorded(tmp_path):
+    """``train_showers`` sets the training multiplicity (an int or a [min, max] draw); the sidecar keeps
+    it per stage, and the CLI form is checked."""
+    import itertools
+
+    from gnnreco.bench.calo import _showers_arg, _training_events
+
+    sparse = next(_training_events(1_000_000, 0, 20))
+    dense = next(_training_events(1_000_000, 0, 120))
+    assert int(dense.num_showers.sum()) > 2 * int(sparse.num_showers.sum())
+    drawn = [int(b.num_showers.sum()) for b in itertools.islice(_training_events(1_000_000, 0, [20, 120]), 4)]
+    assert len(set(drawn)) > 1  # the multiplicity is drawn per event
+    ck = tmp_path / "calo.pt"
+    net = {**bench.NET, "hidden": 8, "k": 6}
+    info = bench.train_and_evaluate(train_seconds=1.0, threads=1, checkpoint=ck, log_every=0, net_kwargs=net,
+                                    train_only=True, train_showers=[60, 80])
+    assert info["train_showers"] == [60, 80] and info["stages"][-1]["train_showers"] == [60, 80]
+    assert _showers_arg([70]) == 70 and _showers_arg([50, 100]) == [50, 100]
+    with pytest.raises(SystemExit, match="MIN MAX"):
+        _showers_arg([100, 50])
