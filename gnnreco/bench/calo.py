@@ -257,7 +257,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed",
                        n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
                        train_only: bool = False, events_per_step: int = 1,
-                       train_showers: int | list[int] = 50) -> dict:
+                       train_showers: int | list[int] = 50, keep_accumulator: bool = False) -> dict:
     """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
@@ -289,7 +289,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     ``train_showers`` is the multiplicity of the training events before the crop (an int, or
     ``[min, max]`` for a uniform draw per event); the validation and test events always have 50.
     Denser training events put more close pairs of showers, the merges that limit the resolution, into
-    each step.
+    each step. ``keep_accumulator`` adds the test events' :class:`CaloMetricsAccumulator` to the result
+    (``"accumulator"``), for paired comparisons of networks on the same events (:func:`compare`).
     """
     if events_per_step < 1:
         raise ValueError(f"events_per_step must be >= 1, got {events_per_step}")
@@ -410,6 +411,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                      "paired": acc.bootstrap(1000, other=acc_h)["ratio_difference"]}
         _set(module, share)
     s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
+    if keep_accumulator:
+        s["accumulator"] = acc
     s.update({"train_steps": step + prior.get("train_steps", 0),
               "train_seconds": train_time + prior.get("train_seconds", 0.0), "t_beta": best["t_beta"],
               "t_d": best["t_d"],
@@ -568,6 +571,38 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
 # ----------------------------------------------------------------------------------------------
 
 
+def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, threads: int = 1,
+            n_boot: int = 1000) -> tuple[list[list[str]], list[dict]]:
+    """Saved networks on the same test events, each with the settings its own validation scan chose.
+
+    Independent bootstraps overstate the error of a difference between networks, since the same
+    events are hard or easy for both. Here the events are resampled together
+    (:meth:`CaloMetricsAccumulator.bootstrap` with ``other``): the last column is each network's
+    resolution ratio minus the first network's, with the standard deviation of that difference.
+    Returns Markdown rows and the per-network summaries.
+    """
+    if len(checkpoints) < 2:
+        raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
+    results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
+                                  keep_accumulator=True) for c in checkpoints]
+    ref = results[0]
+    rows = []
+    for c, r in zip(checkpoints, results):
+        acc = r.pop("accumulator")
+        if r is ref:
+            ref_acc, diff = acc, "—"
+        else:
+            sd = acc.bootstrap(n_boot, other=ref_acc)["ratio_difference"]
+            diff = f"{r['resolution_ratio'] - ref['resolution_ratio']:+.3f} ± {sd:.3f}"
+        rows.append([str(c), f"{r['efficiency']:.3f}", f"{r['fake_rate']:.3f}", f"{r['merge_rate']:.3f}",
+                     f"{r['resolution_ratio']:.3f} ± {r['bootstrap']['resolution_ratio']:.3f}", diff])
+    return rows, results
+
+
+#: the columns of :func:`compare`'s rows
+COMPARE_HEADER = ["network", "efficiency", "fake rate", "merge rate", "resolution ratio", "ratio − first (paired)"]
+
+
 #: where the benchmark keeps its trained network (``outputs/`` is ignored by git)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "outputs" / "calo_bench" / "calo_gravnet.pt"
 
@@ -697,6 +732,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="hard assignment only (no energy-sharing options in the validation scan)")
     ap.add_argument("--init-checkpoint", default=None,
                     help="continue training this saved network (its .json sidecar gives the settings)")
+    ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT",
+                    help="evaluate saved networks on the same test events and print each one's resolution "
+                         "ratio minus the first's, with a paired event bootstrap (uses --n-test, --n-val, --threads)")
     ap.add_argument("--train-only", action="store_true",
                     help="train, save --checkpoint and its sidecar, and stop (evaluate later with --reuse-checkpoint)")
     ap.add_argument("--train-device", default="cpu", help="where the network trains with --train-only (cuda on a GPU)")
@@ -711,6 +749,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="showers per training event before the crop: N, or MIN MAX for a uniform draw "
                          "(--train-only; validation and test events keep 50)")
     args = ap.parse_args(argv)
+    if args.compare:
+        from gnnreco.bench.report import markdown_table
+
+        rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads)
+        print(markdown_table(COMPARE_HEADER, rows))
+        return
     if args.train_only:
         net = {**NET, **({"hidden": args.hidden} if args.hidden else {}),
                **({"n_blocks": args.n_blocks} if args.n_blocks else {})}

@@ -103,3 +103,23 @@ def test_denser_training_events_hold_more_showers_and_are_recorded(tmp_path):
     assert _showers_arg([70]) == 70 and _showers_arg([50, 100]) == [50, 100]
     with pytest.raises(SystemExit, match="MIN MAX"):
         _showers_arg([100, 50])
+
+
+@pytest.mark.slow
+def test_compare_gives_a_paired_difference_against_the_first_network(tmp_path):
+    """Two saved networks on the same test events: the first row is the reference, the second carries
+    its ratio minus the first's with a paired bootstrap error; one checkpoint is refused."""
+    net = {**bench.NET, "hidden": 8, "k": 6}
+    cks = []
+    for i in range(2):
+        ck = tmp_path / f"net{i}.pt"
+        bench.train_and_evaluate(train_seconds=1.0 + i, threads=1, checkpoint=ck, log_every=0, net_kwargs=net,
+                                 train_only=True, seed=i)
+        cks.append(ck)
+    rows, results = bench.compare(cks, n_test=2, n_val=1, n_boot=50)
+    assert len(rows) == 2 and rows[0][-1] == "—" and len(rows[1]) == len(bench.COMPARE_HEADER)
+    assert all("accumulator" not in r for r in results)
+    ratios = [r["resolution_ratio"] for r in results]
+    assert rows[1][-1].startswith(f"{ratios[1] - ratios[0]:+.3f} ± ")  # "+nan" if a tiny net finds nothing
+    with pytest.raises(ValueError, match="at least two"):
+        bench.compare(cks[:1])
