@@ -258,7 +258,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
                        train_only: bool = False, events_per_step: int = 1,
                        train_showers: int | list[int] = 50, keep_accumulator: bool = False) -> dict:
-    """Train a CaloGravNet on fresh 50-shower events for ``train_seconds``, evaluate on ``n_test`` events.
+    """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
+    ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
     The trained weights go to ``checkpoint`` (``state_dict`` of the network) with a JSON sidecar
     ``<checkpoint>.json`` that records how they were made (network and module settings, steps,
