@@ -257,7 +257,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        reuse: bool = False, init_from: str | Path | None = None, calib_on: str = "condensed",
                        n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
                        train_only: bool = False, events_per_step: int = 1,
-                       train_showers: int | list[int] = 50, keep_accumulator: bool = False) -> dict:
+                       train_showers: int | list[int] = 50, keep_accumulator: bool = False,
+                       pair_events: int = 0, plot_dir: str | Path | None = None) -> dict:
     """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
     ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
@@ -292,6 +293,16 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     Denser training events put more close pairs of showers, the merges that limit the resolution, into
     each step. ``keep_accumulator`` adds the test events' :class:`CaloMetricsAccumulator` to the result
     (``"accumulator"``), for paired comparisons of networks on the same events (:func:`compare`).
+
+    With ``pair_events > 0`` a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` is fitted on the
+    candidate pairs of that many further events (seeds 50000+, network frozen) after the settings
+    above are chosen; the validation events then choose its threshold (:data:`PAIR_THRESHOLDS`, 0 =
+    the paper's suppression) and the hit assignment, and the thresholds t_β, t_d once more. It is saved
+    as ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`).
+
+    The result also holds the test events' energy budget (``budget``,
+    :meth:`~gnnreco.tasks.calo.metrics.CaloMetricsAccumulator.energy_budget`); with ``plot_dir`` the
+    evaluation plots (:func:`~gnnreco.tasks.calo.plots.plot_all`, the budget included) go there.
     """
     if events_per_step < 1:
         raise ValueError(f"events_per_step must be >= 1, got {events_per_step}")
@@ -392,6 +403,18 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
             best = choose_thresholds(scan(module, val, val_out, [{**p, **share} for p in thr_grid]))
     best = {k: best[k] for k in ("t_beta", "t_d")}
     _set(module, {**best, **share})
+    pair: dict = {}
+    if pair_events > 0:
+        clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint)
+        module.set_pair_classifier(clf)
+        opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
+        po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+        po = {k: po[k] for k in ("pair_threshold", "assign")}
+        if po["pair_threshold"] > 0 or po["assign"] != "beta":
+            best = choose_thresholds(scan(module, val, val_out, [{**p, **share, **po} for p in thr_grid]))
+            best = {k: best[k] for k in ("t_beta", "t_d")}
+        share = {**share, **po}
+        _set(module, {**best, **share})
     print(f"[calo bench] validation choice: {best} {share}", flush=True)
     cal_loss = float("nan")
     if getattr(net, "shower_head", None) is not None and calib_events > 0:
@@ -412,6 +435,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                      "paired": acc.bootstrap(1000, other=acc_h)["ratio_difference"]}
         _set(module, share)
     s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
+    if pair:
+        s["pairs"] = pair
     if keep_accumulator:
         s["accumulator"] = acc
     s.update({"train_steps": step + prior.get("train_steps", 0),
@@ -425,6 +450,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                   "final_loss": info.get("final_loss", float("nan")), "reused": True})
     s["net"], s["module"] = dict(NET if net_kwargs is None else net_kwargs), mk
     s.update(_per_class(acc))
+    s["budget"] = acc.energy_budget()
+    if plot_dir:
+        from gnnreco.tasks.calo.plots import plot_all
+
+        s["plots"] = [str(p) for p in plot_all(acc, plot_dir)]
     return s
 
 
@@ -434,6 +464,35 @@ SHARE_SIGMAS = (0.25, 0.5, 1.0)
 SHARE_RADII = (1.5, 2.0)
 SHARE_BETA_POWERS = (4.0, 8.0)
 SHARE_ENERGY_POWERS = (2.0, 4.0)
+
+
+#: thresholds of P(same shower) scanned for the pair classifier's suppression (0: the paper's rule)
+PAIR_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+#: first seed of the events the pair classifier is fitted on
+PAIR_SEED0 = 50_000
+
+
+def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 3000,
+              t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000) -> tuple:
+    """Fit a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` to ``net`` (frozen) on the candidate
+    pairs (β > ``t_beta``, within ``radius`` local scales: the widest t_β, t_d of the scans) of
+    ``n_events`` 50-shower events, seeds :data:`PAIR_SEED0` on. With ``checkpoint`` the classifier is
+    saved to ``<checkpoint>.pairs.pt``. Returns the classifier and a record (events, pairs, share of
+    same-shower pairs, final loss, seconds)."""
+    from gnnreco.tasks.calo.pairs import fit_pair_classifier, gather_pair_samples, save_pair_classifier
+
+    t0 = time.perf_counter()
+    feats, labels = gather_pair_samples(net, (_event(PAIR_SEED0 + i, 50) for i in range(n_events)),
+                                        t_beta=t_beta, radius=radius, max_pairs_per_event=max_pairs_per_event)
+    n_pid = int(getattr(net, "n_pid", 4))
+    clf, loss = fit_pair_classifier(feats, labels, n_pid=n_pid, steps=steps)
+    rec = {"events": n_events, "pairs": int(labels.numel()), "same_fraction": float(labels.mean()),
+           "loss": loss, "seconds": time.perf_counter() - t0}
+    print(f"[calo bench] pair classifier: {rec['pairs']} pairs of {n_events} events "
+          f"({rec['same_fraction']:.3f} same shower), loss {loss:.4f}, {rec['seconds']:.0f} s", flush=True)
+    if checkpoint:
+        save_pair_classifier(clf, str(checkpoint) + ".pairs.pt", rec)
+    return clf, rec
 
 
 def _set(module, settings: dict) -> None:
@@ -512,11 +571,14 @@ def load_checkpoint_info(checkpoint: str | Path | None) -> dict:
 
 def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float = 0.15, repeat: int = 3,
                    checkpoint: str | Path | None = None, net_kwargs: dict | None = None,
-                   module_kwargs: dict | None = None, device: str = "cpu", seed: int = 777) -> dict:
+                   module_kwargs: dict | None = None, device: str = "cpu", seed: int = 777,
+                   pair_classifier: torch.nn.Module | None = None) -> dict:
     """Median time of the whole reconstruction of one event (network forward, condensation, shower
     energies, with the energy sharing of ``module_kwargs`` if any) with ``n_showers`` showers and
     pile-up: about 50k hits with the defaults. On ``device="cuda"`` the event is on the GPU before the
-    clock starts and every stage is timed to a ``torch.cuda.synchronize()``."""
+    clock starts and every stage is timed to a ``torch.cuda.synchronize()``. With ``pair_classifier``
+    and ``pair_threshold > 0`` in ``module_kwargs`` the condensation uses its learned suppression
+    (the classifier's time counts in the condensation stage)."""
     from gnnreco.bench.report import time_fn
     from gnnreco.tasks.calo.model import CaloGravNet
     from gnnreco.tasks.calo.reco import cluster_energies, condense, share_energy
@@ -526,6 +588,8 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
     if checkpoint and Path(checkpoint).exists():
         net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     net = net.to(device).eval()
+    if pair_classifier is not None:
+        pair_classifier = pair_classifier.to(device).eval()
     mk = {**MODULE, **(module_kwargs or {})}
     batch = _event(seed, n_showers, pileup_density=pileup_density).to(device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -541,9 +605,11 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
             out = net(batch.x, batch.batch)
             sync()
             t1 = time.perf_counter()
+            sup = pair_classifier.suppressor(out, batch.hit_pos, batch.hit_energy, mk["pair_threshold"]) \
+                if pair_classifier is not None and mk.get("pair_threshold", 0.0) > 0 else None
             c = condense(out["beta"], out["coords"], t_beta=mk["t_beta"], t_d=mk["t_d"], batch=batch.batch,
                          distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
-                         assign=mk.get("assign", "beta"))
+                         assign=mk.get("assign", "beta"), suppress=sup)
             sync()
             t2 = time.perf_counter()
             shares = c.assignment
@@ -611,7 +677,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "outputs" / "calo_ben
 def run(quick: bool = False, train_seconds: float | None = None, threads: int = 2, checkpoint: str | None = None,
         repulsive_scale: float = 1.0, reuse_checkpoint: bool = False, inference_threads: int = 2,
         init_checkpoint: str | None = None, n_test: int | None = None, n_val: int = 10,
-        share_scan: bool = True, **_: object) -> str:
+        share_scan: bool = True, pair_events: int = 0, **_: object) -> str:
     """All three parts; returns the Markdown body recorded in docs/benchmarks.md.
 
     ``checkpoint`` (default :data:`DEFAULT_CHECKPOINT`) receives the trained network; with
@@ -637,8 +703,14 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     n_test = (5 if quick else 20) if n_test is None else n_test
     phys = train_and_evaluate(train_seconds=train_seconds, n_test=n_test, threads=threads, checkpoint=ckpt,
                               repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
-                              n_val=n_val, share_scan=share_scan)
-    inf = inference_time(threads=inference_threads, checkpoint=ckpt, net_kwargs=phys["net"],
+                              n_val=n_val, share_scan=share_scan, pair_events=pair_events,
+                              plot_dir=Path(ckpt).parent / "plots")
+    clf = None
+    if phys["share"].get("pair_threshold", 0.0) > 0:
+        from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+        clf = load_pair_classifier(ckpt + ".pairs.pt")
+    inf = inference_time(threads=inference_threads, checkpoint=ckpt, net_kwargs=phys["net"], pair_classifier=clf,
                          module_kwargs={**phys["module"], "t_beta": phys["t_beta"], "t_d": phys["t_d"], **phys["share"]})
     ckpt_name = os.path.relpath(ckpt, Path(__file__).resolve().parents[2])
     bs = phys["bootstrap"]
@@ -691,7 +763,31 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               f"{phys['resolution_truth_sum_matched']:.3f}.\n\nInference = network + condensation + shower energies "
               f"of one event (median of 3, {inference_threads} torch thread(s), load {inf['load']:.1f} when "
               f"measured): {stages}."]
+    parts += ["\n### Where the energy goes (test events, matched showers > 10 GeV)\n",
+              markdown_table(BUDGET_HEADER, budget_rows(phys["budget"])),
+              "\nFractions are means over the showers, of each shower's own hit energy. The ratios are "
+              "resolutions of the prediction's summed hit energy (each class calibrated by its median) over "
+              "the truth-assignment hit sum's on the same showers: as reconstructed, with the energy lost to "
+              "unmatched predictions (fragments, fakes) given back, with everything lost given back, and "
+              "with nothing received: oracles that size each loss (`CaloMetricsAccumulator.energy_budget`; "
+              f"plot `energy_budget.png` in {os.path.relpath(Path(ckpt).parent / 'plots', Path(__file__).resolve().parents[2])}/)."]
     return "\n".join(parts)
+
+
+#: columns of :func:`budget_rows`
+BUDGET_HEADER = ["class", "showers", "own", "to other showers", "to fragments", "unassigned", "received",
+                 "ratio", "+ fragments", "+ all lost", "− received"]
+
+
+def budget_rows(budget: dict[str, dict[str, float]]) -> list[list[str]]:
+    """Markdown rows of an energy budget (:meth:`CaloMetricsAccumulator.energy_budget`)."""
+    rows = []
+    for g, d in budget.items():
+        rows.append([g, f"{d['n']:.0f}", *(f"{d[k]:.3f}" for k in ("own", "lost_matched", "lost_unmatched", "unassigned",
+                                                                    "received")),
+                     *(f"{d[k]:.2f}" for k in ("ratio_reco", "ratio_plus_fragments", "ratio_plus_lost",
+                                               "ratio_minus_received"))])
+    return rows
 
 
 def _pid_names() -> tuple[str, ...]:
@@ -731,6 +827,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-val", type=int, default=10, help="validation events for the reconstruction settings")
     ap.add_argument("--no-share-scan", action="store_true",
                     help="hard assignment only (no energy-sharing options in the validation scan)")
+    ap.add_argument("--pair-events", type=int, default=0,
+                    help="fit the learned suppression of condensation points (gnnreco.tasks.calo.pairs) on this "
+                         "many events after the network, and let the validation events choose its threshold")
     ap.add_argument("--init-checkpoint", default=None,
                     help="continue training this saved network (its .json sidecar gives the settings)")
     ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT",
@@ -771,7 +870,7 @@ def main(argv: list[str] | None = None) -> None:
                repulsive_scale=args.repulsive_scale, checkpoint=args.checkpoint,
                reuse_checkpoint=args.reuse_checkpoint, inference_threads=args.inference_threads,
                init_checkpoint=args.init_checkpoint, n_test=args.n_test, n_val=args.n_val,
-               share_scan=not args.no_share_scan)
+               share_scan=not args.no_share_scan, pair_events=args.pair_events)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
              f"{os.cpu_count()} cores), so times are pessimistic; {args.threads} torch thread(s).")
@@ -789,6 +888,7 @@ def main(argv: list[str] | None = None) -> None:
             (f" --n-test {args.n_test}" if args.n_test is not None else "") + \
             (f" --n-val {args.n_val}" if args.n_val != 10 else "") + \
             (" --no-share-scan" if args.no_share_scan else "") + \
+            (f" --pair-events {args.pair_events}" if args.pair_events else "") + \
             (f" --inference-threads {args.inference_threads}" if args.inference_threads != 2 else "")
         write_section("calo", "Calorimeter clustering (`gnnreco bench calo`)", cmd, body)
 

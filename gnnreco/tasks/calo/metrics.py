@@ -14,7 +14,12 @@ For every event, truth and predicted showers are matched with :func:`~gnnreco.ta
   **resolution** :math:`\mathrm{IQR}/(1.349\,\mathrm{median})`, in bins of :math:`E_{true}` and
   :math:`\eta`; the same for the *truth-assignment hit sum* (the summed hit energy of the truth hits,
   calibrated per true PID class by its median response), the reference the network is compared with;
-* **PID confusion** of matched pairs (true class × predicted class at the condensation point).
+* **PID confusion** of matched pairs (true class × predicted class at the condensation point);
+* **energy budget** (:func:`energy_budget`, :meth:`CaloMetricsAccumulator.energy_budget`): where the
+  hit energy of each truth shower went (its matched prediction, predictions matched to other showers,
+  unmatched predictions, nowhere) and what its prediction received from other showers and noise, and
+  the resolution the summed energy would have if each loss were undone (an oracle): it tells how
+  much of the gap to the truth-assignment hit sum each of them is.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ import numpy as np
 from gnnreco.sim.calo import PID_CLASSES
 from gnnreco.tasks.calo.reco import Matching
 
-__all__ = ["EventResult", "CaloMetricsAccumulator", "robust_resolution", "binned_response"]
+__all__ = ["EventResult", "CaloMetricsAccumulator", "robust_resolution", "binned_response", "energy_budget",
+           "BUDGET_KEYS"]
+
+#: per-truth-shower energies of :func:`energy_budget` (GeV of hit energy)
+BUDGET_KEYS = ("total", "own", "lost_matched", "lost_unmatched", "unassigned", "received_other", "received_noise")
 
 
 @dataclass
@@ -42,6 +51,7 @@ class EventResult:
         truth_pid: PID class per truth shower ``[T]``.
         pred_energy: predicted (regressed) energy per predicted shower ``[P]``.
         pred_pid: predicted PID class per predicted shower ``[P]``.
+        budget: the :func:`energy_budget` of the event (optional).
     """
 
     matching: Matching
@@ -51,6 +61,65 @@ class EventResult:
     truth_pid: np.ndarray
     pred_energy: np.ndarray
     pred_pid: np.ndarray
+    budget: dict[str, np.ndarray] | None = None
+
+
+def energy_budget(hit_shower: np.ndarray, hit_energy: np.ndarray, share_hit: np.ndarray, share_cluster: np.ndarray,
+                  share_fraction: np.ndarray, matching: Matching, n_truth: int, n_pred: int) -> dict[str, np.ndarray]:
+    """Where each truth shower's hit energy went, for one event (numpy; energies clipped at 0).
+
+    Args:
+        hit_shower: truth shower per hit (−1 noise).
+        hit_energy: hit energies.
+        share_hit, share_cluster, share_fraction: the (hit, predicted shower, fraction) pairs the
+            predicted energies were summed over (the hard assignment: fraction 1).
+        matching: the event's truth–prediction matching.
+        n_truth, n_pred: showers in the event.
+
+    Returns ``[n_truth]`` arrays (:data:`BUDGET_KEYS`): ``total`` (its hit energy), ``own`` (given to
+    its matched prediction; 0 if unmatched), ``lost_matched`` (to predictions matched to other
+    showers), ``lost_unmatched`` (to unmatched predictions: fragments and fakes), ``unassigned`` (to
+    none), and what its matched prediction ``received_other`` from other showers' hits and
+    ``received_noise`` from noise hits. ``own + lost_matched + lost_unmatched + unassigned = total``.
+    """
+    hs = np.asarray(hit_shower, dtype=np.int64)
+    e = np.clip(np.nan_to_num(np.asarray(hit_energy, dtype=np.float64)), 0.0, None)
+    h = np.asarray(share_hit, dtype=np.int64)
+    q = np.asarray(share_cluster, dtype=np.int64)
+    if h.shape != q.shape or h.shape != np.shape(share_fraction):
+        raise ValueError(f"energy_budget: share_hit {h.shape}, share_cluster {q.shape} and share_fraction "
+                         f"{np.shape(share_fraction)} must have the same shape")
+    if h.size and (h.min() < 0 or h.max() >= len(hs) or q.min() < 0 or q.max() >= n_pred):
+        raise ValueError("energy_budget: a share pair points outside the event's hits or predicted showers")
+    if hs.size and hs.max() >= n_truth:
+        raise ValueError(f"energy_budget: hit_shower holds {int(hs.max())}, the event has {n_truth} showers")
+    ef = e[h] * np.asarray(share_fraction, dtype=np.float64)
+    t = hs[h]
+    pred_of = np.full(n_truth, -1, dtype=np.int64)
+    pred_of[np.asarray(matching.truth_idx, dtype=np.int64)] = matching.pred_idx
+    truth_of = np.full(n_pred, -1, dtype=np.int64)
+    truth_of[np.asarray(matching.pred_idx, dtype=np.int64)] = matching.truth_idx
+    sig = t >= 0
+    ts = np.where(sig, t, 0)
+    tq = truth_of[q]
+    own_m = sig & (pred_of[ts] == q)
+    to_matched = sig & ~own_m & (tq >= 0)
+    to_unmatched = sig & (tq < 0)
+
+    def per_truth(mask: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.bincount(idx[mask], weights=ef[mask], minlength=n_truth)[:n_truth]
+
+    sh = hs >= 0
+    total = np.bincount(hs[sh], weights=e[sh], minlength=n_truth)[:n_truth]
+    own = per_truth(own_m, ts)
+    lost_m = per_truth(to_matched, ts)
+    lost_u = per_truth(to_unmatched, ts)
+    tq0 = np.where(tq >= 0, tq, 0)
+    recv_o = per_truth(sig & (tq >= 0) & (t != tq), tq0)
+    recv_n = per_truth(~sig & (tq >= 0), tq0)
+    return {"total": total, "own": own, "lost_matched": lost_m, "lost_unmatched": lost_u,
+            "unassigned": np.clip(total - own - lost_m - lost_u, 0.0, None), "received_other": recv_o,
+            "received_noise": recv_n}
 
 
 def robust_resolution(r: np.ndarray) -> tuple[float, float]:
@@ -244,6 +313,64 @@ class CaloMetricsAccumulator:
                 vals.append(float(t[name][s].mean()) if s.any() else np.nan)
             out["efficiency" if name == "matched" else name] = np.array(vals)
         return out
+
+    def energy_budget(self) -> dict[str, dict[str, float]]:
+        """Energy budget of the matched truth showers above ``min_energy``, per true class and pooled
+        (``"all"``).
+
+        For each group: ``n``; the mean fractions of the showers' hit energy that stayed with their
+        prediction (``own``), went to predictions matched to other showers (``lost_matched``), to
+        unmatched ones (``lost_unmatched``) or nowhere (``unassigned``), and the energy their
+        predictions received from other showers and noise (``received``, a fraction of the hit
+        energy); and the resolution (IQR/1.349/median, each class calibrated by its median) of the
+        prediction's summed hit energy as reconstructed (``res_reco``), with the fragments' energy
+        given back (``res_plus_fragments``), with everything lost given back (``res_plus_lost``), and
+        with nothing received (``res_minus_received``), each divided by the truth-assignment hit sum's
+        resolution over the same showers (``res_truth_sum``, the ``ratio_*`` keys). Needs events with
+        a ``budget`` (:meth:`CaloModule.event_results` fills it).
+        """
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in (*BUDGET_KEYS, "energy", "pid")}
+        for ev in self.events:
+            if ev.budget is None:
+                raise ValueError("energy_budget: an event has no budget (EventResult.budget is None)")
+            m = np.zeros(len(ev.truth_energy), bool)
+            m[ev.matching.truth_idx] = True
+            m &= ev.truth_energy > self.min_energy
+            for k in BUDGET_KEYS:
+                rows[k].append(np.asarray(ev.budget[k])[m])
+            rows["energy"].append(ev.truth_energy[m])
+            rows["pid"].append(ev.truth_pid[m])
+        r = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in rows.items()}
+        tot = np.maximum(r["total"], 1e-12)
+        recv = r["received_other"] + r["received_noise"]
+        reco = r["own"] + recv
+        sums = {"reco": reco, "plus_fragments": reco + r["lost_unmatched"],
+                "plus_lost": reco + r["lost_unmatched"] + r["lost_matched"], "minus_received": r["own"],
+                "truth_sum": r["total"]}
+        calibrated = {}
+        for name, x in sums.items():  # each class calibrated by its median response
+            resp = x / np.maximum(r["energy"], 1e-12)
+            out = np.full(len(resp), np.nan)
+            for c in np.unique(r["pid"]):
+                cm = r["pid"] == c
+                med = np.median(resp[cm])
+                out[cm] = resp[cm] / med if med > 0 else np.nan
+            calibrated[name] = out
+        groups = {"all": np.ones(len(r["energy"]), bool)}
+        groups.update({name: r["pid"] == c for c, name in enumerate(PID_CLASSES[:self.n_pid])})
+        res: dict[str, dict[str, float]] = {}
+        for g, gm in groups.items():
+            d: dict[str, float] = {"n": float(gm.sum())}
+            for k in ("own", "lost_matched", "lost_unmatched", "unassigned"):
+                d[k] = float(np.mean(r[k][gm] / tot[gm])) if gm.any() else float("nan")
+            d["received"] = float(np.mean(recv[gm] / tot[gm])) if gm.any() else float("nan")
+            for name, x in calibrated.items():
+                d[f"res_{name}"] = robust_resolution(x[gm])[1]
+            for name in ("reco", "plus_fragments", "plus_lost", "minus_received"):
+                ref = d["res_truth_sum"]
+                d[f"ratio_{name}"] = d[f"res_{name}"] / ref if ref and np.isfinite(ref) else float("nan")
+            res[g] = d
+        return res
 
     def pid_confusion(self) -> np.ndarray:
         """``[n_pid, n_pid]`` counts of (true class, predicted class) over matched showers."""

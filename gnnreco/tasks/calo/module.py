@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from gnnreco.ops import scatter, scatter_sum
 from gnnreco.tasks.base import GraphTaskModule
 from gnnreco.tasks.calo.loss import OCInputError, condensation_loss, oc_total, payload_loss, payload_weights
-from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult
+from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult, energy_budget
 from gnnreco.tasks.calo.reco import (
     SharedAssignment,
     cluster_energies_shared,
@@ -90,6 +90,10 @@ class CaloModule(GraphTaskModule):
             the sharing weights (:math:`c_\alpha = S_\alpha^q`: a large neighbour keeps its halo,
             a small fragment inside a shower does not take half of it).
         share_min_fraction: smaller fractions are dropped and the rest renormalised (speed).
+        pair_threshold: with a pair classifier set (:meth:`set_pair_classifier`), a condensation
+            point suppresses a candidate inside its capture radius only if the classifier gives the
+            pair :math:`P(\text{same shower}) \ge` this (:mod:`gnnreco.tasks.calo.pairs`); 0, or no
+            classifier: every candidate inside is suppressed (the paper's rule).
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -102,14 +106,18 @@ class CaloModule(GraphTaskModule):
                  metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta",
                  oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
-                 share_min_fraction: float = 1e-3, **base: Any) -> None:
+                 share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, **base: Any) -> None:
         if energy_sharing not in ("none", "gaussian"):
             raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
         if share_sigma < 0 or share_radius <= 0:
             raise ValueError(f"model.share_sigma must be >= 0 and model.share_radius > 0, got {share_sigma}, "
                              f"{share_radius}")
+        if not 0.0 <= pair_threshold <= 1.0:
+            raise ValueError(f"model.pair_threshold must be in [0, 1], got {pair_threshold}")
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
+        # not a registered submodule: fitted after the network, saved on its own, no OC gradients
+        object.__setattr__(self, "pair_classifier", None)
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
 
     # ------------------------------------------------------------------ forward and loss
@@ -261,6 +269,11 @@ class CaloModule(GraphTaskModule):
         return (w * lr).sum() / w.sum().clamp(min=1e-6)
 
     # ------------------------------------------------------------------ reconstruction
+    def set_pair_classifier(self, classifier: nn.Module | None) -> None:
+        """Use ``classifier`` (a :class:`~gnnreco.tasks.calo.pairs.PairClassifier`, fitted on this
+        network's outputs) for the condensation's suppression at ``pair_threshold``; ``None`` removes it."""
+        object.__setattr__(self, "pair_classifier", classifier)
+
     @torch.no_grad()
     def reconstruct(self, batch: Any, out: dict[str, Tensor]) -> list[dict[str, np.ndarray]]:
         """Condense each event and regress its showers: one dict of numpy arrays per event.
@@ -269,13 +282,18 @@ class CaloModule(GraphTaskModule):
         ``energy`` (GeV: the network's :meth:`~gnnreco.tasks.calo.model.CaloGravNet.shower_energy`,
         a calibration factor times the summed energy of the assigned hits, or of the shared hit
         energies with ``energy_sharing``), ``energy_low``/``energy_high`` (16 %/84 % quantiles, if predicted),
-        ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``.
+        ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``, and the (shared)
+        hit-to-cluster pairs the energies were summed over: ``share_hit`` (hit index within the event),
+        ``share_cluster``, ``share_fraction`` (1 for the hard assignment).
         """
         hp = self.hparams
         b = batch.batch
+        suppress = None
+        if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
+            suppress = self.pair_classifier.suppressor(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
         cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
                         distance_scale=out.get("distance_scale") if hp.local_radius else None,
-                        assign=hp.get("assign", "beta"))
+                        assign=hp.get("assign", "beta"), suppress=suppress)
         cp = cond.cp_index
         k = cp.numel()
         asg = cond.assignment
@@ -307,13 +325,18 @@ class CaloModule(GraphTaskModule):
         perm = torch.argsort(cp_event, stable=True)
         local = torch.empty_like(perm)
         local[perm] = torch.arange(k, device=perm.device) - first_cluster[cp_event[perm]]
+        pairs = shares if isinstance(shares, SharedAssignment) else SharedAssignment.from_hard(asg)
+        pair_event = b[pairs.hit]
         res = []
         for ev in range(len(counts)):
             s, e = int(ptr[ev]), int(ptr[ev + 1])
             sel = cp_event == ev
             a = asg[s:e]
             a = torch.where(a >= 0, local[a.clamp(min=0)], a) if k else torch.full_like(a, -1)
+            ps = pair_event == ev
             r = {"assignment": a.cpu().numpy(), "cp_index": (cp[sel] - s).cpu().numpy(),
+                 "share_hit": (pairs.hit[ps] - s).cpu().numpy(), "share_cluster": local[pairs.cluster[ps]].cpu().numpy(),
+                 "share_fraction": pairs.fraction[ps].cpu().numpy(),
                  "energy": energy[sel].cpu().numpy(), "position": pos[sel].cpu().numpy(),
                  "time": time[sel].cpu().numpy(), "pid": pid[sel].cpu().numpy(),
                  "beta": out["beta"][cp[sel]].cpu().numpy()}
@@ -340,8 +363,10 @@ class CaloModule(GraphTaskModule):
             n, k = counts[ev], int(n_sh[ev])
             m = match_showers(hs[h0:h0 + n], r["assignment"], he[h0:h0 + n], n_truth=k, n_pred=len(r["energy"]),
                               iou_threshold=self.hparams.iou_threshold)
+            budget = energy_budget(hs[h0:h0 + n], he[h0:h0 + n], r["share_hit"], r["share_cluster"],
+                                   r["share_fraction"], m, n_truth=k, n_pred=len(r["energy"]))
             results.append(EventResult(m, s_e[k0:k0 + k], s_hit[k0:k0 + k], s_eta[k0:k0 + k], s_pid[k0:k0 + k],
-                                       r["energy"], r["pid"]))
+                                       r["energy"], r["pid"], budget))
             h0 += n
             k0 += k
         return results

@@ -1,4 +1,5 @@
-"""PNG plots of calorimeter-clustering results (efficiency, rates, energy response, PID confusion)."""
+"""PNG plots of calorimeter-clustering results (efficiency, rates, energy response, PID confusion,
+energy budget)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from gnnreco.sim.calo import PID_CLASSES
 from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
 from gnnreco.utils.plotting import savefig
 
-__all__ = ["plot_all", "ENERGY_EDGES", "ETA_EDGES"]
+__all__ = ["plot_all", "plot_energy_budget", "ENERGY_EDGES", "ETA_EDGES"]
 
 ENERGY_EDGES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 ETA_EDGES = (1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0)
@@ -22,7 +23,8 @@ def _centres(edges: np.ndarray) -> np.ndarray:
 
 def plot_all(acc: CaloMetricsAccumulator, out_dir: str | Path, *, energy_edges=ENERGY_EDGES,
              eta_edges=ETA_EDGES) -> list[Path]:
-    """Write ``efficiency.png``, ``energy_response.png`` and ``pid_confusion.png``; returns their paths."""
+    """Write ``efficiency.png``, ``energy_response.png``, ``pid_confusion.png`` and, when the events carry
+    an energy budget, ``energy_budget.png``; returns their paths."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
@@ -76,4 +78,37 @@ def plot_all(acc: CaloMetricsAccumulator, out_dir: str | Path, *, energy_edges=E
             ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax)
     written.append(savefig(fig, out_dir / "pid_confusion.png"))
+    if all(ev.budget is not None for ev in acc.events):
+        written.append(plot_energy_budget(acc.energy_budget(), out_dir / "energy_budget.png"))
     return written
+
+
+def plot_energy_budget(budget: dict[str, dict[str, float]], path: str | Path) -> Path:
+    """Stacked bars of where the matched showers' hit energy went, per class (left), and the
+    resolution ratio to the truth-assignment hit sum as reconstructed and with each loss undone
+    (right), from :meth:`CaloMetricsAccumulator.energy_budget`."""
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in budget if budget[g]["n"] > 0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(groups))
+    bottom = np.zeros(len(groups))
+    for key, label in (("lost_matched", "to another shower"), ("lost_unmatched", "to a fragment / fake"),
+                       ("unassigned", "unassigned"), ("received", "received (other showers, noise)")):
+        v = np.array([budget[g][key] for g in groups])
+        if key == "received":
+            axes[0].bar(x + 0.3, v, 0.25, label=label, color="grey")
+        else:
+            axes[0].bar(x - 0.1, v, 0.4, bottom=bottom, label=label)
+            bottom += v
+    axes[0].set_xticks(x, groups, rotation=20)
+    axes[0].set_ylabel("mean fraction of the shower's hit energy")
+    axes[0].legend(fontsize=8)
+    for i, (key, label) in enumerate((("ratio_reco", "as reconstructed"), ("ratio_plus_fragments", "+ fragments back"),
+                                      ("ratio_plus_lost", "+ all lost back"), ("ratio_minus_received", "− received"))):
+        axes[1].bar(x + (i - 1.5) * 0.2, [budget[g][key] for g in groups], 0.2, label=label)
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].set_xticks(x, groups, rotation=20)
+    axes[1].set_ylabel("resolution / truth-assignment hit sum")
+    axes[1].legend(fontsize=8)
+    return savefig(fig, Path(path))

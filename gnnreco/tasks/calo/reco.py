@@ -37,6 +37,7 @@ predicted showers, entries below ``iou_threshold`` zeroed, then the Hungarian as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -266,7 +267,8 @@ def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: T
 @torch.no_grad()
 def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 0.5,
              batch: Tensor | None = None, distance_scale: Tensor | None = None, assign: str = "beta",
-             max_num_neighbors: int = 512, max_rounds: int = 10_000, backend: str = "auto") -> Condensation:
+             max_num_neighbors: int = 512, max_rounds: int = 10_000, backend: str = "auto",
+             suppress: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None) -> Condensation:
     r"""Object-condensation clustering (see the module docstring).
 
     Args:
@@ -288,6 +290,13 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
         backend: neighbour search, ``"auto"`` (``scipy`` KD-tree on CPU; on a GPU the ``"dense"``
             all-pairs search per event while it stays small, else :func:`gnnreco.graph.radius`),
             ``"kdtree"``, ``"dense"`` or ``"radius"``.
+        suppress: optional learned suppression rule. Called once with the candidate pairs
+            ``(a, c, d)`` (hit indices of the higher-ranked candidate :math:`a` and of the candidate
+            :math:`c` inside its capture radius, and their cluster-space distance), it returns a
+            boolean mask: ``True`` where :math:`a`, once a condensation point, suppresses :math:`c`
+            (same shower), ``False`` where :math:`c` may still become a condensation point of its own
+            (e.g. :class:`~gnnreco.tasks.calo.pairs.PairClassifier`). ``None``: every pair suppresses
+            (the paper's rule). Hits are still assigned by ``assign``.
 
     Shapes:
         beta ``[N]``, coords ``[N, C]``, batch ``[N]`` → assignment ``[N]``.
@@ -319,7 +328,12 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
     xc = coords.index_select(0, cand)
     rc = radius_of.index_select(0, cand)
     # capture edges a -> c between candidates: a ranked higher than c and |x_a - x_c| < r_a
-    c_, a_, _ = _capture_pairs(xc, rc, xc, cb, cb, max_num_neighbors, lower_only=True, backend=backend)
+    c_, a_, d_ = _capture_pairs(xc, rc, xc, cb, cb, max_num_neighbors, lower_only=True, backend=backend)
+    if suppress is not None and a_.numel():
+        keep = suppress(cand[a_], cand[c_], d_).reshape(-1).to(torch.bool)
+        if keep.shape[0] != a_.shape[0]:
+            raise ValueError(f"condense: 'suppress' returned {keep.shape[0]} flags for {a_.shape[0]} pairs")
+        a_, c_ = a_[keep], c_[keep]
     state = torch.zeros(m, dtype=torch.long, device=dev)  # 0 undecided, 1 CP, 2 captured
     rounds = 0
     while rounds < max_rounds:

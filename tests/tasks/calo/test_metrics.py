@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult, robust_resolution
-from gnnreco.tasks.calo.plots import plot_all
+from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult, energy_budget, robust_resolution
+from gnnreco.tasks.calo.plots import plot_all, plot_energy_budget
 from gnnreco.tasks.calo.reco import match_showers
 
 
@@ -83,3 +83,66 @@ def test_bootstrap_spread_shrinks_with_more_events():
     assert 0 < pair["ratio_difference"] < bb["resolution_ratio"] + 0.5 * pair["resolution_ratio"]
     with pytest.raises(ValueError, match="same events"):
         big.bootstrap(10, other=small)
+
+
+def test_energy_budget_of_a_hand_made_event():
+    """t0 (hits 0-2) keeps hits 0, 1, gives half of hit 2 to an unmatched fragment and leaves the other
+    half unassigned; t1 (hits 3, 4) gives half of hit 3 to t0's prediction; a noise hit joins t0's."""
+    truth = np.array([0, 0, 0, 1, 1, -1])
+    e = np.array([4.0, 3.0, 1.0, 2.0, 2.0, 1.0])
+    m = match_showers(truth, np.array([0, 0, 2, 1, 1, 0]), e, n_truth=2, n_pred=3)
+    assert list(m.truth_idx) == [0, 1] and list(m.pred_idx) == [0, 1]
+    hit = np.array([0, 1, 2, 3, 3, 4, 5])
+    cl = np.array([0, 0, 2, 0, 1, 1, 0])
+    fr = np.array([1.0, 1.0, 0.5, 0.5, 0.5, 1.0, 1.0])
+    b = energy_budget(truth, e, hit, cl, fr, m, n_truth=2, n_pred=3)
+    np.testing.assert_allclose(b["total"], [8.0, 4.0])
+    np.testing.assert_allclose(b["own"], [7.0, 3.0])
+    np.testing.assert_allclose(b["lost_matched"], [0.0, 1.0])
+    np.testing.assert_allclose(b["lost_unmatched"], [0.5, 0.0])
+    np.testing.assert_allclose(b["unassigned"], [0.5, 0.0])
+    np.testing.assert_allclose(b["received_other"], [1.0, 0.0])
+    np.testing.assert_allclose(b["received_noise"], [1.0, 0.0])
+    with pytest.raises(ValueError, match="outside"):
+        energy_budget(truth, e, hit, cl + 1, fr, m, n_truth=2, n_pred=3)
+    with pytest.raises(ValueError, match="same shape"):
+        energy_budget(truth, e, hit[:-1], cl, fr, m, n_truth=2, n_pred=3)
+
+
+def _fragmented_events(n_events=30, n_showers=8, seed=0):
+    """Each shower keeps a random fraction 1 - f of its hits' energy (f up to 0.3) and gives f to an
+    unmatched fragment: giving the fragments back restores the truth-assignment hit sum exactly."""
+    rng = np.random.default_rng(seed)
+    evs = []
+    for _ in range(n_events):
+        truth = np.repeat(np.arange(n_showers), 10)
+        e_true = rng.uniform(20, 100, n_showers)
+        e = rng.uniform(0.5, 1.5, truth.size) * e_true[truth] / 10
+        f = rng.uniform(0, 0.3, n_showers)
+        hit = np.concatenate([np.arange(truth.size)] * 2)
+        cl = np.concatenate([truth, truth + n_showers])
+        fr = np.concatenate([1 - f[truth], f[truth]])
+        m = match_showers(truth, truth, e, n_truth=n_showers, n_pred=2 * n_showers)
+        hs = np.bincount(truth, weights=e)
+        b = energy_budget(truth, e, hit, cl, fr, m, n_truth=n_showers, n_pred=2 * n_showers)
+        evs.append(EventResult(m, e_true, hs, np.full(n_showers, 2.0), np.arange(n_showers) % 4,
+                               np.concatenate([b["own"], np.zeros(n_showers)]), np.zeros(2 * n_showers, int), b))
+    return evs
+
+
+def test_energy_budget_oracles_size_the_losses(tmp_path):
+    acc = CaloMetricsAccumulator(min_energy=10.0, events=_fragmented_events())
+    bud = acc.energy_budget()
+    assert set(bud) == {"all", "electron", "photon", "charged_hadron", "neutral_hadron"}
+    a = bud["all"]
+    assert a["n"] == 240
+    assert a["own"] + a["lost_matched"] + a["lost_unmatched"] + a["unassigned"] == pytest.approx(1.0)
+    assert a["lost_unmatched"] == pytest.approx(0.15, abs=0.03) and a["received"] == 0.0
+    assert a["ratio_plus_fragments"] == pytest.approx(1.0) and a["ratio_plus_lost"] == pytest.approx(1.0)
+    assert a["ratio_reco"] > 1.3 and a["ratio_minus_received"] == pytest.approx(a["ratio_reco"])
+    path = plot_energy_budget(bud, tmp_path / "budget.png")
+    assert path.stat().st_size > 1000
+    assert "energy_budget.png" in {p.name for p in plot_all(acc, tmp_path)}
+    acc.add(_event())  # no budget
+    with pytest.raises(ValueError, match="no budget"):
+        acc.energy_budget()

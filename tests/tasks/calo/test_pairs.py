@@ -1,0 +1,145 @@
+"""Learned suppression of condensation points (gnnreco.tasks.calo.pairs and condense(suppress=...))."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from gnnreco.tasks.calo.data import F_IN
+from gnnreco.tasks.calo.model import CaloGravNet
+from gnnreco.tasks.calo.module import CaloModule
+from gnnreco.tasks.calo.pairs import (
+    PAIR_FEATURES,
+    PairClassifier,
+    candidate_pairs,
+    fit_pair_classifier,
+    gather_pair_samples,
+    pair_features,
+)
+from gnnreco.tasks.calo.reco import condense
+
+
+def _two_blobs(seed=0, n=200, gap=0.6):
+    """Two clusters in cluster space, ``gap`` apart (inside one capture radius of 1): the paper's rule
+    merges them; each has one high-β point."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.arange(2 * n) // n
+    x = torch.randn(2 * n, 2, generator=g) * 0.05
+    x[:, 0] += truth * gap
+    beta = torch.rand(2 * n, generator=g) * 0.2
+    beta[0], beta[n] = 0.95, 0.9
+    return beta, x, truth
+
+
+def test_suppress_all_is_the_paper_rule_and_none_keeps_every_candidate():
+    beta, x, truth = _two_blobs()
+    ref = condense(beta, x, t_beta=0.1, t_d=1.0)
+    same = condense(beta, x, t_beta=0.1, t_d=1.0, suppress=lambda a, c, d: torch.ones_like(d, dtype=torch.bool))
+    assert torch.equal(ref.assignment, same.assignment) and torch.equal(ref.cp_index, same.cp_index)
+    assert ref.cp_index.numel() == 1  # merged
+    every = condense(beta, x, t_beta=0.1, t_d=1.0, suppress=lambda a, c, d: torch.zeros_like(d, dtype=torch.bool))
+    assert every.cp_index.numel() == int((beta > 0.1).sum())
+
+
+def test_truth_suppression_separates_the_merged_pair():
+    beta, x, truth = _two_blobs()
+    c = condense(beta, x, t_beta=0.5, t_d=1.0, assign="nearest", suppress=lambda a, c, d: truth[a] == truth[c])
+    assert sorted(c.cp_index.tolist()) == [0, 200]
+    # with the nearest assignment each blob goes to its own point
+    assert torch.equal(c.assignment[truth == 0], torch.zeros(200, dtype=torch.long))
+    assert torch.equal(c.assignment[truth == 1], torch.ones(200, dtype=torch.long))
+    with pytest.raises(ValueError, match="flags"):
+        condense(beta, x, t_beta=0.1, t_d=1.0, suppress=lambda a, c, d: torch.ones(3, dtype=torch.bool))
+
+
+def _outputs(n=300, seed=0, n_pid=4):
+    g = torch.Generator().manual_seed(seed)
+    return {"beta": torch.rand(n, generator=g), "coords": torch.rand(n, 3, generator=g),
+            "energy_factor": 1 + 0.1 * torch.randn(n, generator=g), "position": torch.randn(n, 2, generator=g),
+            "time": torch.randn(n, generator=g), "pid_logits": torch.randn(n, n_pid, generator=g),
+            "distance_scale": 0.2 + torch.rand(n, generator=g)}
+
+
+def test_candidate_pairs_are_ranked_and_within_the_local_radius():
+    out = _outputs()
+    batch = torch.zeros(300, dtype=torch.long)
+    batch[150:] = 1
+    a, c, d = candidate_pairs(out, batch, t_beta=0.3, radius=1.5)
+    assert a.numel() > 0
+    beta, x, s = out["beta"], out["coords"], out["distance_scale"]
+    assert (beta[a] >= beta[c]).all() and (beta[c] > 0.3).all()
+    assert torch.equal(batch[a], batch[c])
+    torch.testing.assert_close(d, (x[a] - x[c]).norm(dim=1))
+    assert (d < 1.5 * s[a]).all()
+    # every qualifying pair is there
+    cand = torch.nonzero((beta > 0.3) & (batch == 0), as_tuple=True)[0]
+    n_ref = sum(1 for i in cand for j in cand if beta[i] > beta[j]
+                and float((x[i] - x[j]).norm()) < 1.5 * float(s[i]))
+    assert int((batch[a] == 0).sum()) == n_ref
+    f = pair_features(out, torch.rand(300, 3) * 100, torch.rand(300), a, c, d)
+    assert f.shape == (a.numel(), len(PAIR_FEATURES) + 8) and torch.isfinite(f).all()
+
+
+def test_classifier_learns_a_separable_rule_and_validates_inputs():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4000, len(PAIR_FEATURES) + 8, generator=g)
+    y = (f[:, 0] + 0.5 * f[:, 6] < 0).float()  # "same shower" when close
+    clf, loss = fit_pair_classifier(f, y, steps=600, batch_size=512)
+    assert loss < 0.15
+    acc = ((torch.sigmoid(clf(f)) > 0.5).float() == y).float().mean()
+    assert acc > 0.95
+    with pytest.raises(ValueError, match="NaN"):
+        fit_pair_classifier(torch.full((10, f.shape[1]), float("nan")), torch.ones(10), steps=1)
+    with pytest.raises(ValueError, match="labels"):
+        fit_pair_classifier(f[:10], y[:5], steps=1)
+    with pytest.raises(ValueError, match="expects"):
+        fit_pair_classifier(f[:, :5], y, steps=1)
+    with pytest.raises(ValueError, match="threshold"):
+        clf.suppressor(_outputs(), torch.zeros(300, 3), torch.ones(300), 1.5)
+
+
+class _Spread(torch.nn.Module):
+    """An untrained network's cluster coordinates are collapsed (every hit near every other); spread
+    them so the candidate pairs stay few, as for a trained network."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, batch):
+        out = self.net(x, batch)
+        return {**out, "coords": 100.0 * out["coords"]}
+
+
+def test_gather_on_simulated_events_and_module_uses_the_classifier():
+    from gnnreco.bench.calo import _event
+
+    torch.manual_seed(0)
+    batch = _event(5, 4, energy=(5.0, 20.0))
+    net = CaloGravNet(in_dim=F_IN, hidden=16, n_blocks=2, k=8, predict_distance_scale=True)
+    spread = _Spread(net).train()
+    feats, labels = gather_pair_samples(spread, [batch], t_beta=0.5, radius=1.0, max_pairs_per_event=5000)
+    assert feats.shape[0] == labels.shape[0] > 0 and feats.shape[0] <= 5000
+    assert set(labels.unique().tolist()) <= {0.0, 1.0} and torch.isfinite(feats).all()
+    assert spread.training  # gather restores the mode it found
+
+    module = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), t_beta=0.55, t_d=0.5,
+                        local_radius=True, pair_threshold=0.5).eval()
+    with torch.no_grad():
+        out = spread(batch.x, batch.batch)
+        r0 = module.reconstruct(batch, out)  # no classifier yet: the paper's rule
+        never = PairClassifier()
+        torch.nn.init.zeros_(never.mlp[-1].weight)
+        torch.nn.init.constant_(never.mlp[-1].bias, -10.0)  # P(same) ≈ 0: nothing is suppressed
+        module.set_pair_classifier(never)
+        r1 = module.reconstruct(batch, out)
+    n0 = sum(len(r["energy"]) for r in r0)
+    n1 = sum(len(r["energy"]) for r in r1)
+    assert n1 == int((out["beta"] > 0.55).sum()) > n0
+    assert "pair_classifier" not in dict(module.named_modules())  # not trained with the network
+    with pytest.raises(ValueError, match="pair_threshold"):
+        CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), pair_threshold=2.0)
+    assert np.isfinite(np.concatenate([r["energy"] for r in r1])).all()
