@@ -295,10 +295,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     (``"accumulator"``), for paired comparisons of networks on the same events (:func:`compare`).
 
     With ``pair_events > 0`` a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` is fitted on the
-    candidate pairs of that many further events (seeds 50000+, network frozen) after the settings
-    above are chosen; the validation events then choose its threshold (:data:`PAIR_THRESHOLDS`, 0 =
-    the paper's suppression) and the hit assignment, and the thresholds t_β, t_d once more. It is saved
-    as ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`).
+    candidate pairs of that many further events (seeds 50000+, network frozen) at the working point
+    chosen above; the validation events then choose its suppression threshold
+    (:data:`PAIR_THRESHOLDS`, 0 = the paper's rule) with the hit assignment, and then its fragment
+    absorption (:data:`ABSORB_THRESHOLDS` × :data:`ABSORB_RADII`, 0 = off). It is saved as
+    ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`).
 
     The result also holds the test events' energy budget (``budget``,
     :meth:`~gnnreco.tasks.calo.metrics.CaloMetricsAccumulator.energy_budget`); with ``plot_dir`` the
@@ -405,15 +406,17 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     _set(module, {**best, **share})
     pair: dict = {}
     if pair_events > 0:
-        clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint)
+        # fitted on the candidate pairs of the chosen working point (β > t_β, within the widest
+        # absorption radius), then its suppression and absorption thresholds chosen on validation
+        clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint, t_beta=best["t_beta"],
+                              radius=max(ABSORB_RADII) * best["t_d"])
         module.set_pair_classifier(clf)
         opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
         po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
-        po = {k: po[k] for k in ("pair_threshold", "assign")}
-        if po["pair_threshold"] > 0 or po["assign"] != "beta":
-            best = choose_thresholds(scan(module, val, val_out, [{**p, **share, **po} for p in thr_grid]))
-            best = {k: best[k] for k in ("t_beta", "t_d")}
-        share = {**share, **po}
+        share = {**share, **{k: po[k] for k in ("pair_threshold", "assign")}}
+        opts = [{"absorb_threshold": at, "absorb_radius": ar} for at in ABSORB_THRESHOLDS for ar in ABSORB_RADII]
+        po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+        share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
         _set(module, {**best, **share})
     print(f"[calo bench] validation choice: {best} {share}", flush=True)
     cal_loss = float("nan")
@@ -468,6 +471,9 @@ SHARE_ENERGY_POWERS = (2.0, 4.0)
 
 #: thresholds of P(same shower) scanned for the pair classifier's suppression (0: the paper's rule)
 PAIR_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+#: fragment-absorption thresholds of P(same shower) (0: off) and radii (capture radii) scanned
+ABSORB_THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
+ABSORB_RADII = (1.0, 1.5, 2.0)
 #: first seed of the events the pair classifier is fitted on
 PAIR_SEED0 = 50_000
 
@@ -475,7 +481,7 @@ PAIR_SEED0 = 50_000
 def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 3000,
               t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000) -> tuple:
     """Fit a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` to ``net`` (frozen) on the candidate
-    pairs (β > ``t_beta``, within ``radius`` local scales: the widest t_β, t_d of the scans) of
+    pairs (β > ``t_beta``, within ``radius`` local scales of the higher-β one) of
     ``n_events`` 50-shower events, seeds :data:`PAIR_SEED0` on. With ``checkpoint`` the classifier is
     saved to ``<checkpoint>.pairs.pt``. Returns the classifier and a record (events, pairs, share of
     same-shower pairs, final loss, seconds)."""
@@ -578,10 +584,11 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
     pile-up: about 50k hits with the defaults. On ``device="cuda"`` the event is on the GPU before the
     clock starts and every stage is timed to a ``torch.cuda.synchronize()``. With ``pair_classifier``
     and ``pair_threshold > 0`` in ``module_kwargs`` the condensation uses its learned suppression
-    (the classifier's time counts in the condensation stage)."""
+    (the classifier's time counts in the condensation stage), and with ``absorb_threshold > 0`` the
+    fragments are merged (counted in the shower-energy stage)."""
     from gnnreco.bench.report import time_fn
     from gnnreco.tasks.calo.model import CaloGravNet
-    from gnnreco.tasks.calo.reco import cluster_energies, condense, share_energy
+    from gnnreco.tasks.calo.reco import cluster_energies, condense, merge_fragments, share_energy
 
     torch.set_num_threads(threads)
     net = CaloGravNet(**(NET if net_kwargs is None else net_kwargs))
@@ -605,7 +612,7 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
             out = net(batch.x, batch.batch)
             sync()
             t1 = time.perf_counter()
-            sup = pair_classifier.suppressor(out, batch.hit_pos, batch.hit_energy, mk["pair_threshold"]) \
+            sup = pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, mk["pair_threshold"]) \
                 if pair_classifier is not None and mk.get("pair_threshold", 0.0) > 0 else None
             c = condense(out["beta"], out["coords"], t_beta=mk["t_beta"], t_d=mk["t_d"], batch=batch.batch,
                          distance_scale=out.get("distance_scale") if mk.get("local_radius") else None,
@@ -622,6 +629,11 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
                                       sigma=mk.get("share_sigma", 0.5), radius=mk.get("share_radius", 1.0),
                                       beta_power=mk.get("share_beta_power", 0.0), cluster_weight=cw,
                                       min_fraction=mk.get("share_min_fraction", 1e-3))
+            if pair_classifier is not None and mk.get("absorb_threshold", 0.0) > 0:
+                c, shares = merge_fragments(
+                    out["coords"], c, shares, batch.hit_energy, t_d=mk["t_d"], radius=mk.get("absorb_radius", 1.5),
+                    decide=pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, mk["absorb_threshold"]),
+                    batch=batch.batch, distance_scale=out.get("distance_scale") if mk.get("local_radius") else None)
             net.shower_energy(batch.x, out, batch.hit_energy, shares, c.cp_index.numel())
             sync()
             t3 = time.perf_counter()
@@ -706,7 +718,7 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
                               plot_dir=Path(ckpt).parent / "plots")
     clf = None
-    if phys["share"].get("pair_threshold", 0.0) > 0:
+    if phys["share"].get("pair_threshold", 0.0) > 0 or phys["share"].get("absorb_threshold", 0.0) > 0:
         from gnnreco.tasks.calo.pairs import load_pair_classifier
 
         clf = load_pair_classifier(ckpt + ".pairs.pt")

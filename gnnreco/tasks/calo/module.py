@@ -24,6 +24,7 @@ from gnnreco.tasks.calo.reco import (
     cluster_energies_shared,
     condense,
     match_showers,
+    merge_fragments,
     share_energy,
 )
 
@@ -94,6 +95,11 @@ class CaloModule(GraphTaskModule):
             point suppresses a candidate inside its capture radius only if the classifier gives the
             pair :math:`P(\text{same shower}) \ge` this (:mod:`gnnreco.tasks.calo.pairs`); 0, or no
             classifier: every candidate inside is suppressed (the paper's rule).
+        absorb_threshold: with a pair classifier, after the condensation (and the energy sharing) a
+            cluster is merged into a larger one whose condensation point lies within
+            ``absorb_radius`` · t_d · σ_a of its own when the classifier gives that pair of points
+            P(same shower) ≥ this (:func:`~gnnreco.tasks.calo.reco.absorption_targets`); 0: off.
+        absorb_radius: ρ of the absorption's search radius, in capture radii of the larger cluster.
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -106,14 +112,18 @@ class CaloModule(GraphTaskModule):
                  metric_min_energy: float = 1.0, s_log: float = 0.0, assign: str = "beta",
                  oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
-                 share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, **base: Any) -> None:
+                 share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, absorb_threshold: float = 0.0,
+                 absorb_radius: float = 1.5, **base: Any) -> None:
         if energy_sharing not in ("none", "gaussian"):
             raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
         if share_sigma < 0 or share_radius <= 0:
             raise ValueError(f"model.share_sigma must be >= 0 and model.share_radius > 0, got {share_sigma}, "
                              f"{share_radius}")
-        if not 0.0 <= pair_threshold <= 1.0:
-            raise ValueError(f"model.pair_threshold must be in [0, 1], got {pair_threshold}")
+        if not (0.0 <= pair_threshold <= 1.0 and 0.0 <= absorb_threshold <= 1.0):
+            raise ValueError(f"model.pair_threshold and model.absorb_threshold must be in [0, 1], got {pair_threshold}, "
+                             f"{absorb_threshold}")
+        if absorb_radius <= 0:
+            raise ValueError(f"model.absorb_radius must be > 0, got {absorb_radius}")
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         # not a registered submodule: fitted after the network, saved on its own, no OC gradients
@@ -290,7 +300,7 @@ class CaloModule(GraphTaskModule):
         b = batch.batch
         suppress = None
         if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
-            suppress = self.pair_classifier.suppressor(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
+            suppress = self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
         cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
                         distance_scale=out.get("distance_scale") if hp.local_radius else None,
                         assign=hp.get("assign", "beta"), suppress=suppress)
@@ -307,6 +317,13 @@ class CaloModule(GraphTaskModule):
                                   sigma=hp.get("share_sigma", 0.5), radius=hp.get("share_radius", 1.0),
                                   beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw,
                                   min_fraction=hp.get("share_min_fraction", 1e-3))
+        if self.pair_classifier is not None and hp.get("absorb_threshold", 0.0) > 0:
+            cond, shares = merge_fragments(
+                out["coords"], cond, shares, batch.hit_energy, t_d=hp.t_d, radius=hp.get("absorb_radius", 1.5),
+                decide=self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.absorb_threshold),
+                batch=b, distance_scale=out.get("distance_scale") if hp.local_radius else None)
+            cp, asg = cond.cp_index, cond.assignment
+            k = cp.numel()
         if getattr(self.net, "shower_energy", None) is not None:
             energy, e_sum = self.net.shower_energy(batch.x, out, batch.hit_energy, shares, k)
         else:

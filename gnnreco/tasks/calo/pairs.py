@@ -15,6 +15,10 @@ their depth difference, their energies, energy factors and times, and both PID d
 small MLP returns :math:`P(\text{same shower})`. The condensation then lets :math:`a` suppress
 :math:`c` only when that probability is at least ``threshold`` (0: every pair, the paper's rule).
 
+The same rule merges fragments after the condensation (:func:`~gnnreco.tasks.calo.reco.absorption_targets`):
+a smaller cluster whose condensation point lies within :math:`\rho\,t_d\sigma_a` of a larger cluster's
+:math:`a` is merged into it when the pair's probability is at least the absorption threshold.
+
 The classifier is fitted after the network, with the network frozen, on the candidate pairs of a few
 hundred simulated events labelled by the truth (pairs with a noise hit are left out): seconds per
 event on a CPU, much cheaper than more GravNet training. :func:`gather_pair_samples` collects them and
@@ -101,10 +105,12 @@ class PairClassifier(nn.Module):
         return self.mlp((features - self.mean) / self.std).squeeze(-1)
 
     @torch.no_grad()
-    def suppressor(self, out: dict[str, Tensor], hit_pos: Tensor, hit_energy: Tensor, threshold: float
-                   ) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-        """The ``suppress`` rule of :func:`~gnnreco.tasks.calo.reco.condense` for one batch: ``a``
-        suppresses ``c`` iff :math:`P(\\text{same}) \\ge` ``threshold``."""
+    def same_shower(self, out: dict[str, Tensor], hit_pos: Tensor, hit_energy: Tensor, threshold: float
+                    ) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """The pair rule of one batch, :math:`P(\\text{same shower}) \\ge` ``threshold``: the
+        ``suppress`` rule of :func:`~gnnreco.tasks.calo.reco.condense` (``a`` suppresses ``c``) and
+        the ``decide`` rule of :func:`~gnnreco.tasks.calo.reco.absorption_targets` (``a``'s cluster
+        absorbs ``c``'s)."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"pair classifier: threshold must be in [0, 1], got {threshold}")
 

@@ -30,6 +30,11 @@ the capture radius; :math:`\rho > 1` also recovers hits that no capture radius r
 the energy of its hits in reach; as :math:`s \to 0` every hit goes whole to the candidate of the
 smallest :math:`d_{j\alpha}/\sigma_\alpha`: the ``assign="nearest"`` hard assignment.
 
+**Fragment merging** (:func:`absorption_targets`, :func:`absorb`): a condensation point in the halo
+of a wide shower but outside its capture radius makes a small cluster of its own; a learned decision
+per pair of condensation points (:mod:`gnnreco.tasks.calo.pairs`) merges such fragments back into the
+larger cluster nearby after the condensation.
+
 **Matching** (HGCalML ``ShowersMatcher``): energy-weighted intersection-over-union between truth and
 predicted showers, entries below ``iou_threshold`` zeroed, then the Hungarian assignment
 (``scipy.optimize.linear_sum_assignment``, maximising the total IoU).
@@ -48,7 +53,7 @@ from torch import Tensor
 from gnnreco.ops import scatter, scatter_sum
 
 __all__ = ["condense", "Condensation", "share_energy", "SharedAssignment", "match_showers", "Matching",
-           "cluster_energies", "cluster_energies_shared"]
+           "cluster_energies", "cluster_energies_shared", "absorption_targets", "absorb", "merge_fragments"]
 
 
 @dataclass
@@ -506,6 +511,98 @@ def condense_reference(beta: np.ndarray, coords: np.ndarray, t_beta: float = 0.1
         out = np.where(np.isfinite(rel).any(1), np.argmin(rel, axis=1), -1)
         out[cp] = np.arange(len(cp))
     return out
+
+
+@torch.no_grad()
+def absorption_targets(coords: Tensor, cond: Condensation, energy: Tensor, *, t_d: float, radius: float = 1.5,
+                       decide: Callable[[Tensor, Tensor, Tensor], Tensor], batch: Tensor | None = None,
+                       distance_scale: Tensor | None = None, backend: str = "auto") -> Tensor:
+    r"""Which cluster absorbs which (fragment merging after the condensation).
+
+    A condensation point that lies in the halo of a wider shower, outside its capture radius, makes a
+    small cluster of its own that takes part of that shower's energy (a *fragment*; its energy is
+    lost to the shower it came from). For each cluster :math:`c` the candidates are the clusters
+    :math:`a` with more energy (``energy``, e.g. the shared cluster energies) whose condensation point
+    has :math:`c`'s within :math:`
+ho\, t_d\,\sigma_a` (``radius`` ρ) in cluster space, and for which
+    ``decide(a_cp, c_cp, d)`` (hit indices of the two condensation points and their distance) is
+    true, e.g. :meth:`PairClassifier.same_shower <gnnreco.tasks.calo.pairs.PairClassifier.same_shower>`;
+    :math:`c` goes to the nearest of them (smallest :math:`d/\sigma_a`). Chains (c → a → b) are
+    followed to their end, so every target is a kept cluster. Returns ``target [K]`` (its own index
+    for a kept cluster), the input of :func:`absorb`.
+    """
+    k = cond.cp_index.numel()
+    dev = coords.device
+    target = torch.arange(k, device=dev)
+    if k < 2:
+        return target
+    cp = cond.cp_index
+    if energy.shape[0] != k:
+        raise ValueError(f"absorption_targets: {energy.shape[0]} cluster energies for {k} clusters")
+    b = (batch if batch is not None else torch.zeros(coords.shape[0], dtype=torch.long, device=dev))[cp]
+    sig = distance_scale.reshape(-1)[cp].float() if distance_scale is not None else torch.ones(k, device=dev)
+    x = coords.index_select(0, cp).float()
+    c_, a_, d = _capture_pairs(x, radius * t_d * sig, x, b, b, 1 << 20, backend=backend)
+    ok = (c_ != a_) & (energy[a_] > energy[c_])
+    c_, a_, d = c_[ok], a_[ok], d[ok]
+    if c_.numel():
+        yes = decide(cp[a_], cp[c_], d).reshape(-1).to(torch.bool)
+        if yes.shape[0] != c_.shape[0]:
+            raise ValueError(f"absorption_targets: 'decide' returned {yes.shape[0]} flags for {c_.shape[0]} pairs")
+        c_, a_, d = c_[yes], a_[yes], d[yes]
+    if c_.numel():
+        key = d / sig[a_]
+        best = torch.full((k,), float("inf"), device=dev).scatter_reduce(0, c_, key, "amin")
+        first = key <= best[c_]
+        target[c_[first]] = a_[first]
+    for _ in range(64):  # follow chains; energies strictly increase along them, so they end
+        nxt = target[target]
+        if torch.equal(nxt, target):
+            break
+        target = nxt
+    return target
+
+
+def absorb(cond: Condensation, target: Tensor, shares: SharedAssignment | None = None
+           ) -> tuple[Condensation, SharedAssignment | None]:
+    """Merge each cluster into ``target`` (:func:`absorption_targets`): the kept clusters are renumbered
+    in their old order, the hard assignment and the (hit, cluster) pairs of ``shares`` follow (a hit
+    shared between a fragment and its absorber then has both pairs on the absorber: their fractions
+    add up). The condensation points of the absorbed clusters are dropped."""
+    k = cond.cp_index.numel()
+    if target.shape[0] != k:
+        raise ValueError(f"absorb: {target.shape[0]} targets for {k} clusters")
+    if k == 0:
+        return cond, shares
+    kept = target == torch.arange(k, device=target.device)
+    if not bool(kept[target].all()):
+        raise ValueError("absorb: a target is itself absorbed (resolve chains with absorption_targets)")
+    new_id = torch.cumsum(kept.to(torch.long), 0) - 1
+    label = new_id[target]
+    a = cond.assignment
+    a = torch.where(a >= 0, label[a.clamp(min=0)], a)
+    out = Condensation(a, cond.cp_index[kept], cond.n_rounds)
+    if shares is not None:
+        shares = SharedAssignment(shares.hit, label[shares.cluster], shares.fraction)
+    return out, shares
+
+
+def merge_fragments(coords: Tensor, cond: Condensation, shares: Tensor | SharedAssignment, energy: Tensor, *,
+                    t_d: float, radius: float, decide: Callable[[Tensor, Tensor, Tensor], Tensor],
+                    batch: Tensor | None = None, distance_scale: Tensor | None = None
+                    ) -> tuple[Condensation, Tensor | SharedAssignment]:
+    """:func:`absorption_targets` on the clusters' (shared) hit energies, then :func:`absorb`.
+    ``shares`` is the hard assignment (a tensor) or the :class:`SharedAssignment` of the energies;
+    the same kind comes back, with the merged condensation."""
+    k = cond.cp_index.numel()
+    if k < 2:
+        return cond, shares
+    pairs = shares if isinstance(shares, SharedAssignment) else SharedAssignment.from_hard(cond.assignment)
+    e_k = cluster_energies_shared(pairs, energy.clamp(min=0.0), k)
+    target = absorption_targets(coords, cond, e_k, t_d=t_d, radius=radius, decide=decide, batch=batch,
+                                distance_scale=distance_scale)
+    cond, pairs = absorb(cond, target, pairs)
+    return cond, (pairs if isinstance(shares, SharedAssignment) else cond.assignment)
 
 
 def cluster_energies(assignment: Tensor, energy: Tensor, n_clusters: int) -> Tensor:

@@ -34,6 +34,7 @@ def test_train_save_and_reuse_gives_the_same_evaluation(tmp_path):
     assert again["reused"] and again["train_steps"] == first["train_steps"]
     for key in ("efficiency", "fake_rate", "resolution", "t_beta", "t_d"):
         assert again[key] == first[key] or (again[key] != again[key] and first[key] != first[key])
+    assert set(again["budget"]) >= {"all", "electron"} and again["budget"]["all"]["n"] >= 0
 
 
 def test_threshold_choice_prefers_resolution_within_the_goal_margins():
@@ -123,3 +124,16 @@ def test_compare_gives_a_paired_difference_against_the_first_network(tmp_path):
     assert rows[1][-1].startswith(f"{ratios[1] - ratios[0]:+.3f} ± ")  # "+nan" if a tiny net finds nothing
     with pytest.raises(ValueError, match="at least two"):
         bench.compare(cks[:1])
+
+
+def test_budget_rows_are_one_markdown_row_per_class():
+    from gnnreco.bench.report import markdown_table
+    from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
+    from tests.tasks.calo.test_metrics import _fragmented_events
+
+    bud = CaloMetricsAccumulator(min_energy=10.0, events=_fragmented_events(n_events=10)).energy_budget()
+    rows = bench.budget_rows(bud)
+    assert [r[0] for r in rows] == list(bud) and all(len(r) == len(bench.BUDGET_HEADER) for r in rows)
+    assert rows[0][8] == "1.00"  # fragments given back restore the hit sum
+    table = markdown_table(bench.BUDGET_HEADER, rows)
+    assert table.count("\n") == len(rows) + 1

@@ -19,7 +19,15 @@ from gnnreco.tasks.calo.pairs import (
     gather_pair_samples,
     pair_features,
 )
-from gnnreco.tasks.calo.reco import condense
+from gnnreco.tasks.calo.reco import (
+    SharedAssignment,
+    absorb,
+    absorption_targets,
+    cluster_energies,
+    cluster_energies_shared,
+    condense,
+    merge_fragments,
+)
 
 
 def _two_blobs(seed=0, n=200, gap=0.6):
@@ -98,7 +106,7 @@ def test_classifier_learns_a_separable_rule_and_validates_inputs():
     with pytest.raises(ValueError, match="expects"):
         fit_pair_classifier(f[:, :5], y, steps=1)
     with pytest.raises(ValueError, match="threshold"):
-        clf.suppressor(_outputs(), torch.zeros(300, 3), torch.ones(300), 1.5)
+        clf.same_shower(_outputs(), torch.zeros(300, 3), torch.ones(300), 1.5)
 
 
 class _Spread(torch.nn.Module):
@@ -140,6 +148,69 @@ def test_gather_on_simulated_events_and_module_uses_the_classifier():
     n1 = sum(len(r["energy"]) for r in r1)
     assert n1 == int((out["beta"] > 0.55).sum()) > n0
     assert "pair_classifier" not in dict(module.named_modules())  # not trained with the network
+    # fragment absorption with a classifier that always says "same": fewer clusters, same total energy
+    always = PairClassifier()
+    torch.nn.init.zeros_(always.mlp[-1].weight)
+    torch.nn.init.constant_(always.mlp[-1].bias, 10.0)
+    module.set_pair_classifier(always)
+    module.hparams.update({"pair_threshold": 0.0, "absorb_threshold": 0.5, "absorb_radius": 3.0})
+    with torch.no_grad():
+        r2 = module.reconstruct(batch, out)
+    assert sum(len(r["energy"]) for r in r2) < n0
+    for ra, rb in zip(r0, r2):
+        ea = np.bincount(ra["share_hit"], weights=ra["share_fraction"])
+        eb = np.bincount(rb["share_hit"], weights=rb["share_fraction"])
+        np.testing.assert_allclose(ea, eb, atol=1e-5)  # every hit keeps its shares, merged or not
     with pytest.raises(ValueError, match="pair_threshold"):
         CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), pair_threshold=2.0)
     assert np.isfinite(np.concatenate([r["energy"] for r in r1])).all()
+
+
+def _three_clusters():
+    """Cluster-space points: a wide shower A (hits 0-99, CP 0), a small fragment F of it just outside
+    A's capture radius (hits 100-109, CP 100), a separate shower B far away (hits 110-209, CP 110)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(100, 2, generator=g) * 0.1, torch.randn(10, 2, generator=g) * 0.02 + torch.tensor([1.2, 0.0]),
+                   torch.randn(100, 2, generator=g) * 0.1 + torch.tensor([10.0, 0.0])])
+    beta = torch.full((210,), 0.05)
+    beta[0], beta[100], beta[110] = 0.9, 0.8, 0.85
+    energy = torch.cat([torch.full((100,), 1.0), torch.full((10,), 0.5), torch.full((100,), 1.0)])
+    return x, beta, energy
+
+
+def test_fragment_is_absorbed_by_its_shower_and_energy_is_kept():
+    x, beta, energy = _three_clusters()
+    cond = condense(beta, x, t_beta=0.5, t_d=1.0)
+    assert sorted(cond.cp_index.tolist()) == [0, 100, 110]
+    e_k = cluster_energies(cond.assignment, energy, 3)
+    yes = lambda a, c, d: torch.ones_like(d, dtype=torch.bool)  # noqa: E731
+    no = lambda a, c, d: torch.zeros_like(d, dtype=torch.bool)  # noqa: E731
+    assert torch.equal(absorption_targets(x, cond, e_k, t_d=1.0, radius=1.5, decide=no), torch.arange(3))
+    target = absorption_targets(x, cond, e_k, t_d=1.0, radius=1.5, decide=yes)
+    frag = int((cond.cp_index == 100).nonzero()[0, 0])
+    big = int((cond.cp_index == 0).nonzero()[0, 0])
+    assert int(target[frag]) == big and int((target != torch.arange(3)).sum()) == 1  # B is too far
+    merged, shares = absorb(cond, target, SharedAssignment.from_hard(cond.assignment))
+    assert sorted(merged.cp_index.tolist()) == [0, 110]
+    assert torch.equal(merged.assignment[100:110], merged.assignment[:10])
+    assert float(cluster_energies_shared(shares, energy, 2).sum()) == pytest.approx(float(energy.sum()))
+    # the same through merge_fragments, for the hard assignment
+    m2, a2 = merge_fragments(x, cond, cond.assignment, energy, t_d=1.0, radius=1.5, decide=yes)
+    assert torch.equal(a2, merged.assignment) and torch.equal(m2.cp_index, merged.cp_index)
+    with pytest.raises(ValueError, match="targets"):
+        absorb(cond, torch.arange(2))
+    with pytest.raises(ValueError, match="itself absorbed"):
+        absorb(cond, torch.tensor([1, 2, 2]))
+    with pytest.raises(ValueError, match="flags"):
+        absorption_targets(x, cond, e_k, t_d=1.0, radius=1.5, decide=lambda a, c, d: torch.ones(7, dtype=torch.bool))
+
+
+def test_absorption_chains_end_at_a_kept_cluster():
+    # C (smallest) next to B next to A (largest), each within the other's radius only pairwise
+    x = torch.tensor([[0.0, 0.0], [1.2, 0.0], [2.4, 0.0]])
+    beta = torch.tensor([0.9, 0.8, 0.7])
+    cond = condense(beta, x, t_beta=0.5, t_d=1.0)
+    assert cond.cp_index.numel() == 3
+    target = absorption_targets(x, cond, torch.tensor([3.0, 2.0, 1.0]), t_d=1.0, radius=1.5,
+                                decide=lambda a, c, d: torch.ones_like(d, dtype=torch.bool))
+    assert target.tolist() == [0, 0, 0]

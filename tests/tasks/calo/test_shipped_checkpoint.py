@@ -88,12 +88,12 @@ def test_pair_classifier_fits_saves_loads_and_times_on_the_shipped_network(tmp_p
         torch.testing.assert_close(loaded(f), clf(f))
         kw = {"t_beta": 0.7, "t_d": 1.5, "batch": event.batch, "distance_scale": out["distance_scale"]}
         n_paper = condense(out["beta"], out["coords"], **kw).cp_index.numel()
-        n_fitted = condense(out["beta"], out["coords"], suppress=loaded.suppressor(
+        n_fitted = condense(out["beta"], out["coords"], suppress=loaded.same_shower(
             out, event.hit_pos, event.hit_energy, 0.5), **kw).cp_index.numel()
         never = PairClassifier()
         torch.nn.init.zeros_(never.mlp[-1].weight)
         torch.nn.init.constant_(never.mlp[-1].bias, -10.0)
-        n_never = condense(out["beta"], out["coords"], suppress=never.suppressor(
+        n_never = condense(out["beta"], out["coords"], suppress=never.same_shower(
             out, event.hit_pos, event.hit_energy, 0.5), **kw).cp_index.numel()
     assert n_never == int((out["beta"] > 0.7).sum())
     assert n_paper <= n_fitted < n_never / 4
