@@ -437,6 +437,15 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         s["hard"] = {**acc_h.summary(), "bootstrap": acc_h.bootstrap(1000),
                      "paired": acc.bootstrap(1000, other=acc_h)["ratio_difference"]}
         _set(module, share)
+    if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
+        # the same test events and settings without the pair classifier, for comparison
+        _set(module, {"pair_threshold": 0.0, "absorb_threshold": 0.0})
+        acc_p = CaloMetricsAccumulator(min_energy=10.0)
+        for b, o in zip(test, test_out):
+            acc_p.extend(module.event_results(b, o))
+        s["no_pairs"] = {**acc_p.summary(), "bootstrap": acc_p.bootstrap(1000),
+                         "paired": acc.bootstrap(1000, other=acc_p)["ratio_difference"]}
+        _set(module, share)
     s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
     if pair:
         s["pairs"] = pair
@@ -651,19 +660,20 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
 
 
 def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, threads: int = 1,
-            n_boot: int = 1000) -> tuple[list[list[str]], list[dict]]:
+            n_boot: int = 1000, pair_events: int = 0) -> tuple[list[list[str]], list[dict]]:
     """Saved networks on the same test events, each with the settings its own validation scan chose.
 
     Independent bootstraps overstate the error of a difference between networks, since the same
     events are hard or easy for both. Here the events are resampled together
     (:meth:`CaloMetricsAccumulator.bootstrap` with ``other``): the last column is each network's
     resolution ratio minus the first network's, with the standard deviation of that difference.
-    Returns Markdown rows and the per-network summaries.
+    With ``pair_events`` each network gets its own pair classifier (suppression and fragment merging,
+    see :func:`train_and_evaluate`). Returns Markdown rows and the per-network summaries.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
     results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
-                                  keep_accumulator=True) for c in checkpoints]
+                                  keep_accumulator=True, pair_events=pair_events) for c in checkpoints]
     ref = results[0]
     rows = []
     for c, r in zip(checkpoints, results):
@@ -738,6 +748,14 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                       f"{phys['resolution_ratio'] - h['resolution_ratio']:+.2f} ± {h['paired']:.2f}", "", ""]]
     else:
         hard_rows = []
+    if "no_pairs" in phys:
+        h = phys["no_pairs"]
+        hard_rows += [["without the pair classifier: efficiency / fake rate",
+                       f"{h['efficiency']:.3f} / {h['fake_rate']:.3f}", "", ""],
+                      ["without the pair classifier: ratio", f"{h['resolution_ratio']:.2f} ± "
+                       f"{h['bootstrap']['resolution_ratio']:.2f}", "", ""],
+                      ["ratio with − without the pair classifier (paired bootstrap)",
+                       f"{phys['resolution_ratio'] - h['resolution_ratio']:+.3f} ± {h['paired']:.3f}", "", ""]]
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
     prow = [
         ["efficiency (truth E > 10 GeV)", f"{phys['efficiency']:.3f}", "≥ 0.95", goal(phys["efficiency"] >= 0.95)],
@@ -756,6 +774,9 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
          goal(inf["time_s"] <= 1.0 and inf["hits"] >= 50_000)],
         ["inference, CPU time of the process [s]", f"{inf['cpu_s']:.2f}", "", ""],
     ]
+    pr = phys.get("pairs")
+    pair_note = (f" (pair classifier fitted on {pr['pairs']} candidate pairs of {pr['events']} events, seeds "
+                 f"{PAIR_SEED0}+, in {pr['seconds']:.0f} s)") if pr else ""
     per_class = " ".join(
         f"{name}: {phys[f'resolution_{name}']:.3f} (hit sum {phys[f'resolution_truth_sum_{name}']:.3f});"
         for name in _pid_names())
@@ -768,7 +789,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               f"{phys['hits_per_event']:.0f} hits (noise included). CaloGravNet {phys['net']}; CaloModule "
               f"{ {k: v for k, v in phys['module'].items() if k not in ('t_beta', 't_d')} }; thresholds chosen on "
               f"{phys['n_val']} validation events (best resolution with efficiency ≥ 0.96 and fake rate ≤ 0.04 "
-              f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}, energy sharing {phys['share']}; test on "
+              f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}, reconstruction options {phys['share']}"
+              f"{pair_note}; test on "
               f"{n_test} independent events (± = standard deviation of 1000 bootstrap replicas over the test "
               "events).\n\nResolution per true class (matched showers > 10 GeV; the hit-sum reference "
               f"calibrated per class): {per_class} the hit-sum reference over the matched showers only: "
@@ -864,7 +886,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         from gnnreco.bench.report import markdown_table
 
-        rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads)
+        rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads,
+                          pair_events=args.pair_events)
         print(markdown_table(COMPARE_HEADER, rows))
         return
     if args.train_only:

@@ -103,3 +103,22 @@ def test_pair_classifier_fits_saves_loads_and_times_on_the_shipped_network(tmp_p
     assert t["time_s"] > 0 and t["stages"]["condensation"] > 0
     with pytest.raises(FileNotFoundError, match="pair classifier"):
         load_pair_classifier(tmp_path / "missing.pt")
+
+
+@pytest.mark.slow
+def test_bench_with_the_pair_classifier_reports_the_comparison_and_budget(tmp_path):
+    """train_and_evaluate(pair_events=...) on a copy of the shipped network: the classifier is fitted,
+    saved beside the copy, its thresholds chosen on validation events, and the result carries the
+    energy budget (and the same events without the classifier when it was chosen)."""
+    import shutil
+
+    ck = tmp_path / "calo.pt"
+    shutil.copy(SHIPPED, ck)
+    shutil.copy(str(SHIPPED) + ".json", str(ck) + ".json")
+    r = bench.train_and_evaluate(n_test=3, n_val=3, threads=1, checkpoint=ck, reuse=True, pair_events=2)
+    assert (tmp_path / "calo.pt.pairs.pt").exists() and r["pairs"]["pairs"] > 1000
+    assert {"pair_threshold", "assign", "absorb_threshold", "absorb_radius"} <= set(r["share"])
+    assert r["share"]["absorb_threshold"] in bench.ABSORB_THRESHOLDS
+    used = r["share"]["pair_threshold"] > 0 or r["share"]["absorb_threshold"] > 0
+    assert ("no_pairs" in r) == used
+    assert r["budget"]["all"]["n"] > 10
