@@ -105,9 +105,18 @@ print(json.dumps({"time_s": dt, "peak_mb": (kb() - base) / 1024.0,
 """
 
 
+#: glibc mmap threshold of the loss-benchmark children (bytes): blocks above it are mapped and unmapped
+#: on free, so the peak RSS follows the live memory of every implementation alike
+MMAP_THRESHOLD = 1 << 20
+
+
 def _run_child(variant: str, n: int, k: int, threads: int, timeout: float = 1800) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    # a fixed mmap threshold: glibc's dynamic one keeps freed multi-MiB blocks in the heap, and the
+    # peak RSS then depends on the order of allocations rather than on the live tensors (the radius
+    # variant at 66k / 10k measured 0.26 GB in one run and 3.1 GB in another with the same code)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
     try:
         p = subprocess.run([sys.executable, "-c", _CHILD, variant, str(n), str(k), str(threads)],
                            capture_output=True, text=True, timeout=timeout, env=env)
@@ -694,6 +703,8 @@ COMPARE_HEADER = ["network", "efficiency", "fake rate", "merge rate", "resolutio
 
 #: where the benchmark keeps its trained network (``outputs/`` is ignored by git)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "outputs" / "calo_bench" / "calo_gravnet.pt"
+#: where the benchmark writes its evaluation plots (git-ignored)
+PLOT_DIR = DEFAULT_CHECKPOINT.parent / "plots"
 
 
 def run(quick: bool = False, train_seconds: float | None = None, threads: int = 2, checkpoint: str | None = None,
@@ -720,13 +731,15 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
              markdown_table(["hits / objects", "implementation", "time [s]", "peak memory [MB]",
                              "time / ref", "memory / ref", "values vs ref"], rows),
              f"\nReference: {ref_name} `condensation_loss` (ratios are against it, same size, same run). "
-             "Peak memory = growth of the peak RSS of a fresh process over the inputs."]
+             "Peak memory = growth of the peak RSS of a fresh process over the inputs, with glibc's mmap "
+             "threshold fixed at 1 MiB (`MALLOC_MMAP_THRESHOLD_`) for every implementation, so that it follows "
+             "the live tensors rather than the allocator's heap history; times include the page faults this costs."]
     ckpt = str(checkpoint or DEFAULT_CHECKPOINT)
     n_test = (5 if quick else 20) if n_test is None else n_test
     phys = train_and_evaluate(train_seconds=train_seconds, n_test=n_test, threads=threads, checkpoint=ckpt,
                               repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
-                              plot_dir=Path(ckpt).parent / "plots")
+                              plot_dir=PLOT_DIR)
     clf = None
     if phys["share"].get("pair_threshold", 0.0) > 0 or phys["share"].get("absorb_threshold", 0.0) > 0:
         from gnnreco.tasks.calo.pairs import load_pair_classifier
@@ -804,7 +817,7 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               "the truth-assignment hit sum's on the same showers: as reconstructed, with the energy lost to "
               "unmatched predictions (fragments, fakes) given back, with everything lost given back, and "
               "with nothing received: oracles that size each loss (`CaloMetricsAccumulator.energy_budget`; "
-              f"plot `energy_budget.png` in {os.path.relpath(Path(ckpt).parent / 'plots', Path(__file__).resolve().parents[2])}/)."]
+              f"plot `energy_budget.png` in {os.path.relpath(PLOT_DIR, Path(__file__).resolve().parents[2])}/)."]
     return "\n".join(parts)
 
 

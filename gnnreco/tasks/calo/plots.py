@@ -108,7 +108,10 @@ def plot_energy_budget(budget: dict[str, dict[str, float]], path: str | Path) ->
                                       ("ratio_plus_lost", "+ all lost back"), ("ratio_minus_received", "− received"))):
         axes[1].bar(x + (i - 1.5) * 0.2, [budget[g][key] for g in groups], 0.2, label=label)
     axes[1].axhline(1.0, color="k", lw=0.8)
+    top = max([budget[g][k] for g in groups for k in ("ratio_reco", "ratio_plus_fragments", "ratio_plus_lost",
+                                                      "ratio_minus_received") if np.isfinite(budget[g][k])] + [1.0])
+    axes[1].set_ylim(0.9, top + 0.1)
     axes[1].set_xticks(x, groups, rotation=20)
     axes[1].set_ylabel("resolution / truth-assignment hit sum")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, ncol=2, loc="upper left")
     return savefig(fig, Path(path))
