@@ -100,6 +100,9 @@ class CaloModule(GraphTaskModule):
             ``absorb_radius`` · t_d · σ_a of its own when the classifier gives that pair of points
             P(same shower) ≥ this (:func:`~gnnreco.tasks.calo.reco.absorption_targets`); 0: off.
         absorb_radius: ρ of the absorption's search radius, in capture radii of the larger cluster.
+        pair_classifier: path of a saved pair classifier (:func:`~gnnreco.tasks.calo.pairs.save_pair_classifier`,
+            e.g. the benchmark's ``<checkpoint>.pairs.pt``) to load now; or set one later with
+            :meth:`set_pair_classifier`.
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -113,7 +116,7 @@ class CaloModule(GraphTaskModule):
                  oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
                  share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, absorb_threshold: float = 0.0,
-                 absorb_radius: float = 1.5, **base: Any) -> None:
+                 absorb_radius: float = 1.5, pair_classifier: str | None = None, **base: Any) -> None:
         if energy_sharing not in ("none", "gaussian"):
             raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
         if share_sigma < 0 or share_radius <= 0:
@@ -128,6 +131,10 @@ class CaloModule(GraphTaskModule):
         self.skipped_bad_events = 0
         # not a registered submodule: fitted after the network, saved on its own, no OC gradients
         object.__setattr__(self, "pair_classifier", None)
+        if pair_classifier:
+            from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+            self.set_pair_classifier(load_pair_classifier(pair_classifier))
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
 
     # ------------------------------------------------------------------ forward and loss

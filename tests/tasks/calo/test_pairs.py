@@ -214,3 +214,35 @@ def test_absorption_chains_end_at_a_kept_cluster():
     target = absorption_targets(x, cond, torch.tensor([3.0, 2.0, 1.0]), t_d=1.0, radius=1.5,
                                 decide=lambda a, c, d: torch.ones_like(d, dtype=torch.bool))
     assert target.tolist() == [0, 0, 0]
+
+
+def test_module_loads_a_saved_classifier_from_its_config(tmp_path):
+    from gnnreco.tasks.calo.pairs import save_pair_classifier
+
+    clf = PairClassifier()
+    path = tmp_path / "pairs.pt"
+    save_pair_classifier(clf, path, {"events": 1})
+    net = CaloGravNet(in_dim=F_IN, hidden=8, n_blocks=1, k=4, predict_distance_scale=True)
+    module = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), pair_classifier=str(path),
+                        absorb_threshold=0.5)
+    f = torch.randn(5, clf.mean.numel())
+    torch.testing.assert_close(module.pair_classifier(f), clf(f))
+    with pytest.raises(FileNotFoundError, match="pair classifier"):
+        CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), pair_classifier=str(tmp_path / "no.pt"))
+
+
+def test_calo_experiment_config_takes_the_pair_classifier(compose, tmp_path):
+    """The Hydra model config exposes the pair decisions as data: a saved classifier path and the
+    thresholds, off by default."""
+    from hydra.utils import instantiate
+
+    from gnnreco.tasks.calo.pairs import save_pair_classifier
+
+    cfg = compose("train", ["experiment=calo_quickstart"], test_conf=False)
+    assert cfg.model.pair_classifier is None and cfg.model.absorb_threshold == 0.0
+    path = tmp_path / "pairs.pt"
+    save_pair_classifier(PairClassifier(), path)
+    cfg = compose("train", ["experiment=calo_quickstart", f"model.pair_classifier={path}",
+                            "model.absorb_threshold=0.5", "model.absorb_radius=2.0"], test_conf=False)
+    model = instantiate(cfg.model)
+    assert model.pair_classifier is not None and model.hparams.absorb_radius == 2.0
