@@ -438,23 +438,20 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         acc.extend(module.event_results(b, o))
     s = acc.summary()
     s["bootstrap"] = acc.bootstrap(1000)
-    if share != hard:  # the same test events and thresholds without energy sharing, for comparison
-        _set(module, hard)
-        acc_h = CaloMetricsAccumulator(min_energy=10.0)
+    def without(changes: dict) -> dict:
+        """The same test events with ``changes`` to the chosen settings, paired against them."""
+        _set(module, changes)
+        other = CaloMetricsAccumulator(min_energy=10.0)
         for b, o in zip(test, test_out):
-            acc_h.extend(module.event_results(b, o))
-        s["hard"] = {**acc_h.summary(), "bootstrap": acc_h.bootstrap(1000),
-                     "paired": acc.bootstrap(1000, other=acc_h)["ratio_difference"]}
+            other.extend(module.event_results(b, o))
         _set(module, share)
+        return {**other.summary(), "bootstrap": other.bootstrap(1000),
+                "paired": acc.bootstrap(1000, other=other)["ratio_difference"]}
+
+    if share.get("energy_sharing", "none") != "none":  # for comparison: without energy sharing
+        s["hard"] = without(hard)
     if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
-        # the same test events and settings without the pair classifier, for comparison
-        _set(module, {"pair_threshold": 0.0, "absorb_threshold": 0.0})
-        acc_p = CaloMetricsAccumulator(min_energy=10.0)
-        for b, o in zip(test, test_out):
-            acc_p.extend(module.event_results(b, o))
-        s["no_pairs"] = {**acc_p.summary(), "bootstrap": acc_p.bootstrap(1000),
-                         "paired": acc.bootstrap(1000, other=acc_p)["ratio_difference"]}
-        _set(module, share)
+        s["no_pairs"] = without({"pair_threshold": 0.0, "absorb_threshold": 0.0})
     s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
     if pair:
         s["pairs"] = pair
