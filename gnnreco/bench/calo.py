@@ -493,7 +493,7 @@ ABSORB_RADII = (1.0, 1.5, 2.0)
 PAIR_SEED0 = 50_000
 
 
-def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 3000,
+def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 8000,
               t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000) -> tuple:
     """Fit a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` to ``net`` (frozen) on the candidate
     pairs (β > ``t_beta``, within ``radius`` local scales of the higher-β one) of
