@@ -246,3 +246,25 @@ def test_calo_experiment_config_takes_the_pair_classifier(compose, tmp_path):
                             "model.absorb_threshold=0.5", "model.absorb_radius=2.0"], test_conf=False)
     model = instantiate(cfg.model)
     assert model.pair_classifier is not None and model.hparams.absorb_radius == 2.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pair_rules_on_cuda_equal_cpu():
+    """Suppression and fragment merging give the same clusters on a GPU (dense neighbour search,
+    classifier on the device) as on the CPU."""
+    out = _outputs(n=2000, seed=5)
+    out["coords"] = out["coords"] * 20.0
+    pos, energy = torch.rand(2000, 3) * 1000, torch.rand(2000)
+    clf = fit_pair_classifier(torch.randn(500, len(PAIR_FEATURES) + 8), (torch.rand(500) > 0.5).float(), steps=20)[0]
+    res = []
+    for dev in ("cpu", "cuda"):
+        o = {k: v.to(dev) for k, v in out.items()}
+        c = clf.to(dev)
+        cond = condense(o["beta"], o["coords"], t_beta=0.5, t_d=1.0, distance_scale=o["distance_scale"],
+                        suppress=c.same_shower(o, pos.to(dev), energy.to(dev), 0.5))
+        cond, a = merge_fragments(o["coords"], cond, cond.assignment, energy.to(dev), t_d=1.0, radius=2.0,
+                                  decide=c.same_shower(o, pos.to(dev), energy.to(dev), 0.5),
+                                  distance_scale=o["distance_scale"])
+        res.append((cond.cp_index.cpu(), a.cpu()))
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
