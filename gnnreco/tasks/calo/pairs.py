@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gnnreco.nn.mlp import MLP
 from gnnreco.tasks.calo.reco import _capture_pairs
 
 __all__ = ["PAIR_FEATURES", "PairClassifier", "candidate_pairs", "pair_features", "gather_pair_samples",
@@ -98,8 +99,7 @@ class PairClassifier(nn.Module):
         self.n_pid = n_pid
         self.register_buffer("mean", torch.zeros(n_in))
         self.register_buffer("std", torch.ones(n_in))
-        self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
-                                 nn.Linear(hidden, 1))
+        self.mlp = MLP(n_in, hidden, 1, n_layers=3, activation="elu", norm="none")
 
     def forward(self, features: Tensor) -> Tensor:
         return self.mlp((features - self.mean) / self.std).squeeze(-1)
