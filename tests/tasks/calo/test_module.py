@@ -78,6 +78,18 @@ def test_one_batch_training_and_test_with_trainer(tmp_path):
     assert len(acc.events) >= 1
     paths = model.evaluation_plots(tmp_path / "plots")
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
+    assert "energy_budget.png" in {p.name for p in paths}
+    # a saved module reloads with a pair classifier given at load time (docs/calo.md, "Inference in a workflow")
+    from gnnreco.tasks.calo.pairs import PairClassifier, save_pair_classifier
+
+    ck = tmp_path / "calo.ckpt"
+    trainer.save_checkpoint(ck)
+    save_pair_classifier(PairClassifier(), tmp_path / "pairs.pt")
+    fresh = _module()  # this module was built from objects, not a config: give them again
+    again = CaloModule.load_from_checkpoint(ck, weights_only=False, net=fresh.net, optimizer=partial(torch.optim.AdamW, lr=1e-3),
+                                            pair_classifier=str(tmp_path / "pairs.pt"), absorb_threshold=0.3)
+    assert again.pair_classifier is not None and again.hparams.absorb_threshold == 0.3
+    assert torch.equal(next(again.net.parameters()), next(model.net.parameters()))
 
 
 @pytest.mark.parametrize("t_beta", [0.5, 1.0])
