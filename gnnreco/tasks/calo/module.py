@@ -288,7 +288,8 @@ class CaloModule(GraphTaskModule):
     # ------------------------------------------------------------------ reconstruction
     def set_pair_classifier(self, classifier: nn.Module | None) -> None:
         """Use ``classifier`` (a :class:`~gnnreco.tasks.calo.pairs.PairClassifier`, fitted on this
-        network's outputs) for the condensation's suppression at ``pair_threshold``; ``None`` removes it."""
+        network's outputs) for the condensation's suppression (``pair_threshold``) and the fragment merging
+        (``absorb_threshold``); ``None`` removes it."""
         object.__setattr__(self, "pair_classifier", classifier)
 
     @torch.no_grad()

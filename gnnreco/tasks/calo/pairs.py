@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnreco.nn.mlp import MLP
-from gnnreco.tasks.calo.reco import _capture_pairs
+from gnnreco.tasks.calo.reco import _capture_pairs, ranked_candidates
 
 __all__ = ["PAIR_FEATURES", "PairClassifier", "candidate_pairs", "pair_features", "gather_pair_samples",
            "fit_pair_classifier", "save_pair_classifier", "load_pair_classifier"]
@@ -77,12 +77,10 @@ def candidate_pairs(out: dict[str, Tensor], batch: Tensor, t_beta: float = 0.3, 
     r"""Every pair of candidates (:math:`\beta > t_\beta`) of one event with :math:`c` ranked below
     :math:`a` (lower β) and within :math:`\rho\,\sigma_a` (``radius``) of it in cluster space: hit
     indices ``a``, ``c`` and distances ``d``, as :func:`~gnnreco.tasks.calo.reco.condense` sees them."""
-    beta = out["beta"].reshape(-1)
-    cand = torch.nonzero(beta > t_beta, as_tuple=True)[0]
-    cand = cand[torch.argsort(-beta[cand], stable=True)]
-    cand = cand[torch.argsort(batch[cand], stable=True)]
+    cand = ranked_candidates(out["beta"], batch, t_beta)
     sigma = out.get("distance_scale")
-    r = radius * (sigma.reshape(-1)[cand] if sigma is not None else torch.ones(cand.numel()))
+    r = radius * (sigma.reshape(-1)[cand].float() if sigma is not None else
+                  torch.ones(cand.numel(), device=cand.device))
     cb = batch[cand]
     xc = out["coords"][cand].float()
     c_, a_, d = _capture_pairs(xc, r, xc, cb, cb, 1 << 20, lower_only=True)

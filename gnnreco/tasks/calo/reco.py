@@ -269,6 +269,16 @@ def _capture_pairs(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: T
     return q[ok], p[ok], d[ok]
 
 
+def ranked_candidates(beta: Tensor, batch: Tensor, t_beta: float) -> Tensor:
+    """Hit indices with :math:`\\beta > t_\\beta`, sorted by event and then by decreasing β (ties: lower
+    hit index first, as a stable sequential loop): the order in which :func:`condense` considers them
+    (the neighbour searches need event-sorted inputs)."""
+    beta = beta.reshape(-1)
+    cand = torch.nonzero(beta > t_beta, as_tuple=True)[0]
+    cand = cand[torch.argsort(-beta[cand], stable=True)]
+    return cand[torch.argsort(batch[cand], stable=True)]
+
+
 @torch.no_grad()
 def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 0.5,
              batch: Tensor | None = None, distance_scale: Tensor | None = None, assign: str = "beta",
@@ -319,15 +329,10 @@ def condense(beta: Tensor, coords: Tensor, *, t_beta: float = 0.1, t_d: float = 
                          "must have the same number of hits")
     radius_of = (t_d * distance_scale.reshape(-1).float()) if distance_scale is not None else \
         torch.full((n,), float(t_d), device=dev)
-    cand = torch.nonzero(beta > t_beta, as_tuple=True)[0]
+    cand = ranked_candidates(beta, batch, t_beta)
     if cand.numel() == 0:
         return Condensation(torch.full((n,), -1, dtype=torch.long, device=dev),
                             torch.zeros(0, dtype=torch.long, device=dev), 0)
-    # sort candidates by event, then by decreasing beta (ties: lower hit index first, as a stable
-    # sequential loop); the neighbour searches need event-sorted inputs
-    order = torch.argsort(-beta[cand], stable=True)
-    cand = cand[order]
-    cand = cand[torch.argsort(batch[cand], stable=True)]
     m = cand.numel()
     cb = batch[cand]
     xc = coords.index_select(0, cand)
@@ -523,8 +528,7 @@ def absorption_targets(coords: Tensor, cond: Condensation, energy: Tensor, *, t_
     small cluster of its own that takes part of that shower's energy (a *fragment*; its energy is
     lost to the shower it came from). For each cluster :math:`c` the candidates are the clusters
     :math:`a` with more energy (``energy``, e.g. the shared cluster energies) whose condensation point
-    has :math:`c`'s within :math:`
-ho\, t_d\,\sigma_a` (``radius`` ρ) in cluster space, and for which
+    has :math:`c`'s within :math:`\rho\, t_d\,\sigma_a` (``radius`` ρ) in cluster space, and for which
     ``decide(a_cp, c_cp, d)`` (hit indices of the two condensation points and their distance) is
     true, e.g. :meth:`PairClassifier.same_shower <gnnreco.tasks.calo.pairs.PairClassifier.same_shower>`;
     :math:`c` goes to the nearest of them (smallest :math:`d/\sigma_a`). Chains (c → a → b) are
