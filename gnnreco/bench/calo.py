@@ -253,6 +253,9 @@ def _training_events(first: int, workers: int = 0, showers: int | list[int] = 50
 #: first seed of the training events (before 2026-11-25 20:05 UTC it was 10000, which a training of
 #: more than 10000 steps would have run into the validation seeds 20000+)
 TRAIN_SEED0 = 1_000_000
+#: first seed of the test events (validation 20000+, shower calibration 40000+, pair classifier 50000+);
+#: ``--test-seed0`` moves the test to another independent block of seeds for a repeat measurement
+TEST_SEED0 = 30_000
 
 #: the CaloModule settings of the physics benchmark
 MODULE = {"q_min": 0.5, "payload_scale": 0.5, "payload_weights": {"energy": 0.2}, "s_log": 0.5, "local_radius": True,
@@ -267,7 +270,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        n_val: int = 10, share_scan: bool = True, device: str = "cpu", workers: int = 0,
                        train_only: bool = False, events_per_step: int = 1,
                        train_showers: int | list[int] = 50, keep_accumulator: bool = False,
-                       pair_events: int = 0, plot_dir: str | Path | None = None) -> dict:
+                       pair_events: int = 0, plot_dir: str | Path | None = None,
+                       test_seed0: int = TEST_SEED0, test_views: int = 1) -> dict:
     """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
     ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
@@ -284,11 +288,13 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     this is part of the evaluation (the checkpoint holds the network before the refit).
 
     The reconstruction settings are chosen on ``n_val`` validation events (seeds 20000+), never on
-    the test events (30000+): the thresholds t_β, t_d with the hard assignment; then, with
-    ``share_scan``, the energy sharing (:func:`~gnnreco.tasks.calo.reco.share_energy`: hard or one
-    of the ``SHARE_*`` options) at those thresholds; then the thresholds again with the chosen
-    sharing. The result holds the test summary, event-bootstrap standard deviations
-    (``bootstrap``) and, when sharing was chosen, the same test events without it (``hard``).
+    the test events (seeds ``test_seed0`` on, default :data:`TEST_SEED0`; a block that overlaps the
+    validation, calibration, pair-classifier or training seeds is refused): the thresholds t_β, t_d
+    with the hard assignment; then, with ``share_scan``, the energy sharing
+    (:func:`~gnnreco.tasks.calo.reco.share_energy`: hard or one of the ``SHARE_*`` options) at those
+    thresholds; then the thresholds again with the chosen sharing. The result holds the test summary,
+    event-bootstrap standard deviations (``bootstrap``) and, when sharing was chosen, the same test
+    events without it (``hard``).
 
     ``device`` is where the network trains (``"cuda"`` on a GPU node; the evaluation always runs on
     the CPU), ``workers`` processes simulate the training events ahead of the steps (the same events,
@@ -310,12 +316,17 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     absorption (:data:`ABSORB_THRESHOLDS` × :data:`ABSORB_RADII`, 0 = off). It is saved as
     ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`).
 
+    ``test_views`` (1, 2 or 4) averages the network over that many rotations of each validation and
+    test event about the beam axis (:func:`~gnnreco.tasks.calo.model.symmetric_views`, the module's
+    ``test_views``); the settings are then chosen, and the pair classifier fitted, on those outputs.
+
     The result also holds the test events' energy budget (``budget``,
     :meth:`~gnnreco.tasks.calo.metrics.CaloMetricsAccumulator.energy_budget`); with ``plot_dir`` the
     evaluation plots (:func:`~gnnreco.tasks.calo.plots.plot_all`, the budget included) go there.
     """
     if events_per_step < 1:
         raise ValueError(f"events_per_step must be >= 1, got {events_per_step}")
+    _check_test_seeds(test_seed0, n_test, n_val, calib_events, pair_events)
     from functools import partial
 
     from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
@@ -387,9 +398,10 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     if train_only:
         return info or {"train_steps": step, "train_seconds": train_time}
     module.eval()
+    _set(module, {"test_views": test_views})
     # choose the condensation thresholds on validation events, evaluate on independent test events
     val = [_event(20_000 + i, 50) for i in range(n_val)]
-    test = [_event(30_000 + i, 50) for i in range(n_test)]
+    test = [_event(test_seed0 + i, 50) for i in range(n_test)]
     with torch.no_grad():
         val_out = [module(b) for b in val]
         test_out = [module(b) for b in test]
@@ -418,7 +430,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         # fitted on the candidate pairs of the chosen working point (β > t_β, within the widest
         # absorption radius), then its suppression and absorption thresholds chosen on validation
         clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint, t_beta=best["t_beta"],
-                              radius=max(ABSORB_RADII) * best["t_d"])
+                              radius=max(ABSORB_RADII) * best["t_d"], views=test_views)
         module.set_pair_classifier(clf)
         opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
         po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
@@ -452,7 +464,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         s["hard"] = without(hard)
     if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
         s["no_pairs"] = without({"pair_threshold": 0.0, "absorb_threshold": 0.0})
-    s["n_val"], s["n_test"], s["share"] = n_val, n_test, share
+    s["n_val"], s["n_test"], s["share"], s["test_views"] = n_val, n_test, share, test_views
     if pair:
         s["pairs"] = pair
     if keep_accumulator:
@@ -494,26 +506,41 @@ PAIR_SEED0 = 50_000
 
 
 def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 8000,
-              t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000) -> tuple:
+              t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000, views: int = 1) -> tuple:
     """Fit a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` to ``net`` (frozen) on the candidate
     pairs (β > ``t_beta``, within ``radius`` local scales of the higher-β one) of
-    ``n_events`` 50-shower events, seeds :data:`PAIR_SEED0` on. With ``checkpoint`` the classifier is
-    saved to ``<checkpoint>.pairs.pt``. Returns the classifier and a record (events, pairs, share of
-    same-shower pairs, final loss, seconds)."""
+    ``n_events`` 50-shower events, seeds :data:`PAIR_SEED0` on, the network averaged over ``views``
+    rotations of each event. With ``checkpoint`` the classifier is saved to ``<checkpoint>.pairs.pt``.
+    Returns the classifier and a record (events, views, pairs, share of same-shower pairs, final loss,
+    seconds)."""
     from gnnreco.tasks.calo.pairs import fit_pair_classifier, gather_pair_samples, save_pair_classifier
 
     t0 = time.perf_counter()
     feats, labels = gather_pair_samples(net, (_event(PAIR_SEED0 + i, 50) for i in range(n_events)),
-                                        t_beta=t_beta, radius=radius, max_pairs_per_event=max_pairs_per_event)
+                                        t_beta=t_beta, radius=radius, max_pairs_per_event=max_pairs_per_event,
+                                        views=views)
     n_pid = int(getattr(net, "n_pid", 4))
     clf, loss = fit_pair_classifier(feats, labels, n_pid=n_pid, steps=steps)
-    rec = {"events": n_events, "pairs": int(labels.numel()), "same_fraction": float(labels.mean()),
+    rec = {"events": n_events, "views": views, "pairs": int(labels.numel()), "same_fraction": float(labels.mean()),
            "loss": loss, "seconds": time.perf_counter() - t0}
     print(f"[calo bench] pair classifier: {rec['pairs']} pairs of {n_events} events "
           f"({rec['same_fraction']:.3f} same shower), loss {loss:.4f}, {rec['seconds']:.0f} s", flush=True)
     if checkpoint:
         save_pair_classifier(clf, str(checkpoint) + ".pairs.pt", rec)
     return clf, rec
+
+
+def _check_test_seeds(test_seed0: int, n_test: int, n_val: int, calib_events: int, pair_events: int) -> None:
+    """Refuse a test block of seeds that overlaps the validation, calibration, pair-classifier or
+    training events: a test on events that chose or fitted anything would not be independent."""
+    used = {"validation": (20_000, n_val), "shower calibration": (40_000, calib_events),
+            "pair classifier": (PAIR_SEED0, pair_events), "training": (TRAIN_SEED0, 10 ** 12)}
+    for name, (first, n) in used.items():
+        if n > 0 and test_seed0 < first + n and first < test_seed0 + n_test:
+            raise ValueError(f"test seeds {test_seed0}..{test_seed0 + n_test - 1} overlap the {name} events "
+                             f"(seeds {first}..{first + n - 1}); choose another --test-seed0")
+    if test_seed0 < 0:
+        raise ValueError(f"test_seed0 must be >= 0, got {test_seed0}")
 
 
 def _set(module, settings: dict) -> None:
@@ -593,16 +620,17 @@ def load_checkpoint_info(checkpoint: str | Path | None) -> dict:
 def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float = 0.15, repeat: int = 3,
                    checkpoint: str | Path | None = None, net_kwargs: dict | None = None,
                    module_kwargs: dict | None = None, device: str = "cpu", seed: int = 777,
-                   pair_classifier: torch.nn.Module | None = None) -> dict:
+                   pair_classifier: torch.nn.Module | None = None, views: int = 1) -> dict:
     """Median time of the whole reconstruction of one event (network forward, condensation, shower
     energies, with the energy sharing of ``module_kwargs`` if any) with ``n_showers`` showers and
     pile-up: about 50k hits with the defaults. On ``device="cuda"`` the event is on the GPU before the
     clock starts and every stage is timed to a ``torch.cuda.synchronize()``. With ``pair_classifier``
     and ``pair_threshold > 0`` in ``module_kwargs`` the condensation uses its learned suppression
     (the classifier's time counts in the condensation stage), and with ``absorb_threshold > 0`` the
-    fragments are merged (counted in the shower-energy stage)."""
+    fragments are merged (counted in the shower-energy stage). ``views`` rotations of the event go
+    through the network as one batch (:func:`~gnnreco.tasks.calo.model.symmetric_views`)."""
     from gnnreco.bench.report import time_fn
-    from gnnreco.tasks.calo.model import CaloGravNet
+    from gnnreco.tasks.calo.model import CaloGravNet, symmetric_views
     from gnnreco.tasks.calo.reco import cluster_energies, condense, merge_fragments, share_energy
 
     torch.set_num_threads(threads)
@@ -624,7 +652,7 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
         c0 = time.process_time()
         with torch.no_grad():
             t0 = time.perf_counter()
-            out = net(batch.x, batch.batch)
+            out = symmetric_views(net, batch.x, batch.batch, views)
             sync()
             t1 = time.perf_counter()
             sup = pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, mk["pair_threshold"]) \
@@ -666,7 +694,8 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
 
 
 def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, threads: int = 1,
-            n_boot: int = 1000, pair_events: int = 0) -> tuple[list[list[str]], list[dict]]:
+            n_boot: int = 1000, pair_events: int = 0, test_seed0: int = TEST_SEED0,
+            views: list[int] | None = None) -> tuple[list[list[str]], list[dict]]:
     """Saved networks on the same test events, each with the settings its own validation scan chose.
 
     Independent bootstraps overstate the error of a difference between networks, since the same
@@ -674,22 +703,32 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
     (:meth:`CaloMetricsAccumulator.bootstrap` with ``other``): the last column is each network's
     resolution ratio minus the first network's, with the standard deviation of that difference.
     With ``pair_events`` each network gets its own pair classifier (suppression and fragment merging,
-    see :func:`train_and_evaluate`). Returns Markdown rows and the per-network summaries.
+    see :func:`train_and_evaluate`). ``views`` gives each checkpoint its ``test_views`` (one value for
+    all, or one per checkpoint: the same checkpoint twice with 1 and 2 compares the rotation average
+    with the network alone). Returns Markdown rows and the per-network summaries.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
+    views = list(views or [1])
+    if len(views) == 1:
+        views = views * len(checkpoints)
+    if len(views) != len(checkpoints):
+        raise ValueError(f"compare: {len(views)} test_views values for {len(checkpoints)} checkpoints")
     results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
-                                  keep_accumulator=True, pair_events=pair_events) for c in checkpoints]
+                                  keep_accumulator=True, pair_events=pair_events, test_seed0=test_seed0,
+                                  test_views=v)
+               for c, v in zip(checkpoints, views)]
     ref = results[0]
     rows = []
-    for c, r in zip(checkpoints, results):
+    for c, v, r in zip(checkpoints, views, results):
         acc = r.pop("accumulator")
         if r is ref:
             ref_acc, diff = acc, "—"
         else:
             sd = acc.bootstrap(n_boot, other=ref_acc)["ratio_difference"]
             diff = f"{r['resolution_ratio'] - ref['resolution_ratio']:+.3f} ± {sd:.3f}"
-        rows.append([str(c), f"{r['efficiency']:.3f}", f"{r['fake_rate']:.3f}", f"{r['merge_rate']:.3f}",
+        rows.append([str(c) + (f" ({v} views)" if v > 1 else ""), f"{r['efficiency']:.3f}", f"{r['fake_rate']:.3f}",
+                     f"{r['merge_rate']:.3f}",
                      f"{r['resolution_ratio']:.3f} ± {r['bootstrap']['resolution_ratio']:.3f}", diff])
     return rows, results
 
@@ -707,7 +746,8 @@ PLOT_DIR = DEFAULT_CHECKPOINT.parent / "plots"
 def run(quick: bool = False, train_seconds: float | None = None, threads: int = 2, checkpoint: str | None = None,
         repulsive_scale: float = 1.0, reuse_checkpoint: bool = False, inference_threads: int = 2,
         init_checkpoint: str | None = None, n_test: int | None = None, n_val: int = 10,
-        share_scan: bool = True, pair_events: int = 0, **_: object) -> str:
+        share_scan: bool = True, pair_events: int = 0, test_seed0: int = TEST_SEED0, test_views: int = 1,
+        **_: object) -> str:
     """All three parts; returns the Markdown body recorded in docs/benchmarks.md.
 
     ``checkpoint`` (default :data:`DEFAULT_CHECKPOINT`) receives the trained network; with
@@ -736,13 +776,14 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     phys = train_and_evaluate(train_seconds=train_seconds, n_test=n_test, threads=threads, checkpoint=ckpt,
                               repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
-                              plot_dir=PLOT_DIR)
+                              plot_dir=PLOT_DIR, test_seed0=test_seed0, test_views=test_views)
     clf = None
     if phys["share"].get("pair_threshold", 0.0) > 0 or phys["share"].get("absorb_threshold", 0.0) > 0:
         from gnnreco.tasks.calo.pairs import load_pair_classifier
 
         clf = load_pair_classifier(ckpt + ".pairs.pt")
     inf = inference_time(threads=inference_threads, checkpoint=ckpt, net_kwargs=phys["net"], pair_classifier=clf,
+                         views=test_views,
                          module_kwargs={**phys["module"], "t_beta": phys["t_beta"], "t_d": phys["t_d"], **phys["share"]})
     ckpt_name = os.path.relpath(ckpt, Path(__file__).resolve().parents[2])
     bs = phys["bootstrap"]
@@ -787,6 +828,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     pr = phys.get("pairs")
     pair_note = (f" (pair classifier fitted on {pr['pairs']} candidate pairs of {pr['events']} events, seeds "
                  f"{PAIR_SEED0}+, in {pr['seconds']:.0f} s)") if pr else ""
+    views_note = (f"; the network averaged over {test_views} rotations of each event about the beam axis "
+                  "(`test_views`)") if test_views > 1 else ""
     per_class = " ".join(
         f"{name}: {phys[f'resolution_{name}']:.3f} (hit sum {phys[f'resolution_truth_sum_{name}']:.3f});"
         for name in _pid_names())
@@ -800,10 +843,11 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               f"{ {k: v for k, v in phys['module'].items() if k not in ('t_beta', 't_d')} }; thresholds chosen on "
               f"{phys['n_val']} validation events (best resolution with efficiency ≥ 0.96 and fake rate ≤ 0.04 "
               f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}, reconstruction options {phys['share']}"
-              f"{pair_note}; test on "
-              f"{n_test} independent events (± = standard deviation of 1000 bootstrap replicas over the test "
-              "events).\n\nResolution per true class (matched showers > 10 GeV; the hit-sum reference "
-              f"calibrated per class): {per_class} the hit-sum reference over the matched showers only: "
+              f"{pair_note}{views_note}; test on "
+              f"{n_test} independent events, seeds {test_seed0}–{test_seed0 + n_test - 1} (± = standard deviation "
+              "of 1000 bootstrap replicas over the test events).\n\nResolution per true class (matched showers "
+              f"> 10 GeV; the hit-sum reference calibrated per class): {per_class} the hit-sum reference over the "
+              "matched showers only: "
               f"{phys['resolution_truth_sum_matched']:.3f}.\n\nInference = network + condensation + shower energies "
               f"of one event (median of 3, {inference_threads} torch thread(s), load {inf['load']:.1f} when "
               f"measured): {stages}."]
@@ -892,12 +936,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-showers", type=int, nargs="+", default=[50], metavar="N",
                     help="showers per training event before the crop: N, or MIN MAX for a uniform draw "
                          "(--train-only; validation and test events keep 50)")
+    ap.add_argument("--test-seed0", type=int, default=TEST_SEED0,
+                    help=f"first seed of the test events (default {TEST_SEED0}); another block of seeds repeats "
+                         "the measurement on independent events")
+    ap.add_argument("--test-views", type=int, nargs="+", default=[1], metavar="V",
+                    help="average the network over V rotations of each event about the beam axis (1, 2 or 4); "
+                         "with --compare one value per checkpoint, or one for all")
     args = ap.parse_args(argv)
+    if not args.compare and len(args.test_views) != 1:
+        raise SystemExit("--test-views takes one value unless --compare is given")
     if args.compare:
         from gnnreco.bench.report import markdown_table
 
         rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads,
-                          pair_events=args.pair_events)
+                          pair_events=args.pair_events, test_seed0=args.test_seed0, views=args.test_views)
         print(markdown_table(COMPARE_HEADER, rows))
         return
     if args.train_only:
@@ -915,7 +967,8 @@ def main(argv: list[str] | None = None) -> None:
                repulsive_scale=args.repulsive_scale, checkpoint=args.checkpoint,
                reuse_checkpoint=args.reuse_checkpoint, inference_threads=args.inference_threads,
                init_checkpoint=args.init_checkpoint, n_test=args.n_test, n_val=args.n_val,
-               share_scan=not args.no_share_scan, pair_events=args.pair_events)
+               share_scan=not args.no_share_scan, pair_events=args.pair_events, test_seed0=args.test_seed0,
+               test_views=args.test_views[0])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
              f"{os.cpu_count()} cores), so times are pessimistic; {args.threads} torch thread(s).")
@@ -934,6 +987,8 @@ def main(argv: list[str] | None = None) -> None:
             (f" --n-val {args.n_val}" if args.n_val != 10 else "") + \
             (" --no-share-scan" if args.no_share_scan else "") + \
             (f" --pair-events {args.pair_events}" if args.pair_events else "") + \
+            (f" --test-seed0 {args.test_seed0}" if args.test_seed0 != TEST_SEED0 else "") + \
+            (f" --test-views {args.test_views[0]}" if args.test_views[0] != 1 else "") + \
             (f" --inference-threads {args.inference_threads}" if args.inference_threads != 2 else "")
         write_section("calo", "Calorimeter clustering (`gnnreco bench calo`)", cmd, body)
 

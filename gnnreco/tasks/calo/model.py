@@ -42,7 +42,7 @@ _COL_X, _COL_DZ = FEATURE_NAMES.index("x"), FEATURE_NAMES.index("dz")
 _COL_LOGE, _COL_ETA = FEATURE_NAMES.index("log_energy"), FEATURE_NAMES.index("eta")
 _COL_LAYER, _COL_EM = FEATURE_NAMES.index("layer"), FEATURE_NAMES.index("em_section")
 
-__all__ = ["GravNetBlock", "CaloGravNet", "knn_edges", "knn_matrix"]
+__all__ = ["GravNetBlock", "CaloGravNet", "knn_edges", "knn_matrix", "rotate_quarter", "symmetric_views"]
 
 
 def knn_edges(s: Tensor, k: int, batch: Tensor, impl: str = "auto") -> Tensor:
@@ -434,3 +434,59 @@ class CaloGravNet(nn.Module):
         if self.predict_distance_scale:
             res["distance_scale"] = nn.functional.softplus(z[:, o]) + 0.05
         return res
+
+
+def rotate_quarter(v: Tensor, turns: int) -> Tensor:
+    """Rotate 2-vectors ``[N, 2]`` by ``turns`` quarter turns (90°) counter-clockwise about the beam axis."""
+    turns %= 4
+    if turns == 0:
+        return v
+    if turns == 2:
+        return -v
+    x, y = v[:, 0], v[:, 1]
+    return torch.stack([-y, x], 1) if turns == 1 else torch.stack([y, -x], 1)
+
+
+def symmetric_views(net: CaloGravNet, x: Tensor, batch: Tensor, views: int = 1) -> dict[str, Tensor]:
+    r"""The network's outputs averaged over rotations of the event about the beam axis.
+
+    The simulated endcap (:class:`~gnnreco.sim.calo.CaloGeometry`: square cells on an :math:`x, y`
+    grid, a ring-shaped acceptance, no magnetic field) is symmetric under quarter turns about the
+    beam axis: a rotated event is another event of the same detector, and a cell centre goes to a
+    cell centre. The network is not equivariant, so each rotated copy gives slightly different
+    outputs; their mean is a test-time ensemble that costs no training. ``views`` copies (1: the
+    event as it is; 2: also the half turn, which any detector symmetric under
+    :math:`(x, y) \to (-x, -y)` allows; 4: every quarter turn) go through the network as one batch,
+    and the outputs are mapped back before the mean: the anchored cluster coordinates (the first
+    two are front-face positions plus learned offsets, ``coord_anchor_mm > 0``) and the predicted
+    impact offsets (``position``) are rotated back, every other output (β, energy factor, time,
+    PID logits, distance scale) is averaged as it is.
+
+    Shapes: x ``[N, F_in]``, batch ``[N]`` → the dict of :meth:`CaloGravNet.forward`.
+    """
+    if views not in (1, 2, 4):
+        raise ValueError(f"symmetric_views: views must be 1, 2 or 4 (the rotations that map the cell grid "
+                         f"onto itself), got {views}")
+    if views == 1:
+        return net(x, batch)
+    if getattr(net, "coord_anchor_mm", 0.0) <= 0:
+        raise ValueError("symmetric_views: views > 1 need cluster coordinates anchored at the hits' front-face "
+                         "positions (coord_anchor_mm > 0); unanchored coordinates have no frame to rotate back")
+    turns = [0, 2] if views == 2 else [0, 1, 2, 3]
+    n = x.shape[0]
+    n_graphs = int(batch.max()) + 1 if batch.numel() else 1
+    xs = []
+    for t in turns:
+        xr = x.clone()
+        xr[:, _COL_X:_COL_X + 2] = rotate_quarter(x[:, _COL_X:_COL_X + 2], t)
+        xs.append(xr)
+    out = net(torch.cat(xs), torch.cat([batch + i * n_graphs for i in range(len(turns))]))
+    res: dict[str, Tensor] = {}
+    for key, v in out.items():
+        parts = list(v.split(n))
+        if key == "coords":
+            parts = [torch.cat([rotate_quarter(p[:, :2], -t), p[:, 2:]], 1) for p, t in zip(parts, turns)]
+        elif key == "position":
+            parts = [rotate_quarter(p, -t) for p, t in zip(parts, turns)]
+        res[key] = torch.stack(parts).mean(0)
+    return res

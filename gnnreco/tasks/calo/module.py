@@ -19,6 +19,7 @@ from gnnreco.ops import scatter, scatter_sum
 from gnnreco.tasks.base import GraphTaskModule
 from gnnreco.tasks.calo.loss import OCInputError, condensation_loss, oc_total, payload_loss, payload_weights
 from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator, EventResult, energy_budget
+from gnnreco.tasks.calo.model import symmetric_views
 from gnnreco.tasks.calo.reco import (
     SharedAssignment,
     cluster_energies_shared,
@@ -103,6 +104,10 @@ class CaloModule(GraphTaskModule):
         pair_classifier: path of a saved pair classifier (:func:`~gnnreco.tasks.calo.pairs.save_pair_classifier`,
             e.g. the benchmark's ``<checkpoint>.pairs.pt``) to load now; or set one later with
             :meth:`set_pair_classifier`.
+        test_views: outside training, average the network over this many rotations of each event
+            about the beam axis (1, 2 or 4; :func:`~gnnreco.tasks.calo.model.symmetric_views`): a
+            test-time ensemble from the detector's symmetry, at ``test_views`` times the network's
+            inference cost. Training always sees the event as it is.
         iou_threshold: matching threshold.
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
@@ -116,7 +121,8 @@ class CaloModule(GraphTaskModule):
                  oc_energy_weight: float = 0.0, energy_sharing: str = "none", share_sigma: float = 0.5,
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
                  share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, absorb_threshold: float = 0.0,
-                 absorb_radius: float = 1.5, pair_classifier: str | None = None, **base: Any) -> None:
+                 absorb_radius: float = 1.5, pair_classifier: str | None = None, test_views: int = 1,
+                 **base: Any) -> None:
         if energy_sharing not in ("none", "gaussian"):
             raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
         if share_sigma < 0 or share_radius <= 0:
@@ -127,6 +133,8 @@ class CaloModule(GraphTaskModule):
                              f"{absorb_threshold}")
         if absorb_radius <= 0:
             raise ValueError(f"model.absorb_radius must be > 0, got {absorb_radius}")
+        if test_views not in (1, 2, 4):
+            raise ValueError(f"model.test_views must be 1, 2 or 4, got {test_views}")
         super().__init__(net=net, optimizer=optimizer, **base)
         self.skipped_bad_events = 0
         # not a registered submodule: fitted after the network, saved on its own, no OC gradients
@@ -139,7 +147,10 @@ class CaloModule(GraphTaskModule):
 
     # ------------------------------------------------------------------ forward and loss
     def forward(self, batch: Any) -> dict[str, Tensor]:
-        return self.net(batch.x, batch.batch)
+        views = self.hparams.get("test_views", 1)
+        if self.training or views == 1:
+            return self.net(batch.x, batch.batch)
+        return symmetric_views(self.net, batch.x, batch.batch, views)
 
     def compute_loss(self, batch: Any, out: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
@@ -210,7 +221,7 @@ class CaloModule(GraphTaskModule):
         feats, sums, truth = [], [], []
         with torch.no_grad():
             for b in batches:
-                out = net(b.x, b.batch)
+                out = self(b)
                 for u, s_sum, e_true in self._calibration_samples(b, out, on):
                     keep = (s_sum > 0) & (e_true > min_energy)
                     feats.append(u[keep])

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnreco.nn.mlp import MLP
+from gnnreco.tasks.calo.model import symmetric_views
 from gnnreco.tasks.calo.reco import _capture_pairs, ranked_candidates
 
 __all__ = ["PAIR_FEATURES", "PairClassifier", "candidate_pairs", "pair_features", "gather_pair_samples",
@@ -121,17 +122,19 @@ class PairClassifier(nn.Module):
 
 @torch.no_grad()
 def gather_pair_samples(net: nn.Module, batches: Iterable[Any], t_beta: float = 0.3, radius: float = 2.5,
-                        max_pairs_per_event: int = 200_000, seed: int = 0) -> tuple[Tensor, Tensor]:
+                        max_pairs_per_event: int = 200_000, seed: int = 0, views: int = 1) -> tuple[Tensor, Tensor]:
     """Features and truth labels (1: both hits of the same shower) of the candidate pairs of
     ``batches`` (simulated events with ``hit_shower``), the network frozen. Pairs with a noise hit
     have no right answer and are left out; an event with more than ``max_pairs_per_event`` pairs
-    gives a uniform sample of them. Returns ``(features [P, F], labels [P])``."""
+    gives a uniform sample of them. ``views`` averages the network over rotations of each event
+    (:func:`~gnnreco.tasks.calo.model.symmetric_views`), as the module's ``test_views`` does at
+    inference: fit the classifier on the outputs it will see. Returns ``(features [P, F], labels [P])``."""
     gen = torch.Generator().manual_seed(seed)
     feats, labels = [], []
     was = net.training
     net.eval()
     for b in batches:
-        out = net(b.x, b.batch)
+        out = symmetric_views(net, b.x, b.batch, views)
         a, c, d = candidate_pairs(out, b.batch, t_beta=t_beta, radius=radius)
         hs = b.hit_shower
         keep = (hs[a] >= 0) & (hs[c] >= 0)

@@ -37,6 +37,24 @@ def test_train_save_and_reuse_gives_the_same_evaluation(tmp_path):
     assert set(again["budget"]) >= {"all", "electron"} and again["budget"]["all"]["n"] >= 0
 
 
+def test_a_test_block_overlapping_other_seeds_is_refused():
+    # the default block and a far one are independent of every seed the evaluation uses
+    bench._check_test_seeds(bench.TEST_SEED0, 500, 16, 0, 500)
+    bench._check_test_seeds(60_000, 200, 16, 100, 500)
+    with pytest.raises(ValueError, match="validation"):
+        bench._check_test_seeds(20_010, 10, 16, 0, 0)
+    with pytest.raises(ValueError, match="pair classifier"):
+        bench._check_test_seeds(49_990, 20, 16, 0, 500)
+    with pytest.raises(ValueError, match="shower calibration"):
+        bench._check_test_seeds(39_000, 1001, 16, 10, 0)
+    with pytest.raises(ValueError, match="training"):
+        bench._check_test_seeds(bench.TRAIN_SEED0 - 5, 10, 16, 0, 0)
+    # a block is free once the evaluation does not use the events it would overlap
+    bench._check_test_seeds(50_000, 100, 16, 0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        bench._check_test_seeds(-5, 1, 0, 0, 0)
+
+
 def test_threshold_choice_prefers_resolution_within_the_goal_margins():
     s = lambda e, f, r: {"efficiency": e, "fake_rate": f, "resolution": r}  # noqa: E731
     grid = [((0.1, 1.0), s(0.99, 0.10, 0.05)),   # best resolution, too many fakes

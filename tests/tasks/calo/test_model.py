@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gnnreco import _compat
-from gnnreco.tasks.calo.model import CaloGravNet, GravNetBlock
+from gnnreco.tasks.calo.model import CaloGravNet, GravNetBlock, rotate_quarter, symmetric_views
 
 
 def test_block_shapes_and_space_gradient():
@@ -109,6 +109,50 @@ def test_front_face_anchor_is_projective_and_shifts_coordinates():
     assert diff[:, 2].abs().max() == 0
     with pytest.raises(ValueError, match="anchor"):
         CaloGravNet(coord_dim=1, coord_anchor_mm=50.0)
+
+
+def _rotated(x: torch.Tensor, turns: int) -> torch.Tensor:
+    from gnnreco.tasks.calo.data import FEATURE_NAMES
+
+    ix = FEATURE_NAMES.index("x")
+    xr = x.clone()
+    xr[:, ix:ix + 2] = rotate_quarter(x[:, ix:ix + 2], turns)
+    return xr
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_symmetric_views_are_invariant_under_their_rotations(views):
+    torch.manual_seed(0)
+    net = CaloGravNet(in_dim=9, hidden=16, n_blocks=2, k=4, coord_anchor_mm=100.0, space_anchor_mm=100.0,
+                      predict_distance_scale=True).eval()
+    x = torch.randn(60, 9) * 0.3
+    b = torch.cat([torch.zeros(25, dtype=torch.long), torch.ones(35, dtype=torch.long)])
+    with torch.no_grad():
+        one = symmetric_views(net, x, b, 1)
+        avg = symmetric_views(net, x, b, views)
+        turned = symmetric_views(net, _rotated(x, 4 // views), b, views)
+        plain_turned = net(_rotated(x, 1), b)
+    torch.testing.assert_close(one["beta"], net(x, b)["beta"])  # one view: the network as it is
+    # the average over the group is the same event seen from any of its rotations: scalars agree and
+    # the anchored coordinates and impact offsets turn with the event
+    for key in ("beta", "energy_factor", "distance_scale", "pid_logits", "time"):
+        torch.testing.assert_close(turned[key], avg[key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(turned["coords"][:, :2], rotate_quarter(avg["coords"][:, :2], 4 // views),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(turned["coords"][:, 2:], avg["coords"][:, 2:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(turned["position"], rotate_quarter(avg["position"], 4 // views), rtol=1e-4, atol=1e-4)
+    # the network alone is not invariant (otherwise the views would be pointless)
+    assert (plain_turned["beta"] - one["beta"]).abs().max() > 1e-4
+    assert (avg["beta"] - one["beta"]).abs().max() > 1e-5
+
+
+def test_symmetric_views_refuse_other_counts_and_unanchored_coordinates():
+    net = CaloGravNet(in_dim=9, hidden=8, n_blocks=1, k=4, coord_anchor_mm=100.0).eval()
+    x, b = torch.randn(10, 9), torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        symmetric_views(net, x, b, 3)
+    with pytest.raises(ValueError, match="anchored"):
+        symmetric_views(CaloGravNet(in_dim=9, hidden=8, n_blocks=1, k=4).eval(), x, b, 2)
 
 
 def test_shower_calibration_moments_and_default_energy():

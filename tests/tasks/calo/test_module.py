@@ -113,6 +113,29 @@ def test_reconstruct_outputs_per_event(tmp_path, t_beta):
         assert (r["assignment"][r["cp_index"]] == np.arange(k)).all()
 
 
+def test_test_views_average_outside_training_only(tmp_path):
+    from gnnreco.tasks.calo.model import symmetric_views
+
+    torch.manual_seed(2)
+    dm = _dm(tmp_path, n_events=2)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    net = CaloGravNet(in_dim=F_IN, hidden=16, n_blocks=2, k=8, predict_distance_scale=True, coord_anchor_mm=100.0)
+    model = CaloModule(net=net, optimizer=partial(torch.optim.AdamW, lr=1e-3), test_views=2, t_beta=0.05)
+    with torch.no_grad():
+        train_out = model.train()(batch)
+        eval_out = model.eval()(batch)
+        torch.testing.assert_close(eval_out["beta"], symmetric_views(net, batch.x, batch.batch, 2)["beta"])
+        plain = net.eval()(batch.x, batch.batch)
+        recos = model.reconstruct(batch, eval_out)
+    net.train()
+    torch.testing.assert_close(train_out["beta"], net.eval()(batch.x, batch.batch)["beta"])  # dropout-free net
+    assert (eval_out["beta"] - plain["beta"]).abs().max() > 1e-5
+    assert len(recos) == batch.num_graphs and all(len(r["energy"]) > 0 for r in recos)
+    with pytest.raises(ValueError, match="test_views"):
+        _module(test_views=3)
+
+
 def test_bad_batch_is_a_counted_skip(tmp_path):
     dm = _dm(tmp_path, n_events=4)
     dm.setup()
