@@ -777,6 +777,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                               repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
                               plot_dir=PLOT_DIR, test_seed0=test_seed0, test_views=test_views)
+    print("[calo bench] test summary: " + json.dumps(  # the unrounded figures, for the log
+        {k: v for k, v in phys.items() if isinstance(v, (int, float, str)) or k in ("bootstrap", "share")}), flush=True)
     clf = None
     if phys["share"].get("pair_threshold", 0.0) > 0 or phys["share"].get("absorb_threshold", 0.0) > 0:
         from gnnreco.tasks.calo.pairs import load_pair_classifier
@@ -793,18 +795,18 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                       "", ""],
                      ["without energy sharing: resolution", f"{h['resolution']:.3f} ± {h['bootstrap']['resolution']:.3f}",
                       "", ""],
-                     ["without energy sharing: ratio", f"{h['resolution_ratio']:.2f} ± "
-                      f"{h['bootstrap']['resolution_ratio']:.2f}", "", ""],
+                     ["without energy sharing: ratio", f"{h['resolution_ratio']:.3f} ± "
+                      f"{h['bootstrap']['resolution_ratio']:.3f}", "", ""],
                      ["ratio with − without sharing (paired bootstrap)",
-                      f"{phys['resolution_ratio'] - h['resolution_ratio']:+.2f} ± {h['paired']:.2f}", "", ""]]
+                      f"{phys['resolution_ratio'] - h['resolution_ratio']:+.3f} ± {h['paired']:.3f}", "", ""]]
     else:
         hard_rows = []
     if "no_pairs" in phys:
         h = phys["no_pairs"]
         hard_rows += [["without the pair classifier: efficiency / fake rate",
                        f"{h['efficiency']:.3f} / {h['fake_rate']:.3f}", "", ""],
-                      ["without the pair classifier: ratio", f"{h['resolution_ratio']:.2f} ± "
-                       f"{h['bootstrap']['resolution_ratio']:.2f}", "", ""],
+                      ["without the pair classifier: ratio", f"{h['resolution_ratio']:.3f} ± "
+                       f"{h['bootstrap']['resolution_ratio']:.3f}", "", ""],
                       ["ratio with − without the pair classifier (paired bootstrap)",
                        f"{phys['resolution_ratio'] - h['resolution_ratio']:+.3f} ± {h['paired']:.3f}", "", ""]]
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
@@ -817,7 +819,7 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
         ["energy resolution (IQR/1.349/median)", f"{phys['resolution']:.3f} ± {bs['resolution']:.3f}", "", ""],
         ["truth-assignment hit-sum resolution", f"{phys['resolution_truth_sum']:.3f} ± {bs['resolution_truth_sum']:.3f}",
          "", ""],
-        ["resolution ratio", f"{phys['resolution_ratio']:.2f} ± {bs['resolution_ratio']:.2f}", "≤ 1.2",
+        ["resolution ratio", f"{phys['resolution_ratio']:.3f} ± {bs['resolution_ratio']:.3f}", "≤ 1.2",
          goal(phys["resolution_ratio"] <= 1.2)],
         *hard_rows,
         ["PID accuracy (matched)", f"{phys.get('pid_accuracy', float('nan')):.3f}", "", ""],

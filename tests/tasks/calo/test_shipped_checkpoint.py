@@ -26,7 +26,7 @@ def test_sidecar_records_the_training_and_the_reconstruction_settings():
 
 
 def test_shipped_network_finds_the_showers_of_an_unseen_event():
-    """A 20-shower test event (seed 30000 + 500: outside the benchmark's 150 test events): the trained
+    """A 20-shower event (seed 30500 with 20 showers, not the benchmark's 50-shower event of that seed): the trained
     network finds ≥ 80 % of the showers above 10 GeV at ≤ 20 % fakes,
     and does better than an untrained one of the same size."""
     from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
