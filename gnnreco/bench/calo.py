@@ -506,7 +506,8 @@ PAIR_SEED0 = 50_000
 
 
 def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 8000,
-              t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000, views: int = 1) -> tuple:
+              t_beta: float = 0.1, radius: float = 4.0, max_pairs_per_event: int = 50_000,
+              views: int = 1) -> tuple:
     """Fit a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` to ``net`` (frozen) on the candidate
     pairs (β > ``t_beta``, within ``radius`` local scales of the higher-β one) of
     ``n_events`` 50-shower events, seeds :data:`PAIR_SEED0` on, the network averaged over ``views``
@@ -521,8 +522,8 @@ def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: i
                                         views=views)
     n_pid = int(getattr(net, "n_pid", 4))
     clf, loss = fit_pair_classifier(feats, labels, n_pid=n_pid, steps=steps)
-    rec = {"events": n_events, "views": views, "pairs": int(labels.numel()), "same_fraction": float(labels.mean()),
-           "loss": loss, "seconds": time.perf_counter() - t0}
+    rec = {"events": n_events, "views": views, "pairs": int(labels.numel()),
+           "same_fraction": float(labels.mean()), "loss": loss, "seconds": time.perf_counter() - t0}
     print(f"[calo bench] pair classifier: {rec['pairs']} pairs of {n_events} events "
           f"({rec['same_fraction']:.3f} same shower), loss {loss:.4f}, {rec['seconds']:.0f} s", flush=True)
     if checkpoint:
@@ -778,7 +779,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
                               plot_dir=PLOT_DIR, test_seed0=test_seed0, test_views=test_views)
     print("[calo bench] test summary: " + json.dumps(  # the unrounded figures, for the log
-        {k: v for k, v in phys.items() if isinstance(v, (int, float, str)) or k in ("bootstrap", "share")}), flush=True)
+        {k: v for k, v in phys.items() if isinstance(v, (int, float, str)) or k in ("bootstrap", "share")},
+        default=float), flush=True)
     clf = None
     if phys["share"].get("pair_threshold", 0.0) > 0 or phys["share"].get("absorb_threshold", 0.0) > 0:
         from gnnreco.tasks.calo.pairs import load_pair_classifier
