@@ -271,7 +271,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        train_only: bool = False, events_per_step: int = 1,
                        train_showers: int | list[int] = 50, keep_accumulator: bool = False,
                        pair_events: int = 0, plot_dir: str | Path | None = None,
-                       test_seed0: int = TEST_SEED0, test_views: int = 1) -> dict:
+                       test_seed0: int = TEST_SEED0, test_views: int = 1, save_pairs: bool = True) -> dict:
     """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
     ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
@@ -314,7 +314,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     chosen above; the validation events then choose its suppression threshold
     (:data:`PAIR_THRESHOLDS`, 0 = the paper's rule) with the hit assignment, and then its fragment
     absorption (:data:`ABSORB_THRESHOLDS` × :data:`ABSORB_RADII`, 0 = off). It is saved as
-    ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`).
+    ``<checkpoint>.pairs.pt`` (see :func:`fit_pairs`) unless ``save_pairs`` is false.
 
     ``test_views`` (1, 2 or 4) averages the network over that many rotations of each validation and
     test event about the beam axis (:func:`~gnnreco.tasks.calo.model.symmetric_views`, the module's
@@ -429,7 +429,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     if pair_events > 0:
         # fitted on the candidate pairs of the chosen working point (β > t_β, within the widest
         # absorption radius), then its suppression and absorption thresholds chosen on validation
-        clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint, t_beta=best["t_beta"],
+        clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint if save_pairs else None, t_beta=best["t_beta"],
                               radius=max(ABSORB_RADII) * best["t_d"], views=test_views)
         module.set_pair_classifier(clf)
         opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
@@ -534,14 +534,14 @@ def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: i
 def _check_test_seeds(test_seed0: int, n_test: int, n_val: int, calib_events: int, pair_events: int) -> None:
     """Refuse a test block of seeds that overlaps the validation, calibration, pair-classifier or
     training events: a test on events that chose or fitted anything would not be independent."""
+    if test_seed0 < 0:
+        raise ValueError(f"test_seed0 must be >= 0, got {test_seed0}")
     used = {"validation": (20_000, n_val), "shower calibration": (40_000, calib_events),
             "pair classifier": (PAIR_SEED0, pair_events), "training": (TRAIN_SEED0, 10 ** 12)}
     for name, (first, n) in used.items():
         if n > 0 and test_seed0 < first + n and first < test_seed0 + n_test:
             raise ValueError(f"test seeds {test_seed0}..{test_seed0 + n_test - 1} overlap the {name} events "
                              f"(seeds {first}..{first + n - 1}); choose another --test-seed0")
-    if test_seed0 < 0:
-        raise ValueError(f"test_seed0 must be >= 0, got {test_seed0}")
 
 
 def _set(module, settings: dict) -> None:
@@ -706,7 +706,9 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
     With ``pair_events`` each network gets its own pair classifier (suppression and fragment merging,
     see :func:`train_and_evaluate`). ``views`` gives each checkpoint its ``test_views`` (one value for
     all, or one per checkpoint: the same checkpoint twice with 1 and 2 compares the rotation average
-    with the network alone). Returns Markdown rows and the per-network summaries.
+    with the network alone). The classifiers fitted here are not saved: the same checkpoint evaluated
+    twice would otherwise overwrite its ``<checkpoint>.pairs.pt`` with the last one's. Returns Markdown
+    rows and the per-network summaries.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
@@ -717,7 +719,7 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
         raise ValueError(f"compare: {len(views)} test_views values for {len(checkpoints)} checkpoints")
     results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
                                   keep_accumulator=True, pair_events=pair_events, test_seed0=test_seed0,
-                                  test_views=v)
+                                  test_views=v, save_pairs=False)
                for c, v in zip(checkpoints, views)]
     ref = results[0]
     rows = []

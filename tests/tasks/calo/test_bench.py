@@ -144,6 +144,27 @@ def test_compare_gives_a_paired_difference_against_the_first_network(tmp_path):
         bench.compare(cks[:1])
 
 
+def test_compare_passes_views_and_never_overwrites_a_saved_pair_classifier(monkeypatch):
+    calls = []
+
+    def fake(**kw):
+        calls.append(kw)
+        return {"resolution_ratio": 1.0 + len(calls), "efficiency": 1.0, "fake_rate": 0.0, "merge_rate": 0.0,
+                "bootstrap": {"resolution_ratio": 0.1}, "accumulator": _FakeAcc()}
+
+    monkeypatch.setattr(bench, "train_and_evaluate", fake)
+    rows, _ = bench.compare(["a.pt", "a.pt"], pair_events=5, views=[1, 2])
+    assert [c["test_views"] for c in calls] == [1, 2] and not any(c["save_pairs"] for c in calls)
+    assert rows[1][0] == "a.pt (2 views)" and rows[1][-1] == "+1.000 ± 0.050"
+    with pytest.raises(ValueError, match="test_views"):
+        bench.compare(["a.pt", "b.pt", "c.pt"], views=[1, 2])
+
+
+class _FakeAcc:
+    def bootstrap(self, n, other=None):
+        return {"ratio_difference": 0.05}
+
+
 def test_budget_rows_are_one_markdown_row_per_class():
     from gnnreco.bench.report import markdown_table
     from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
