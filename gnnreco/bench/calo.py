@@ -899,6 +899,29 @@ def _showers_arg(values: list[int]) -> int | list[int]:
     raise SystemExit(f"--train-showers takes N or MIN MAX with 0 < MIN <= MAX, got {values}")
 
 
+def _module_options(items: list[str]) -> dict:
+    """``--module-option KEY=VALUE ...`` as CaloModule keyword arguments; VALUE is read as JSON
+    (``payload_weights={"energy": 0.5}``, ``q_min=1.0``) and kept as a string when it is not JSON.
+    Keys that CaloModule does not take are refused here, before a long training starts."""
+    import inspect
+
+    from gnnreco.tasks.calo.module import CaloModule
+
+    known = set(inspect.signature(CaloModule.__init__).parameters) - {"self", "net", "optimizer"}
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--module-option takes KEY=VALUE, got {item!r}")
+        if key not in known:
+            raise SystemExit(f"--module-option: CaloModule has no setting {key!r} (it has: {', '.join(sorted(known))})")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from gnnreco.utils.memory import tune_host_allocator
 
@@ -942,6 +965,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-showers", type=int, nargs="+", default=[50], metavar="N",
                     help="showers per training event before the crop: N, or MIN MAX for a uniform draw "
                          "(--train-only; validation and test events keep 50)")
+    ap.add_argument("--module-option", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="CaloModule settings of the training (--train-only), VALUE as JSON, e.g. "
+                         "'payload_weights={\"energy\": 0.5}'; a continued training keeps the others from its sidecar")
     ap.add_argument("--test-seed0", type=int, default=TEST_SEED0,
                     help=f"first seed of the test events (default {TEST_SEED0}); another block of seeds repeats "
                          "the measurement on independent events")
@@ -966,7 +992,8 @@ def main(argv: list[str] | None = None) -> None:
                                   repulsive_scale=args.repulsive_scale, net_kwargs=net, lr=args.lr,
                                   init_from=args.init_checkpoint, device=args.train_device, workers=args.workers,
                                   train_only=True, events_per_step=args.events_per_step,
-                                  train_showers=_showers_arg(args.train_showers))
+                                  train_showers=_showers_arg(args.train_showers),
+                                  module_kwargs=_module_options(args.module_option) or None)
         print(f"trained: {json.dumps(info)}")
         return
     body = run(quick=args.quick, train_seconds=args.train_seconds, threads=args.threads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,6 +123,29 @@ def test_denser_training_events_hold_more_showers_and_are_recorded(tmp_path):
     assert _showers_arg([70]) == 70 and _showers_arg([50, 100]) == [50, 100]
     with pytest.raises(SystemExit, match="MIN MAX"):
         _showers_arg([100, 50])
+
+
+def test_module_options_of_a_continued_training_reach_its_sidecar(tmp_path):
+    """``--module-option KEY=VALUE`` (VALUE as JSON) overrides the continued network's module settings
+    and is recorded in the new sidecar; the others come from the old sidecar; unknown keys and a
+    missing ``=`` stop before the training."""
+    from gnnreco.bench.calo import _module_options
+
+    opts = _module_options(["oc_energy_weight=0.5", 'payload_weights={"energy": 0.4}', "potential=hinge"])
+    assert opts == {"oc_energy_weight": 0.5, "payload_weights": {"energy": 0.4}, "potential": "hinge"}
+    with pytest.raises(SystemExit, match="no setting 'bogus'"):
+        _module_options(["bogus=1"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        _module_options(["q_min"])
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    net = {**bench.NET, "hidden": 8, "k": 6}
+    bench.train_and_evaluate(train_seconds=0.5, threads=1, checkpoint=first, log_every=0, net_kwargs=net,
+                             train_only=True, module_kwargs={"q_min": 0.7})
+    bench.main(["--train-only", "--threads", "1", "--train-seconds", "0.5", "--init-checkpoint", str(first),
+                "--checkpoint", str(second), "--module-option", "oc_energy_weight=0.5"])
+    info = json.loads(Path(str(second) + ".json").read_text())
+    assert info["module"]["oc_energy_weight"] == 0.5 and info["module"]["q_min"] == 0.7
+    assert len(info["stages"]) == 2
 
 
 @pytest.mark.slow
