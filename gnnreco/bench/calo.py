@@ -439,7 +439,12 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
         share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
         _set(module, {**best, **share})
-    print(f"[calo bench] validation choice: {best} {share}", flush=True)
+    # the chosen working point on the validation events: what a choice between networks may use
+    # without touching the test events
+    vs = scan(module, val, val_out, [{**best, **share}])[0][1]
+    val_summary = {k: vs[k] for k in ("resolution_ratio", "resolution", "efficiency", "fake_rate", "merge_rate")}
+    print(f"[calo bench] validation choice: {best} {share}; there: "
+          + " ".join(f"{k} {v:.4f}" for k, v in val_summary.items()), flush=True)
     cal_loss = float("nan")
     if getattr(net, "shower_head", None) is not None and calib_events > 0:
         cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)], on=calib_on)
@@ -465,6 +470,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
         s["no_pairs"] = without({"pair_threshold": 0.0, "absorb_threshold": 0.0})
     s["n_val"], s["n_test"], s["share"], s["test_views"] = n_val, n_test, share, test_views
+    s["validation"] = val_summary
     if pair:
         s["pairs"] = pair
     if keep_accumulator:
@@ -708,7 +714,8 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
     all, or one per checkpoint: the same checkpoint twice with 1 and 2 compares the rotation average
     with the network alone). The classifiers fitted here are not saved: the same checkpoint evaluated
     twice would otherwise overwrite its ``<checkpoint>.pairs.pt`` with the last one's. Returns Markdown
-    rows and the per-network summaries.
+    rows and the per-network summaries; the rows also give each network's resolution ratio on its
+    validation events at the settings it chose there, the figure to choose between networks by.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
@@ -730,14 +737,14 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
         else:
             sd = acc.bootstrap(n_boot, other=ref_acc)["ratio_difference"]
             diff = f"{r['resolution_ratio'] - ref['resolution_ratio']:+.3f} ± {sd:.3f}"
-        rows.append([str(c) + (f" ({v} views)" if v > 1 else ""), f"{r['efficiency']:.3f}", f"{r['fake_rate']:.3f}",
-                     f"{r['merge_rate']:.3f}",
+        rows.append([str(c) + (f" ({v} views)" if v > 1 else ""), f"{r['validation']['resolution_ratio']:.3f}",
+                     f"{r['efficiency']:.3f}", f"{r['fake_rate']:.3f}", f"{r['merge_rate']:.3f}",
                      f"{r['resolution_ratio']:.3f} ± {r['bootstrap']['resolution_ratio']:.3f}", diff])
     return rows, results
 
 
 #: the columns of :func:`compare`'s rows
-COMPARE_HEADER = ["network", "efficiency", "fake rate", "merge rate", "resolution ratio", "ratio − first (paired)"]
+COMPARE_HEADER = ["network", "validation ratio", "efficiency", "fake rate", "merge rate", "resolution ratio", "ratio − first (paired)"]
 
 
 #: where the benchmark keeps its trained network (``outputs/`` is ignored by git)
@@ -849,7 +856,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
               f"{ {k: v for k, v in phys['module'].items() if k not in ('t_beta', 't_d')} }; thresholds chosen on "
               f"{phys['n_val']} validation events (best resolution with efficiency ≥ 0.96 and fake rate ≤ 0.04 "
               f"there): t_β = {phys['t_beta']}, t_d = {phys['t_d']}, reconstruction options {phys['share']}"
-              f"{pair_note}{views_note}; test on "
+              f"{pair_note}{views_note} (resolution ratio {phys['validation']['resolution_ratio']:.3f} on those "
+              f"validation events); test on "
               f"{n_test} independent events, seeds {test_seed0}–{test_seed0 + n_test - 1} (± = standard deviation "
               "of 1000 bootstrap replicas over the test events).\n\nResolution per true class (matched showers "
               f"> 10 GeV; the hit-sum reference calibrated per class): {per_class} the hit-sum reference over the "

@@ -162,6 +162,7 @@ def test_compare_gives_a_paired_difference_against_the_first_network(tmp_path):
     rows, results = bench.compare(cks, n_test=2, n_val=1, n_boot=50)
     assert len(rows) == 2 and rows[0][-1] == "—" and len(rows[1]) == len(bench.COMPARE_HEADER)
     assert all("accumulator" not in r for r in results)
+    assert all(set(r["validation"]) >= {"resolution_ratio", "efficiency", "fake_rate"} for r in results)
     ratios = [r["resolution_ratio"] for r in results]
     assert rows[1][-1].startswith(f"{ratios[1] - ratios[0]:+.3f} ± ")  # "+nan" if a tiny net finds nothing
     with pytest.raises(ValueError, match="at least two"):
@@ -174,12 +175,14 @@ def test_compare_passes_views_and_never_overwrites_a_saved_pair_classifier(monke
     def fake(**kw):
         calls.append(kw)
         return {"resolution_ratio": 1.0 + len(calls), "efficiency": 1.0, "fake_rate": 0.0, "merge_rate": 0.0,
-                "bootstrap": {"resolution_ratio": 0.1}, "accumulator": _FakeAcc()}
+                "bootstrap": {"resolution_ratio": 0.1}, "accumulator": _FakeAcc(),
+                "validation": {"resolution_ratio": 0.5 + len(calls)}}
 
     monkeypatch.setattr(bench, "train_and_evaluate", fake)
     rows, _ = bench.compare(["a.pt", "a.pt"], pair_events=5, views=[1, 2])
     assert [c["test_views"] for c in calls] == [1, 2] and not any(c["save_pairs"] for c in calls)
     assert rows[1][0] == "a.pt (2 views)" and rows[1][-1] == "+1.000 ± 0.050"
+    assert [r[bench.COMPARE_HEADER.index("validation ratio")] for r in rows] == ["1.500", "2.500"]
     with pytest.raises(ValueError, match="test_views"):
         bench.compare(["a.pt", "b.pt", "c.pt"], views=[1, 2])
 
