@@ -744,7 +744,8 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
 
 
 #: the columns of :func:`compare`'s rows
-COMPARE_HEADER = ["network", "validation ratio", "efficiency", "fake rate", "merge rate", "resolution ratio", "ratio − first (paired)"]
+COMPARE_HEADER = ["network", "validation ratio", "efficiency", "fake rate", "merge rate", "resolution ratio",
+                  "ratio − first (paired)"]
 
 
 #: where the benchmark keeps its trained network (``outputs/`` is ignored by git)
@@ -985,6 +986,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not args.compare and len(args.test_views) != 1:
         raise SystemExit("--test-views takes one value unless --compare is given")
+    if args.module_option and not args.train_only:
+        raise SystemExit("--module-option sets a training's loss settings: use it with --train-only "
+                         "(a reused network keeps the settings of its sidecar)")
     if args.compare:
         from gnnreco.bench.report import markdown_table
 

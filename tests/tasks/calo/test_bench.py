@@ -137,6 +137,8 @@ def test_module_options_of_a_continued_training_reach_its_sidecar(tmp_path):
         _module_options(["bogus=1"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _module_options(["q_min"])
+    with pytest.raises(SystemExit, match="--train-only"):
+        bench.main(["--reuse-checkpoint", "--module-option", "q_min=1.0"])
     first, second = tmp_path / "a.pt", tmp_path / "b.pt"
     net = {**bench.NET, "hidden": 8, "k": 6}
     bench.train_and_evaluate(train_seconds=0.5, threads=1, checkpoint=first, log_every=0, net_kwargs=net,
