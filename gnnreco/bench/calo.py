@@ -271,7 +271,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        train_only: bool = False, events_per_step: int = 1,
                        train_showers: int | list[int] = 50, keep_accumulator: bool = False,
                        pair_events: int = 0, plot_dir: str | Path | None = None,
-                       test_seed0: int = TEST_SEED0, test_views: int = 1, save_pairs: bool = True) -> dict:
+                       test_seed0: int = TEST_SEED0, test_views: int = 1, save_pairs: bool = True,
+                       settings: dict | None = None) -> dict:
     """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
     ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
@@ -319,6 +320,11 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     ``test_views`` (1, 2 or 4) averages the network over that many rotations of each validation and
     test event about the beam axis (:func:`~gnnreco.tasks.calo.model.symmetric_views`, the module's
     ``test_views``); the settings are then chosen, and the pair classifier fitted, on those outputs.
+
+    ``settings`` (t_β, t_d and any reconstruction options, e.g. :func:`reco_settings` of another
+    network) skips the validation scans and evaluates at those settings; with ``pair_events`` the pair
+    classifier is still fitted, at that working point, and the settings' pair thresholds are used.
+    This separates a network's own quality from the noise of its validation choice.
 
     The result also holds the test events' energy budget (``budget``,
     :meth:`~gnnreco.tasks.calo.metrics.CaloMetricsAccumulator.energy_budget`); with ``plot_dir`` the
@@ -410,9 +416,17 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
     thr_grid = [{"t_beta": tb, "t_d": td} for tb in (0.1, 0.3, 0.7) for td in td_grid]
     hard = {"energy_sharing": "none"}
-    best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid]))
-    share = dict(hard)
-    if share_scan:
+    if settings is not None:
+        # fixed settings (e.g. another network's choice): no validation scan
+        if not {"t_beta", "t_d"} <= set(settings):
+            raise ValueError(f"settings need t_beta and t_d, got {sorted(settings)}")
+        best = {k: settings[k] for k in ("t_beta", "t_d")}
+        share = {k: v for k, v in settings.items()
+                 if k not in ("t_beta", "t_d") and (pair_events > 0 or k not in PAIR_KEYS)}
+    else:
+        best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid]))
+        share = dict(hard)
+    if share_scan and settings is None:
         # energy sharing at those thresholds, then the thresholds again with the chosen sharing
         options = [hard] + [{"energy_sharing": "gaussian", "share_sigma": sg, "share_radius": rho, "share_beta_power": bp,
                              "share_energy_power": q}
@@ -432,12 +446,13 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         clf, pair = fit_pairs(net, pair_events, checkpoint=checkpoint if save_pairs else None, t_beta=best["t_beta"],
                               radius=max(ABSORB_RADII) * best["t_d"], views=test_views)
         module.set_pair_classifier(clf)
-        opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
-        po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
-        share = {**share, **{k: po[k] for k in ("pair_threshold", "assign")}}
-        opts = [{"absorb_threshold": at, "absorb_radius": ar} for at in ABSORB_THRESHOLDS for ar in ABSORB_RADII]
-        po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
-        share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
+        if settings is None:
+            opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
+            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+            share = {**share, **{k: po[k] for k in ("pair_threshold", "assign")}}
+            opts = [{"absorb_threshold": at, "absorb_radius": ar} for at in ABSORB_THRESHOLDS for ar in ABSORB_RADII]
+            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+            share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
         _set(module, {**best, **share})
     # the chosen working point on the validation events: what a choice between networks may use
     # without touching the test events
@@ -509,6 +524,19 @@ ABSORB_THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 ABSORB_RADII = (1.0, 1.5, 2.0)
 #: first seed of the events the pair classifier is fitted on
 PAIR_SEED0 = 50_000
+#: the reconstruction settings that belong to the pair classifier
+PAIR_KEYS = ("pair_threshold", "assign", "absorb_threshold", "absorb_radius")
+
+
+def reco_settings(checkpoint: str | Path) -> dict:
+    """The reconstruction settings recorded in a checkpoint's sidecar (its ``reco`` block and the pair
+    classifier's thresholds of ``reco_pairs``), as :func:`train_and_evaluate` takes them."""
+    info = load_checkpoint_info(checkpoint)
+    if "reco" not in info:
+        raise ValueError(f"{checkpoint}.json records no reconstruction settings ('reco' block): evaluate it with "
+                         "the validation scan instead")
+    pairs = {k: v for k, v in info.get("reco_pairs", {}).items() if k in PAIR_KEYS}
+    return {**info["reco"], **pairs}
 
 
 def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: int = 8000,
@@ -702,7 +730,7 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
 
 def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, threads: int = 1,
             n_boot: int = 1000, pair_events: int = 0, test_seed0: int = TEST_SEED0,
-            views: list[int] | None = None) -> tuple[list[list[str]], list[dict]]:
+            views: list[int] | None = None, settings: dict | None = None) -> tuple[list[list[str]], list[dict]]:
     """Saved networks on the same test events, each with the settings its own validation scan chose.
 
     Independent bootstraps overstate the error of a difference between networks, since the same
@@ -716,6 +744,7 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
     twice would otherwise overwrite its ``<checkpoint>.pairs.pt`` with the last one's. Returns Markdown
     rows and the per-network summaries; the rows also give each network's resolution ratio on its
     validation events at the settings it chose there, the figure to choose between networks by.
+    With ``settings`` every network is evaluated at those settings instead of its own choice.
     """
     if len(checkpoints) < 2:
         raise ValueError(f"compare needs at least two checkpoints, got {len(checkpoints)}")
@@ -726,7 +755,7 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
         raise ValueError(f"compare: {len(views)} test_views values for {len(checkpoints)} checkpoints")
     results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
                                   keep_accumulator=True, pair_events=pair_events, test_seed0=test_seed0,
-                                  test_views=v, save_pairs=False)
+                                  test_views=v, save_pairs=False, settings=settings)
                for c, v in zip(checkpoints, views)]
     ref = results[0]
     rows = []
@@ -977,6 +1006,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--module-option", nargs="+", default=[], metavar="KEY=VALUE",
                     help="CaloModule settings of the training (--train-only), VALUE as JSON, e.g. "
                          "'payload_weights={\"energy\": 0.5}'; a continued training keeps the others from its sidecar")
+    ap.add_argument("--settings-from", default=None, metavar="CKPT",
+                    help="with --compare: evaluate every network at the reconstruction settings recorded in CKPT's "
+                         "sidecar (no validation scans; pair classifiers still refitted with --pair-events)")
     ap.add_argument("--test-seed0", type=int, default=TEST_SEED0,
                     help=f"first seed of the test events (default {TEST_SEED0}); another block of seeds repeats "
                          "the measurement on independent events")
@@ -989,11 +1021,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.module_option and not args.train_only:
         raise SystemExit("--module-option sets a training's loss settings: use it with --train-only "
                          "(a reused network keeps the settings of its sidecar)")
+    if args.settings_from and not args.compare:
+        raise SystemExit("--settings-from is an option of --compare")
     if args.compare:
         from gnnreco.bench.report import markdown_table
 
         rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads,
-                          pair_events=args.pair_events, test_seed0=args.test_seed0, views=args.test_views)
+                          pair_events=args.pair_events, test_seed0=args.test_seed0, views=args.test_views,
+                          settings=reco_settings(args.settings_from) if args.settings_from else None)
         print(markdown_table(COMPARE_HEADER, rows))
         return
     if args.train_only:

@@ -150,6 +150,37 @@ def test_module_options_of_a_continued_training_reach_its_sidecar(tmp_path):
     assert len(info["stages"]) == 2
 
 
+def test_fixed_settings_skip_the_validation_choice(tmp_path):
+    """``settings`` (or ``--compare ... --settings-from CKPT``) evaluates a network at given settings:
+    the result carries exactly them (the pair thresholds only with a pair classifier); the sidecar's
+    ``reco`` and ``reco_pairs`` blocks give them; incomplete settings and misplaced flags are refused."""
+    ck = tmp_path / "n.pt"
+    bench.train_and_evaluate(train_seconds=0.5, threads=1, checkpoint=ck, log_every=0,
+                             net_kwargs={**bench.NET, "hidden": 8, "k": 6}, train_only=True)
+    info = json.loads(Path(str(ck) + ".json").read_text())
+    info["reco"] = {"t_beta": 0.3, "t_d": 2.25, "energy_sharing": "gaussian", "share_sigma": 0.5, "share_radius": 2.0,
+                    "share_beta_power": 4.0, "share_energy_power": 2.0}
+    info["reco_pairs"] = {"classifier": "n.pt.pairs.pt", "pair_threshold": 0.2, "assign": "nearest",
+                          "absorb_threshold": 0.7, "absorb_radius": 1.5, "note": "x"}
+    Path(str(ck) + ".json").write_text(json.dumps(info))
+    fixed = bench.reco_settings(ck)
+    assert fixed == {**info["reco"], "pair_threshold": 0.2, "assign": "nearest", "absorb_threshold": 0.7,
+                     "absorb_radius": 1.5}
+    r = bench.train_and_evaluate(n_test=1, n_val=1, threads=1, checkpoint=ck, reuse=True, settings=fixed)
+    assert (r["t_beta"], r["t_d"]) == (0.3, 2.25)
+    # no pair classifier here, so its thresholds are left out
+    assert r["share"] == {k: v for k, v in info["reco"].items() if k not in ("t_beta", "t_d")}
+    assert "validation" in r
+    with pytest.raises(ValueError, match="t_beta and t_d"):
+        bench.train_and_evaluate(n_test=1, n_val=1, threads=1, checkpoint=ck, reuse=True, settings={"t_d": 1.0})
+    del info["reco"]
+    Path(str(ck) + ".json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="no reconstruction settings"):
+        bench.reco_settings(ck)
+    with pytest.raises(SystemExit, match="--compare"):
+        bench.main(["--reuse-checkpoint", "--settings-from", str(ck)])
+
+
 @pytest.mark.slow
 def test_compare_gives_a_paired_difference_against_the_first_network(tmp_path):
     """Two saved networks on the same test events: the first row is the reference, the second carries
