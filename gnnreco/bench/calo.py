@@ -458,7 +458,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     # without touching the test events
     vs = scan(module, val, val_out, [{**best, **share}])[0][1]
     val_summary = {k: vs[k] for k in ("resolution_ratio", "resolution", "efficiency", "fake_rate", "merge_rate")}
-    print(f"[calo bench] validation choice: {best} {share}; there: "
+    print(f"[calo bench] {'validation choice' if settings is None else 'fixed settings'}: {best} {share}; validation: "
           + " ".join(f"{k} {v:.4f}" for k, v in val_summary.items()), flush=True)
     cal_loss = float("nan")
     if getattr(net, "shower_head", None) is not None and calib_events > 0:
