@@ -211,7 +211,9 @@ class CaloMetricsAccumulator:
                          ("pid", ev.truth_pid), ("matched", matched), ("merged", merged), ("split", split),
                          ("pred_energy", pe), ("pred_pid", pp)):
                 cols[k].append(np.asarray(v))
-        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+        # no events: empty columns of the right kind, so masks built from them stay boolean
+        empty = {"matched": bool, "merged": bool, "split": bool, "pid": np.int64, "pred_pid": np.int64}
+        return {k: (np.concatenate(v) if v else np.zeros(0, empty.get(k, float))) for k, v in cols.items()}
 
     def pred_table(self) -> dict[str, np.ndarray]:
         """One row per predicted shower: regressed energy and whether it is matched."""

@@ -171,6 +171,9 @@ def test_fixed_settings_skip_the_validation_choice(tmp_path):
     # no pair classifier here, so its thresholds are left out
     assert r["share"] == {k: v for k, v in info["reco"].items() if k not in ("t_beta", "t_d")}
     assert "validation" in r
+    # fixed settings need no validation events: its figures are then NaN, not a crash in the metrics
+    r0 = bench.train_and_evaluate(n_test=1, n_val=0, threads=1, checkpoint=ck, reuse=True, settings=fixed)
+    assert r0["t_d"] == 2.25 and r0["validation"]["resolution_ratio"] != r0["validation"]["resolution_ratio"]
     with pytest.raises(ValueError, match="t_beta and t_d"):
         bench.train_and_evaluate(n_test=1, n_val=1, threads=1, checkpoint=ck, reuse=True, settings={"t_d": 1.0})
     del info["reco"]

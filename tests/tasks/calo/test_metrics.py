@@ -146,3 +146,12 @@ def test_energy_budget_oracles_size_the_losses(tmp_path):
     acc.add(_event())  # no budget
     with pytest.raises(ValueError, match="no budget"):
         acc.energy_budget()
+
+
+def test_an_empty_accumulator_summarises_to_nan_not_a_crash():
+    """No events (e.g. no validation events at fixed settings): every rate is NaN, the truth table's
+    flag columns stay boolean."""
+    acc = CaloMetricsAccumulator(min_energy=10.0)
+    assert acc.truth_table()["matched"].dtype == bool
+    s = acc.summary()
+    assert all(s[k] != s[k] for k in ("efficiency", "fake_rate", "merge_rate", "resolution_ratio"))
