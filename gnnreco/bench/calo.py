@@ -335,7 +335,6 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     _check_test_seeds(test_seed0, n_test, n_val, calib_events, pair_events)
     from functools import partial
 
-    from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
     from gnnreco.tasks.calo.model import CaloGravNet
     from gnnreco.tasks.calo.module import CaloModule
 
@@ -424,7 +423,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         share = {k: v for k, v in settings.items()
                  if k not in ("t_beta", "t_d") and (pair_events > 0 or k not in PAIR_KEYS)}
     else:
-        best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid]))
+        best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid], workers=threads))
         share = dict(hard)
     if share_scan and settings is None:
         # energy sharing at those thresholds, then the thresholds again with the chosen sharing
@@ -433,10 +432,10 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                             for sg in SHARE_SIGMAS for rho in SHARE_RADII for bp in SHARE_BETA_POWERS
                             for q in SHARE_ENERGY_POWERS]
         best = {k: best[k] for k in ("t_beta", "t_d")}
-        share = choose_thresholds(scan(module, val, val_out, [{**best, **o} for o in options]))
+        share = choose_thresholds(scan(module, val, val_out, [{**best, **o} for o in options], workers=threads))
         share = {k: v for k, v in share.items() if k not in ("t_beta", "t_d")}
         if share != hard:
-            best = choose_thresholds(scan(module, val, val_out, [{**p, **share} for p in thr_grid]))
+            best = choose_thresholds(scan(module, val, val_out, [{**p, **share} for p in thr_grid], workers=threads))
     best = {k: best[k] for k in ("t_beta", "t_d")}
     _set(module, {**best, **share})
     pair: dict = {}
@@ -448,15 +447,17 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         module.set_pair_classifier(clf)
         if settings is None:
             opts = [{"pair_threshold": pt, "assign": a} for pt in PAIR_THRESHOLDS for a in ("beta", "nearest")]
-            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts],
+                                        workers=threads))
             share = {**share, **{k: po[k] for k in ("pair_threshold", "assign")}}
             opts = [{"absorb_threshold": at, "absorb_radius": ar} for at in ABSORB_THRESHOLDS for ar in ABSORB_RADII]
-            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts]))
+            po = choose_thresholds(scan(module, val, val_out, [{**best, **share, **o} for o in opts],
+                                        workers=threads))
             share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
         _set(module, {**best, **share})
     # the chosen working point on the validation events: what a choice between networks may use
     # without touching the test events
-    vs = scan(module, val, val_out, [{**best, **share}])[0][1]
+    vs = scan(module, val, val_out, [{**best, **share}], workers=threads)[0][1]
     val_summary = {k: vs[k] for k in ("resolution_ratio", "resolution", "efficiency", "fake_rate", "merge_rate")}
     print(f"[calo bench] {'validation choice' if settings is None else 'fixed settings'}: {best} {share}; validation: "
           + " ".join(f"{k} {v:.4f}" for k, v in val_summary.items()), flush=True)
@@ -465,25 +466,22 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         cal_loss = module.fit_shower_calibration([_event(40_000 + i, 50) for i in range(calib_events)], on=calib_on)
         print(f"[calo bench] shower calibration refit on the {calib_on} showers of {calib_events} events: "
               f"loss {cal_loss:.4f}", flush=True)  # the head acts after condensation: outputs unchanged
-    acc = CaloMetricsAccumulator(min_energy=10.0)
-    for b, o in zip(test, test_out):
-        acc.extend(module.event_results(b, o))
+    # the test events at the chosen settings and, for comparison, without energy sharing and without
+    # the pair classifier's stages (paired against the chosen settings on the same events)
+    chosen = {**best, **share}
+    variants = {"chosen": chosen}
+    if share.get("energy_sharing", "none") != "none":
+        variants["hard"] = {**chosen, **hard}
+    if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
+        variants["no_pairs"] = {**chosen, "pair_threshold": 0.0, "absorb_threshold": 0.0}
+    accs = dict(zip(variants, scan_accumulators(module, test, test_out, list(variants.values()), workers=threads)))
+    _set(module, chosen)
+    acc = accs.pop("chosen")
     s = acc.summary()
     s["bootstrap"] = acc.bootstrap(1000)
-    def without(changes: dict) -> dict:
-        """The same test events with ``changes`` to the chosen settings, paired against them."""
-        _set(module, changes)
-        other = CaloMetricsAccumulator(min_energy=10.0)
-        for b, o in zip(test, test_out):
-            other.extend(module.event_results(b, o))
-        _set(module, share)
-        return {**other.summary(), "bootstrap": other.bootstrap(1000),
-                "paired": acc.bootstrap(1000, other=other)["ratio_difference"]}
-
-    if share.get("energy_sharing", "none") != "none":  # for comparison: without energy sharing
-        s["hard"] = without(hard)
-    if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
-        s["no_pairs"] = without({"pair_threshold": 0.0, "absorb_threshold": 0.0})
+    for name, other in accs.items():
+        s[name] = {**other.summary(), "bootstrap": other.bootstrap(1000),
+                   "paired": acc.bootstrap(1000, other=other)["ratio_difference"]}
     s["n_val"], s["n_test"], s["share"], s["test_views"] = n_val, n_test, share, test_views
     s["validation"] = val_summary
     if pair:
@@ -583,19 +581,70 @@ def _set(module, settings: dict) -> None:
         module.hparams[k] = v
 
 
-def scan(module, val: list, val_out: list, settings: list[dict]) -> list[tuple[dict, dict]]:
-    """Validation summary of each reconstruction setting (module hyper-parameters, network outputs
-    fixed); the module keeps the last setting."""
+#: what the forked workers of :func:`scan` inherit (set just before the fork, cleared after)
+_SCAN_STATE: dict = {}
+
+
+def _scan_events(idx: list[int], settings: list[dict]) -> list[list]:
+    """The event results of events ``idx`` of the scan in :data:`_SCAN_STATE`, per setting: one
+    reconstruction cache per event (:meth:`CaloModule.reconstruct`)."""
+    module, val, val_out = _SCAN_STATE["module"], _SCAN_STATE["val"], _SCAN_STATE["val_out"]
+    res: list[list] = [[] for _ in settings]
+    for i in idx:
+        cache: dict = {}
+        for st, r in zip(settings, res):
+            _set(module, st)
+            r.extend(module.event_results(val[i], val_out[i], cache=cache))
+    return res
+
+
+def _scan_worker(args: tuple[list[int], list[dict]]) -> list[list]:
+    torch.set_num_threads(1)
+    return _scan_events(*args)
+
+
+def scan_accumulators(module, events: list, outs: list, settings: list[dict], workers: int = 1) -> list:
+    """One :class:`~gnnreco.tasks.calo.metrics.CaloMetricsAccumulator` (showers above 10 GeV) per
+    reconstruction setting (module hyper-parameters, applied in turn on top of the module's; network
+    outputs ``outs`` fixed) over ``events``; the module keeps the last setting.
+
+    Event by event, every setting in turn, with one reconstruction cache per event
+    (:meth:`CaloModule.reconstruct`): settings that differ only in the energy sharing reuse the
+    condensation, those that differ only in the fragment absorption also the sharing. With
+    ``workers > 1`` (and a ``fork`` start method, i.e. Linux) the events are split into that many
+    contiguous blocks over forked processes of one thread each; the accumulators hold the same
+    events in the same order as with one."""
     from gnnreco.tasks.calo.metrics import CaloMetricsAccumulator
 
-    grid = []
-    for st in settings:
-        _set(module, st)
+    settings = [dict(st) for st in settings]
+    n = len(events)
+    _SCAN_STATE.update(module=module, val=events, val_out=outs)
+    try:
+        import multiprocessing as mp
+
+        if workers > 1 and n >= 2 * workers and "fork" in mp.get_all_start_methods():
+            chunks = [c.tolist() for c in np.array_split(np.arange(n), workers)]
+            with mp.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_scan_worker, [(c, settings) for c in chunks])
+        else:
+            parts = [_scan_events(list(range(n)), settings)]
+    finally:
+        _SCAN_STATE.clear()
+    if settings:
+        _set(module, settings[-1])
+    accs = []
+    for j in range(len(settings)):
         acc = CaloMetricsAccumulator(min_energy=10.0)
-        for b, o in zip(val, val_out):
-            acc.extend(module.event_results(b, o))
-        grid.append((dict(st), acc.summary()))
-    return grid
+        for part in parts:
+            acc.extend(part[j])
+        accs.append(acc)
+    return accs
+
+
+def scan(module, val: list, val_out: list, settings: list[dict], workers: int = 1) -> list[tuple[dict, dict]]:
+    """Validation summary of each reconstruction setting (:func:`scan_accumulators`)."""
+    accs = scan_accumulators(module, val, val_out, settings, workers=workers)
+    return [(dict(st), acc.summary()) for st, acc in zip(settings, accs)]
 
 
 def choose_thresholds(grid: list[tuple[object, dict]], min_efficiency: float = 0.96,

@@ -112,6 +112,10 @@ class CaloModule(GraphTaskModule):
         metric_min_energy: showers below this (GeV) are ignored in efficiency and fake rate.
     """
 
+    #: the settings the energy sharing depends on (beyond the condensation's): a reconstruction cache key
+    SHARE_KEYS = ("energy_sharing", "share_sigma", "share_radius", "share_beta_power", "share_energy_power",
+                  "share_min_fraction")
+
     def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], *, q_min: float = 0.5,
                  s_c: float = 1.0, s_b: float = 1.0, repulsive_scale: float = 1.0, payload_scale: float = 0.5,
                  payload_kind: str = "beta2", payload_weights: Mapping[str, float] | None = None,
@@ -304,7 +308,8 @@ class CaloModule(GraphTaskModule):
         object.__setattr__(self, "pair_classifier", classifier)
 
     @torch.no_grad()
-    def reconstruct(self, batch: Any, out: dict[str, Tensor]) -> list[dict[str, np.ndarray]]:
+    def reconstruct(self, batch: Any, out: dict[str, Tensor], cache: dict | None = None
+                    ) -> list[dict[str, np.ndarray]]:
         """Condense each event and regress its showers: one dict of numpy arrays per event.
 
         Keys: ``assignment`` (cluster per hit, −1 noise), ``cp_index`` (hit index within the event),
@@ -314,20 +319,41 @@ class CaloModule(GraphTaskModule):
         ``position`` (impact x, y in mm), ``time`` (ns), ``pid`` (class), ``beta``, and the (shared)
         hit-to-cluster pairs the energies were summed over: ``share_hit`` (hit index within the event),
         ``share_cluster``, ``share_fraction`` (1 for the hard assignment).
+
+        ``cache``: a dict kept by the caller across calls on the *same* ``batch`` and ``out`` (a scan of
+        settings, :func:`gnnreco.bench.calo.scan`): the condensation and the energy sharing are reused
+        between settings that differ only in later stages (the sharing options reuse one condensation,
+        the absorption options one condensation and sharing). The results are those without it; a
+        cache met with another batch, output or pair classifier is emptied first.
         """
         hp = self.hparams
         b = batch.batch
-        suppress = None
-        if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
-            suppress = self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
-        cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
-                        distance_scale=out.get("distance_scale") if hp.local_radius else None,
-                        assign=hp.get("assign", "beta"), suppress=suppress)
+        cond_key = share_key = None
+        if cache is not None:
+            owner = (id(batch), id(out), id(self.pair_classifier))
+            if cache.get("owner") != owner:
+                cache.clear()
+                cache["owner"] = owner
+            cond_key = ("condense", hp.t_beta, hp.t_d, bool(hp.local_radius), hp.get("assign", "beta"),
+                        hp.get("pair_threshold", 0.0) if self.pair_classifier is not None else 0.0)
+            share_key = (cond_key, *(hp.get(k) for k in self.SHARE_KEYS))
+        cond = cache.get(cond_key) if cache is not None else None
+        if cond is None:
+            suppress = None
+            if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
+                suppress = self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
+            cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
+                            distance_scale=out.get("distance_scale") if hp.local_radius else None,
+                            assign=hp.get("assign", "beta"), suppress=suppress)
+            if cache is not None:
+                cache[cond_key] = cond
         cp = cond.cp_index
         k = cp.numel()
         asg = cond.assignment
         shares = asg
-        if hp.get("energy_sharing", "none") == "gaussian":
+        if cache is not None and share_key in cache:
+            shares = cache[share_key]
+        elif hp.get("energy_sharing", "none") == "gaussian":
             q = hp.get("share_energy_power", 0.0)
             cw = cluster_energies_shared(SharedAssignment.from_hard(asg), batch.hit_energy.clamp(min=0.0), k) ** q \
                 if q else None
@@ -336,6 +362,8 @@ class CaloModule(GraphTaskModule):
                                   sigma=hp.get("share_sigma", 0.5), radius=hp.get("share_radius", 1.0),
                                   beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw,
                                   min_fraction=hp.get("share_min_fraction", 1e-3))
+        if cache is not None:
+            cache[share_key] = shares
         if self.pair_classifier is not None and hp.get("absorb_threshold", 0.0) > 0:
             cond, shares = merge_fragments(
                 out["coords"], cond, shares, batch.hit_energy, t_d=hp.t_d, radius=hp.get("absorb_radius", 1.5),
@@ -382,9 +410,10 @@ class CaloModule(GraphTaskModule):
             res.append(r)
         return res
 
-    def event_results(self, batch: Any, out: dict[str, Tensor]) -> list[EventResult]:
-        """Reconstruct and match every event of ``batch`` against its truth."""
-        recos = self.reconstruct(batch, out)
+    def event_results(self, batch: Any, out: dict[str, Tensor], cache: dict | None = None) -> list[EventResult]:
+        """Reconstruct and match every event of ``batch`` against its truth (``cache``: see
+        :meth:`reconstruct`)."""
+        recos = self.reconstruct(batch, out, cache=cache)
         b = batch.batch
         counts = torch.bincount(b, minlength=len(recos)).tolist()
         n_sh = batch.num_showers.reshape(-1).tolist()

@@ -95,6 +95,10 @@ def _segments(batch: Tensor) -> list[tuple[int, int]]:
     return [(e - c, e) for c, e in zip(counts, ends)]
 
 
+#: fewest query points for which the ``kdtree`` backend's ball queries use several threads
+PARALLEL_QUERIES = 4096
+
+
 def _capture_pairs_kdtree(points: Tensor, radius_p: Tensor, queries: Tensor, batch_p: Tensor, batch_q: Tensor,
                           lower_only: bool, workers: int) -> tuple[Tensor, Tensor, Tensor]:
     """CPU path of :func:`_capture_pairs` with ``scipy.spatial.cKDTree``, one tree per event: exact
@@ -116,8 +120,9 @@ def _capture_pairs_kdtree(points: Tensor, radius_p: Tensor, queries: Tensor, bat
             pr = cKDTree(pts[p0:p1]).query_pairs(float(rad[p0:p1].max()), output_type="ndarray")
             p, q = pr[:, 0] + p0, pr[:, 1] + p0  # p < q
         else:
-            lists = cKDTree(qry[q0:q1]).query_ball_point(pts[p0:p1], rad[p0:p1], workers=workers,
-                                                         return_sorted=False)
+            # a few hundred condensation points: the threads cost more than they save
+            lists = cKDTree(qry[q0:q1]).query_ball_point(pts[p0:p1], rad[p0:p1], return_sorted=False,
+                                                         workers=workers if p1 - p0 >= PARALLEL_QUERIES else 1)
             lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
             q = (np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if lens.sum() else
                  np.zeros(0, dtype=np.int64)) + q0

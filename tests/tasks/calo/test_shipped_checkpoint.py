@@ -122,3 +122,66 @@ def test_bench_with_the_pair_classifier_reports_the_comparison_and_budget(tmp_pa
     used = r["share"]["pair_threshold"] > 0 or r["share"]["absorb_threshold"] > 0
     assert ("no_pairs" in r) == used
     assert r["budget"]["all"]["n"] > 10
+
+
+def _shipped_module():
+    from gnnreco.tasks.calo.model import CaloGravNet
+    from gnnreco.tasks.calo.module import CaloModule
+    from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+    info = bench.load_checkpoint_info(SHIPPED)
+    net = CaloGravNet(**info["net"])
+    net.load_state_dict(torch.load(SHIPPED))
+    module = CaloModule(net=net, optimizer=torch.optim.AdamW, metric_min_energy=10.0,
+                        **{**info["module"], **info["reco"]}).eval()
+    module.set_pair_classifier(load_pair_classifier(str(SHIPPED) + ".pairs.pt"))
+    return module, info["reco"]
+
+
+#: settings that differ in every stage: thresholds, sharing (reusing a condensation), suppression, absorption
+_SETTINGS = [{"t_d": 1.5, "energy_sharing": "none", "pair_threshold": 0.0, "absorb_threshold": 0.0},
+             {"t_d": 1.5, "energy_sharing": "gaussian", "share_sigma": 0.5, "pair_threshold": 0.0, "absorb_threshold": 0.0},
+             {"t_d": 1.5, "energy_sharing": "gaussian", "share_sigma": 0.25, "pair_threshold": 0.0, "absorb_threshold": 0.0},
+             {"t_d": 1.5, "energy_sharing": "gaussian", "share_sigma": 0.25, "pair_threshold": 0.05, "absorb_threshold": 0.3},
+             {"t_d": 1.5, "energy_sharing": "gaussian", "share_sigma": 0.25, "pair_threshold": 0.05, "absorb_threshold": 0.7},
+             {"t_d": 2.0, "energy_sharing": "gaussian", "share_sigma": 0.25, "pair_threshold": 0.05, "absorb_threshold": 0.7}]
+
+
+def test_reconstruction_cache_gives_the_uncached_results_setting_by_setting():
+    """A scan's per-event cache (condensation, energy sharing) changes nothing: every setting gives the
+    same clusters and energies as without it, and the cache is emptied for another event."""
+    torch.set_num_threads(1)
+    module, reco = _shipped_module()
+    events = [bench._event(20_900 + i, 15, energy=(10.0, 100.0)) for i in range(2)]
+    with torch.no_grad():
+        outs = [module(e) for e in events]
+    cache: dict = {}
+    seen = set()
+    for e, o in zip(events, outs):
+        for st in _SETTINGS:
+            bench._set(module, {**reco, **st})
+            got, want = module.reconstruct(e, o, cache=cache)[0], module.reconstruct(e, o)[0]
+            assert set(got) == set(want)
+            for k in want:
+                assert (got[k] == want[k]).all(), (st, k)
+            seen.add(len(want["energy"]))
+        # one condensation per (t_d, suppression), one sharing per sharing option on top of it
+        assert sum(k[0] == "condense" for k in cache if isinstance(k, tuple)) == 3
+        assert cache["owner"][1] == id(o)
+    assert len(seen) > 2  # the settings do change the clusters
+
+
+def test_scan_over_forked_workers_equals_the_sequential_scan():
+    torch.set_num_threads(1)
+    module, reco = _shipped_module()
+    events = [bench._event(20_910 + i, 10, energy=(10.0, 100.0)) for i in range(4)]
+    with torch.no_grad():
+        outs = [module(e) for e in events]
+    settings = [{**reco, **st} for st in _SETTINGS[2:5]]
+    one = bench.scan(module, events, outs, settings, workers=1)
+    two = bench.scan(module, events, outs, settings, workers=2)
+    assert [st for st, _ in one] == [st for st, _ in two] == settings
+    for (_, a), (_, b) in zip(one, two):
+        assert a == pytest.approx(b, nan_ok=True)
+    assert all(module.hparams[k] == v for k, v in settings[-1].items())  # the module keeps the last setting
+    assert one[0][1]["resolution"] != one[2][1]["resolution"]
