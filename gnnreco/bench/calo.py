@@ -272,7 +272,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                        train_showers: int | list[int] = 50, keep_accumulator: bool = False,
                        pair_events: int = 0, plot_dir: str | Path | None = None,
                        test_seed0: int = TEST_SEED0, test_views: int = 1, save_pairs: bool = True,
-                       settings: dict | None = None) -> dict:
+                       settings: dict | None = None, share_events: int = 0) -> dict:
     """Train a CaloGravNet on fresh cropped events (50 showers unless ``train_showers``) for
     ``train_seconds``, evaluate on ``n_test`` 50-shower events.
 
@@ -332,7 +332,7 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     """
     if events_per_step < 1:
         raise ValueError(f"events_per_step must be >= 1, got {events_per_step}")
-    _check_test_seeds(test_seed0, n_test, n_val, calib_events, pair_events)
+    _check_test_seeds(test_seed0, n_test, n_val, calib_events, pair_events, share_events)
     from functools import partial
 
     from gnnreco.tasks.calo.model import CaloGravNet
@@ -422,6 +422,9 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         best = {k: settings[k] for k in ("t_beta", "t_d")}
         share = {k: v for k, v in settings.items()
                  if k not in ("t_beta", "t_d") and (pair_events > 0 or k not in PAIR_KEYS)}
+        if share.get("energy_sharing") == "learned" and share_events <= 0:
+            raise ValueError("the settings use the learned energy sharing: give share_events > 0 to fit its "
+                             "hit-share classifier")
     else:
         best = choose_thresholds(scan(module, val, val_out, [{**p, **hard} for p in thr_grid], workers=threads))
         share = dict(hard)
@@ -455,6 +458,25 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
                                         workers=threads))
             share = {**share, **{k: po[k] for k in ("absorb_threshold", "absorb_radius")}}
         _set(module, {**best, **share})
+    share_rec: dict = {}
+    gaussian = dict(share)
+    if share_events > 0:
+        # the learned energy sharing, fitted on the condensations of the working point chosen so far,
+        # then chosen on validation against the Gaussian sharing (or fixed by ``settings``)
+        if settings is None or share.get("energy_sharing") == "learned":
+            share_fixed = settings is not None
+            if share_fixed:  # fit at the condensation the fixed settings make
+                _set(module, {**best, **share})
+            clf_s, share_rec = fit_share(module, share_events, checkpoint=checkpoint if save_pairs else None,
+                                         t_d=best["t_d"])
+            module.set_share_classifier(clf_s)
+            if not share_fixed:
+                opts = [{"energy_sharing": "learned", "share_radius": r, "share_beta_power": k,
+                         "share_energy_power": 0.0} for r in LEARNED_SHARE_RADII for k in LEARNED_SHARE_POWERS]
+                po = choose_thresholds(scan(module, val, val_out, [{**best, **share}] +
+                                            [{**best, **share, **o} for o in opts], workers=threads))
+                share = {k: v for k, v in po.items() if k not in ("t_beta", "t_d")}
+            _set(module, {**best, **share})
     # the chosen working point on the validation events: what a choice between networks may use
     # without touching the test events
     vs = scan(module, val, val_out, [{**best, **share}], workers=threads)[0][1]
@@ -474,6 +496,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
         variants["hard"] = {**chosen, **hard}
     if pair and (share.get("pair_threshold", 0.0) > 0 or share.get("absorb_threshold", 0.0) > 0):
         variants["no_pairs"] = {**chosen, "pair_threshold": 0.0, "absorb_threshold": 0.0}
+    if share.get("energy_sharing") == "learned" and gaussian.get("energy_sharing") != "learned":
+        variants["gaussian"] = {**chosen, **gaussian}
     accs = dict(zip(variants, scan_accumulators(module, test, test_out, list(variants.values()), workers=threads)))
     _set(module, chosen)
     acc = accs.pop("chosen")
@@ -486,6 +510,8 @@ def train_and_evaluate(train_seconds: float = 900.0, n_test: int = 20, seed: int
     s["validation"] = val_summary
     if pair:
         s["pairs"] = pair
+    if share_rec:
+        s["share_classifier"] = share_rec
     if keep_accumulator:
         s["accumulator"] = acc
     s.update({"train_steps": step + prior.get("train_steps", 0),
@@ -522,6 +548,12 @@ ABSORB_THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 0.9)
 ABSORB_RADII = (1.0, 1.5, 2.0)
 #: first seed of the events the pair classifier is fitted on
 PAIR_SEED0 = 50_000
+#: first seed of the events the hit-share classifier (learned energy sharing) is fitted on
+SHARE_SEED0 = 55_000
+#: learned-sharing options scanned on the validation events: candidate radii ρ (capture radii) and
+#: sharpening exponents k of P(hit in cluster)
+LEARNED_SHARE_RADII = (2.0, 2.5, 3.0)
+LEARNED_SHARE_POWERS = (2.0, 8.0, 32.0)
 #: the reconstruction settings that belong to the pair classifier
 PAIR_KEYS = ("pair_threshold", "assign", "absorb_threshold", "absorb_radius")
 
@@ -563,13 +595,43 @@ def fit_pairs(net, n_events: int, checkpoint: str | Path | None = None, steps: i
     return clf, rec
 
 
-def _check_test_seeds(test_seed0: int, n_test: int, n_val: int, calib_events: int, pair_events: int) -> None:
+def fit_share(module, n_events: int, checkpoint: str | Path | None = None, t_d: float = 1.5,
+              radius: float = 3.0, steps: int = 8000, max_pairs_per_event: int = 40_000) -> tuple:
+    """Fit the hit-share classifier of the learned energy sharing (:mod:`gnnreco.tasks.calo.hitshare`)
+    on the (hit, condensation point) pairs within ``radius`` capture radii of ``n_events`` 50-shower
+    events (seeds :data:`SHARE_SEED0` on), condensed at the module's current settings (network and
+    pair classifier frozen, ``test_views`` as set). With ``checkpoint`` it is saved to
+    ``<checkpoint>.share.pt``. Returns the classifier and a record (events, pairs, share of positive
+    pairs, final loss, seconds)."""
+    from gnnreco.tasks.calo.hitshare import gather_hit_share_samples
+    from gnnreco.tasks.calo.pairs import fit_pair_classifier, save_pair_classifier
+
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        feats, labels = gather_hit_share_samples((_event(SHARE_SEED0 + i, 50) for i in range(n_events)), module,
+                                                 module.condensation, t_d=t_d, radius=radius,
+                                                 max_pairs_per_event=max_pairs_per_event,
+                                                 use_scale=bool(module.hparams.local_radius))
+    n_pid = int(getattr(module.net, "n_pid", 4))
+    clf, loss = fit_pair_classifier(feats, labels, n_pid=n_pid, steps=steps, n_features=feats.shape[1])
+    rec = {"events": n_events, "pairs": int(labels.numel()), "positive_fraction": float(labels.mean()),
+           "radius": radius, "loss": loss, "seconds": time.perf_counter() - t0}
+    print(f"[calo bench] hit-share classifier: {rec['pairs']} pairs of {n_events} events "
+          f"({rec['positive_fraction']:.3f} positive), loss {loss:.4f}, {rec['seconds']:.0f} s", flush=True)
+    if checkpoint:
+        save_pair_classifier(clf, str(checkpoint) + ".share.pt", rec)
+    return clf, rec
+
+
+def _check_test_seeds(test_seed0: int, n_test: int, n_val: int, calib_events: int, pair_events: int,
+                      share_events: int = 0) -> None:
     """Refuse a test block of seeds that overlaps the validation, calibration, pair-classifier or
     training events: a test on events that chose or fitted anything would not be independent."""
     if test_seed0 < 0:
         raise ValueError(f"test_seed0 must be >= 0, got {test_seed0}")
     used = {"validation": (20_000, n_val), "shower calibration": (40_000, calib_events),
-            "pair classifier": (PAIR_SEED0, pair_events), "training": (TRAIN_SEED0, 10 ** 12)}
+            "pair classifier": (PAIR_SEED0, pair_events), "hit-share classifier": (SHARE_SEED0, share_events),
+            "training": (TRAIN_SEED0, 10 ** 12)}
     for name, (first, n) in used.items():
         if n > 0 and test_seed0 < first + n and first < test_seed0 + n_test:
             raise ValueError(f"test seeds {test_seed0}..{test_seed0 + n_test - 1} overlap the {name} events "
@@ -704,16 +766,19 @@ def load_checkpoint_info(checkpoint: str | Path | None) -> dict:
 def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float = 0.15, repeat: int = 3,
                    checkpoint: str | Path | None = None, net_kwargs: dict | None = None,
                    module_kwargs: dict | None = None, device: str = "cpu", seed: int = 777,
-                   pair_classifier: torch.nn.Module | None = None, views: int = 1) -> dict:
+                   pair_classifier: torch.nn.Module | None = None, views: int = 1,
+                   share_classifier: torch.nn.Module | None = None) -> dict:
     """Median time of the whole reconstruction of one event (network forward, condensation, shower
     energies, with the energy sharing of ``module_kwargs`` if any) with ``n_showers`` showers and
     pile-up: about 50k hits with the defaults. On ``device="cuda"`` the event is on the GPU before the
     clock starts and every stage is timed to a ``torch.cuda.synchronize()``. With ``pair_classifier``
     and ``pair_threshold > 0`` in ``module_kwargs`` the condensation uses its learned suppression
     (the classifier's time counts in the condensation stage), and with ``absorb_threshold > 0`` the
-    fragments are merged (counted in the shower-energy stage). ``views`` rotations of the event go
+    fragments are merged (counted in the shower-energy stage); ``energy_sharing: learned`` needs
+    ``share_classifier`` (counted there too). ``views`` rotations of the event go
     through the network as one batch (:func:`~gnnreco.tasks.calo.model.symmetric_views`)."""
     from gnnreco.bench.report import time_fn
+    from gnnreco.tasks.calo.hitshare import share_energy_learned
     from gnnreco.tasks.calo.model import CaloGravNet, symmetric_views
     from gnnreco.tasks.calo.reco import cluster_energies, condense, merge_fragments, share_energy
 
@@ -730,6 +795,10 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
     n = int(batch.num_nodes)
     stages: dict[str, list[float]] = {"network": [], "condensation": [], "shower energies": []}
     sharing = mk.get("energy_sharing", "none") == "gaussian"
+    if mk.get("energy_sharing") == "learned":
+        if share_classifier is None:
+            raise ValueError("inference_time: energy_sharing 'learned' needs share_classifier")
+        share_classifier = share_classifier.to(device).eval()
     cpu: list[float] = []
 
     def fn():
@@ -756,6 +825,13 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
                                       sigma=mk.get("share_sigma", 0.5), radius=mk.get("share_radius", 1.0),
                                       beta_power=mk.get("share_beta_power", 0.0), cluster_weight=cw,
                                       min_fraction=mk.get("share_min_fraction", 1e-3))
+            elif mk.get("energy_sharing") == "learned":
+                shares = share_energy_learned(out, batch.hit_pos, batch.hit_energy, c, batch.batch, share_classifier,
+                                              t_d=mk["t_d"], radius=mk.get("share_radius", 1.0),
+                                              power=mk.get("share_beta_power", 1.0),
+                                              energy_power=mk.get("share_energy_power", 0.0),
+                                              min_fraction=mk.get("share_min_fraction", 1e-3),
+                                              use_scale=bool(mk.get("local_radius")))
             if pair_classifier is not None and mk.get("absorb_threshold", 0.0) > 0:
                 c, shares = merge_fragments(
                     out["coords"], c, shares, batch.hit_energy, t_d=mk["t_d"], radius=mk.get("absorb_radius", 1.5),
@@ -779,7 +855,8 @@ def inference_time(threads: int = 2, n_showers: int = 265, pileup_density: float
 
 def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, threads: int = 1,
             n_boot: int = 1000, pair_events: int = 0, test_seed0: int = TEST_SEED0,
-            views: list[int] | None = None, settings: dict | None = None) -> tuple[list[list[str]], list[dict]]:
+            views: list[int] | None = None, settings: dict | None = None,
+            share_events: int = 0) -> tuple[list[list[str]], list[dict]]:
     """Saved networks on the same test events, each with the settings its own validation scan chose.
 
     Independent bootstraps overstate the error of a difference between networks, since the same
@@ -787,7 +864,7 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
     (:meth:`CaloMetricsAccumulator.bootstrap` with ``other``): the last column is each network's
     resolution ratio minus the first network's, with the standard deviation of that difference.
     With ``pair_events`` each network gets its own pair classifier (suppression and fragment merging,
-    see :func:`train_and_evaluate`). ``views`` gives each checkpoint its ``test_views`` (one value for
+    see :func:`train_and_evaluate`), and with ``share_events`` its own learned sharing. ``views`` gives each checkpoint its ``test_views`` (one value for
     all, or one per checkpoint: the same checkpoint twice with 1 and 2 compares the rotation average
     with the network alone). The classifiers fitted here are not saved: the same checkpoint evaluated
     twice would otherwise overwrite its ``<checkpoint>.pairs.pt`` with the last one's. Returns Markdown
@@ -804,7 +881,7 @@ def compare(checkpoints: list[str | Path], n_test: int = 150, n_val: int = 16, t
         raise ValueError(f"compare: {len(views)} test_views values for {len(checkpoints)} checkpoints")
     results = [train_and_evaluate(n_test=n_test, n_val=n_val, threads=threads, checkpoint=c, reuse=True,
                                   keep_accumulator=True, pair_events=pair_events, test_seed0=test_seed0,
-                                  test_views=v, save_pairs=False, settings=settings)
+                                  test_views=v, save_pairs=False, settings=settings, share_events=share_events)
                for c, v in zip(checkpoints, views)]
     ref = results[0]
     rows = []
@@ -836,7 +913,7 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
         repulsive_scale: float = 1.0, reuse_checkpoint: bool = False, inference_threads: int = 2,
         init_checkpoint: str | None = None, n_test: int | None = None, n_val: int = 10,
         share_scan: bool = True, pair_events: int = 0, test_seed0: int = TEST_SEED0, test_views: int = 1,
-        **_: object) -> str:
+        share_events: int = 0, **_: object) -> str:
     """All three parts; returns the Markdown body recorded in docs/benchmarks.md.
 
     ``checkpoint`` (default :data:`DEFAULT_CHECKPOINT`) receives the trained network; with
@@ -865,7 +942,8 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     phys = train_and_evaluate(train_seconds=train_seconds, n_test=n_test, threads=threads, checkpoint=ckpt,
                               repulsive_scale=repulsive_scale, reuse=reuse_checkpoint, init_from=init_checkpoint,
                               n_val=n_val, share_scan=share_scan, pair_events=pair_events,
-                              plot_dir=PLOT_DIR, test_seed0=test_seed0, test_views=test_views)
+                              plot_dir=PLOT_DIR, test_seed0=test_seed0, test_views=test_views,
+                              share_events=share_events)
     print("[calo bench] test summary: " + json.dumps(  # the unrounded figures, for the log
         {k: v for k, v in phys.items() if isinstance(v, (int, float, str)) or k in ("bootstrap", "share")},
         default=float), flush=True)
@@ -874,8 +952,13 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
         from gnnreco.tasks.calo.pairs import load_pair_classifier
 
         clf = load_pair_classifier(ckpt + ".pairs.pt")
+    share_clf = None
+    if phys["share"].get("energy_sharing") == "learned":
+        from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+        share_clf = load_pair_classifier(ckpt + ".share.pt")
     inf = inference_time(threads=inference_threads, checkpoint=ckpt, net_kwargs=phys["net"], pair_classifier=clf,
-                         views=test_views,
+                         views=test_views, share_classifier=share_clf,
                          module_kwargs={**phys["module"], "t_beta": phys["t_beta"], "t_d": phys["t_d"], **phys["share"]})
     ckpt_name = os.path.relpath(ckpt, Path(__file__).resolve().parents[2])
     bs = phys["bootstrap"]
@@ -899,6 +982,12 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
                        f"{h['bootstrap']['resolution_ratio']:.3f}", "", ""],
                       ["ratio with − without the pair classifier (paired bootstrap)",
                        f"{phys['resolution_ratio'] - h['resolution_ratio']:+.3f} ± {h['paired']:.3f}", "", ""]]
+    if "gaussian" in phys:
+        h = phys["gaussian"]
+        hard_rows += [["with the Gaussian sharing instead of the learned one: ratio",
+                       f"{h['resolution_ratio']:.3f} ± {h['bootstrap']['resolution_ratio']:.3f}", "", ""],
+                      ["ratio learned − Gaussian sharing (paired bootstrap)",
+                       f"{phys['resolution_ratio'] - h['resolution_ratio']:+.3f} ± {h['paired']:.3f}", "", ""]]
     goal = lambda ok: "yes" if ok else "no"  # noqa: E731
     prow = [
         ["efficiency (truth E > 10 GeV)", f"{phys['efficiency']:.3f}", "≥ 0.95", goal(phys["efficiency"] >= 0.95)],
@@ -920,6 +1009,11 @@ def run(quick: bool = False, train_seconds: float | None = None, threads: int = 
     pr = phys.get("pairs")
     pair_note = (f" (pair classifier fitted on {pr['pairs']} candidate pairs of {pr['events']} events, seeds "
                  f"{PAIR_SEED0}+, in {pr['seconds']:.0f} s)") if pr else ""
+    sr = phys.get("share_classifier")
+    if sr:
+        pair_note += (f" (hit-share classifier of the learned sharing fitted on {sr['pairs']} hit–cluster pairs "
+                      f"within {sr['radius']:g} capture radii of {sr['events']} events, seeds {SHARE_SEED0}+, "
+                      f"in {sr['seconds']:.0f} s)")
     views_note = (f"; the network averaged over {test_views} rotations of each event about the beam axis "
                   "(`test_views`)") if test_views > 1 else ""
     per_class = " ".join(
@@ -1034,6 +1128,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pair-events", type=int, default=0,
                     help="fit the learned suppression of condensation points (gnnreco.tasks.calo.pairs) on this "
                          "many events after the network, and let the validation events choose its threshold")
+    ap.add_argument("--share-events", type=int, default=0,
+                    help="fit the learned energy sharing (gnnreco.tasks.calo.hitshare) on this many events after "
+                         "the pair classifier, and let the validation events choose it or the Gaussian sharing")
     ap.add_argument("--init-checkpoint", default=None,
                     help="continue training this saved network (its .json sidecar gives the settings)")
     ap.add_argument("--compare", nargs="+", default=None, metavar="CKPT",
@@ -1077,7 +1174,8 @@ def main(argv: list[str] | None = None) -> None:
 
         rows, _ = compare(args.compare, n_test=args.n_test or 150, n_val=args.n_val, threads=args.threads,
                           pair_events=args.pair_events, test_seed0=args.test_seed0, views=args.test_views,
-                          settings=reco_settings(args.settings_from) if args.settings_from else None)
+                          settings=reco_settings(args.settings_from) if args.settings_from else None,
+                          share_events=args.share_events)
         print(markdown_table(COMPARE_HEADER, rows))
         return
     if args.train_only:
@@ -1097,6 +1195,7 @@ def main(argv: list[str] | None = None) -> None:
                reuse_checkpoint=args.reuse_checkpoint, inference_threads=args.inference_threads,
                init_checkpoint=args.init_checkpoint, n_test=args.n_test, n_val=args.n_val,
                share_scan=not args.no_share_scan, pair_events=args.pair_events, test_seed0=args.test_seed0,
+               share_events=args.share_events,
                test_views=args.test_views[0])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     body += (f"\n\nThe machine was shared with other jobs while this ran (load average {load:.1f} at the end, "
@@ -1116,6 +1215,7 @@ def main(argv: list[str] | None = None) -> None:
             (f" --n-val {args.n_val}" if args.n_val != 10 else "") + \
             (" --no-share-scan" if args.no_share_scan else "") + \
             (f" --pair-events {args.pair_events}" if args.pair_events else "") + \
+            (f" --share-events {args.share_events}" if args.share_events else "") + \
             (f" --test-seed0 {args.test_seed0}" if args.test_seed0 != TEST_SEED0 else "") + \
             (f" --test-views {args.test_views[0]}" if args.test_views[0] != 1 else "") + \
             (f" --inference-threads {args.inference_threads}" if args.inference_threads != 2 else "")

@@ -83,7 +83,10 @@ class CaloModule(GraphTaskModule):
         energy_sharing: shower energies from the hard assignment (``"none"``) or with each hit's
             energy shared among the condensation points within reach (``"gaussian"``: fractions
             :math:`\propto \beta_\alpha^{p}\exp(-d^2/2s^2\sigma_\alpha^2)`, see
-            :func:`~gnnreco.tasks.calo.reco.share_energy`). The clusters (assignment, matching) stay hard.
+            :func:`~gnnreco.tasks.calo.reco.share_energy`), or in proportion to a learned
+            :math:`P(j \in \alpha)^k` (``"learned"``, with a hit-share classifier set by
+            :meth:`set_share_classifier`; :mod:`gnnreco.tasks.calo.hitshare`; ``share_beta_power`` is
+            :math:`k`). The clusters (assignment, matching) stay hard.
         share_sigma: Gaussian width :math:`s` in units of the condensation point's scale :math:`\sigma_\alpha`.
         share_radius: candidate radius :math:`\rho` in units of the capture radius :math:`t_d\sigma_\alpha`
             (> 1 also gives energy of hits no capture radius reached).
@@ -126,9 +129,12 @@ class CaloModule(GraphTaskModule):
                  share_radius: float = 1.0, share_beta_power: float = 0.0, share_energy_power: float = 0.0,
                  share_min_fraction: float = 1e-3, pair_threshold: float = 0.0, absorb_threshold: float = 0.0,
                  absorb_radius: float = 1.5, pair_classifier: str | None = None, test_views: int = 1,
-                 **base: Any) -> None:
-        if energy_sharing not in ("none", "gaussian"):
-            raise ValueError(f"model.energy_sharing must be 'none' or 'gaussian', got {energy_sharing!r}")
+                 share_classifier: str | None = None, **base: Any) -> None:
+        if energy_sharing not in ("none", "gaussian", "learned"):
+            raise ValueError(f"model.energy_sharing must be 'none', 'gaussian' or 'learned', got {energy_sharing!r}")
+        if energy_sharing == "learned" and share_beta_power <= 0:
+            raise ValueError(f"model.share_beta_power is the exponent k of the learned sharing and must be > 0, "
+                             f"got {share_beta_power}")
         if share_sigma < 0 or share_radius <= 0:
             raise ValueError(f"model.share_sigma must be >= 0 and model.share_radius > 0, got {share_sigma}, "
                              f"{share_radius}")
@@ -143,10 +149,14 @@ class CaloModule(GraphTaskModule):
         self.skipped_bad_events = 0
         # not a registered submodule: fitted after the network, saved on its own, no OC gradients
         object.__setattr__(self, "pair_classifier", None)
-        if pair_classifier:
+        object.__setattr__(self, "share_classifier", None)
+        if pair_classifier or share_classifier:
             from gnnreco.tasks.calo.pairs import load_pair_classifier
 
-            self.set_pair_classifier(load_pair_classifier(pair_classifier))
+            if pair_classifier:
+                self.set_pair_classifier(load_pair_classifier(pair_classifier))
+            if share_classifier:
+                self.set_share_classifier(load_pair_classifier(share_classifier))
         self._test_acc = CaloMetricsAccumulator(min_energy=metric_min_energy)
 
     # ------------------------------------------------------------------ forward and loss
@@ -307,6 +317,24 @@ class CaloModule(GraphTaskModule):
         (``absorb_threshold``); ``None`` removes it."""
         object.__setattr__(self, "pair_classifier", classifier)
 
+    def set_share_classifier(self, classifier: nn.Module | None) -> None:
+        """Use ``classifier`` (a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` on
+        :data:`~gnnreco.tasks.calo.hitshare.HIT_SHARE_FEATURES`, fitted on this network's condensations)
+        for ``energy_sharing: learned``; ``None`` removes it."""
+        object.__setattr__(self, "share_classifier", classifier)
+
+    @torch.no_grad()
+    def condensation(self, batch: Any, out: dict[str, Tensor]):
+        """The condensation of ``batch`` at the module's settings (t_β, t_d, local radius, assignment,
+        the pair classifier's suppression), before the energy sharing and the fragment merging."""
+        hp = self.hparams
+        suppress = None
+        if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
+            suppress = self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
+        return condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=batch.batch,
+                        distance_scale=out.get("distance_scale") if hp.local_radius else None,
+                        assign=hp.get("assign", "beta"), suppress=suppress)
+
     @torch.no_grad()
     def reconstruct(self, batch: Any, out: dict[str, Tensor], cache: dict | None = None
                     ) -> list[dict[str, np.ndarray]]:
@@ -330,7 +358,7 @@ class CaloModule(GraphTaskModule):
         b = batch.batch
         cond_key = share_key = None
         if cache is not None:
-            owner = (id(batch), id(out), id(self.pair_classifier))
+            owner = (id(batch), id(out), id(self.pair_classifier), id(self.share_classifier))
             if cache.get("owner") != owner:
                 cache.clear()
                 cache["owner"] = owner
@@ -339,12 +367,7 @@ class CaloModule(GraphTaskModule):
             share_key = (cond_key, *(hp.get(k) for k in self.SHARE_KEYS))
         cond = cache.get(cond_key) if cache is not None else None
         if cond is None:
-            suppress = None
-            if self.pair_classifier is not None and hp.get("pair_threshold", 0.0) > 0:
-                suppress = self.pair_classifier.same_shower(out, batch.hit_pos, batch.hit_energy, hp.pair_threshold)
-            cond = condense(out["beta"], out["coords"], t_beta=hp.t_beta, t_d=hp.t_d, batch=b,
-                            distance_scale=out.get("distance_scale") if hp.local_radius else None,
-                            assign=hp.get("assign", "beta"), suppress=suppress)
+            cond = self.condensation(batch, out)
             if cache is not None:
                 cache[cond_key] = cond
         cp = cond.cp_index
@@ -362,6 +385,18 @@ class CaloModule(GraphTaskModule):
                                   sigma=hp.get("share_sigma", 0.5), radius=hp.get("share_radius", 1.0),
                                   beta_power=hp.get("share_beta_power", 0.0), cluster_weight=cw,
                                   min_fraction=hp.get("share_min_fraction", 1e-3))
+        elif hp.get("energy_sharing", "none") == "learned":
+            if self.share_classifier is None:
+                raise RuntimeError("energy_sharing 'learned' needs a hit-share classifier: set_share_classifier() "
+                                   "or the share_classifier path (gnnreco.bench.calo --share-events N fits one)")
+            from gnnreco.tasks.calo.hitshare import share_energy_learned
+
+            shares = share_energy_learned(out, batch.hit_pos, batch.hit_energy, cond, b, self.share_classifier,
+                                          t_d=hp.t_d, radius=hp.get("share_radius", 1.0),
+                                          power=hp.get("share_beta_power", 1.0),
+                                          energy_power=hp.get("share_energy_power", 0.0),
+                                          min_fraction=hp.get("share_min_fraction", 1e-3),
+                                          use_scale=bool(hp.local_radius))
         if cache is not None:
             cache[share_key] = shares
         if self.pair_classifier is not None and hp.get("absorb_threshold", 0.0) > 0:

@@ -92,9 +92,9 @@ class PairClassifier(nn.Module):
     """MLP giving the logit of :math:`P(\\text{same shower})` for a candidate pair; features are
     standardised with the training sample's mean and standard deviation (buffers)."""
 
-    def __init__(self, n_pid: int = 4, hidden: int = 32):
+    def __init__(self, n_pid: int = 4, hidden: int = 32, n_features: int | None = None):
         super().__init__()
-        n_in = len(PAIR_FEATURES) + 2 * n_pid
+        n_in = len(PAIR_FEATURES) + 2 * n_pid if n_features is None else int(n_features)
         self.n_pid = n_pid
         self.register_buffer("mean", torch.zeros(n_in))
         self.register_buffer("std", torch.ones(n_in))
@@ -151,16 +151,19 @@ def gather_pair_samples(net: nn.Module, batches: Iterable[Any], t_beta: float = 
 
 
 def fit_pair_classifier(features: Tensor, labels: Tensor, n_pid: int = 4, hidden: int = 32, steps: int = 3000,
-                        batch_size: int = 4096, lr: float = 3e-3, seed: int = 0) -> tuple[PairClassifier, float]:
+                        batch_size: int = 4096, lr: float = 3e-3, seed: int = 0, n_features: int | None = None
+                        ) -> tuple[PairClassifier, float]:
     """Fit a :class:`PairClassifier` (Adam, binary cross-entropy, minibatches drawn with replacement).
-    Returns the classifier (eval mode) and the mean loss of the last 10 % of the steps."""
+    Returns the classifier (eval mode) and the mean loss of the last 10 % of the steps. ``n_features``:
+    the width of another feature set (e.g. :data:`~gnnreco.tasks.calo.hitshare.HIT_SHARE_FEATURES`);
+    default the candidate pairs' :data:`PAIR_FEATURES` and two PID distributions."""
     if features.ndim != 2 or features.shape[0] != labels.shape[0] or features.shape[0] == 0:
         raise ValueError(f"fit_pair_classifier: need features [P, F] and labels [P] with P > 0, got "
                          f"{tuple(features.shape)} and {tuple(labels.shape)}")
     if not torch.isfinite(features).all():
         raise ValueError("fit_pair_classifier: features contain NaN or inf")
     torch.manual_seed(seed)
-    clf = PairClassifier(n_pid=n_pid, hidden=hidden)
+    clf = PairClassifier(n_pid=n_pid, hidden=hidden, n_features=n_features)
     if features.shape[1] != clf.mean.numel():
         raise ValueError(f"fit_pair_classifier: {features.shape[1]} features, the classifier expects "
                          f"{clf.mean.numel()} (n_pid={n_pid})")
@@ -186,7 +189,8 @@ def fit_pair_classifier(features: Tensor, labels: Tensor, n_pid: int = 4, hidden
 def save_pair_classifier(clf: PairClassifier, path: str | Path, record: dict | None = None) -> None:
     """Save ``clf`` (weights, PID classes, width) and an optional record of how it was fitted."""
     hidden = clf.mlp[0].out_features
-    torch.save({"state_dict": clf.state_dict(), "n_pid": clf.n_pid, "hidden": hidden, "record": record or {}}, str(path))
+    torch.save({"state_dict": clf.state_dict(), "n_pid": clf.n_pid, "hidden": hidden,
+                "n_features": clf.mean.numel(), "record": record or {}}, str(path))
 
 
 def load_pair_classifier(path: str | Path) -> PairClassifier:
@@ -197,6 +201,7 @@ def load_pair_classifier(path: str | Path) -> PairClassifier:
     blob = torch.load(str(path), map_location="cpu")
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ValueError(f"{path}: not a pair classifier saved by save_pair_classifier")
-    clf = PairClassifier(n_pid=int(blob.get("n_pid", 4)), hidden=int(blob.get("hidden", 32)))
+    clf = PairClassifier(n_pid=int(blob.get("n_pid", 4)), hidden=int(blob.get("hidden", 32)),
+                         n_features=blob.get("n_features"))
     clf.load_state_dict(blob["state_dict"])
     return clf.eval()
