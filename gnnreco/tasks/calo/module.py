@@ -107,6 +107,8 @@ class CaloModule(GraphTaskModule):
         pair_classifier: path of a saved pair classifier (:func:`~gnnreco.tasks.calo.pairs.save_pair_classifier`,
             e.g. the benchmark's ``<checkpoint>.pairs.pt``) to load now; or set one later with
             :meth:`set_pair_classifier`.
+        share_classifier: path of a saved hit-share classifier (the benchmark's ``<checkpoint>.share.pt``)
+            for ``energy_sharing="learned"``, loaded now; or set one with :meth:`set_share_classifier`.
         test_views: outside training, average the network over this many rotations of each event
             about the beam axis (1, 2 or 4; :func:`~gnnreco.tasks.calo.model.symmetric_views`): a
             test-time ensemble from the detector's symmetry, at ``test_views`` times the network's

@@ -185,3 +185,46 @@ def test_scan_over_forked_workers_equals_the_sequential_scan():
         assert a == pytest.approx(b, nan_ok=True)
     assert all(module.hparams[k] == v for k, v in settings[-1].items())  # the module keeps the last setting
     assert one[0][1]["resolution"] != one[2][1]["resolution"]
+
+
+def test_learned_sharing_in_the_module_needs_and_uses_its_hit_share_classifier():
+    """``energy_sharing: learned`` on the shipped network: refused without a classifier; with one fitted
+    by the benchmark (one event) every hit in reach is shared whole and the energies differ from the
+    Gaussian sharing's."""
+    torch.set_num_threads(1)
+    module, reco = _shipped_module()
+    event = bench._event(20_920, 10, energy=(10.0, 100.0))
+    with torch.no_grad():
+        out = module(event)
+    gauss = module.reconstruct(event, out)[0]
+    clf, rec = bench.fit_share(module, 1, t_d=reco["t_d"], steps=200)
+    assert rec["pairs"] > 1000 and 0.0 < rec["positive_fraction"] < 1.0
+    bench._set(module, {"energy_sharing": "learned", "share_radius": 2.0, "share_beta_power": 8.0,
+                        "share_energy_power": 0.0})
+    with pytest.raises(RuntimeError, match="hit-share classifier"):
+        module.reconstruct(event, out)
+    module.set_share_classifier(clf)
+    learned = module.reconstruct(event, out)[0]
+    tot = torch.zeros(event.num_nodes).index_add_(0, torch.from_numpy(learned["share_hit"]),
+                                                  torch.from_numpy(learned["share_fraction"]).float())
+    reached = tot > 0
+    torch.testing.assert_close(tot[reached], torch.ones(int(reached.sum())))
+    assert len(learned["energy"]) == len(gauss["energy"]) or learned["energy"].sum() != gauss["energy"].sum()
+    assert not (len(learned["energy"]) == len(gauss["energy"]) and (learned["energy"] == gauss["energy"]).all())
+    t = bench.inference_time(threads=1, n_showers=10, repeat=1, checkpoint=SHIPPED,
+                             net_kwargs=bench.load_checkpoint_info(SHIPPED)["net"],
+                             module_kwargs={**module.hparams}, pair_classifier=module.pair_classifier,
+                             share_classifier=clf)
+    assert t["time_s"] > 0
+    with pytest.raises(ValueError, match="share_classifier"):
+        bench.inference_time(threads=1, n_showers=10, repeat=1, checkpoint=SHIPPED,
+                             net_kwargs=bench.load_checkpoint_info(SHIPPED)["net"], module_kwargs={**module.hparams})
+
+
+def test_learned_sharing_settings_need_share_events_and_their_own_seeds():
+    with pytest.raises(ValueError, match="hit-share"):
+        bench._check_test_seeds(bench.SHARE_SEED0, 10, 0, 0, 0, share_events=5)
+    bench._check_test_seeds(bench.SHARE_SEED0 + 5, 10, 0, 0, 0, share_events=5)  # just after them: fine
+    with pytest.raises(ValueError, match="share_events"):
+        bench.train_and_evaluate(checkpoint=SHIPPED, reuse=True, n_val=0, n_test=1, threads=1,
+                                 settings={"t_beta": 0.7, "t_d": 1.5, "energy_sharing": "learned"}, save_pairs=False)
