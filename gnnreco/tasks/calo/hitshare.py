@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from gnnreco.ops import scatter, scatter_sum
-from gnnreco.tasks.calo.reco import Condensation, SharedAssignment, _capture_pairs
+from gnnreco.tasks.calo.reco import Condensation, SharedAssignment, _capture_pairs, shares_from_log_weights
 
 __all__ = ["HIT_SHARE_FEATURES", "hit_cp_pairs", "hit_share_features", "hit_share_labels",
            "share_energy_learned", "gather_hit_share_samples"]
@@ -120,15 +120,7 @@ def share_energy_learned(out: dict[str, Tensor], hit_pos: Tensor, hit_energy: Te
         s_k = scatter_sum(hit_energy.clamp(min=0.0)[asg >= 0], asg[asg >= 0], dim=0, dim_size=cond.cp_index.numel())
         logw = logw + energy_power * torch.log(s_k[p].clamp(min=1e-6))
     logw = torch.where(own[h], torch.full_like(logw, 1e9), logw)  # a condensation point stays whole
-    logw = logw - scatter(logw, h, dim=0, dim_size=n, reduce="max")[h]
-    w = torch.exp(logw)
-    frac = w / scatter_sum(w, h, dim=0, dim_size=n)[h]
-    if min_fraction > 0:
-        keep = (frac >= min_fraction) | (logw == 0)
-        h, p, frac = h[keep], p[keep], frac[keep]
-        frac = frac / scatter_sum(frac, h, dim=0, dim_size=n)[h]
-    order = torch.argsort(h * max(cond.cp_index.numel(), 1) + p)
-    return SharedAssignment(h[order], p[order], frac[order])
+    return shares_from_log_weights(h, p, logw, n, cond.cp_index.numel(), min_fraction)
 
 
 def hit_share_labels(cond: Condensation, hit_shower: Tensor, hit_energy: Tensor, h: Tensor, p: Tensor) -> Tensor:

@@ -476,15 +476,24 @@ def share_energy(coords: Tensor, cond: Condensation, *, t_d: float, beta: Tensor
         logw = logw + beta_power * torch.log(beta.reshape(-1).detach().float().index_select(0, cp)[p_].clamp(min=1e-12))
     if cluster_weight is not None:
         logw = logw + torch.log(cluster_weight.reshape(-1).detach().float()[p_].clamp(min=1e-30))
-    logw = logw - scatter(logw, h_, dim=0, dim_size=n, reduce="max")[h_]  # stable as sigma -> 0
+    return shares_from_log_weights(h_, p_, logw, n, cp.numel(), min_fraction)
+
+
+def shares_from_log_weights(h: Tensor, p: Tensor, logw: Tensor, n_hits: int, n_clusters: int,
+                            min_fraction: float = 1e-3) -> SharedAssignment:
+    r"""Fractions :math:`f_{j\alpha} = w_{j\alpha}/\sum_{\alpha'} w_{j\alpha'}` of the pairs (hit ``h``,
+    cluster ``p``) from their log-weights (normalised per hit in a numerically stable way), pairs
+    below ``min_fraction`` dropped and the hit's others renormalised (its strongest pair is always
+    kept); sorted by hit, then cluster."""
+    logw = logw - scatter(logw, h, dim=0, dim_size=n_hits, reduce="max")[h]  # stable for steep weights
     w = torch.exp(logw)
-    frac = w / scatter_sum(w, h_, dim=0, dim_size=n)[h_]
+    frac = w / scatter_sum(w, h, dim=0, dim_size=n_hits)[h]
     if min_fraction > 0:
         keep = (frac >= min_fraction) | (logw == 0)
-        h_, p_, frac = h_[keep], p_[keep], frac[keep]
-        frac = frac / scatter_sum(frac, h_, dim=0, dim_size=n)[h_]
-    order = torch.argsort(h_ * max(cp.numel(), 1) + p_)
-    return SharedAssignment(h_[order], p_[order], frac[order])
+        h, p, frac = h[keep], p[keep], frac[keep]
+        frac = frac / scatter_sum(frac, h, dim=0, dim_size=n_hits)[h]
+    order = torch.argsort(h * max(n_clusters, 1) + p)
+    return SharedAssignment(h[order], p[order], frac[order])
 
 
 def cluster_energies_shared(shared: SharedAssignment, energy: Tensor, n_clusters: int) -> Tensor:
