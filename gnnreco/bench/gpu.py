@@ -14,7 +14,8 @@ with a message) and reports, on the first CUDA device:
   (:class:`~gnnreco.tasks.tracking.device.DeviceTracker`, junction-removal tracks) from the raw hit
   columns, with its labels checked against the host builder.
 - **calo** (issue 7, goal ≤ 30 ms per 50k-hit event): :func:`gnnreco.bench.calo.inference_time` on
-  CUDA (network with its kNN, condensation, energy sharing and shower energies), with the network's β
+  CUDA (network with its kNN, condensation, energy sharing and shower energies, at the working point and
+  with the classifiers recorded beside the checkpoint: :func:`calo_working_point`), with the network's β
   compared with the CPU forward.
 - **pflow** (issue 8): ms/event at 6.4k elements (:func:`gnnreco.bench.pflow.scaling`, link features
   computed on the host inside the timed call), and the network alone, beside the published ≈ 49 ms
@@ -191,14 +192,37 @@ def _tracking_device_chain(net, filt, cut: float, ckpt: dict, cache_dir: Path, n
             "tracks": int(labels.max()) + 1 if labels.numel() else 0}
 
 
+def calo_working_point(checkpoint: Path, info: dict) -> tuple[dict, dict]:
+    """The module settings the calo benchmark table was measured at (the sidecar's ``reco`` and
+    ``reco_pairs`` blocks on top of its training ``module`` block) and the classifiers they need,
+    loaded from beside the checkpoint: ``pair_classifier`` (``<checkpoint>.pairs.pt``) when the
+    suppression or the fragment merging is on, ``share_classifier`` (``<checkpoint>.share.pt``) for the
+    learned sharing. Without a ``reco`` block: the training settings and no classifier."""
+    from gnnreco.bench.calo import reco_settings
+    from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+    if "reco" not in info:
+        return dict(info["module"]), {}
+    mk = {**info["module"], **reco_settings(checkpoint)}
+    clfs = {}
+    if mk.get("pair_threshold", 0.0) > 0 or mk.get("absorb_threshold", 0.0) > 0:
+        clfs["pair_classifier"] = load_pair_classifier(str(checkpoint) + ".pairs.pt")
+    if mk.get("energy_sharing") == "learned":
+        clfs["share_classifier"] = load_pair_classifier(str(checkpoint) + ".share.pt")
+    return mk, clfs
+
+
 def calo(checkpoint: Path, repeat: int = 10) -> dict:
     """Calo reconstruction of one ~50k-hit event on the GPU (:func:`gnnreco.bench.calo.inference_time`)."""
     from gnnreco.bench.calo import _event, inference_time, load_checkpoint_info
     from gnnreco.tasks.calo.model import CaloGravNet
 
     info = load_checkpoint_info(checkpoint)
-    res = inference_time(threads=1, checkpoint=checkpoint, net_kwargs=info["net"], module_kwargs=info["module"],
-                         repeat=repeat, device=DEVICE)
+    mk, clfs = calo_working_point(checkpoint, info)
+    res = inference_time(threads=1, checkpoint=checkpoint, net_kwargs=info["net"], module_kwargs=mk,
+                         repeat=repeat, device=DEVICE, **clfs)
+    res["working_point"] = {k: v for k, v in mk.items() if k not in info["module"] or info["module"][k] != v}
+    res["classifiers"] = sorted(clfs)
     net = CaloGravNet(**info["net"])
     net.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     net.eval()
@@ -340,7 +364,9 @@ def _tables(res: dict) -> str:
     if "calo" in res and "ms" in res["calo"]:
         r = res["calo"]
         st = r["stages_ms"]
-        out += ["", f"**Calo** (issue 7): one event of {r['hits']} hits, median of the timed calls.", "",
+        wp = (f" At the benchmark's working point ({', '.join(f'{k} {v}' for k, v in r['working_point'].items())}"
+              f"; {', '.join(r['classifiers']) or 'no classifier'})." if r.get("working_point") else "")
+        out += ["", f"**Calo** (issue 7): one event of {r['hits']} hits, median of the timed calls.{wp}", "",
                 markdown_table(["network ms", "condensation ms", "shower energies ms", "total ms", "goal"],
                                [[st["network"], st["condensation"], st["shower energies"], r["ms"],
                                  "≤ 30 ms: " + ("met" if r["ms"] <= 30 else "**missed**")]]),

@@ -46,3 +46,19 @@ def test_knn_table_has_the_triton_column():
     assert "| gnnreco ms (triton) | triton same |" in text
     assert "| 39 | n/a | 5.25 | True | 150 |" in text
 
+
+
+def test_calo_gpu_bench_runs_at_the_recorded_working_point_with_its_classifiers():
+    """The committed sidecar records the table's settings: the GPU bench times those (pair classifier
+    loaded from beside the checkpoint), not the training defaults, and its report says so."""
+    from gnnreco.bench.calo import load_checkpoint_info
+
+    ck = gpu.ROOT / "docs" / "checkpoints" / "calo_gravnet.pt"
+    info = load_checkpoint_info(ck)
+    mk, clfs = gpu.calo_working_point(ck, info)
+    assert mk["t_beta"] == info["reco"]["t_beta"] and mk["t_d"] == info["reco"]["t_d"]
+    assert "pair_classifier" in clfs and mk["absorb_threshold"] > 0
+    assert ("share_classifier" in clfs) == (mk.get("energy_sharing") == "learned")
+    text = _tables(_calo(working_point={"t_beta": 0.7, "absorb_threshold": 0.5}, classifiers=["pair_classifier"]))
+    assert "working point (t_beta 0.7, absorb_threshold 0.5; pair_classifier)" in text
+    assert gpu.calo_working_point(ck, {"module": {"t_beta": 0.1}}) == ({"t_beta": 0.1}, {})
