@@ -147,9 +147,18 @@ def test_the_documented_working_point_overrides_compose(compose):
     """docs/calo.md lists the benchmark's working point as Hydra overrides: every key exists in the config."""
     from hydra.utils import instantiate
 
-    over = ["model.t_beta=0.7", "model.t_d=1.75", "model.energy_sharing=gaussian", "model.share_sigma=0.25",
-            "model.share_radius=1.5", "model.share_beta_power=4", "model.share_energy_power=4",
-            "model.pair_threshold=0.05", "model.assign=nearest", "model.absorb_threshold=0.5", "model.absorb_radius=2.0"]
+    from pathlib import Path
+
+    ck = Path(__file__).resolve().parents[3] / "docs" / "checkpoints" / "calo_gravnet.pt"
+    over = [f"model.pair_classifier={ck}.pairs.pt", f"model.share_classifier={ck}.share.pt", "model.t_beta=0.7",
+            "model.t_d=1.75", "model.energy_sharing=learned", "model.share_radius=2.0", "model.share_beta_power=32",
+            "model.share_energy_power=0", "model.pair_threshold=0.05", "model.assign=nearest",
+            "model.absorb_threshold=0.5", "model.absorb_radius=2.0"]
     cfg = compose("train", ["experiment=calo_quickstart", *over], test_conf=False)
     model = instantiate(cfg.model)
-    assert model.hparams.energy_sharing == "gaussian" and model.hparams.share_energy_power == 4
+    assert model.hparams.energy_sharing == "learned" and model.share_classifier is not None
+    assert model.pair_classifier is not None
+    cfg = compose("train", ["experiment=calo_quickstart", "model.energy_sharing=gaussian", "model.share_sigma=0.25",
+                            "model.share_radius=1.5", "model.share_beta_power=8", "model.share_energy_power=4"],
+                  test_conf=False)
+    assert instantiate(cfg.model).hparams.share_energy_power == 4

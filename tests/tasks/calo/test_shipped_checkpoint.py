@@ -42,7 +42,9 @@ def test_shipped_network_finds_the_showers_of_an_unseen_event():
         net = CaloGravNet(**info["net"])
         if name == "trained":
             net.load_state_dict(torch.load(SHIPPED))
-        module = CaloModule(net=net, optimizer=torch.optim.AdamW, metric_min_energy=10.0, **{**info["module"], **info["reco"]}).eval()
+        module = CaloModule(net=net, optimizer=torch.optim.AdamW, metric_min_energy=10.0,
+                            **{**info["module"], **bench.reco_settings(SHIPPED)}).eval()
+        _set_classifiers(module)
         with torch.no_grad():
             acc = CaloMetricsAccumulator(min_energy=10.0)
             acc.extend(module.event_results(event, module(event)))
@@ -99,7 +101,7 @@ def test_pair_classifier_fits_saves_loads_and_times_on_the_shipped_network(tmp_p
     assert n_paper <= n_fitted < n_never / 4
     t = bench.inference_time(threads=1, n_showers=10, repeat=1, checkpoint=SHIPPED, net_kwargs=info["net"],
                              module_kwargs={**info["module"], **info["reco"], "pair_threshold": 0.5},
-                             pair_classifier=loaded)
+                             pair_classifier=loaded, share_classifier=load_pair_classifier(str(SHIPPED) + ".share.pt"))
     assert t["time_s"] > 0 and t["stages"]["condensation"] > 0
     with pytest.raises(FileNotFoundError, match="pair classifier"):
         load_pair_classifier(tmp_path / "missing.pt")
@@ -124,18 +126,26 @@ def test_bench_with_the_pair_classifier_reports_the_comparison_and_budget(tmp_pa
     assert r["budget"]["all"]["n"] > 10
 
 
+def _set_classifiers(module):
+    """The committed pair and hit-share classifiers, fitted for the shipped network."""
+    from gnnreco.tasks.calo.pairs import load_pair_classifier
+
+    module.set_pair_classifier(load_pair_classifier(str(SHIPPED) + ".pairs.pt"))
+    module.set_share_classifier(load_pair_classifier(str(SHIPPED) + ".share.pt"))
+
+
 def _shipped_module():
+    """The shipped network at the recorded working point (sidecar ``reco`` + ``reco_pairs``), with its classifiers."""
     from gnnreco.tasks.calo.model import CaloGravNet
     from gnnreco.tasks.calo.module import CaloModule
-    from gnnreco.tasks.calo.pairs import load_pair_classifier
 
     info = bench.load_checkpoint_info(SHIPPED)
     net = CaloGravNet(**info["net"])
     net.load_state_dict(torch.load(SHIPPED))
-    module = CaloModule(net=net, optimizer=torch.optim.AdamW, metric_min_energy=10.0,
-                        **{**info["module"], **info["reco"]}).eval()
-    module.set_pair_classifier(load_pair_classifier(str(SHIPPED) + ".pairs.pt"))
-    return module, info["reco"]
+    reco = bench.reco_settings(SHIPPED)
+    module = CaloModule(net=net, optimizer=torch.optim.AdamW, metric_min_energy=10.0, **{**info["module"], **reco}).eval()
+    _set_classifiers(module)
+    return module, reco
 
 
 #: settings that differ in every stage: thresholds, sharing (reusing a condensation), suppression, absorption
@@ -193,9 +203,12 @@ def test_learned_sharing_in_the_module_needs_and_uses_its_hit_share_classifier()
     Gaussian sharing's."""
     torch.set_num_threads(1)
     module, reco = _shipped_module()
+    module.set_share_classifier(None)
     event = bench._event(20_920, 10, energy=(10.0, 100.0))
     with torch.no_grad():
         out = module(event)
+    bench._set(module, {"energy_sharing": "gaussian", "share_radius": 1.5, "share_beta_power": 8.0,
+                        "share_energy_power": 4.0})
     gauss = module.reconstruct(event, out)[0]
     clf, rec = bench.fit_share(module, 1, t_d=reco["t_d"], steps=200)
     assert rec["pairs"] > 1000 and 0.0 < rec["positive_fraction"] < 1.0
