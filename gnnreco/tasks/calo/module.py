@@ -319,6 +319,16 @@ class CaloModule(GraphTaskModule):
         (``absorb_threshold``); ``None`` removes it."""
         object.__setattr__(self, "pair_classifier", classifier)
 
+    def _apply(self, fn, *args, **kwargs):
+        # the classifiers are not registered submodules (no OC gradients, saved on their own), but
+        # they run on the network's outputs: .to(device) / .cuda() / .double() move them with the module
+        super()._apply(fn, *args, **kwargs)
+        for name in ("pair_classifier", "share_classifier"):
+            clf = self.__dict__.get(name)
+            if clf is not None:
+                clf._apply(fn, *args, **kwargs)
+        return self
+
     def set_share_classifier(self, classifier: nn.Module | None) -> None:
         """Use ``classifier`` (a :class:`~gnnreco.tasks.calo.pairs.PairClassifier` on
         :data:`~gnnreco.tasks.calo.hitshare.HIT_SHARE_FEATURES`, fitted on this network's condensations)

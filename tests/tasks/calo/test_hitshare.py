@@ -162,3 +162,21 @@ def test_the_documented_working_point_overrides_compose(compose):
                             "model.share_radius=1.5", "model.share_beta_power=8", "model.share_energy_power=4"],
                   test_conf=False)
     assert instantiate(cfg.model).hparams.share_energy_power == 4
+
+
+def test_classifiers_follow_the_module_to_its_device_and_dtype():
+    """Moving the module (Lightning does, to the GPU) moves its pair and hit-share classifiers too, though
+    they are not registered submodules."""
+    from functools import partial
+
+    from gnnreco.tasks.calo.model import CaloGravNet
+    from gnnreco.tasks.calo.module import CaloModule
+    from gnnreco.tasks.calo.pairs import PairClassifier
+
+    module = CaloModule(net=CaloGravNet(hidden=8, n_blocks=1, k=4), optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    module.set_pair_classifier(PairClassifier())
+    module.set_share_classifier(PairClassifier(n_features=len(HIT_SHARE_FEATURES) + 8))
+    module.to(torch.float64)
+    assert module.pair_classifier.mean.dtype == torch.float64
+    assert next(module.share_classifier.parameters()).dtype == torch.float64
+    assert not any(n.startswith(("pair_classifier", "share_classifier")) for n, _ in module.named_parameters())
