@@ -145,9 +145,9 @@ def test_calo_config_takes_a_saved_share_classifier(compose, tmp_path):
 
 def test_the_documented_working_point_overrides_compose(compose):
     """docs/calo.md lists the benchmark's working point as Hydra overrides: every key exists in the config."""
-    from hydra.utils import instantiate
-
     from pathlib import Path
+
+    from hydra.utils import instantiate
 
     ck = Path(__file__).resolve().parents[3] / "docs" / "checkpoints" / "calo_gravnet.pt"
     over = [f"model.pair_classifier={ck}.pairs.pt", f"model.share_classifier={ck}.share.pt", "model.t_beta=0.7",
