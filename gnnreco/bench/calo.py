@@ -1169,6 +1169,10 @@ def main(argv: list[str] | None = None) -> None:
                          "(a reused network keeps the settings of its sidecar)")
     if args.settings_from and not args.compare:
         raise SystemExit("--settings-from is an option of --compare")
+    if args.settings_from and reco_settings(args.settings_from).get("energy_sharing") == "learned" \
+            and args.share_events <= 0:
+        raise SystemExit(f"{args.settings_from}'s settings use the learned energy sharing: add --share-events N "
+                         "(e.g. 300) to fit each network's hit-share classifier")
     if args.compare:
         from gnnreco.bench.report import markdown_table
 

@@ -180,3 +180,24 @@ def test_classifiers_follow_the_module_to_its_device_and_dtype():
     assert module.pair_classifier.mean.dtype == torch.float64
     assert next(module.share_classifier.parameters()).dtype == torch.float64
     assert not any(n.startswith(("pair_classifier", "share_classifier")) for n, _ in module.named_parameters())
+
+
+def test_an_event_without_condensation_points_shares_nothing():
+    out, hit_pos, energy, shower, batch = _toy()
+    cond = condense(out["beta"], out["coords"], t_beta=0.99, t_d=0.3, batch=batch)  # no candidate
+    assert cond.cp_index.numel() == 0
+    sh = share_energy_learned(out, hit_pos, energy, cond, batch, lambda f: f[:, 0], t_d=0.3, radius=2.0)
+    assert sh.hit.numel() == sh.cluster.numel() == sh.fraction.numel() == 0
+    h, p, d = hit_cp_pairs(out, cond, batch, t_d=0.3, radius=2.0)
+    assert h.numel() == 0 and hit_share_labels(cond, shower, energy, h, p).numel() == 0
+
+
+def test_settings_from_a_learned_sharing_sidecar_need_share_events():
+    from pathlib import Path
+
+    from gnnreco.bench import calo as bench
+
+    ck = str(Path(__file__).resolve().parents[3] / "docs" / "checkpoints" / "calo_gravnet.pt")
+    assert bench.reco_settings(ck)["energy_sharing"] == "learned"
+    with pytest.raises(SystemExit, match="--share-events"):
+        bench.main(["--compare", ck, ck, "--settings-from", ck, "--n-test", "1"])
