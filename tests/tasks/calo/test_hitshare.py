@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -98,11 +100,7 @@ def test_learned_fractions_follow_the_classifier_and_sum_to_one():
 def test_gather_and_fit_separate_the_main_cluster_from_the_fragment():
     out, hit_pos, energy, shower, batch = _toy(n_per=60)
 
-    class Ev:
-        pass
-
-    ev = Ev()
-    ev.batch, ev.hit_pos, ev.hit_energy, ev.hit_shower = batch, hit_pos, energy, shower
+    ev = SimpleNamespace(batch=batch, hit_pos=hit_pos, hit_energy=energy, hit_shower=shower)
 
     def cond_fn(b, o):
         return condense(o["beta"], o["coords"], t_beta=0.5, t_d=0.3, batch=b.batch)
