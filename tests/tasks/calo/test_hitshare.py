@@ -199,3 +199,21 @@ def test_settings_from_a_learned_sharing_sidecar_need_share_events():
     assert bench.reco_settings(ck)["energy_sharing"] == "learned"
     with pytest.raises(SystemExit, match="--share-events"):
         bench.main(["--compare", ck, ck, "--settings-from", ck, "--n-test", "1"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_learned_sharing_on_cuda_equals_cpu():
+    """The learned sharing on a GPU (dense neighbour search, classifier on the device) gives the CPU's pairs
+    and fractions."""
+    out, hit_pos, energy, shower, batch = _toy(n_per=80)
+    cond = condense(out["beta"], out["coords"], t_beta=0.5, t_d=0.3, batch=batch)
+    X = torch.randn(300, len(HIT_SHARE_FEATURES) + 8)
+    clf = fit_pair_classifier(X, (torch.rand(300) > 0.5).float(), n_features=X.shape[1], steps=20)[0]
+    cpu = share_energy_learned(out, hit_pos, energy, cond, batch, clf, t_d=0.3, radius=3.0, power=8.0)
+    dev = torch.device("cuda")
+    cond_d = Condensation(cond.assignment.to(dev), cond.cp_index.to(dev), cond.n_rounds)
+    gpu = share_energy_learned({k: v.to(dev) for k, v in out.items()}, hit_pos.to(dev), energy.to(dev), cond_d,
+                               batch.to(dev), clf.to(dev), t_d=0.3, radius=3.0, power=8.0)
+    assert torch.equal(gpu.hit.cpu(), cpu.hit) and torch.equal(gpu.cluster.cpu(), cpu.cluster)
+    torch.testing.assert_close(gpu.fraction.cpu(), cpu.fraction, atol=1e-5, rtol=1e-4)
