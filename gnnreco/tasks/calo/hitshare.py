@@ -22,7 +22,8 @@ in the Gaussian sharing.
 
 The classifier is fitted after the network and the pair classifier, everything else frozen, on the
 condensations of simulated events at the chosen working point, labelled by the truth (1: the hit
-belongs to the shower of the condensation point's own hit; noise hits are 0 for every point):
+belongs to the shower of the condensation point's own hit *and* that cluster is the shower's main one,
+:func:`hit_share_labels`; noise hits are 0 for every point):
 :func:`gather_hit_share_samples`, then :func:`~gnnreco.tasks.calo.pairs.fit_pair_classifier`.
 """
 
@@ -35,7 +36,13 @@ import torch
 from torch import Tensor
 
 from gnnreco.ops import scatter, scatter_sum
-from gnnreco.tasks.calo.reco import Condensation, SharedAssignment, _capture_pairs, shares_from_log_weights
+from gnnreco.tasks.calo.reco import (
+    Condensation,
+    SharedAssignment,
+    _capture_pairs,
+    cluster_energies,
+    shares_from_log_weights,
+)
 
 __all__ = ["HIT_SHARE_FEATURES", "hit_cp_pairs", "hit_share_features", "hit_share_labels",
            "share_energy_learned", "gather_hit_share_samples"]
@@ -83,8 +90,7 @@ def hit_share_features(out: dict[str, Tensor], hit_pos: Tensor, hit_energy: Tens
     impact = hit_pos[:, :2] + out["position"]
     pid = torch.softmax(out["pid_logits"].float(), dim=1)
     e = hit_energy.clamp(min=0.0)
-    asg = cond.assignment
-    e_cluster = scatter_sum(e[asg >= 0], asg[asg >= 0], dim=0, dim_size=cp.numel())
+    e_cluster = cluster_energies(cond.assignment, e, cp.numel())
     f = torch.stack([rel, rel - nearest, torch.log(n_cand), d / sigma[h], beta[h], beta[a], sigma[a], sigma[h],
                      (hit_pos[h, :2] - impact[a]).norm(dim=1) / 100.0, (impact[h] - impact[a]).norm(dim=1) / 100.0,
                      (hit_pos[h, 2] - hit_pos[a, 2]) / 100.0, torch.log(e[h].clamp(min=1e-4)),
@@ -116,8 +122,7 @@ def share_energy_learned(out: dict[str, Tensor], hit_pos: Tensor, hit_energy: Te
     own[cond.cp_index] = True
     logw = power * logp
     if energy_power:
-        asg = cond.assignment
-        s_k = scatter_sum(hit_energy.clamp(min=0.0)[asg >= 0], asg[asg >= 0], dim=0, dim_size=cond.cp_index.numel())
+        s_k = cluster_energies(cond.assignment, hit_energy.clamp(min=0.0), cond.cp_index.numel())
         logw = logw + energy_power * torch.log(s_k[p].clamp(min=1e-6))
     logw = torch.where(own[h], torch.full_like(logw, 1e9), logw)  # a condensation point stays whole
     return shares_from_log_weights(h, p, logw, n, cond.cp_index.numel(), min_fraction)
@@ -131,9 +136,7 @@ def hit_share_labels(cond: Condensation, hit_shower: Tensor, hit_energy: Tensor,
     cp = cond.cp_index
     k = cp.numel()
     t = hit_shower[cp]  # each cluster's shower (−1: a noise condensation point)
-    asg = cond.assignment
-    e = hit_energy.clamp(min=0.0)
-    e_cluster = scatter_sum(e[asg >= 0], asg[asg >= 0], dim=0, dim_size=k)
+    e_cluster = cluster_energies(cond.assignment, hit_energy.clamp(min=0.0), k)
     main = torch.zeros(k, dtype=torch.bool, device=cp.device)
     if k:
         ok = t >= 0
